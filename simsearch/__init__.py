@@ -1,0 +1,26 @@
+"""simsearch: exact shingling, MinHash/LSH near-duplicate search and vector kNN."""
+
+from __future__ import annotations
+
+from . import errors
+from .backends import available_backends, get_backend
+from .minhash import MinHash, jaccard, minhash, permutations
+from .shingling import ShingleSets, shingle_hash, shingle_hashes, shingles, tokenize
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "errors",
+    "available_backends",
+    "get_backend",
+    "MinHash",
+    "jaccard",
+    "minhash",
+    "permutations",
+    "ShingleSets",
+    "shingle_hash",
+    "shingle_hashes",
+    "shingles",
+    "tokenize",
+]

@@ -1,0 +1,116 @@
+"""Shingling: the one exact definition (plain Python) and the batch entry point to the fast paths.
+
+Definition (also in the README; results are reproducible from it alone):
+
+* **word** n-grams: ``tokens = re.findall(r"\\w+", text.lower())``; the shingles are the set of
+  ``" ".join(tokens[i:i+n])``. A text with 1..n-1 tokens gives one shingle of all its tokens; a text
+  with no tokens gives the empty set.
+* **char** n-grams: ``t = " ".join(text.lower().split())`` (runs of whitespace collapsed to one
+  space, ends stripped); the shingles are every ``t[i:i+n]``. A non-empty ``t`` shorter than n gives
+  one shingle, ``t`` itself.
+* **shingle hash**: ``xxh64(shingle.encode("utf-8", "surrogatepass"), seed=0)``, the standard XXH64
+  of the shingle's UTF-8 bytes, as an unsigned 64-bit int. MinHash uses its low 32 bits.
+
+:func:`shingle_hashes` computes the sorted unique hash set of many texts at once on a backend; the
+numba and CuPy paths work on UTF-8 bytes and are tested to equal this reference exactly.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import xxhash
+
+from ._validation import check_int, check_option, check_texts
+
+__all__ = [
+    "SHINGLE_KINDS",
+    "tokenize",
+    "shingles",
+    "shingle_hash",
+    "shingle_hash_set",
+    "ShingleSets",
+    "shingle_hashes",
+    "encode_texts",
+]
+
+SHINGLE_KINDS = ("word", "char")
+_WORD = re.compile(r"\w+")
+
+
+def tokenize(text: str) -> list[str]:
+    """Word tokens of ``text``: ``re.findall(r"\\w+", text.lower())``."""
+    return _WORD.findall(text.lower())
+
+
+def shingles(text: str, ngram: int = 5, shingle: str = "word") -> set[str]:
+    """The reference shingle set of one text (see the module docstring)."""
+    if shingle == "word":
+        toks = tokenize(text)
+        if not toks:
+            return set()
+        if len(toks) < ngram:
+            return {" ".join(toks)}
+        return {" ".join(toks[i : i + ngram]) for i in range(len(toks) - ngram + 1)}
+    if shingle == "char":
+        t = " ".join(text.lower().split())
+        if not t:
+            return set()
+        if len(t) < ngram:
+            return {t}
+        return {t[i : i + ngram] for i in range(len(t) - ngram + 1)}
+    check_option(shingle, "shingle", SHINGLE_KINDS, func="shingles")
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def shingle_hash(s: str) -> int:
+    """The documented 64-bit shingle hash: XXH64 (seed 0) of the UTF-8 bytes."""
+    return xxhash.xxh64_intdigest(s.encode("utf-8", "surrogatepass"))
+
+
+def shingle_hash_set(text: str, ngram: int = 5, shingle: str = "word") -> np.ndarray:
+    """Sorted unique uint64 shingle hashes of one text, computed by the reference definition."""
+    hashes = np.fromiter((shingle_hash(s) for s in shingles(text, ngram, shingle)), dtype=np.uint64)
+    return np.unique(hashes)
+
+
+@dataclass(frozen=True)
+class ShingleSets:
+    """Sorted unique shingle-hash sets of many documents in CSR form.
+
+    Document ``i`` owns ``hashes[offsets[i]:offsets[i+1]]``, sorted ascending without repeats.
+    """
+
+    offsets: np.ndarray  # int64 (n + 1,)
+    hashes: np.ndarray  # uint64 (offsets[-1],)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.hashes[self.offsets[i] : self.offsets[i + 1]]
+
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def encode_texts(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """UTF-8 bytes of all texts back to back (uint8) and their int64 offsets (n + 1)."""
+    encoded = [t.encode("utf-8", "surrogatepass") for t in texts]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
+    data = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    return data, offsets
+
+
+def shingle_hashes(texts, *, ngram: int = 5, shingle: str = "word", backend: str = "auto") -> ShingleSets:
+    """Sorted unique shingle-hash sets of many texts, computed on ``backend``."""
+    from .backends import get_backend
+
+    texts = check_texts(texts, func="shingle_hashes")
+    ngram = check_int(ngram, "ngram", 1, 1 << 16, func="shingle_hashes")
+    check_option(shingle, "shingle", SHINGLE_KINDS, func="shingle_hashes")
+    offsets, hashes = get_backend(backend).shingle_hashes(texts, ngram, shingle)
+    return ShingleSets(offsets, hashes)
