@@ -1,0 +1,1 @@
+"""Compatibility facades for code written against other libraries (see :mod:`.datasketch`)."""
