@@ -29,19 +29,19 @@ def _rotl(x, r):
 
 
 @njit(inline="always")
-def _read64(buf, p):
-    v = uint64(0)
-    for j in range(8):
-        v |= uint64(buf[p + j]) << uint64(8 * j)
-    return v
+def _read64(words, p):
+    """Little-endian 8 bytes at byte offset p of the uint64 array ``words``: two aligned loads."""
+    i = p >> 3
+    s = uint64((p & 7) * 8)
+    lo = words[i] >> s
+    if s == 0:
+        return lo
+    return lo | (words[i + 1] << (uint64(64) - s))
 
 
 @njit(inline="always")
-def _read32(buf, p):
-    v = uint64(0)
-    for j in range(4):
-        v |= uint64(buf[p + j]) << uint64(8 * j)
-    return v
+def _read32(words, p):
+    return _read64(words, p) & _M32
 
 
 @njit(inline="always")
@@ -58,8 +58,9 @@ def _merge(acc, val):
 
 
 @njit(cache=True)
-def xxh64(buf, start, end):
-    """XXH64 with seed 0 of ``buf[start:end]`` (uint8)."""
+def xxh64(words, buf, start, end):
+    """XXH64 with seed 0 of ``buf[start:end]``; ``buf`` is a uint8 view of the uint64 ``words``,
+    which must extend at least 8 bytes past ``end``."""
     p = start
     n = end - start
     if n >= 32:
@@ -69,10 +70,10 @@ def xxh64(buf, start, end):
         v4 = uint64(0) - _P1
         limit = end - 32
         while p <= limit:
-            v1 = _round(v1, _read64(buf, p))
-            v2 = _round(v2, _read64(buf, p + 8))
-            v3 = _round(v3, _read64(buf, p + 16))
-            v4 = _round(v4, _read64(buf, p + 24))
+            v1 = _round(v1, _read64(words, p))
+            v2 = _round(v2, _read64(words, p + 8))
+            v3 = _round(v3, _read64(words, p + 16))
+            v4 = _round(v4, _read64(words, p + 24))
             p += 32
         h = _rotl(v1, 1) + _rotl(v2, 7) + _rotl(v3, 12) + _rotl(v4, 18)
         h = _merge(h, v1)
@@ -83,11 +84,11 @@ def xxh64(buf, start, end):
         h = _P5
     h += uint64(n)
     while p + 8 <= end:
-        h ^= _round(uint64(0), _read64(buf, p))
+        h ^= _round(uint64(0), _read64(words, p))
         h = _rotl(h, 27) * _P1 + _P4
         p += 8
     if p + 4 <= end:
-        h ^= _read32(buf, p) * _P1
+        h ^= _read32(words, p) * _P1
         h = _rotl(h, 23) * _P2 + _P3
         p += 4
     while p < end:
@@ -190,7 +191,7 @@ def _put_utf8(buf, q, c):
 
 
 @njit(cache=True)
-def _doc_shingles(data, start, end, ngram, char_mode, lower, multi, flags, cps, low, buf, marks, out):
+def _doc_shingles(data, start, end, ngram, char_mode, lower, multi, flags, cps, low, words, buf, marks, out):
     """Hash every shingle of one document into ``out``; returns how many (repeats included).
 
     Word mode writes the lowered tokens into ``buf`` separated by one space, so shingle i is the
@@ -220,10 +221,10 @@ def _doc_shingles(data, start, end, ngram, char_mode, lower, multi, flags, cps, 
         if count == 0:
             return 0
         if count < ngram:
-            out[0] = xxh64(buf, 0, q)
+            out[0] = xxh64(words, buf, 0, q)
             return 1
         for i in range(count - ngram + 1):
-            out[i] = xxh64(buf, marks[i], marks[i + ngram])
+            out[i] = xxh64(words, buf, marks[i], marks[i + ngram])
         return count - ngram + 1
     # word mode: marks[2t] = start of token t, marks[2t+1] = its end
     in_tok = False
@@ -247,10 +248,10 @@ def _doc_shingles(data, start, end, ngram, char_mode, lower, multi, flags, cps, 
     if count == 0:
         return 0
     if count < ngram:
-        out[0] = xxh64(buf, marks[0], marks[2 * count - 1])
+        out[0] = xxh64(words, buf, marks[0], marks[2 * count - 1])
         return 1
     for i in range(count - ngram + 1):
-        out[i] = xxh64(buf, marks[2 * i], marks[2 * (i + ngram - 1) + 1])
+        out[i] = xxh64(words, buf, marks[2 * i], marks[2 * (i + ngram - 1) + 1])
     return count - ngram + 1
 
 
@@ -260,10 +261,11 @@ def _scratch(max_bytes):
     # each plus one separator, and every shingle starts at a distinct code point.
     cps = np.empty(max_bytes + 1, np.int32)
     low = np.empty(3 * max_bytes + 1, np.int32)
-    buf = np.empty(15 * max_bytes + 8, np.uint8)
+    words = np.zeros((15 * max_bytes) // 8 + 3, np.uint64)
+    buf = words.view(np.uint8)
     marks = np.empty(6 * max_bytes + 8, np.int64)
     out = np.empty(3 * max_bytes + 1, np.uint64)
-    return cps, low, buf, marks, out
+    return cps, low, words, buf, marks, out
 
 
 @njit(inline="always")
@@ -325,11 +327,11 @@ def minhash_texts(data, offsets, bounds, ngram, char_mode, lower, multi, flags, 
         longest = 0
         for i in range(lo, hi):
             longest = max(longest, offsets[i + 1] - offsets[i])
-        cps, low, buf, marks, out = _scratch(longest)
+        cps, low, words, buf, marks, out = _scratch(longest)
         xbuf = np.empty(out.shape[0], np.uint32)
         for i in range(lo, hi):
             cnt = _doc_shingles(
-                data, offsets[i], offsets[i + 1], ngram, char_mode, lower, multi, flags, cps, low, buf, marks, out
+                data, offsets[i], offsets[i + 1], ngram, char_mode, lower, multi, flags, cps, low, words, buf, marks, out
             )
             _minhash_into(out, 0, cnt, a, b, sigs[i], xbuf)
     return sigs
@@ -346,10 +348,10 @@ def shingle_counts(data, offsets, bounds, ngram, char_mode, lower, multi, flags)
         longest = 0
         for i in range(lo, hi):
             longest = max(longest, offsets[i + 1] - offsets[i])
-        cps, low, buf, marks, out = _scratch(longest)
+        cps, low, words, buf, marks, out = _scratch(longest)
         for i in range(lo, hi):
             cnt = _doc_shingles(
-                data, offsets[i], offsets[i + 1], ngram, char_mode, lower, multi, flags, cps, low, buf, marks, out
+                data, offsets[i], offsets[i + 1], ngram, char_mode, lower, multi, flags, cps, low, words, buf, marks, out
             )
             counts[i] = _sort_unique(out, cnt)
     return counts
@@ -377,10 +379,10 @@ def shingle_fill(data, offsets, bounds, ngram, char_mode, lower, multi, flags, o
         longest = 0
         for i in range(lo, hi):
             longest = max(longest, offsets[i + 1] - offsets[i])
-        cps, low, buf, marks, out = _scratch(longest)
+        cps, low, words, buf, marks, out = _scratch(longest)
         for i in range(lo, hi):
             cnt = _doc_shingles(
-                data, offsets[i], offsets[i + 1], ngram, char_mode, lower, multi, flags, cps, low, buf, marks, out
+                data, offsets[i], offsets[i + 1], ngram, char_mode, lower, multi, flags, cps, low, words, buf, marks, out
             )
             u = _sort_unique(out, cnt)
             base = out_offsets[i]
