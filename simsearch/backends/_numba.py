@@ -8,9 +8,10 @@ import numpy as np
 from .. import _unicode
 from ..shingling import encode_texts
 from . import _numba_text as K
+from ._numba_lsh import NumbaLSHKernels
 
 
-class NumbaBackend:
+class NumbaBackend(NumbaLSHKernels):
     name = "numba"
 
     def _prep(self, texts):

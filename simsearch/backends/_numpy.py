@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..shingling import shingle_hash_set
+from ._numpy_lsh import NumpyLSHKernels
 
 _M32 = np.uint64(0xFFFFFFFF)
 
@@ -27,7 +28,7 @@ def low32(hashes: np.ndarray) -> np.ndarray:
     return (hashes.astype(np.uint64) & _M32).astype(np.uint32)
 
 
-class NumpyBackend:
+class NumpyBackend(NumpyLSHKernels):
     name = "numpy"
 
     def shingle_hashes(self, texts, ngram, shingle):

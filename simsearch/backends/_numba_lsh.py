@@ -1,0 +1,478 @@
+"""Numba LSH kernels: band keys (XXH64), bucketed band tables, lookups, self-join, pair Jaccard, union-find.
+
+Definitions are in :mod:`._numpy_lsh`; every kernel here returns the same bits as its numpy
+reference. Band tables are built with a counting sort on the top ``d`` bits of the (uniformly
+distributed) keys followed by a stable insertion sort inside each small bucket, so building is
+O(m) per band, and a lookup reads one directory entry and one cache line of keys.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange, uint64
+
+from ._numpy_lsh import bucket_bits
+
+__all__ = ["NumbaLSHKernels"]
+
+_P1 = uint64(11400714785074694791)
+_P2 = uint64(14029467366897019727)
+_P3 = uint64(1609587929392839161)
+_P4 = uint64(9650029242287828579)
+_P5 = uint64(2870177450012600261)
+
+
+@njit(inline="always")
+def _rotl(x, r):
+    return (x << uint64(r)) | (x >> uint64(64 - r))
+
+
+@njit(inline="always")
+def _round(acc, lane):
+    acc = acc + lane * _P2
+    return _rotl(acc, 31) * _P1
+
+
+@njit(inline="always")
+def _merge_round(h, v):
+    h ^= _round(uint64(0), v)
+    return h * _P1 + _P4
+
+
+@njit(inline="always")
+def _word(sig, i, p):
+    return uint64(sig[i, p]) | (uint64(sig[i, p + 1]) << uint64(32))
+
+
+@njit(inline="always")
+def _band_hash(sig, i, start, r, seed):
+    """XXH64 (seed) of the 4*r little-endian bytes of sig[i, start:start+r]."""
+    nw = r // 2
+    end = start + 2 * nw
+    length = uint64(4 * r)
+    p = start
+    if length >= uint64(32):
+        v1 = seed + _P1 + _P2
+        v2 = seed + _P2
+        v3 = seed
+        v4 = seed - _P1
+        while p + 8 <= end:
+            v1 = _round(v1, _word(sig, i, p))
+            v2 = _round(v2, _word(sig, i, p + 2))
+            v3 = _round(v3, _word(sig, i, p + 4))
+            v4 = _round(v4, _word(sig, i, p + 6))
+            p += 8
+        h = _rotl(v1, 1) + _rotl(v2, 7) + _rotl(v3, 12) + _rotl(v4, 18)
+        h = _merge_round(h, v1)
+        h = _merge_round(h, v2)
+        h = _merge_round(h, v3)
+        h = _merge_round(h, v4)
+    else:
+        h = seed + _P5
+    h += length
+    while p < end:
+        h ^= _round(uint64(0), _word(sig, i, p))
+        h = _rotl(h, 27) * _P1 + _P4
+        p += 2
+    if r % 2 == 1:
+        h ^= uint64(sig[i, start + r - 1]) * _P1
+        h = _rotl(h, 23) * _P2 + _P3
+    h ^= h >> uint64(33)
+    h *= _P2
+    h ^= h >> uint64(29)
+    h *= _P3
+    h ^= h >> uint64(32)
+    return h
+
+
+@njit(cache=True, parallel=True)
+def band_keys(sigs, b, r):
+    n = sigs.shape[0]
+    out = np.empty((n, b), np.uint64)
+    for i in prange(n):
+        for j in range(b):
+            out[i, j] = _band_hash(sigs, i, j * r, r, uint64(j))
+    return out
+
+
+@njit(inline="always")
+def _top(key, d):
+    return (key >> uint64(1)) >> uint64(63 - d)
+
+
+@njit(cache=True, parallel=True)
+def _bucket_sort(keys, rows, d, skeys, srows, directory):
+    """Per band: counting sort of rows by top-d key bits, then stable insertion sort per bucket."""
+    m = rows.shape[0]
+    nb = keys.shape[1]
+    nbuckets = 1 << d
+    for j in prange(nb):
+        counts = np.zeros(nbuckets + 1, np.int64)
+        for t in range(m):
+            counts[_top(keys[rows[t], j], d) + 1] += 1
+        for u in range(nbuckets):
+            counts[u + 1] += counts[u]
+        for u in range(nbuckets + 1):
+            directory[j, u] = counts[u]
+        fill = counts[:nbuckets].copy()
+        for t in range(m):
+            row = rows[t]
+            k = keys[row, j]
+            u = _top(k, d)
+            pos = fill[u]
+            fill[u] += 1
+            skeys[j, pos] = k
+            srows[j, pos] = row
+        for u in range(nbuckets):
+            lo = directory[j, u]
+            hi = directory[j, u + 1]
+            for p in range(lo + 1, hi):  # stable: equal keys keep row order
+                k = skeys[j, p]
+                rw = srows[j, p]
+                q = p - 1
+                while q >= lo and skeys[j, q] > k:
+                    skeys[j, q + 1] = skeys[j, q]
+                    srows[j, q + 1] = srows[j, q]
+                    q -= 1
+                skeys[j, q + 1] = k
+                srows[j, q + 1] = rw
+
+
+@njit(inline="always")
+def _sort_unique(a, lo, hi):
+    """Sort a[lo:hi] in place and squeeze out repeats; returns the unique count."""
+    n = hi - lo
+    if n <= 1:
+        return n
+    if n <= 32:
+        for p in range(lo + 1, hi):
+            v = a[p]
+            q = p - 1
+            while q >= lo and a[q] > v:
+                a[q + 1] = a[q]
+                q -= 1
+            a[q + 1] = v
+    else:
+        a[lo:hi].sort()
+    u = lo + 1
+    for p in range(lo + 1, hi):
+        if a[p] != a[u - 1]:
+            a[u] = a[p]
+            u += 1
+    return u - lo
+
+
+_BLOCK = 64
+
+
+@njit(cache=True, parallel=True)
+def _probe_all(skeys, srows, directory, d, qkeys, qvalid, bounds, pos, cnt, row0):
+    """For every (query, band): where the run of equal keys starts in the band table, and its length.
+
+    Queries go in blocks: first every directory entry of the block is read, then every key
+    range, so the loads of one stage are independent and the memory system overlaps them.
+    """
+    nb = qkeys.shape[1]
+    last = max(skeys.shape[1] - 1, 0)
+    sink = np.zeros(bounds.shape[0], np.uint64)
+    if skeys.shape[1] == 0:
+        pos[:] = 0
+        cnt[:] = 0
+        row0[:] = -1
+        return sink
+    for c in prange(bounds.shape[0] - 1):
+        lo_b = np.empty((_BLOCK, nb), np.int64)
+        hi_b = np.empty((_BLOCK, nb), np.int64)
+        for q0 in range(bounds[c], bounds[c + 1], _BLOCK):
+            q1 = min(q0 + _BLOCK, bounds[c + 1])
+            for q in range(q0, q1):
+                for j in range(nb):
+                    u = _top(qkeys[q, j], d)
+                    lo_b[q - q0, j] = directory[j, u]
+                    hi_b[q - q0, j] = directory[j, u + 1]
+            touch = uint64(0)
+            for q in range(q0, q1):  # branch-free loads: the misses overlap, later scans hit cache
+                for j in range(nb):
+                    p = min(lo_b[q - q0, j], last)
+                    touch ^= skeys[j, p] ^ uint64(srows[j, p])
+            sink[c] ^= touch
+            for q in range(q0, q1):
+                for j in range(nb):
+                    k = qkeys[q, j]
+                    p = lo_b[q - q0, j]
+                    hi = hi_b[q - q0, j]
+                    while p < hi and skeys[j, p] < k:
+                        p += 1
+                    e = p
+                    while e < hi and skeys[j, e] == k:
+                        e += 1
+                    pos[q, j] = p
+                    cnt[q, j] = (e - p) if qvalid[q] else 0
+                    row0[q, j] = srows[j, p] if e > p else -1
+    return sink
+
+
+@njit(cache=True, parallel=True)
+def _gather(srows, mask, pos, cnt, row0, bounds):
+    """CSR of the sorted unique rows (mask True) in the (pos, cnt) ranges of each query."""
+    nq, nb = pos.shape
+    ub = np.zeros(nq + 1, np.int64)
+    for q in range(nq):
+        t = 0
+        for j in range(nb):
+            t += cnt[q, j]
+        ub[q + 1] = ub[q] + t
+    buf = np.empty(ub[nq], np.int64)
+    out = np.zeros(nq + 1, np.int64)
+    for c in prange(bounds.shape[0] - 1):
+        for q in range(bounds[c], bounds[c + 1]):
+            lo = ub[q]
+            if ub[q + 1] == lo:
+                continue
+            t = lo
+            for j in range(nb):
+                if cnt[q, j] == 1:  # the common case: read the row the probe already fetched
+                    row = row0[q, j]
+                    if mask[row]:
+                        buf[t] = row
+                        t += 1
+                    continue
+                for p in range(pos[q, j], pos[q, j] + cnt[q, j]):
+                    row = srows[j, p]
+                    if mask[row]:
+                        buf[t] = row
+                        t += 1
+            out[q + 1] = _sort_unique(buf, lo, t)
+    return _compact(ub, out, buf)
+
+
+@njit(cache=True)
+def _compact(ub, cnt, buf):
+    nq = cnt.shape[0] - 1
+    for q in range(nq):
+        cnt[q + 1] += cnt[q]
+    rows = np.empty(cnt[nq], np.int64)
+    for q in range(nq):
+        base = ub[q]
+        for t in range(cnt[q + 1] - cnt[q]):
+            rows[cnt[q] + t] = buf[base + t]
+    return cnt, rows
+
+
+@njit(cache=True, parallel=True)
+def _scan(keys, mask, qkeys, qvalid, bounds):
+    nq = qkeys.shape[0]
+    m = keys.shape[0]
+    nb = keys.shape[1]
+    ub = np.zeros(nq + 1, np.int64)
+    for c in prange(bounds.shape[0] - 1):
+        for q in range(bounds[c], bounds[c + 1]):
+            if qvalid[q]:
+                t = 0
+                for row in range(m):
+                    if mask[row]:
+                        for j in range(nb):
+                            if keys[row, j] == qkeys[q, j]:
+                                t += 1
+                                break
+                ub[q + 1] = t
+    for q in range(nq):
+        ub[q + 1] += ub[q]
+    rows = np.empty(ub[nq], np.int64)
+    for c in prange(bounds.shape[0] - 1):
+        for q in range(bounds[c], bounds[c + 1]):
+            t = ub[q]
+            if ub[q + 1] > t:
+                for row in range(m):
+                    if mask[row]:
+                        for j in range(nb):
+                            if keys[row, j] == qkeys[q, j]:
+                                rows[t] = row
+                                t += 1
+                                break
+    return ub, rows
+
+
+@njit(cache=True, parallel=True)
+def _self_join(skeys, srows, mask):
+    """Unsorted packed pairs (with repeats across bands) of rows sharing a key in some band."""
+    nb = skeys.shape[0]
+    m = skeys.shape[1]
+    per_band = np.zeros(nb + 1, np.int64)
+    for j in prange(nb):
+        total = 0
+        p = 0
+        while p < m:
+            e = p + 1
+            while e < m and skeys[j, e] == skeys[j, p]:
+                e += 1
+            if e - p > 1:
+                g = 0
+                for t in range(p, e):
+                    if mask[srows[j, t]]:
+                        g += 1
+                total += g * (g - 1) // 2
+            p = e
+        per_band[j + 1] = total
+    for j in range(nb):
+        per_band[j + 1] += per_band[j]
+    out = np.empty(per_band[nb], np.uint64)
+    for j in prange(nb):
+        w = per_band[j]
+        p = 0
+        while p < m:
+            e = p + 1
+            while e < m and skeys[j, e] == skeys[j, p]:
+                e += 1
+            for x in range(p, e):
+                a = srows[j, x]
+                if mask[a]:
+                    for y in range(x + 1, e):
+                        bb = srows[j, y]
+                        if mask[bb]:
+                            out[w] = (uint64(a) << uint64(32)) | uint64(bb)
+                            w += 1
+            p = e
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _pair_jaccard_sets(off_a, hash_a, off_b, hash_b, ia, ib):
+    m = ia.shape[0]
+    out = np.zeros(m, np.float64)
+    for k in prange(m):
+        p, pe = off_a[ia[k]], off_a[ia[k] + 1]
+        q, qe = off_b[ib[k]], off_b[ib[k] + 1]
+        na = pe - p
+        nb = qe - q
+        if na == 0 or nb == 0:
+            continue
+        inter = 0
+        while p < pe and q < qe:
+            x = hash_a[p]
+            y = hash_b[q]
+            if x == y:
+                inter += 1
+                p += 1
+                q += 1
+            elif x < y:
+                p += 1
+            else:
+                q += 1
+        out[k] = inter / (na + nb - inter)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _pair_jaccard_sigs(sig_a, sig_b, ia, ib):
+    m = ia.shape[0]
+    k = sig_a.shape[1]
+    out = np.zeros(m, np.float64)
+    full = np.uint32(0xFFFFFFFF)
+    for t in prange(m):
+        a = ia[t]
+        b = ib[t]
+        eq = 0
+        ea = True
+        eb = True
+        for j in range(k):
+            x = sig_a[a, j]
+            y = sig_b[b, j]
+            eq += x == y
+            ea &= x == full
+            eb &= y == full
+        if not (ea or eb):
+            out[t] = eq / k
+    return out
+
+
+@njit(inline="always")
+def _find(parent, x):
+    while parent[x] != x:
+        parent[x] = parent[parent[x]]
+        x = parent[x]
+    return x
+
+
+@njit(cache=True)
+def _components(n, a, b):
+    parent = np.arange(n, dtype=np.int64)
+    for t in range(a.shape[0]):
+        ra = _find(parent, a[t])
+        rb = _find(parent, b[t])
+        if ra < rb:
+            parent[rb] = ra
+        elif rb < ra:
+            parent[ra] = rb
+    for x in range(n):
+        parent[x] = _find(parent, x)
+    return parent
+
+
+def _bounds(n: int) -> np.ndarray:
+    parts = max(1, min(n, 16 * numba.get_num_threads()))
+    return np.linspace(0, n, parts + 1).astype(np.int64)
+
+
+def _c(a, dtype):
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+class NumbaLSHKernels:
+    """LSH kernels compiled with numba; mixed into the numba backend."""
+
+    def band_keys(self, sigs, b, r):
+        return band_keys(_c(sigs, np.uint32), int(b), int(r))
+
+    def bucket_sort(self, keys, valid):
+        keys = _c(keys, np.uint64)
+        rows = np.flatnonzero(valid).astype(np.int64)
+        nb = keys.shape[1]
+        d = bucket_bits(rows.shape[0])
+        skeys = np.empty((nb, rows.shape[0]), np.uint64)
+        srows = np.empty((nb, rows.shape[0]), np.int32)
+        directory = np.empty((nb, (1 << d) + 1), np.int32)
+        if nb:
+            _bucket_sort(keys, rows, d, skeys, srows, directory)
+        return skeys, srows, directory, d
+
+    def lookup(self, skeys, srows, directory, d, mask, qkeys, qvalid, chunk: int = 1 << 18):
+        qkeys = _c(qkeys, np.uint64)
+        qvalid = _c(qvalid, np.bool_)
+        mask = _c(mask, np.bool_)
+        nq, nb = qkeys.shape
+        offsets, parts, base = [np.zeros(1, np.int64)], [], 0
+        for start in range(0, nq, chunk):  # bounded scratch: 12 bytes per (query, band)
+            stop = min(nq, start + chunk)
+            pos = np.empty((stop - start, nb), np.int32)
+            cnt = np.empty((stop - start, nb), np.int32)
+            row0 = np.empty((stop - start, nb), np.int32)
+            bounds = _bounds(stop - start)
+            _probe_all(skeys, srows, directory, d, qkeys[start:stop], qvalid[start:stop], bounds, pos, cnt, row0)
+            off, rows = _gather(srows, mask, pos, cnt, row0, bounds)
+            offsets.append(off[1:] + base)
+            parts.append(rows)
+            base += rows.shape[0]
+        rows = np.concatenate(parts) if parts else np.empty(0, np.int64)
+        return np.concatenate(offsets), rows
+
+    def scan(self, keys, mask, qkeys, qvalid):
+        qkeys = _c(qkeys, np.uint64)
+        return _scan(_c(keys, np.uint64), _c(mask, np.bool_), qkeys, _c(qvalid, np.bool_), _bounds(qkeys.shape[0]))
+
+    def self_join(self, skeys, srows, mask):
+        return np.unique(_self_join(skeys, srows, _c(mask, np.bool_)))
+
+    def pair_jaccard_sets(self, off_a, hash_a, off_b, hash_b, ia, ib):
+        return _pair_jaccard_sets(
+            _c(off_a, np.int64), _c(hash_a, np.uint64), _c(off_b, np.int64), _c(hash_b, np.uint64),
+            _c(ia, np.int64), _c(ib, np.int64),
+        )
+
+    def pair_jaccard_sigs(self, sig_a, sig_b, ia, ib):
+        return _pair_jaccard_sigs(_c(sig_a, np.uint32), _c(sig_b, np.uint32), _c(ia, np.int64), _c(ib, np.int64))
+
+    def connected_components(self, n, pairs):
+        pairs = _c(pairs, np.int64).reshape(-1, 2)
+        return _components(int(n), np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1]))
