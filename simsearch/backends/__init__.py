@@ -18,11 +18,23 @@ import numpy as np
 from .._validation import check_option
 from ..errors import BackendUnavailableError
 
-__all__ = ["Backend", "BACKEND_NAMES", "get_backend", "available_backends", "resolve_backend_name"]
+__all__ = [
+    "Backend",
+    "BACKEND_NAMES",
+    "KNN_BACKEND_NAMES",
+    "get_backend",
+    "get_knn_backend",
+    "available_backends",
+    "resolve_backend_name",
+]
 
 BACKEND_NAMES = ("numpy", "numba", "cupy")
 _MODULES = {"numpy": "._numpy", "numba": "._numba", "cupy": "._cupy"}
 _EXTRAS = {"numba": "numba (part of the default install: pip install simsearch)", "cupy": "simsearch[gpu]"}
+# faiss serves distances and kNN only (no shingling/MinHash), so it is not one of BACKEND_NAMES.
+KNN_BACKEND_NAMES = BACKEND_NAMES + ("faiss",)
+_MODULES["faiss"] = "._faiss"
+_EXTRAS["faiss"] = "faiss-cpu (part of the default install), or simsearch[gpu] for faiss-gpu"
 
 
 @runtime_checkable
@@ -39,6 +51,13 @@ class Backend(Protocol):
 
     def minhash_hashes(self, offsets: np.ndarray, hashes: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """uint32 (n, num_perm) signatures from CSR hash sets (uint32 or uint64 hashes)."""
+
+    def pairwise(self, x: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
+        """float32 (len(x), len(y)) distances; x, y are checked C-contiguous float32 (simsearch.distance)."""
+
+    def knn(self, base: np.ndarray, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k: float32 distances and int64 base rows, each (len(queries), k), sorted, ties to
+        the smaller row. Memory stays bounded by blocks whatever the sizes."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -93,3 +112,9 @@ def available_backends() -> list[str]:
             continue
         out.append(name)
     return out
+
+
+def get_knn_backend(name: str = "auto") -> Backend:
+    """The backend for distances and kNN: any of :data:`BACKEND_NAMES`, "auto", or "faiss"."""
+    check_option(name, "backend", ("auto",) + KNN_BACKEND_NAMES)
+    return _load("faiss") if name == "faiss" else get_backend(name)

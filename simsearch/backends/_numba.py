@@ -38,6 +38,16 @@ class NumbaBackend(NumbaLSHKernels):
         bounds = K._chunks(len(offsets) - 1, numba.get_num_threads())
         return K.minhash_csr(offsets, hashes, bounds, a, b)
 
+    def pairwise(self, x, y, metric):
+        from . import _numba_distance
+
+        return _numba_distance.pairwise(x, y, metric)
+
+    def knn(self, base, queries, k, metric):
+        from . import _numba_distance
+
+        return _numba_distance.knn(base, queries, k, metric)
+
 
 def create() -> NumbaBackend:
     return NumbaBackend()

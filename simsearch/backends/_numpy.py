@@ -62,6 +62,16 @@ class NumpyBackend(NumpyLSHKernels):
             doc = end
         return sigs
 
+    def pairwise(self, x, y, metric):
+        from . import _numpy_distance
+
+        return _numpy_distance.pairwise(x, y, metric)
+
+    def knn(self, base, queries, k, metric):
+        from . import _numpy_distance
+
+        return _numpy_distance.knn(base, queries, k, metric)
+
 
 def create() -> NumpyBackend:
     return NumpyBackend()

@@ -1,0 +1,292 @@
+"""Numba kernels for distances and exact top-k: a parallel selection over BLAS blocks, and L1 tiles.
+
+* L2 / cosine / ip: numpy's BLAS computes one (query block x base block) GEMM at a time into a
+  reused buffer, and :func:`gemm_topk_update` folds it into the running top-k of every query in
+  parallel. Most candidates are rejected by one comparison against the current k-th distance.
+* L1 has no GEMM form. :func:`l1_topk` transposes a tile of base rows into a thread-local
+  (dim x tile) buffer that stays in L2, and accumulates ``|q_c - b_c|`` along the tile, so the
+  inner loop is a plain vector loop with no horizontal reduction. Work is split over
+  (query block x base part) tasks so that a few queries still use every core.
+
+Ties go to the smaller base index: every scan visits base rows in increasing order and only
+replaces the current k-th entry on a strictly smaller value; parts are merged in base order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from . import _numpy_distance as ref
+
+_TILE = 256  # base rows per transposed L1 tile: dim * _TILE * 4 bytes (128 KiB at dim 128)
+_L1_QBLOCK = 32  # queries that share one transposed tile
+_GEMM_QBLOCK = 256  # queries per GEMM task
+_GEMM_BBLOCK = 1024  # base rows per GEMM block: the (256 x 1024) float32 product fits in L2
+
+
+@njit(cache=True, inline="always")
+def _insert(td, ti, v, j):
+    """Insert (v, j) into the sorted top-k row (td, ti); the caller checked v < td[-1]."""
+    p = td.shape[0] - 1
+    while p > 0 and td[p - 1] > v:
+        td[p] = td[p - 1]
+        ti[p] = ti[p - 1]
+        p -= 1
+    td[p] = v
+    ti[p] = j
+
+
+@njit(cache=True, nogil=True)
+def gemm_topk_update(g, bterm, bscale, offset, td, ti):
+    """Fold rank = bterm[j] + bscale[j] * g[i, j] of base rows offset.. into the top-k (td, ti)."""
+    nq, nb = g.shape
+    k = td.shape[1]
+    for i in range(nq):
+        tdi = td[i]
+        tii = ti[i]
+        thr = tdi[k - 1]
+        gi = g[i]
+        for j in range(nb):
+            v = bterm[j] + bscale[j] * gi[j]
+            if v < thr:
+                _insert(tdi, tii, v, offset + j)
+                thr = tdi[k - 1]
+
+
+@njit(cache=True, inline="always")
+def _l1_tile(q, bt, m, acc):
+    """acc[j] = sum_c |q[c] - bt[c, j]| for j < m (four dimensions per pass over acc)."""
+    d = q.shape[0]
+    for j in range(m):
+        acc[j] = 0.0
+    c = 0
+    while c + 4 <= d:
+        q0 = q[c]
+        q1 = q[c + 1]
+        q2 = q[c + 2]
+        q3 = q[c + 3]
+        b0 = bt[c]
+        b1 = bt[c + 1]
+        b2 = bt[c + 2]
+        b3 = bt[c + 3]
+        for j in range(m):
+            acc[j] += (abs(q0 - b0[j]) + abs(q1 - b1[j])) + (abs(q2 - b2[j]) + abs(q3 - b3[j]))
+        c += 4
+    while c < d:
+        qc = q[c]
+        bc = bt[c]
+        for j in range(m):
+            acc[j] += abs(qc - bc[j])
+        c += 1
+
+
+@njit(cache=True, inline="always")
+def _transpose_tile(base, t0, m, bt):
+    d = base.shape[1]
+    for j in range(m):
+        row = base[t0 + j]
+        for c in range(d):
+            bt[c, j] = row[c]
+
+
+@njit(cache=True, parallel=True)
+def l1_topk(base, queries, qblock, nparts, td, ti):
+    """Top-k L1 per (query block, base part) task into td/ti[part]; merge with :func:`merge_parts`."""
+    nq, d = queries.shape
+    n = base.shape[0]
+    nqb = (nq + qblock - 1) // qblock
+    for task in prange(nqb * nparts):
+        qb = task // nparts
+        part = task % nparts
+        q0 = qb * qblock
+        q1 = min(q0 + qblock, nq)
+        b0 = part * n // nparts
+        b1 = (part + 1) * n // nparts
+        bt = np.empty((d, _TILE), np.float32)
+        acc = np.empty(_TILE, np.float32)
+        tdp = td[part]
+        tip = ti[part]
+        for t0 in range(b0, b1, _TILE):
+            m = min(_TILE, b1 - t0)
+            _transpose_tile(base, t0, m, bt)
+            for i in range(q0, q1):
+                _l1_tile(queries[i], bt, m, acc)
+                tdi = tdp[i]
+                tii = tip[i]
+                k = tdi.shape[0]
+                thr = tdi[k - 1]
+                for j in range(m):
+                    if acc[j] < thr:
+                        _insert(tdi, tii, acc[j], t0 + j)
+                        thr = tdi[k - 1]
+
+
+@njit(cache=True, parallel=True)
+def merge_parts(td, ti, out_d, out_i):
+    """Merge per-part top-k lists (parts hold increasing base ranges) into out_d/out_i."""
+    nparts, nq, k = td.shape
+    for i in prange(nq):
+        od = out_d[i]
+        oi = out_i[i]
+        for p in range(nparts):
+            for r in range(k):
+                v = td[p, i, r]
+                if not v < od[k - 1]:
+                    break  # each part's list is sorted: nothing further can enter
+                _insert(od, oi, v, ti[p, i, r])
+
+
+@njit(cache=True, parallel=True)
+def l1_pairwise(x, y, out):
+    """out[i, j] = sum_c |x[i, c] - y[j, c]|, tiled like :func:`l1_topk`."""
+    nx, d = x.shape
+    ny = y.shape[0]
+    qblock = _L1_QBLOCK
+    nxb = (nx + qblock - 1) // qblock
+    nyt = (ny + _TILE - 1) // _TILE
+    for task in prange(nxb * nyt):
+        xb = task // nyt
+        t0 = (task % nyt) * _TILE
+        m = min(_TILE, ny - t0)
+        bt = np.empty((d, _TILE), np.float32)
+        acc = np.empty(_TILE, np.float32)
+        _transpose_tile(y, t0, m, bt)
+        for i in range(xb * qblock, min(xb * qblock + qblock, nx)):
+            _l1_tile(x[i], bt, m, acc)
+            for j in range(m):
+                out[i, t0 + j] = acc[j]
+
+
+def _parts(nq: int, n: int, qblock: int, rows_min: int = _TILE) -> int:
+    """Base parts per query block so that every thread has a few tasks, each >= rows_min rows."""
+    threads = numba.get_num_threads()
+    nqb = -(-nq // qblock)
+    want = -(-4 * threads // nqb) if nqb < 2 * threads else 1
+    return int(max(1, min(want, n // rows_min)))
+
+
+def _merge(td: np.ndarray, ti: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if td.shape[0] == 1:
+        return td[0], ti[0]
+    out_d = np.full(td.shape[1:], np.inf, dtype=np.float32)
+    out_i = np.full(ti.shape[1:], -1, dtype=np.int64)
+    merge_parts(td, ti, out_d, out_i)
+    return out_d, out_i
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A process-wide pool of worker threads (numba's thread count), created on first use."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers != threads:
+            _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="simsearch-knn")
+        return _POOL
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # optional: without it BLAS keeps its threads, which is slower, not wrong
+        return None
+    return ThreadpoolController()
+
+
+_BLAS_USERS = 0
+_BLAS_LIMITER = None
+
+
+@contextlib.contextmanager
+def _blas_single_thread():
+    """Limit BLAS to one thread while any knn call runs (process-wide, reference counted so that
+    concurrent calls restore the original setting only when the last one leaves)."""
+    global _BLAS_USERS, _BLAS_LIMITER
+    ctl = _blas_controller()
+    if ctl is None:
+        yield
+        return
+    with _POOL_LOCK:
+        if _BLAS_USERS == 0:
+            _BLAS_LIMITER = ctl.limit(limits=1, user_api="blas")
+        _BLAS_USERS += 1
+    try:
+        yield
+    finally:
+        with _POOL_LOCK:
+            _BLAS_USERS -= 1
+            if _BLAS_USERS == 0:
+                _BLAS_LIMITER.restore_original_limits()
+                _BLAS_LIMITER = None
+
+
+def knn_l1(base: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    nq = len(queries)
+    nparts = _parts(nq, len(base), _L1_QBLOCK)
+    td = np.full((nparts, nq, k), np.inf, dtype=np.float32)
+    ti = np.full((nparts, nq, k), -1, dtype=np.int64)
+    l1_topk(base, queries, _L1_QBLOCK, nparts, td, ti)
+    return _merge(td, ti)
+
+
+def _gemm_task(base, queries, bterm, bscale, q0, q1, b0, b1, bblock, td, ti):
+    """One thread's share: GEMM (single-threaded BLAS) + selection, block by block, cache-hot."""
+    buf = np.empty((q1 - q0) * min(bblock, b1 - b0), dtype=np.float32)
+    q = queries[q0:q1]
+    for s in range(b0, b1, bblock):
+        e = min(s + bblock, b1)
+        g = buf[: (q1 - q0) * (e - s)].reshape(q1 - q0, e - s)
+        np.matmul(q, base[s:e].T, out=g)
+        gemm_topk_update(g, bterm[s:e], bscale[s:e], s, td[q0:q1], ti[q0:q1])
+
+
+def knn_gemm(base: np.ndarray, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each worker thread runs its own single-threaded GEMM and selects from the block while it is
+    still in cache; BLAS's own threads are paused meanwhile, since they would fight the workers."""
+    nq, n = len(queries), len(base)
+    base, bterm, bscale = ref.prepare_base(base, metric)
+    queries, qterm = ref.prepare_queries(queries, metric)
+    threads = numba.get_num_threads()
+    qblock = max(1, min(_GEMM_QBLOCK, -(-nq // threads)))
+    nparts = _parts(nq, n, qblock, rows_min=_GEMM_BBLOCK)
+    td = np.full((nparts, nq, k), np.inf, dtype=np.float32)
+    ti = np.full((nparts, nq, k), -1, dtype=np.int64)
+    tasks = [
+        (base, queries, bterm, bscale, q0, min(q0 + qblock, nq), p * n // nparts, (p + 1) * n // nparts,
+         _GEMM_BBLOCK, td[p], ti[p])
+        for q0 in range(0, nq, qblock)
+        for p in range(nparts)
+    ]
+    with _blas_single_thread():
+        if len(tasks) == 1 or threads == 1:
+            for t in tasks:
+                _gemm_task(*t)
+        else:
+            list(_pool(threads).map(lambda t: _gemm_task(*t), tasks))
+    out_d, out_i = _merge(td, ti)
+    return ref.to_distance(out_d, qterm, metric), out_i
+
+
+def knn(base: np.ndarray, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    if metric == "manhattan":
+        return knn_l1(base, queries, k)
+    return knn_gemm(base, queries, k, metric)
+
+
+def pairwise(x: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
+    if metric != "manhattan":
+        return ref.pairwise(x, y, metric)  # one BLAS GEMM is already as fast as it gets
+    out = np.empty((len(x), len(y)), dtype=np.float32)
+    if out.size:
+        l1_pairwise(x, y, out)
+    return out
