@@ -169,6 +169,51 @@ def _lower(cps, n, lower, multi, flags, out):
     return m
 
 
+@njit(cache=True)
+def _decode_lower(data, start, end, lower, multi, flags, cps, low):
+    """UTF-8 decode and ``str.lower`` in one pass into ``low``; returns the lowered length.
+
+    The Final_Sigma rule needs the original neighbours of a capital sigma, so a text holding one
+    (UTF-8 0xCE 0xA3) is decoded into ``cps`` first and lowered by :func:`_lower`.
+    """
+    m = 0
+    p = start
+    while p < end:
+        b0 = np.int32(data[p])
+        if b0 < 0x80:
+            low[m] = lower[b0]
+            m += 1
+            p += 1
+            continue
+        if b0 < 0xE0:
+            c = ((b0 & 0x1F) << 6) | (np.int32(data[p + 1]) & 0x3F)
+            if c == 0x3A3:
+                return _lower(cps, _decode(data, start, end, cps), lower, multi, flags, low)
+            p += 2
+        elif b0 < 0xF0:
+            c = ((b0 & 0x0F) << 12) | ((np.int32(data[p + 1]) & 0x3F) << 6) | (np.int32(data[p + 2]) & 0x3F)
+            p += 3
+        else:
+            c = (
+                ((b0 & 0x07) << 18)
+                | ((np.int32(data[p + 1]) & 0x3F) << 12)
+                | ((np.int32(data[p + 2]) & 0x3F) << 6)
+                | (np.int32(data[p + 3]) & 0x3F)
+            )
+            p += 4
+        v = lower[c]
+        if v >= 0:
+            low[m] = v
+            m += 1
+        else:
+            row = -v - 1
+            for j in range(multi.shape[1]):
+                if multi[row, j] >= 0:
+                    low[m] = multi[row, j]
+                    m += 1
+    return m
+
+
 @njit(inline="always")
 def _put_utf8(buf, q, c):
     if c < 0x80:
@@ -198,8 +243,7 @@ def _doc_shingles(data, start, end, ngram, char_mode, lower, multi, flags, cps, 
     contiguous byte range from the start of token i to the end of token i+n-1. Char mode writes
     the whitespace-collapsed text, and shingle i spans code points i..i+n-1.
     """
-    n = _decode(data, start, end, cps)
-    m = _lower(cps, n, lower, multi, flags, low)
+    m = _decode_lower(data, start, end, lower, multi, flags, cps, low)
     q = 0
     count = 0  # tokens (word mode) or code points (char mode)
     if char_mode:
