@@ -6,6 +6,8 @@ from . import errors
 from .backends import available_backends, get_backend
 from .minhash import MinHash, jaccard, minhash, permutations
 from .shingling import ShingleSets, shingle_hash, shingle_hashes, shingles, tokenize
+from . import distance
+from .vector_index import BatchMatches, Matches, VectorIndex
 
 __version__ = "0.1.0"
 
@@ -23,4 +25,8 @@ __all__ = [
     "shingle_hashes",
     "shingles",
     "tokenize",
+    "distance",
+    "VectorIndex",
+    "Matches",
+    "BatchMatches",
 ]

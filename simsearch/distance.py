@@ -24,6 +24,9 @@ Rules every backend follows:
   index**, deterministically. Candidates whose float32 ranking values differ by less than the
   GEMM's rounding (about 1e-6 of ‖q‖² + ‖b‖²) are near-ties whose order may differ between
   backends; exact duplicates always tie.
+* Vectors far from unit scale (largest row norm outside 2^-30 .. 2^30) are ranked after an exact
+  power-of-two rescale, so float32 squares neither overflow nor underflow; distances returned
+  are those of the original vectors.
 * ``pairwise`` uses the same GEMM and recomputes directly the entries where the GEMM form loses
   relative precision to cancellation (near-identical vectors), so every entry is within a
   relative 1e-5 or so of the float64 distance of the float32 inputs.
@@ -35,18 +38,21 @@ and ``"auto"`` (CuPy with a GPU, else numba). All are exact.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
-from ._validation import check_array, check_int, check_option
+from ._validation import check_array, check_finite, check_int, check_option
 from .backends import _numpy_distance as _ref
 from .backends import get_knn_backend
 from .errors import InvalidArgumentError
 
-__all__ = ["METRICS", "normalize_metric", "pairwise", "knn", "check_vectors"]
+__all__ = ["METRICS", "normalize_metric", "pairwise", "knn", "check_vectors", "ranking_scale", "polish"]
 
 METRICS = ("euclidean", "sqeuclidean", "manhattan", "cosine", "ip")
+# Largest row norms inside this range keep float32 squares and sums far from overflow/underflow.
+_SAFE = (2.0**-30, 2.0**30)
 _ALIASES = {
     "l2": "euclidean",
     "l2sq": "sqeuclidean",
@@ -69,8 +75,13 @@ def normalize_metric(metric: Any, *, func: str | None = None) -> str:
 
 def check_vectors(value: Any, name: str, *, dim: int | None = None, func: str | None = None) -> np.ndarray:
     """A C-contiguous finite float32 (n, dim) array; raises InvalidArgumentError/InvalidTypeError."""
+    return _vectors(value, name, dim=dim, func=func)[0]
+
+
+def _vectors(value: Any, name: str, *, dim: int | None, func: str | None) -> tuple[np.ndarray, float]:
+    """check_vectors, plus the largest magnitude (one max/min pass that also catches NaN/inf)."""
     with np.errstate(over="ignore"):  # float64 beyond float32's range: reported below
-        arr = check_array(value, name, dtype=np.float32, ndim=2, allowed_kinds="fiu", finite=True, func=func)
+        arr = check_array(value, name, dtype=np.float32, ndim=2, allowed_kinds="fiu", func=func)
     if arr.shape[1] == 0:
         raise InvalidArgumentError(
             f"The '{name}' parameter of {func} must have at least one dimension. Got shape {arr.shape} instead."
@@ -80,11 +91,26 @@ def check_vectors(value: Any, name: str, *, dim: int | None = None, func: str | 
             f"The '{name}' parameter of {func} must have {dim} columns (the dimension of the other "
             f"operand). Got shape {arr.shape} instead."
         )
-    if np.asarray(value).dtype.itemsize > 4 and arr.size and not np.isfinite(arr).all():
-        raise InvalidArgumentError(  # finite float64 beyond float32's range became inf
+    amax = float(max(arr.max(), -arr.min())) if arr.size else 0.0
+    if not math.isfinite(amax):  # NaN propagates through max
+        check_finite(np.asarray(value), name, func=func)  # names the first NaN or inf
+        raise InvalidArgumentError(
             f"The '{name}' parameter of {func} must fit in float32 (|x| < 3.4e38); some values overflow."
         )
-    return arr
+    return arr, amax
+
+
+def ranking_scale(amax: float, dim: int) -> float:
+    """A power of two bringing the largest row norm near 1 when float32 squares of vectors this
+    large (or this small) would overflow (or underflow); else 1.0. Rankings do not change."""
+    m = amax * math.sqrt(dim)
+    if m == 0 or _SAFE[0] <= m <= _SAFE[1]:
+        return 1.0
+    return 2.0 ** -math.ceil(math.log2(m))
+
+
+def _scaled(x: np.ndarray, s: float) -> np.ndarray:
+    return x if s == 1.0 else (x.astype(np.float64) * s).astype(np.float32)
 
 
 def pairwise(X: Any, Y: Any = None, metric: str = "euclidean", *, backend: str = "auto") -> np.ndarray:
@@ -94,9 +120,19 @@ def pairwise(X: Any, Y: Any = None, metric: str = "euclidean", *, backend: str =
     """
     metric = normalize_metric(metric, func="pairwise")
     be = get_knn_backend(backend)
-    x = check_vectors(X, "X", func="pairwise")
-    y = x if Y is None else check_vectors(Y, "Y", dim=x.shape[1], func="pairwise")
-    return be.pairwise(x, y, metric)
+    x, ax = _vectors(X, "X", dim=None, func="pairwise")
+    y, ay = (x, ax) if Y is None else _vectors(Y, "Y", dim=x.shape[1], func="pairwise")
+    s = 1.0 if metric == "cosine" else ranking_scale(max(ax, ay), x.shape[1])
+    out = be.pairwise(_scaled(x, s), _scaled(y, s), metric)
+    if s == 1.0:
+        return out
+    out = out.astype(np.float64)
+    with np.errstate(over="ignore"):  # true distances beyond float32's range become inf
+        if metric == "sqeuclidean":
+            return (out / (s * s)).astype(np.float32)
+        if metric == "ip":
+            return (1.0 - (1.0 - out) / (s * s)).astype(np.float32)
+        return (out / s).astype(np.float32)
 
 
 def knn(
@@ -110,15 +146,21 @@ def knn(
     """
     metric = normalize_metric(metric, func="knn")
     be = get_knn_backend(backend)
-    b = check_vectors(base, "base", func="knn")
-    q = check_vectors(queries, "queries", dim=b.shape[1], func="knn")
+    b, ab = _vectors(base, "base", dim=None, func="knn")
+    q, aq = _vectors(queries, "queries", dim=b.shape[1], func="knn")
     if len(b) == 0:
         raise InvalidArgumentError("The 'base' parameter of knn must hold at least one vector. Got 0 rows.")
     k = check_int(k, "k", 1, len(b), func="knn")
     if len(q) == 0:
         return np.empty((0, k), np.float32), np.empty((0, k), np.int64)
-    _, idx = be.knn(b, q, k, metric)
-    return polish(b, q, np.asarray(idx, dtype=np.int64), metric)
+    return polish(b, q, knn_rows(be, b, q, k, metric, max(ab, aq)), metric)
+
+
+def knn_rows(be: Any, base: np.ndarray, queries: np.ndarray, k: int, metric: str, amax: float) -> np.ndarray:
+    """The backend's top-k rows for checked inputs whose largest magnitude is ``amax``."""
+    s = 1.0 if metric == "cosine" else ranking_scale(amax, base.shape[1])
+    _, idx = be.knn(_scaled(base, s), _scaled(queries, s), k, metric)
+    return np.asarray(idx, dtype=np.int64)
 
 
 def polish(base: np.ndarray, queries: np.ndarray, idx: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -130,7 +172,8 @@ def polish(base: np.ndarray, queries: np.ndarray, idx: np.ndarray, metric: str) 
     valid = cols >= 0
     dist = np.full(nq * k, np.inf, dtype=np.float32)
     if valid.any():
-        dist[valid] = _ref.exact_pairs(queries, base, rows[valid], cols[valid], metric).astype(np.float32)
+        with np.errstate(over="ignore"):  # a true distance beyond float32's range is inf
+            dist[valid] = _ref.exact_pairs(queries, base, rows[valid], cols[valid], metric).astype(np.float32)
     dist = dist.reshape(nq, k)
     key = np.where(idx >= 0, idx, np.iinfo(np.int64).max)
     order = np.lexsort((key, dist), axis=-1)

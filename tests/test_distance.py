@@ -324,3 +324,24 @@ def test_cupy_matches_numpy_on_blocks(metric):
     np.testing.assert_allclose(dist, ref_d, rtol=1e-5, atol=1e-6)
     if metric != "ip":
         assert idx[0, :11].tolist() == [1] + list(range(9000, 9010))
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e25], ids=["tiny", "huge"])
+@pytest.mark.parametrize("metric", METRICS)
+def test_far_from_unit_scale_ranks_like_unit_scale(be, metric, scale):
+    """float32 squares of these vectors under/overflow; ranking is rescaled exactly, never NaN.
+    (sqeuclidean and ip distances themselves saturate in float32 at these scales: 0, inf, 1.)"""
+    base, queries = data(31, 300, 16, 9)
+    d1, i1 = distance.knn(base, queries, 5, metric, backend=be)
+    b64, q64 = base.astype(np.float64) * scale, queries.astype(np.float64) * scale
+    d2, i2 = distance.knn(b64, q64, 5, metric, backend=be)
+    assert not np.isnan(d2).any()
+    if metric in ("euclidean", "manhattan", "cosine"):
+        np.testing.assert_array_equal(i2, i1)
+    want = np.take_along_axis(oracle(q64.astype(np.float32), b64.astype(np.float32), metric), i2, axis=1)
+    with np.errstate(over="ignore"):
+        np.testing.assert_allclose(d2, want.astype(np.float32), rtol=1e-5, atol=1e-6 if metric in ("cosine", "ip") else 0)
+    p = distance.pairwise(q64, b64[:20], metric, backend=be)
+    assert not np.isnan(p).any()
+    if metric in ("euclidean", "manhattan", "cosine"):
+        np.testing.assert_allclose(p, oracle(q64.astype(np.float32), b64[:20].astype(np.float32), metric), rtol=1e-4)
