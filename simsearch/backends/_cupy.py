@@ -125,6 +125,16 @@ class CupyBackend:
                 doc = end
         return out
 
+    def pairwise(self, x, y, metric):
+        from . import _cupy_distance
+
+        return _cupy_distance.pairwise(x, y, metric)
+
+    def knn(self, base, queries, k, metric):
+        from . import _cupy_distance
+
+        return _cupy_distance.knn(base, queries, k, metric)
+
 
 def create() -> CupyBackend:
     return CupyBackend()
