@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from . import errors
 from .backends import available_backends, get_backend
+from .dedup_core import DedupResult, find_duplicates
+from .lsh import (
+    BatchNearDuplicates,
+    Candidates,
+    LSHIndex,
+    NearDuplicates,
+    lsh_error_areas,
+    lsh_params,
+    lsh_params_for_recall,
+    lsh_probability,
+)
 from .minhash import MinHash, jaccard, minhash, permutations
 from .shingling import ShingleSets, shingle_hash, shingle_hashes, shingles, tokenize
 from . import distance
@@ -29,4 +40,14 @@ __all__ = [
     "VectorIndex",
     "Matches",
     "BatchMatches",
+    "lsh_params",
+    "lsh_params_for_recall",
+    "lsh_probability",
+    "lsh_error_areas",
+    "LSHIndex",
+    "Candidates",
+    "NearDuplicates",
+    "BatchNearDuplicates",
+    "find_duplicates",
+    "DedupResult",
 ]

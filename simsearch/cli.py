@@ -73,7 +73,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shingle", choices=["word", "char"], default="word")
     p.add_argument("--backend", choices=["auto", "numpy", "numba", "cupy"], default="auto")
     p.set_defaults(func=_cmd_minhash)
+
+    p = sub.add_parser("lsh-params", help="LSH banding (b, r) for a threshold, its error areas and S-curve plot")
+    p.add_argument("--threshold", type=float, required=True)
+    p.add_argument("--num-perm", type=int, default=128)
+    p.add_argument("--weights", type=float, nargs=2, metavar=("FP", "FN"), default=(0.5, 0.5))
+    p.add_argument("--min-probability", type=float, help="instead: recall-tuned, P(threshold) >= this")
+    p.add_argument("--plot", metavar="PNG", help="draw the S-curve to this PNG (needs simsearch[plot])")
+    p.set_defaults(func=_cmd_lsh_params)
     return parser
+
+
+def _cmd_lsh_params(args: argparse.Namespace) -> int:
+    from .lsh import lsh_error_areas, lsh_params, lsh_params_for_recall, lsh_probability, plot_s_curve
+
+    if args.min_probability is None:
+        b, r = lsh_params(args.threshold, args.num_perm, tuple(args.weights))
+    else:
+        b, r = lsh_params_for_recall(args.threshold, args.num_perm, args.min_probability)
+    fp, fn = lsh_error_areas(args.threshold, b, r)
+    if args.plot:
+        plot_s_curve(args.plot, args.threshold, b, r)
+    out = {"threshold": args.threshold, "num_perm": args.num_perm, "b": b, "r": r,
+           "false_positive_area": fp, "false_negative_area": fn,
+           "p_at_threshold": lsh_probability(args.threshold, b, r), "plot": args.plot}
+    print(json.dumps(out))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,8 +60,8 @@ def lsh_probability(s, b: int, r: int):
     return float(out) if out.ndim == 0 else out
 
 
-def _betainc(a: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Regularised incomplete beta I_x(a, b), elementwise (continued fraction, modified Lentz)."""
+def _betainc(a: np.ndarray, b: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(I_x(a, b), 1 - I_x(a, b)) elementwise, each without cancellation (continued fraction, Lentz)."""
     swap = x > (a + 1.0) / (a + b + 2.0)
     aa, bb, xx = np.where(swap, b, a), np.where(swap, a, b), np.where(swap, 1.0 - x, x)
     lgamma = np.frompyfunc(math.lgamma, 1, 1)
@@ -89,7 +89,7 @@ def _betainc(a: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
         if done.all():
             break
     out = front * h
-    return np.where(swap, 1.0 - out, out)
+    return np.where(swap, 1.0 - out, out), np.where(swap, out, 1.0 - out)
 
 
 @functools.lru_cache(maxsize=256)
@@ -104,12 +104,32 @@ def _grid(threshold: float, num_perm: int) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 def _areas(t: float, b: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    # ∫_0^t (1 - s^r)^b ds = B(t^r; 1/r, b+1) / r, an incomplete beta function.
+    # With u = s^r: ∫_0^t (1 - s^r)^b ds = B(t^r; 1/r, b+1) / r, an incomplete beta function.
     a, c = 1.0 / r, b + 1.0
     lgamma = np.frompyfunc(math.lgamma, 1, 1)
     whole = np.exp((lgamma(a) + lgamma(c) - lgamma(a + c)).astype(np.float64)) / r  # ∫_0^1
-    frac = _betainc(a, c, np.full_like(a, t) ** r)
-    return t - whole * frac, whole * (1.0 - frac)
+    x = np.full_like(a, t) ** r
+    frac, rest = _betainc(a, c, x)
+    fp, fn = t - whole * frac, whole * rest
+    # When b*x is small, t - whole*frac cancels; sum the series of 1 - (1 - u)^b instead:
+    # FP = (t / r) * sum_k (-1)^(k+1) C(b, k) x^k / (k + 1/r).
+    small = b * x < 0.1
+    if small.any():
+        bs, xs, rs = b[small], x[small], r[small]
+        term, total = np.ones_like(xs), np.zeros_like(xs)
+        for k in range(1, 30):
+            term = term * (bs - k + 1) / k * xs
+            total += (-1) ** (k + 1) * term / (k + 1.0 / rs)
+        fp[small] = t / rs * total
+    # datasketch integrates with QUADPACK's 21-point rule, which returns exactly 0.0 when the
+    # (monotone) integrand rounds to 0.0 at the node nearest the threshold; agreeing on those
+    # zeros makes degenerate weights such as (1, 0) and (0, 1) pick the same (b, r).
+    node = 0.995657163025808080735527280689003  # outermost Gauss-Kronrod abscissa
+    s_fp = 0.5 * t + 0.5 * t * node
+    s_fn = 0.5 * (t + 1.0) - 0.5 * (1.0 - t) * node
+    fp = np.where(1.0 - (1.0 - s_fp**r) ** b == 0.0, 0.0, np.maximum(fp, 0.0))
+    fn = np.where(1.0 - (1.0 - (1.0 - s_fn**r) ** b) == 0.0, 0.0, np.maximum(fn, 0.0))
+    return fp, fn
 
 
 def _check_weights(weights, func: str) -> tuple[float, float]:
@@ -146,7 +166,7 @@ def _lsh_params(threshold: float, num_perm: int, weights: tuple[float, float]) -
     return int(b[k]), int(r[k])
 
 
-def lsh_params_for_recall(threshold: float, num_perm: int, min_probability: float = 0.99) -> tuple[int, int]:
+def lsh_params_for_recall(threshold: float, num_perm: int, min_probability: float = 0.995) -> tuple[int, int]:
     """(b, r) with ``P(threshold) >= min_probability`` and the smallest false-positive area.
 
     This is the candidate stage of verified dedup: misses cost recall, extra candidates only cost
@@ -195,6 +215,8 @@ def plot_s_curve(path: str, threshold: float, b: int, r: int, *, title: str | No
     ax.fill_between(s, 0, p, where=s <= threshold, color="C3", alpha=0.3, label=f"false-positive area {fp:.4f}")
     ax.fill_between(s, p, 1, where=s >= threshold, color="C1", alpha=0.3, label=f"false-negative area {fn:.4f}")
     ax.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
+    p_t = lsh_probability(threshold, b, r)
+    ax.plot([threshold], [p_t], "o", color="k", ms=4, label=f"P(threshold) = {p_t:.3f}")
     ax.set_xlabel("Jaccard similarity s")
     ax.set_ylabel("P(candidate)")
     ax.set_xlim(0, 1)
@@ -549,7 +571,7 @@ class LSHIndex:
             e = np.empty(0, dtype=np.int64)
             return e, e, e, e, sources
         q, s, rows, ids = (np.concatenate([p[i] for p in parts]) for i in range(4))
-        if len(parts) > 1:
+        if len(parts) > 1 or not isinstance(sources[int(s[0])], Segment):  # buffer rows are not id-sorted
             order = np.lexsort((ids, q))
             q, s, rows, ids = q[order], s[order], rows[order], ids[order]
         return q, s, rows, ids, sources
