@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import simsearch
-from simsearch.compat.lsh import MinHashLSH
+from simsearch.compat.datasketch import MinHashLSH
 
 
 def _minhashes(seed, n, num_perm=128, alphabet=3):

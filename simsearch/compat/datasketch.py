@@ -184,3 +184,8 @@ class MinHash:
         )
 
     __hash__ = None
+
+
+from .lsh import MinHashLSH, MinHashLSHDeletionSession, MinHashLSHInsertionSession  # noqa: E402 (re-export)
+
+__all__ += ["MinHashLSH", "MinHashLSHInsertionSession", "MinHashLSHDeletionSession"]
