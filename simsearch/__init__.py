@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import errors
 from .backends import available_backends, get_backend
 from .dedup_core import DedupResult, find_duplicates
+from .index import Collection, Document, Index
 from .lsh import (
     BatchNearDuplicates,
     Candidates,
@@ -27,6 +28,9 @@ __all__ = [
     "errors",
     "available_backends",
     "get_backend",
+    "Index",
+    "Collection",
+    "Document",
     "MinHash",
     "jaccard",
     "minhash",

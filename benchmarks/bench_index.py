@@ -1,0 +1,116 @@
+"""Durable index: batched upsert throughput, reopen time, query latency, bytes on disk and RSS.
+
+Documents are ~200 words with a 128-d float32 vector, upserted in batches into an on-disk
+``simsearch.Index`` (SQLite WAL, synchronous=FULL). After closing, the index is reopened (the
+in-memory LSH and vector structures are rebuilt from storage) and single-query latencies are
+measured in process. ``--smoke`` runs a tiny version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import Reporter  # noqa: E402
+from bench_minhash import make_corpus  # noqa: E402
+
+from simsearch.index import Document, Index  # noqa: E402
+
+
+def rss_bytes() -> int:
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss
+    except ImportError:  # pragma: no cover
+        return 0
+
+
+def dir_bytes(path: str) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def percentile(xs, q):
+    return float(np.percentile(np.asarray(xs), q))
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--docs", type=int, default=200_000)
+    p.add_argument("--batch", type=int, default=5_000)
+    p.add_argument("--dim", type=int, default=128)
+    p.add_argument("--queries", type=int, default=300)
+    p.add_argument("--dir", default=None, help="where to build the index (default: a temp dir)")
+    p.add_argument("--durability", choices=["full", "normal"], default="full")
+    p.add_argument("--smoke", action="store_true")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.docs, args.batch, args.queries = 2_000, 500, 20
+    rep = Reporter("bench_index", "psutil")
+    root = args.dir or tempfile.mkdtemp(prefix="simsearch-bench-")
+    path = os.path.join(root, "idx")
+    shutil.rmtree(path, ignore_errors=True)
+    texts = make_corpus(min(args.docs, 50_000), 200, seed=0)
+    rng = np.random.default_rng(0)
+    rss0 = rss_bytes()
+
+    idx = Index(path, durability=args.durability)
+    coll = idx.create_collection("bench", dim=args.dim, metric="cosine", threshold=0.8)
+    upsert_time = 0.0
+    for start in range(0, args.docs, args.batch):
+        n = min(args.batch, args.docs - start)
+        vecs = rng.normal(size=(n, args.dim)).astype(np.float32)
+        docs = [
+            Document(id=f"doc-{start + i}", text=texts[(start + i) % len(texts)], metadata={"n": start + i}, vector=vecs[i])
+            for i in range(n)
+        ]
+        t = time.perf_counter()
+        coll.upsert(docs)
+        upsert_time += time.perf_counter() - t
+    rep.add(metric="upsert", docs=args.docs, batch=args.batch, docs_per_s=round(args.docs / upsert_time, 1))
+    rss_built = rss_bytes() - rss0
+    idx.close()
+    disk = dir_bytes(path)
+    rep.add(metric="bytes on disk per doc", value=round(disk / args.docs, 1))
+
+    t = time.perf_counter()
+    idx = Index(path)
+    coll = idx.get_collection("bench")
+    open_s = time.perf_counter() - t
+    rep.add(metric="open (rebuild)", docs=args.docs, seconds=round(open_s, 3),
+            extrapolated_1M_s=round(open_s * 1_000_000 / args.docs, 2))
+    rep.add(metric="RSS per doc (after build)", value=round(rss_built / args.docs, 1))
+
+    qtexts = [texts[int(i)] for i in rng.integers(0, len(texts), args.queries)]
+    lat = []
+    for q in qtexts:
+        t = time.perf_counter()
+        coll.near_duplicates(q, k=10)
+        lat.append(time.perf_counter() - t)
+    rep.add(metric="near_duplicates latency", p50_ms=round(percentile(lat, 50) * 1e3, 3),
+            p99_ms=round(percentile(lat, 99) * 1e3, 3), qps=round(1 / statistics.mean(lat), 1))
+    lat = []
+    for q in rng.normal(size=(args.queries, args.dim)).astype(np.float32):
+        t = time.perf_counter()
+        coll.search(q, k=10)
+        lat.append(time.perf_counter() - t)
+    rep.add(metric="search (kNN) latency", p50_ms=round(percentile(lat, 50) * 1e3, 3),
+            p99_ms=round(percentile(lat, 99) * 1e3, 3), qps=round(1 / statistics.mean(lat), 1))
+    idx.close()
+    if args.dir is None:
+        shutil.rmtree(root, ignore_errors=True)
+    print()
+    print(rep.table(["metric", "docs", "docs_per_s", "seconds", "extrapolated_1M_s", "value", "p50_ms", "p99_ms", "qps"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Classifiers trained on a collection's vectors, stored in its storage, applied to queries.
+
+``svm`` trains :class:`simsearch.models.SVC` (probability=True) on the labelled vectors; ``gmm``
+trains :class:`simsearch.models.GaussianMixture` on all vectors (labels are not needed). A GMM
+also stores an outlier threshold: the 1st percentile of the training log-likelihoods, so a query
+scoring below it is flagged as an outlier. Models are stored as versioned JSON in the ``models``
+table and survive restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._validation import check_int, check_option
+from ..errors import FailedPreconditionError, InvalidArgumentError, InvalidTypeError
+from ._types import Neighbor
+
+MODEL_KINDS = ("svm", "gmm")
+PAYLOAD_VERSION = 1
+OUTLIER_PERCENTILE = 1.0
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class ClassifierInfo:
+    name: str
+    kind: str
+    version: int
+    n_samples: int
+    dim: int
+    classes: tuple[str, ...]  # svm: the labels; gmm: the component numbers as strings
+
+
+@dataclass(frozen=True)
+class Classification:
+    """One query's result: an svm fills ``label``/``probability``, a gmm ``component``,
+    ``log_likelihood`` and ``outlier``. ``neighbors`` are the k nearest stored documents."""
+
+    label: str | None
+    probability: float | None
+    component: int | None
+    log_likelihood: float | None
+    outlier: bool | None
+    neighbors: tuple[Neighbor, ...]
+
+
+def check_model_name(name: Any) -> str:
+    if not isinstance(name, str):
+        raise InvalidTypeError(f"A model name must be a str. Got {type(name).__name__}.")
+    if not _NAME.match(name):
+        raise InvalidArgumentError(f"A model name must be 1 to 128 characters from [A-Za-z0-9_.-]. Got {name!r}.")
+    return name
+
+
+def _matches(metadata: dict, flt: dict) -> bool:
+    return all(metadata.get(k) == v for k, v in flt.items())
+
+
+def training_data(collection, kind: str, flt: dict | None):
+    """(X, y) for training; y is None for a gmm. Raises FailedPrecondition when there is nothing to learn."""
+    ids, X, labels = collection.vectors_and_labels(require_labels=(kind == "svm"))
+    if flt is not None:
+        if not isinstance(flt, dict):
+            raise InvalidTypeError("The 'filter' of train_classifier must be a dict of metadata equalities.")
+        docs = collection.get(ids) if ids else []
+        keep = [i for i, d in enumerate(docs) if _matches(d.metadata, flt)]
+        X, labels = X[keep], [labels[i] for i in keep]
+    if not len(X):
+        what = "labelled vectors" if kind == "svm" else "vectors"
+        raise FailedPreconditionError(f"collection {collection.name!r} has no {what} to train on" + (" (after the filter)" if flt else ""))
+    if kind == "svm":
+        classes = sorted(set(labels))
+        if len(classes) < 2:
+            raise FailedPreconditionError(
+                f"an svm needs at least two classes; collection {collection.name!r} has only {classes!r}."
+            )
+        return X, np.asarray(labels, dtype=object).astype(str)
+    return X, None
+
+
+def train(collection, name: str, kind: str, params: dict | None, flt: dict | None):
+    """Fit a model on the collection; returns (payload bytes, ClassifierInfo)."""
+    from ..models import SVC, GaussianMixture
+
+    check_option(kind, "kind", MODEL_KINDS, func="train_classifier")
+    params = dict(params or {})
+    if not all(isinstance(k, str) for k in params):
+        raise InvalidTypeError("The 'params' of train_classifier must be a dict with str keys.")
+    X, y = training_data(collection, kind, flt)
+    X = X.astype(np.float64)
+    try:
+        if kind == "svm":
+            params.setdefault("probability", True)
+            model = SVC(**params)
+        else:
+            params.setdefault("random_state", 0)
+            model = GaussianMixture(**params)
+    except TypeError as exc:
+        raise InvalidArgumentError(f"train_classifier: bad params for {kind}: {exc}") from None
+    if kind == "gmm":
+        n_comp = check_int(model.n_components, "n_components", 1, 4096, func="train_classifier")
+        if n_comp > len(X):
+            raise FailedPreconditionError(
+                f"a gmm with {n_comp} components needs at least {n_comp} vectors; the collection has {len(X)}."
+            )
+    model.fit(X, y) if kind == "svm" else model.fit(X)
+    extra: dict[str, Any] = {}
+    if kind == "svm":
+        classes = tuple(str(c) for c in model.classes_)
+    else:
+        classes = tuple(str(i) for i in range(model.n_components))
+        extra["outlier_threshold"] = float(np.percentile(model.score_samples(X), OUTLIER_PERCENTILE))
+    payload = {
+        "version": PAYLOAD_VERSION,
+        "kind": kind,
+        "n_samples": int(len(X)),
+        "dim": int(X.shape[1]),
+        "model": model.to_dict(),
+        **extra,
+    }
+    info = ClassifierInfo(name=name, kind=kind, version=PAYLOAD_VERSION, n_samples=len(X), dim=int(X.shape[1]), classes=classes)
+    return json.dumps(payload).encode(), info
+
+
+class LoadedModel:
+    def __init__(self, name: str, payload: bytes) -> None:
+        from ..errors import StorageCorruptionError, UnsupportedFormatError
+        from ..models import SVC, GaussianMixture
+
+        try:
+            data = json.loads(payload)
+        except ValueError as exc:
+            raise StorageCorruptionError(f"model {name!r} is unreadable: {exc}") from None
+        if data.get("version", 0) > PAYLOAD_VERSION:
+            raise UnsupportedFormatError(f"model {name!r} has payload version {data['version']}; upgrade simsearch.")
+        self.kind = data["kind"]
+        cls = SVC if self.kind == "svm" else GaussianMixture
+        self.model = cls.from_dict(data["model"])
+        self.threshold = data.get("outlier_threshold")
+        classes = (
+            tuple(str(c) for c in self.model.classes_) if self.kind == "svm" else tuple(str(i) for i in range(self.model.n_components))
+        )
+        self.info = ClassifierInfo(name, self.kind, data["version"], data["n_samples"], data["dim"], classes)
+
+    def apply(self, X: np.ndarray, neighbors: list[list[Neighbor]]) -> list[Classification]:
+        X = X.astype(np.float64)
+        out = []
+        if self.kind == "svm":
+            proba = self.model.predict_proba(X)
+            best = proba.argmax(axis=1)
+            for i in range(len(X)):
+                out.append(Classification(
+                    label=str(self.model.classes_[best[i]]), probability=float(proba[i, best[i]]),
+                    component=None, log_likelihood=None, outlier=None, neighbors=tuple(neighbors[i]),
+                ))
+            return out
+        comp = self.model.predict(X)
+        ll = self.model.score_samples(X)
+        for i in range(len(X)):
+            out.append(Classification(
+                label=None, probability=None, component=int(comp[i]), log_likelihood=float(ll[i]),
+                outlier=bool(ll[i] < self.threshold), neighbors=tuple(neighbors[i]),
+            ))
+        return out

@@ -1,0 +1,521 @@
+"""A collection: validated writes to storage, and the in-memory structures that answer queries.
+
+In memory, each collection keeps a table of its live documents ordered by internal rowid (rowids
+only grow, so appends keep it sorted): external ids, labels, signatures and vectors. The LSH index
+and the vector index refer to documents by rowid. Writes commit to storage first and only then
+update memory, both under the collection's writer lock, so a query sees whole batches or none.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .._rwlock import RWLock
+from .._validation import check_float, check_int, check_option
+from ..errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    NotFoundError,
+    ResourceExhaustedError,
+)
+from ..minhash import is_empty, minhash
+from ..shingling import shingle_hashes
+from . import _accel
+from ._storage import pack, unpack
+from ._types import (
+    MAX_ID_BYTES,
+    MAX_LABEL_BYTES,
+    MAX_METADATA_BYTES,
+    METRICS,
+    Cluster,
+    CollectionConfig,
+    Document,
+    NearDuplicate,
+    Neighbor,
+    UpsertResult,
+)
+
+MAX_K = 10_000
+
+
+def _check_id(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidTypeError(f"{where}: a document id must be a str. Got {type(value).__name__} instead.")
+    n = len(value.encode("utf-8", "surrogatepass"))
+    if not 1 <= n <= MAX_ID_BYTES:
+        raise InvalidArgumentError(f"{where}: a document id must be 1 to {MAX_ID_BYTES} UTF-8 bytes. Got {n} bytes.")
+    return value
+
+
+def check_ids(ids: Any, func: str, *, max_batch: int) -> list[str]:
+    if isinstance(ids, str) or not isinstance(ids, Iterable):
+        raise InvalidTypeError(f"The 'ids' parameter of {func} must be a list of str. Got {type(ids).__name__}.")
+    ids = list(ids)
+    if len(ids) > max_batch:
+        raise ResourceExhaustedError(f"{func} got {len(ids)} ids; the limit max_batch is {max_batch}.")
+    return [_check_id(v, f"{func} ids[{i}]") for i, v in enumerate(ids)]
+
+
+class Collection:
+    """Documents with text, metadata, optional vector and label, indexed for similarity queries.
+
+    Obtain one from :meth:`simsearch.Index.create_collection` or ``get_collection``.
+    """
+
+    def __init__(self, index, cid: int, name: str, config: CollectionConfig) -> None:
+        self._index = index
+        self._storage = index._storage
+        self._cid = cid
+        self.name = name
+        self.config = config
+        self._lock = RWLock()
+        self._dropped = False
+        self._models: dict = {}
+        self._rebuild()
+
+    def __repr__(self) -> str:
+        return f"Collection({self.name!r}, count={self.count()})"
+
+    # -- in-memory state -------------------------------------------------------------------
+    def _rebuild(self) -> None:
+        """(Re)load the in-memory structures from storage."""
+        cfg = self.config
+        self._docs = _accel.DocTable(cfg.num_perm, cfg.dim)
+        self._lsh = _accel.make_lsh(cfg, self._index.backend)
+        self._lsh_mutex = threading.Lock()  # LSHIndex is not thread-safe; readers share it
+        self._vectors = _accel.make_vector_index(cfg, self._index.backend) if cfg.dim else None
+        for rows in self._storage.load_index_data(self._cid):
+            rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            sigs = np.stack([unpack(r[4], np.uint32) if r[4] is not None else self._docs.empty_sig for r in rows])
+            vecs = None
+            if cfg.dim:
+                vecs = np.stack([unpack(r[3], np.float32) if r[3] is not None else self._docs.nan_vec for r in rows])
+            self._apply_insert(rowids, [r[1] for r in rows], [r[2] for r in rows], sigs, vecs)
+
+    def _apply_insert(self, rowids, ext_ids, labels, sigs, vecs) -> None:
+        self._docs.append(rowids, ext_ids, labels, sigs, vecs)
+        has_sig = ~is_empty(sigs) if len(sigs) else np.zeros(0, bool)
+        if has_sig.any():
+            self._lsh.insert(rowids[has_sig], sigs[has_sig])
+        if self._vectors is not None and vecs is not None:
+            has_vec = ~np.isnan(vecs[:, 0])
+            if has_vec.any():
+                self._vectors.add(rowids[has_vec], vecs[has_vec])
+
+    def _apply_remove(self, rowids: np.ndarray) -> None:
+        if not len(rowids):
+            return
+        rowids = np.asarray(rowids, dtype=np.int64)
+        sigs, vecs = self._docs.signatures_and_vectors(rowids)
+        has_sig = ~is_empty(sigs)
+        if has_sig.any():
+            self._lsh.remove(rowids[has_sig])
+        if self._vectors is not None and vecs is not None:
+            has_vec = ~np.isnan(vecs[:, 0])
+            if has_vec.any():
+                self._vectors.remove(rowids[has_vec])
+        self._docs.remove(rowids)
+
+    def _check_alive(self) -> None:
+        if self._dropped:
+            raise NotFoundError(f"collection {self.name!r} was dropped")
+        self._index._check_open()
+
+    # -- validation ------------------------------------------------------------------------
+    def _normalise(self, doc: Any, i: int) -> Document:
+        where = f"upsert docs[{i}]"
+        if isinstance(doc, dict):
+            unknown = set(doc) - {"id", "text", "metadata", "vector", "label"}
+            if unknown:
+                raise InvalidArgumentError(f"{where}: unknown fields {sorted(unknown)}")
+            if "id" not in doc:
+                raise InvalidArgumentError(f"{where}: missing 'id'")
+            doc = Document(**doc)
+        elif not isinstance(doc, Document):
+            raise InvalidTypeError(f"{where}: expected a Document or dict. Got {type(doc).__name__}.")
+        _check_id(doc.id, where)
+        text = doc.text
+        if text is not None:
+            if not isinstance(text, str):
+                raise InvalidTypeError(f"{where}: text must be a str or None. Got {type(text).__name__}.")
+            if not text:
+                raise InvalidArgumentError(f"{where}: text is empty; pass text=None for a document without text.")
+            nbytes = len(text.encode("utf-8", "surrogatepass"))
+            if nbytes > self._index.max_text_bytes:
+                raise ResourceExhaustedError(
+                    f"{where}: text is {nbytes} bytes; the limit max_text_bytes is {self._index.max_text_bytes}."
+                )
+        metadata = {} if doc.metadata is None else doc.metadata
+        if not isinstance(metadata, dict):
+            raise InvalidTypeError(f"{where}: metadata must be a JSON object (dict). Got {type(metadata).__name__}.")
+        try:
+            meta_json = json.dumps(metadata, allow_nan=False, ensure_ascii=False, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgumentError(f"{where}: metadata is not JSON-serialisable: {exc}") from None
+        if len(meta_json.encode("utf-8", "surrogatepass")) > MAX_METADATA_BYTES:
+            raise InvalidArgumentError(f"{where}: metadata is over {MAX_METADATA_BYTES} bytes as JSON.")
+        if doc.label is not None:
+            if not isinstance(doc.label, str):
+                raise InvalidTypeError(f"{where}: label must be a str or None. Got {type(doc.label).__name__}.")
+            if not 1 <= len(doc.label.encode("utf-8", "surrogatepass")) <= MAX_LABEL_BYTES:
+                raise InvalidArgumentError(f"{where}: label must be 1 to {MAX_LABEL_BYTES} UTF-8 bytes.")
+        vector = None
+        if doc.vector is not None:
+            vector = self._check_vector(doc.vector, where)
+        return Document(doc.id, text, meta_json, vector, doc.label)  # metadata as its JSON text
+
+    def _check_vector(self, value: Any, where: str) -> np.ndarray:
+        if self.config.dim is None:
+            raise InvalidArgumentError(f"{where}: collection {self.name!r} has no vectors (created with dim=None).")
+        try:
+            arr = np.asarray(value)
+        except (TypeError, ValueError):
+            raise InvalidTypeError(f"{where}: vector must be an array of floats.") from None
+        if arr.dtype.kind not in "fiu" or arr.dtype == bool:
+            raise InvalidTypeError(f"{where}: vector must hold floats. Got dtype {arr.dtype}.")
+        if arr.shape != (self.config.dim,):
+            raise InvalidArgumentError(
+                f"{where}: vector must have shape ({self.config.dim},) for collection {self.name!r}. Got {arr.shape}."
+            )
+        arr = arr.astype(np.float32)
+        if not np.isfinite(arr).all():
+            raise InvalidArgumentError(f"{where}: vector holds NaN or infinity.")
+        return arr
+
+    # -- writes ----------------------------------------------------------------------------
+    def upsert(self, docs: Sequence[Document | dict]) -> UpsertResult:
+        """Insert or replace a batch of documents atomically; returns after the commit."""
+        self._check_alive()
+        if isinstance(docs, (Document, dict)) or not isinstance(docs, Iterable):
+            raise InvalidTypeError("upsert takes a list of Document or dict.")
+        docs = list(docs)
+        if not docs:
+            raise InvalidArgumentError("upsert got an empty batch.")
+        if len(docs) > self._index.max_batch:
+            raise ResourceExhaustedError(f"upsert got {len(docs)} documents; the limit max_batch is {self._index.max_batch}.")
+        norm = [self._normalise(d, i) for i, d in enumerate(docs)]
+        seen: dict[str, int] = {}
+        for i, d in enumerate(norm):
+            if d.id in seen:
+                raise InvalidArgumentError(f"upsert: duplicate id {d.id!r} at positions {seen[d.id]} and {i} of one batch.")
+            seen[d.id] = i
+        cfg = self.config
+        texted = [i for i, d in enumerate(norm) if d.text is not None]
+        sigs = np.full((len(norm), cfg.num_perm), 0xFFFFFFFF, dtype=np.uint32)
+        shingle_blobs: list[bytes | None] = [None] * len(norm)
+        if texted:
+            texts = [norm[i].text for i in texted]
+            if cfg.store_shingles:
+                sets = shingle_hashes(texts, ngram=cfg.ngram, shingle=cfg.shingle, backend=self._index.backend)
+                sigs[texted] = minhash(sets, num_perm=cfg.num_perm, seed=cfg.seed, backend=self._index.backend)
+                for j, i in enumerate(texted):
+                    shingle_blobs[i] = pack(sets[j], np.uint64)
+            else:
+                sigs[texted] = minhash(
+                    texts, num_perm=cfg.num_perm, seed=cfg.seed, ngram=cfg.ngram, shingle=cfg.shingle,
+                    backend=self._index.backend,
+                )
+        rows = []
+        for i, d in enumerate(norm):
+            rows.append((
+                d.id,
+                d.text if cfg.store_text else None,
+                d.metadata,
+                d.label,
+                pack(d.vector, np.float32),
+                pack(sigs[i], np.uint32) if d.text is not None else None,
+                shingle_blobs[i],
+            ))
+        vecs = None
+        if cfg.dim:
+            vecs = np.stack([d.vector if d.vector is not None else self._docs.nan_vec for d in norm])
+        with self._lock.write():
+            self._check_alive()
+            removed, new_rowids = self._storage.write_batch(self._cid, [d.id for d in norm], rows)
+            try:
+                self._apply_remove(np.asarray(removed, dtype=np.int64))
+                self._apply_insert(np.asarray(new_rowids, dtype=np.int64), [d.id for d in norm], [d.label for d in norm], sigs, vecs)
+            except BaseException:
+                self._rebuild()  # memory must match what was committed
+                raise
+        return UpsertResult(upserted=len(norm), replaced=len(removed))
+
+    def delete(self, ids: Sequence[str], *, missing_ok: bool = False) -> int:
+        """Delete documents by id, atomically. Unknown ids raise NotFoundError unless ``missing_ok``."""
+        self._check_alive()
+        ids = check_ids(ids, "delete", max_batch=self._index.max_batch)
+        with self._lock.write():
+            self._check_alive()
+            known = self._docs.rowids_of(ids)
+            missing = [i for i, r in zip(ids, known) if r < 0]
+            if missing and not missing_ok:
+                raise NotFoundError(f"delete: {len(missing)} unknown id(s) in collection {self.name!r}, e.g. {missing[0]!r}")
+            removed, _ = self._storage.write_batch(self._cid, list(dict.fromkeys(ids)), [])
+            try:
+                self._apply_remove(np.asarray(removed, dtype=np.int64))
+            except BaseException:
+                self._rebuild()
+                raise
+        return len(removed)
+
+    # -- reads -----------------------------------------------------------------------------
+    def count(self) -> int:
+        self._check_alive()
+        with self._lock.read():
+            return self._docs.size
+
+    def get(self, ids: Sequence[str]) -> list[Document]:
+        """Documents by id, in the order asked. Unknown ids raise NotFoundError."""
+        self._check_alive()
+        ids = check_ids(ids, "get", max_batch=self._index.max_batch)
+        with self._lock.read():
+            rows = {r.ext_id: r for r in self._storage.fetch(self._cid, ext_ids=set(ids))}
+        missing = [i for i in ids if i not in rows]
+        if missing:
+            raise NotFoundError(f"get: {len(missing)} unknown id(s) in collection {self.name!r}, e.g. {missing[0]!r}")
+        return [self._to_document(rows[i]) for i in ids]
+
+    @staticmethod
+    def _to_document(row) -> Document:
+        return Document(
+            id=row.ext_id,
+            text=row.text,
+            metadata=json.loads(row.metadata),
+            vector=unpack(row.vector, np.float32),
+            label=row.label,
+        )
+
+    # -- near-duplicates -------------------------------------------------------------------
+    def _query_signatures(self, texts=None, ids=None, *, want_shingles: bool, func: str):
+        """Signatures (and shingle sets) of the query texts or stored ids, plus rowids to exclude."""
+        cfg = self.config
+        if (texts is None) == (ids is None):
+            raise InvalidArgumentError(f"{func} takes either texts or ids, not both and not neither.")
+        if texts is not None:
+            if isinstance(texts, str) or not isinstance(texts, Iterable):
+                raise InvalidTypeError(f"The 'texts' parameter of {func} must be a list of str.")
+            texts = list(texts)
+            if len(texts) > self._index.max_batch:
+                raise ResourceExhaustedError(f"{func} got {len(texts)} texts; the limit max_batch is {self._index.max_batch}.")
+            for i, t in enumerate(texts):
+                if not isinstance(t, str):
+                    raise InvalidTypeError(f"{func} texts[{i}] must be a str. Got {type(t).__name__}.")
+                if len(t.encode("utf-8", "surrogatepass")) > self._index.max_text_bytes:
+                    raise ResourceExhaustedError(f"{func} texts[{i}] is over max_text_bytes ({self._index.max_text_bytes}).")
+            sets = shingle_hashes(texts, ngram=cfg.ngram, shingle=cfg.shingle, backend=self._index.backend)
+            for i in range(len(texts)):
+                if not len(sets[i]):
+                    raise InvalidArgumentError(
+                        f"{func} texts[{i}] has no {cfg.shingle} shingles; an empty document is nobody's near-duplicate."
+                    )
+            sigs = minhash(sets, num_perm=cfg.num_perm, seed=cfg.seed, backend=self._index.backend)
+            return sigs, ([sets[i] for i in range(len(texts))] if want_shingles else None), [-1] * len(texts)
+        ids = check_ids(ids, func, max_batch=self._index.max_batch)
+        rowids = self._docs.rowids_of(ids)
+        for i, r in zip(ids, rowids):
+            if r < 0:
+                raise NotFoundError(f"{func}: unknown id {i!r} in collection {self.name!r}")
+        sigs, _ = self._docs.signatures_and_vectors(rowids)
+        for i, s in zip(ids, sigs):
+            if is_empty(s):
+                raise FailedPreconditionError(f"{func}: document {i!r} has no text shingles to compare.")
+        shingles = None
+        if want_shingles:
+            blobs = self._storage.fetch_shingles(self._cid, [int(r) for r in rowids])
+            shingles = [unpack(blobs.get(int(r)), np.uint64) for r in rowids]
+        return sigs, shingles, [int(r) for r in rowids]
+
+    def near_duplicates(self, text: str | None = None, *, id: str | None = None, threshold: float | None = None,
+                        k: int | None = None, exact: bool = False) -> list[NearDuplicate]:
+        """Ranked near-duplicates of one text or stored document (which is left out of its own results)."""
+        texts = None if text is None else [text]
+        ids = None if id is None else [id]
+        return self.near_duplicates_batch(texts=texts, ids=ids, threshold=threshold, k=k, exact=exact)[0]
+
+    def near_duplicates_batch(self, texts=None, ids=None, *, threshold: float | None = None, k: int | None = None,
+                              exact: bool = False) -> list[list[NearDuplicate]]:
+        self._check_alive()
+        func = "near_duplicates"
+        threshold = self.config.threshold if threshold is None else check_float(threshold, "threshold", 0.0, 1.0, func=func)
+        if k is not None:
+            k = check_int(k, "k", 1, MAX_K, func=func)
+        if not isinstance(exact, bool):
+            raise InvalidTypeError(f"The 'exact' parameter of {func} must be a bool.")
+        if exact and not self.config.store_shingles:
+            raise FailedPreconditionError(
+                f"exact Jaccard needs the collection to store shingles; {self.name!r} was created with store_shingles=False."
+            )
+        with self._lock.read():
+            sigs, shingles, exclude = self._query_signatures(texts, ids, want_shingles=exact, func=func)
+            with self._lsh_mutex:
+                cand_lists = list(self._lsh.query(sigs))
+            out = []
+            for q, cands in enumerate(cand_lists):
+                cands = cands[cands != exclude[q]]
+                out.append(self._rank(sigs[q], shingles[q] if exact else None, cands, threshold, k))
+        return out
+
+    def _rank(self, sig, shingles, cands, threshold, k) -> list[NearDuplicate]:
+        if not len(cands):
+            return []
+        cand_sigs, _ = self._docs.signatures_and_vectors(cands)
+        est = (cand_sigs == sig[None, :]).mean(axis=1)
+        if shingles is None:
+            score = est
+            exact_vals = [None] * len(cands)
+        else:
+            blobs = self._storage.fetch_shingles(self._cid, [int(c) for c in cands])
+            exact_vals = [_accel.exact_jaccard(shingles, unpack(blobs.get(int(c)), np.uint64)) for c in cands]
+            score = np.array(exact_vals, dtype=np.float64)
+        keep = np.nonzero(score >= threshold)[0]
+        ext = self._docs.ext_ids_of(cands[keep])
+        order = sorted(range(len(keep)), key=lambda j: (-score[keep[j]], ext[j]))
+        if k is not None:
+            order = order[:k]
+        return [
+            NearDuplicate(id=ext[j], jaccard=float(score[keep[j]]), estimated_jaccard=float(est[keep[j]]),
+                          exact_jaccard=None if shingles is None else float(exact_vals[keep[j]]))
+            for j in order
+        ]
+
+    def find_duplicates(self, threshold: float | None = None, *, exact: bool | None = None) -> list[Cluster]:
+        """All near-duplicate clusters (size ≥ 2) in the collection, largest first.
+
+        Pairs come from the LSH self-join and are verified with the exact Jaccard when the
+        collection stores shingles (else with the signature estimate). The representative is the
+        earliest-inserted document of each cluster.
+        """
+        self._check_alive()
+        threshold = self.config.threshold if threshold is None else check_float(threshold, "threshold", 0.0, 1.0, func="find_duplicates")
+        exact = self.config.store_shingles if exact is None else exact
+        if exact and not self.config.store_shingles:
+            raise FailedPreconditionError(f"collection {self.name!r} does not store shingles; use exact=False.")
+        with self._lock.read():
+            with self._lsh_mutex:
+                pairs = self._lsh.candidate_pairs()
+            if not len(pairs):
+                return []
+            fetch = (lambda rows: self._storage.fetch_shingles(self._cid, rows)) if exact else None
+            return _accel.clusters_from_pairs(self._docs, pairs, threshold, fetch)
+
+    # -- vectors ---------------------------------------------------------------------------
+    def search(self, vector=None, *, id: str | None = None, k: int = 10, metric: str | None = None) -> list[Neighbor]:
+        """k nearest documents to one vector or stored document (left out of its own results)."""
+        vectors = None if vector is None else [vector]
+        ids = None if id is None else [id]
+        return self.search_batch(vectors=vectors, ids=ids, k=k, metric=metric)[0]
+
+    def search_batch(self, vectors=None, ids=None, *, k: int = 10, metric: str | None = None) -> list[list[Neighbor]]:
+        self._check_alive()
+        func = "search"
+        if self.config.dim is None:
+            raise FailedPreconditionError(f"collection {self.name!r} has no vectors (created with dim=None).")
+        k = check_int(k, "k", 1, MAX_K, func=func)
+        metric = self.config.metric if metric is None else check_option(metric, "metric", METRICS, func=func)
+        if (vectors is None) == (ids is None):
+            raise InvalidArgumentError(f"{func} takes either vectors or ids, not both and not neither.")
+        with self._lock.read():
+            if vectors is not None:
+                if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
+                    vectors = list(vectors)
+                vectors = list(vectors)
+                if len(vectors) > self._index.max_batch:
+                    raise ResourceExhaustedError(f"{func} got {len(vectors)} vectors; the limit max_batch is {self._index.max_batch}.")
+                queries = np.stack([self._check_vector(v, f"{func} vectors[{i}]") for i, v in enumerate(vectors)]) if vectors else np.empty((0, self.config.dim), np.float32)
+                exclude = [-1] * len(queries)
+            else:
+                ids = check_ids(ids, func, max_batch=self._index.max_batch)
+                rowids = self._docs.rowids_of(ids)
+                for i, r in zip(ids, rowids):
+                    if r < 0:
+                        raise NotFoundError(f"{func}: unknown id {i!r} in collection {self.name!r}")
+                _, queries = self._docs.signatures_and_vectors(rowids)
+                for i, v in zip(ids, queries):
+                    if np.isnan(v[0]):
+                        raise FailedPreconditionError(f"{func}: document {i!r} has no vector.")
+                exclude = [int(r) for r in rowids]
+            if not len(queries):
+                return []
+            kk = k + (1 if ids is not None else 0)
+            dists, rows = _accel.vector_search(self._vectors, self._docs, queries, kk, metric, self.config.metric)
+            out = []
+            for q in range(len(queries)):
+                keep = [(d, r) for d, r in zip(dists[q], rows[q]) if r >= 0 and r != exclude[q]][:k]
+                ext = self._docs.ext_ids_of(np.array([r for _, r in keep], dtype=np.int64))
+                # equal distances are ordered by id, so results do not depend on insertion order
+                hits = sorted((float(d), e) for e, (d, _) in zip(ext, keep))
+                out.append([Neighbor(id=e, distance=d) for d, e in hits])
+            return out
+
+    def vectors_and_labels(self, *, require_labels: bool) -> tuple[list[str], np.ndarray, list[str | None]]:
+        """All live (id, vector, label) with a vector; used to train classifiers."""
+        with self._lock.read():
+            return self._docs.labelled_vectors(require_labels)
+
+    # -- classifiers -----------------------------------------------------------------------
+    def train_classifier(self, name: str, kind: str = "svm", params: dict | None = None, filter: dict | None = None):
+        """Train an ``svm`` (needs labels, >= 2 classes) or ``gmm`` on the collection's vectors and
+        store it under ``name`` (replacing a model of that name). Returns a ClassifierInfo."""
+        from . import _classify
+
+        self._check_alive()
+        name = _classify.check_model_name(name)
+        if self.config.dim is None:
+            raise FailedPreconditionError(f"collection {self.name!r} has no vectors (created with dim=None).")
+        payload, info = _classify.train(self, name, kind, params, filter)
+        with self._lock.write():
+            self._check_alive()
+            self._storage.put_model(self._cid, name, kind, info.version, payload)
+            self._models.pop(name, None)
+        return info
+
+    def _model(self, name: str):
+        from . import _classify
+
+        name = _classify.check_model_name(name)
+        model = self._models.get(name)
+        if model is None:
+            _, _, payload = self._storage.get_model(self._cid, name)
+            model = self._models[name] = _classify.LoadedModel(name, payload)
+        return model
+
+    def list_classifiers(self):
+        """Info of every stored model, by name."""
+        self._check_alive()
+        return [self._model(name).info for name, _, _ in self._storage.list_models(self._cid)]
+
+    def delete_classifier(self, name: str) -> None:
+        from . import _classify
+
+        self._check_alive()
+        name = _classify.check_model_name(name)
+        with self._lock.write():
+            if not self._storage.delete_model(self._cid, name):
+                raise NotFoundError(f"model {name!r} does not exist in collection {self.name!r}")
+            self._models.pop(name, None)
+
+    def classify(self, vectors=None, *, ids=None, model: str, k: int = 10):
+        """Apply the stored model ``model`` to each query vector (or stored document's vector) and
+        return, per query, a Classification holding the prediction and the k nearest neighbours."""
+        self._check_alive()
+        loaded = self._model(model)
+        k = check_int(k, "k", 1, MAX_K, func="classify")
+        neighbors = self.search_batch(vectors=vectors, ids=ids, k=k)
+        if vectors is not None:
+            X = np.stack([self._check_vector(v, f"classify vectors[{i}]") for i, v in enumerate(vectors)])
+        else:
+            with self._lock.read():
+                _, X = self._docs.signatures_and_vectors(self._docs.rowids_of(list(ids)))
+        if X.shape[1] != loaded.info.dim:
+            raise InvalidArgumentError(f"model {model!r} expects {loaded.info.dim}-d vectors. Got {X.shape[1]}.")
+        return loaded.apply(X, neighbors)
+
+    def snapshot(self, dest_path: str) -> None:
+        """A consistent online copy of the whole index (all collections) into ``dest_path``."""
+        self._index.snapshot(dest_path)

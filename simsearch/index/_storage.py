@@ -1,0 +1,438 @@
+"""Durable storage of collections and documents: a Protocol and its default, SQLite in WAL mode.
+
+Layout (format version 1), one database file ``simsearch.db`` in the index directory:
+
+* ``meta(key, value)``: ``format_version`` and the simsearch version that created the file.
+* ``collections(cid, name, config)``: ``config`` is the JSON of :class:`CollectionConfig`.
+* ``documents(rowid, cid, ext_id, text, metadata, label, vector, signature, shingles, crc_index,
+  crc_doc)``: ``rowid`` is AUTOINCREMENT, so an id that is re-inserted gets a new internal number
+  and stale in-memory entries can never alias it. ``vector`` (float32), ``signature`` (uint32) and
+  ``shingles`` (sorted uint64) are packed little-endian BLOBs. ``crc_index`` covers what is loaded
+  at open (ext_id, label, vector, signature) and ``crc_doc`` what is read by ``get`` (text,
+  metadata, shingles); a mismatch raises :class:`StorageCorruptionError`, never a wrong answer.
+* ``models(cid, name, kind, version, payload)``: trained classifiers.
+
+Durability: every write is one transaction; ``synchronous=FULL`` (the default, ``durability=
+"full"``) fsyncs the WAL at each commit, so an acknowledged write survives kill -9 and power loss
+on storage that honours fsync. ``durability="normal"`` (``synchronous=NORMAL``) survives kill -9
+but may lose the last commits on power loss.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import uuid
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import NotFoundError, StorageCorruptionError, UnsupportedFormatError
+from ._types import CollectionConfig
+
+__all__ = ["FORMAT_VERSION", "DB_FILE", "Row", "Storage", "SQLiteStorage", "open_storage"]
+
+FORMAT_VERSION = 1
+DB_FILE = "simsearch.db"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS collections (
+    cid INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    config TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS documents (
+    rowid INTEGER PRIMARY KEY AUTOINCREMENT,
+    cid INTEGER NOT NULL REFERENCES collections(cid) ON DELETE CASCADE,
+    ext_id TEXT NOT NULL,
+    text TEXT,
+    metadata TEXT NOT NULL,
+    label TEXT,
+    vector BLOB,
+    signature BLOB,
+    shingles BLOB,
+    crc_index INTEGER NOT NULL,
+    crc_doc INTEGER NOT NULL,
+    UNIQUE (cid, ext_id)
+);
+CREATE TABLE IF NOT EXISTS models (
+    cid INTEGER NOT NULL REFERENCES collections(cid) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    crc INTEGER NOT NULL,
+    PRIMARY KEY (cid, name)
+);
+"""
+
+
+@dataclass
+class Row:
+    """One document as stored; arrays are decoded lazily by the caller."""
+
+    rowid: int
+    ext_id: str
+    text: str | None
+    metadata: str
+    label: str | None
+    vector: bytes | None
+    signature: bytes | None
+    shingles: bytes | None
+
+
+def _crc(*parts: bytes | str | None) -> int:
+    crc = 0
+    for p in parts:
+        if p is None:
+            crc = zlib.crc32(b"\x00N", crc)
+            continue
+        b = p.encode("utf-8", "surrogatepass") if isinstance(p, str) else bytes(p)
+        crc = zlib.crc32(len(b).to_bytes(8, "little") + b, crc)
+    return crc
+
+
+def crc_index(ext_id, label, vector, signature) -> int:
+    return _crc(ext_id, label, vector, signature)
+
+
+def crc_doc(text, metadata, shingles) -> int:
+    return _crc(text, metadata, shingles)
+
+
+class Storage(Protocol):
+    """What the index needs from a store. Writes are atomic per call."""
+
+    def collections(self) -> list[tuple[int, str, CollectionConfig]]: ...
+    def create_collection(self, name: str, config: CollectionConfig) -> int: ...
+    def drop_collection(self, cid: int) -> None: ...
+    def write_batch(self, cid: int, delete_ext_ids: list[str], rows: list[tuple]) -> tuple[list[int], list[int]]: ...
+    def load_index_data(self, cid: int) -> Iterator[list[tuple]]: ...
+    def fetch(self, cid: int, rowids: Iterable[int] | None = None, ext_ids: Iterable[str] | None = None) -> list[Row]: ...
+    def count(self, cid: int) -> int: ...
+    def backup(self, dest_dir: str) -> None: ...
+    def close(self) -> None: ...
+
+
+def _corruption(exc: sqlite3.DatabaseError, where: str) -> StorageCorruptionError:
+    return StorageCorruptionError(f"The index storage at {where} is corrupt or not a simsearch database: {exc}")
+
+
+class SQLiteStorage:
+    """SQLite in WAL mode: one writer connection behind a lock, one reader connection per thread."""
+
+    def __init__(self, path: str | None, *, durability: str = "full") -> None:
+        self.path = path
+        self._sync = {"full": "FULL", "normal": "NORMAL"}[durability]
+        if path is None:
+            # A named shared-cache in-memory database, so every thread's connection sees one DB.
+            self._uri = f"file:simsearch-{uuid.uuid4().hex}?mode=memory&cache=shared"
+            self._where = "memory"
+        else:
+            os.makedirs(path, exist_ok=True)
+            db = os.path.join(path, DB_FILE)
+            self._uri = "file:" + db
+            self._where = db
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._all_conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._closed = False
+        try:
+            self._writer = self._connect()
+            self._init_schema()
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise _corruption(exc, self._where) from None
+
+    # -- connections -----------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._uri, uri=True, check_same_thread=False, isolation_level=None, timeout=60)
+        conn.execute("PRAGMA foreign_keys=ON")
+        if self.path is not None:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal":  # pragma: no cover - only on filesystems without shared memory
+                raise StorageCorruptionError(f"could not switch {self._where} to WAL mode (got {mode})")
+            conn.execute(f"PRAGMA synchronous={self._sync}")
+        with self._conns_lock:
+            self._all_conns.append(conn)
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    @contextmanager
+    def _txn(self):
+        """One IMMEDIATE transaction on the writer connection; rolls back on any error."""
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _init_schema(self) -> None:
+        conn = self._writer
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "meta" in tables:
+            row = conn.execute("SELECT value FROM meta WHERE key='format_version'").fetchone()
+            version = int(row[0]) if row else 0
+            if version > FORMAT_VERSION:
+                raise UnsupportedFormatError(
+                    f"{self._where} has format version {version}, newer than this simsearch supports "
+                    f"({FORMAT_VERSION}); upgrade simsearch to open it."
+                )
+            if version < 1:
+                raise StorageCorruptionError(f"{self._where} has no valid format_version; it is not a simsearch index.")
+            return
+        if tables - {"sqlite_sequence"}:
+            raise StorageCorruptionError(f"{self._where} is an SQLite database but not a simsearch index.")
+        from .. import __version__
+
+        with self._write_lock:
+            conn.executescript(
+                "BEGIN IMMEDIATE;"
+                + _SCHEMA
+                + f"INSERT OR IGNORE INTO meta(key, value) VALUES ('format_version', '{FORMAT_VERSION}');"
+                + f"INSERT OR IGNORE INTO meta(key, value) VALUES ('created_by', 'simsearch {__version__}');"
+                + "COMMIT;"
+            )
+
+    def _guard(self, fn, *args):
+        try:
+            return fn(*args)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise
+            raise _corruption(exc, self._where) from None
+
+    # -- collections -----------------------------------------------------------------------
+    def collections(self) -> list[tuple[int, str, CollectionConfig]]:
+        def run():
+            rows = self._reader().execute("SELECT cid, name, config FROM collections ORDER BY name").fetchall()
+            out = []
+            for cid, name, cfg in rows:
+                try:
+                    out.append((cid, name, CollectionConfig.from_json(cfg)))
+                except (ValueError, TypeError) as exc:
+                    raise StorageCorruptionError(f"collection {name!r} has an unreadable config: {exc}") from None
+            return out
+
+        return self._guard(run)
+
+    def create_collection(self, name: str, config: CollectionConfig) -> int:
+        def run():
+            with self._txn() as c:
+                cur = c.execute("INSERT INTO collections(name, config) VALUES (?, ?)", (name, config.to_json()))
+                return cur.lastrowid
+
+        return self._guard(run)
+
+    def drop_collection(self, cid: int) -> None:
+        def run():
+            with self._txn() as c:
+                c.execute("DELETE FROM documents WHERE cid=?", (cid,))
+                c.execute("DELETE FROM models WHERE cid=?", (cid,))
+                c.execute("DELETE FROM collections WHERE cid=?", (cid,))
+
+        self._guard(run)
+
+    # -- documents -------------------------------------------------------------------------
+    def write_batch(self, cid: int, delete_ext_ids: list[str], rows: list[tuple]) -> tuple[list[int], list[int]]:
+        """Delete ``delete_ext_ids`` and insert ``rows`` in one transaction.
+
+        ``rows`` are (ext_id, text, metadata, label, vector, signature, shingles) tuples. Returns
+        the rowids removed and the rowids assigned to the new rows, in order.
+        """
+
+        def run():
+            with self._txn() as c:
+                removed = []
+                for i in range(0, len(delete_ext_ids), 500):
+                    chunk = delete_ext_ids[i : i + 500]
+                    marks = ",".join("?" * len(chunk))
+                    removed += [
+                        r[0]
+                        for r in c.execute(
+                            f"DELETE FROM documents WHERE cid=? AND ext_id IN ({marks}) RETURNING rowid", (cid, *chunk)
+                        )
+                    ]
+                before = c.execute("SELECT seq FROM sqlite_sequence WHERE name='documents'").fetchone()
+                before = before[0] if before else 0
+                c.executemany(
+                    "INSERT INTO documents(cid, ext_id, text, metadata, label, vector, signature, shingles,"
+                    " crc_index, crc_doc) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    [
+                        (cid, ext_id, text, meta, label, vec, sig, sh,
+                         crc_index(ext_id, label, vec, sig), crc_doc(text, meta, sh))
+                        for ext_id, text, meta, label, vec, sig, sh in rows
+                    ],
+                )
+                after = c.execute("SELECT seq FROM sqlite_sequence WHERE name='documents'").fetchone()
+                after = after[0] if after else 0
+                if after - before == len(rows):
+                    # AUTOINCREMENT gave this writer n consecutive rowids, in insertion order
+                    new_ids = list(range(before + 1, after + 1))
+                else:  # pragma: no cover - not seen with SQLite's allocator, kept for safety
+                    found = dict(c.execute(
+                        "SELECT ext_id, rowid FROM documents WHERE cid=? AND rowid > ?", (cid, before)
+                    ).fetchall())
+                    new_ids = [found[r[0]] for r in rows]
+                return removed, new_ids
+
+        return self._guard(run)
+
+    def load_index_data(self, cid: int, batch: int = 65536) -> Iterator[list[tuple]]:
+        """Yield lists of (rowid, ext_id, label, vector, signature), checksums verified."""
+        cur = self._guard(
+            lambda: self._reader().execute(
+                "SELECT rowid, ext_id, label, vector, signature, crc_index FROM documents WHERE cid=? ORDER BY rowid",
+                (cid,),
+            )
+        )
+        while True:
+            rows = self._guard(cur.fetchmany, batch)
+            if not rows:
+                return
+            for r in rows:
+                if crc_index(r[1], r[2], r[3], r[4]) != r[5]:
+                    raise StorageCorruptionError(f"document {r[1]!r} failed its checksum in {self._where}")
+            yield [r[:5] for r in rows]
+
+    def fetch(self, cid: int, rowids=None, ext_ids=None, *, with_shingles: bool = False) -> list[Row]:
+        """Rows by internal rowid or by external id (missing ones are simply absent)."""
+        cols = "rowid, ext_id, text, metadata, label, vector, signature, shingles, crc_index, crc_doc"
+        key, values = ("rowid", list(rowids)) if rowids is not None else ("ext_id", list(ext_ids or []))
+
+        def run():
+            conn = self._reader()
+            out = []
+            for i in range(0, len(values), 500):
+                chunk = values[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                out += conn.execute(f"SELECT {cols} FROM documents WHERE cid=? AND {key} IN ({marks})", (cid, *chunk))
+            return out
+
+        rows = []
+        for r in self._guard(run):
+            if crc_index(r[1], r[4], r[5], r[6]) != r[8] or crc_doc(r[2], r[3], r[7]) != r[9]:
+                raise StorageCorruptionError(f"document {r[1]!r} failed its checksum in {self._where}")
+            rows.append(Row(*r[:8]))
+        return rows
+
+    def fetch_shingles(self, cid: int, rowids: list[int]) -> dict[int, bytes | None]:
+        def run():
+            conn = self._reader()
+            out = {}
+            for i in range(0, len(rowids), 500):
+                chunk = rowids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                for rowid, sh in conn.execute(
+                    f"SELECT rowid, shingles FROM documents WHERE cid=? AND rowid IN ({marks})", (cid, *chunk)
+                ):
+                    out[rowid] = sh
+            return out
+
+        return self._guard(run)
+
+    def count(self, cid: int) -> int:
+        return self._guard(lambda: self._reader().execute("SELECT COUNT(*) FROM documents WHERE cid=?", (cid,)).fetchone()[0])
+
+    # -- models ----------------------------------------------------------------------------
+    def put_model(self, cid: int, name: str, kind: str, version: int, payload: bytes) -> None:
+        def run():
+            with self._txn() as c:
+                c.execute(
+                    "INSERT OR REPLACE INTO models(cid, name, kind, version, payload, crc) VALUES (?,?,?,?,?,?)",
+                    (cid, name, kind, version, payload, zlib.crc32(payload)),
+                )
+
+        self._guard(run)
+
+    def get_model(self, cid: int, name: str) -> tuple[str, int, bytes]:
+        row = self._guard(
+            lambda: self._reader()
+            .execute("SELECT kind, version, payload, crc FROM models WHERE cid=? AND name=?", (cid, name))
+            .fetchone()
+        )
+        if row is None:
+            raise NotFoundError(f"model {name!r} does not exist")
+        if zlib.crc32(row[2]) != row[3]:
+            raise StorageCorruptionError(f"model {name!r} failed its checksum in {self._where}")
+        return row[0], row[1], row[2]
+
+    def list_models(self, cid: int) -> list[tuple[str, str, int]]:
+        return self._guard(
+            lambda: self._reader()
+            .execute("SELECT name, kind, version FROM models WHERE cid=? ORDER BY name", (cid,))
+            .fetchall()
+        )
+
+    def delete_model(self, cid: int, name: str) -> bool:
+        def run():
+            with self._txn() as c:
+                return c.execute("DELETE FROM models WHERE cid=? AND name=?", (cid, name)).rowcount > 0
+
+        return self._guard(run)
+
+    # -- maintenance -----------------------------------------------------------------------
+    def backup(self, dest_dir: str) -> None:
+        """A consistent online copy into ``dest_dir`` (SQLite's backup API), fsynced."""
+        os.makedirs(dest_dir, exist_ok=True)
+        dest = os.path.join(dest_dir, DB_FILE)
+        if os.path.exists(dest):
+            from ..errors import AlreadyExistsError
+
+            raise AlreadyExistsError(f"{dest} exists; snapshot into an empty directory")
+        tmp = dest + ".tmp"
+        target = sqlite3.connect(tmp)
+        try:
+            self._guard(self._reader().backup, target)
+            target.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            target.close()
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+        dfd = os.open(dest_dir, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._conns_lock:
+            conns, self._all_conns = self._all_conns, []
+        for c in conns:
+            try:
+                c.close()
+            except sqlite3.Error:  # pragma: no cover
+                pass
+
+
+def open_storage(path: str | None, *, durability: str = "full") -> SQLiteStorage:
+    """The storage factory; SQLite is the only kind today."""
+    return SQLiteStorage(path, durability=durability)
+
+
+def pack(arr: np.ndarray | None, dtype) -> bytes | None:
+    return None if arr is None else np.ascontiguousarray(arr, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+
+
+def unpack(blob: bytes | None, dtype) -> np.ndarray | None:
+    return None if blob is None else np.frombuffer(blob, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype)

@@ -1,0 +1,152 @@
+"""Value types of the durable index: documents, collection configs and query results.
+
+These dataclasses are what both the embedded :class:`~simsearch.Index` and the remote
+``simsearch.Client`` return, so results compare equal across the two.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._validation import check_float, check_int, check_option
+from ..errors import InvalidArgumentError, InvalidTypeError
+
+__all__ = [
+    "Document",
+    "CollectionConfig",
+    "CollectionInfo",
+    "NearDuplicate",
+    "Neighbor",
+    "Cluster",
+    "UpsertResult",
+    "METRICS",
+    "MAX_ID_BYTES",
+    "MAX_METADATA_BYTES",
+    "MAX_LABEL_BYTES",
+]
+
+METRICS = ("cosine", "euclidean", "sqeuclidean", "manhattan")
+MAX_ID_BYTES = 256
+MAX_METADATA_BYTES = 64 * 1024
+MAX_LABEL_BYTES = 256
+MAX_DIM = 65536
+MAX_NAME_BYTES = 128
+
+
+@dataclass(frozen=True)
+class CollectionConfig:
+    """Immutable settings of a collection, stored with it."""
+
+    shingle: str = "word"
+    ngram: int = 5
+    num_perm: int = 128
+    seed: int = 1
+    threshold: float = 0.8
+    weights: tuple[float, float] | None = None
+    dim: int | None = None
+    metric: str = "cosine"
+    store_text: bool = True
+    store_shingles: bool = True
+
+    def validated(self) -> "CollectionConfig":
+        check_option(self.shingle, "shingle", ("word", "char"), func="create_collection")
+        check_int(self.ngram, "ngram", 1, 64, func="create_collection")
+        check_int(self.num_perm, "num_perm", 1, 8192, func="create_collection")
+        check_int(self.seed, "seed", 0, (1 << 32) - 1, func="create_collection")
+        check_float(self.threshold, "threshold", 0.0, 1.0, lo_open=True, func="create_collection")
+        weights = self.weights
+        if weights is not None:
+            if not isinstance(weights, (list, tuple)) or len(weights) != 2:
+                raise InvalidArgumentError(
+                    f"The 'weights' parameter of create_collection must be a pair (fp, fn). Got {weights!r} instead."
+                )
+            weights = tuple(check_float(w, "weights", 0.0, 1.0, func="create_collection") for w in weights)
+            if not math.isclose(sum(weights), 1.0, abs_tol=1e-9):
+                raise InvalidArgumentError(f"The 'weights' of create_collection must sum to 1. Got {weights!r}.")
+        if self.dim is not None:
+            check_int(self.dim, "dim", 1, MAX_DIM, func="create_collection")
+        check_option(self.metric, "metric", METRICS, func="create_collection")
+        for name in ("store_text", "store_shingles"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidTypeError(f"The '{name}' parameter of create_collection must be a bool.")
+        return CollectionConfig(**{**asdict(self), "weights": weights})
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "CollectionConfig":
+        data = json.loads(text)
+        if data.get("weights") is not None:
+            data["weights"] = tuple(data["weights"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    config: CollectionConfig
+    count: int
+
+
+@dataclass(eq=False)
+class Document:
+    """A stored document. ``vector`` is float32 of the collection's ``dim`` or None."""
+
+    id: str
+    text: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    vector: np.ndarray | None = None
+    label: str | None = None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Document):
+            return NotImplemented
+        same_vec = (self.vector is None and other.vector is None) or (
+            self.vector is not None and other.vector is not None and np.array_equal(self.vector, other.vector)
+        )
+        return (
+            self.id == other.id
+            and self.text == other.text
+            and self.metadata == other.metadata
+            and self.label == other.label
+            and same_vec
+        )
+
+    __hash__ = None
+
+
+@dataclass(frozen=True)
+class NearDuplicate:
+    """One near-duplicate hit: ``jaccard`` is the exact value when asked for, else the estimate."""
+
+    id: str
+    jaccard: float
+    estimated_jaccard: float
+    exact_jaccard: float | None = None
+
+
+@dataclass(frozen=True)
+class Neighbor:
+    id: str
+    distance: float
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A set of near-duplicate documents; ``representative`` is the one a dedup keeps."""
+
+    representative: str
+    ids: tuple[str, ...]
+    jaccard: tuple[float, ...]  # each member's Jaccard to the representative (1.0 for itself)
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    upserted: int
+    replaced: int

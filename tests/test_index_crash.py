@@ -1,0 +1,111 @@
+"""Crash safety with real processes: a child ingests batches and is killed with SIGKILL at random."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from simsearch.index import Index
+
+CHILD = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from simsearch.index import Index, Document
+    path, start = sys.argv[1], int(sys.argv[2])
+    idx = Index(path)
+    coll = idx.create_collection("c", dim=8, threshold=0.5, exist_ok=True)
+    rng = np.random.default_rng(start)
+    words = [f"w{i}" for i in range(300)]
+    b = start
+    while True:
+        size = int(rng.integers(1, 40))
+        docs = [Document(id=f"b{b}-{i}", text=" ".join(rng.choice(words, 30)),
+                         metadata={"batch": b, "size": size}, vector=rng.normal(size=8).astype(np.float32))
+                for i in range(size)]
+        if b % 5 == 4:   # re-upsert part of an older batch: replacements must be atomic too
+            old = b - 3
+            docs += [Document(id=f"b{old}-0", text="replaced " + str(b), metadata={"batch": old, "size": -1},
+                              vector=np.zeros(8, np.float32) + b)]
+        coll.upsert(docs)
+        print(b, flush=True)
+        b += 1
+    """
+)
+
+
+def _run_trial(path, seed: int) -> None:
+    rng = random.Random(seed)
+    acked: list[int] = []
+    start = 0
+    for round_ in range(2):  # kill, restart where it left off, kill again
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(path), str(start)], stdout=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + rng.uniform(0.8, 2.5)
+        lines = []
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(int(line))
+            if len(lines) >= 3 and rng.random() < 0.05:
+                break
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        rest = proc.stdout.read().split()
+        proc.stdout.close()
+        acked += lines + [int(x) for x in rest]
+        start = (max(acked) + 1) if acked else start
+        start += 1000 * (round_ + 1)  # fresh batch ids for the restarted child
+    _check(path, acked)
+
+
+def _check(path, acked: list[int]) -> None:
+    with Index(path) as idx:
+        coll = idx.get_collection("c")
+        present = {}
+        all_rows = [r for chunk in coll._storage.load_index_data(coll._cid) for r in chunk]
+        by_batch: dict[int, list] = {}
+        docs = coll.get([r[1] for r in all_rows])
+        for d in docs:
+            present[d.id] = d
+            by_batch.setdefault(int(d.id.split("-")[0][1:]), []).append(d)
+        # no batch is partially visible (a member replaced by a later batch still counts)
+        for b, members in by_batch.items():
+            sizes = {m.metadata["size"] for m in members if m.metadata["size"] != -1}
+            assert len(sizes) <= 1, (b, sizes)
+            if sizes:
+                assert len(members) == sizes.pop(), (b, len(members))
+        # every acknowledged batch is present and queryable
+        for b in acked:
+            assert f"b{b}-0" in present, b
+        sample = [present[f"b{b}-0"] for b in acked[-5:]]
+        for d in sample:
+            assert coll.near_duplicates(d.text, threshold=0.99)[0].jaccard == 1.0
+            assert coll.search(d.vector, k=1, metric="euclidean")[0].distance == pytest.approx(0.0, abs=1e-5)
+        # query results equal those of a fresh index rebuilt from the stored documents
+        fresh = Index().create_collection("c", dim=8, threshold=0.5)
+        fresh.upsert(docs)
+        for d in sample:
+            assert coll.near_duplicates(d.text) == fresh.near_duplicates(d.text)
+            assert coll.search(d.vector, k=5) == fresh.search(d.vector, k=5)
+        assert coll.find_duplicates() == fresh.find_duplicates()
+
+
+@pytest.mark.parametrize("trial", range(3))
+def test_kill9_during_ingest_loses_nothing_acknowledged(tmp_path, trial):
+    _run_trial(tmp_path / "idx", seed=trial)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trial", range(50))
+def test_kill9_many_trials(tmp_path, trial):
+    _run_trial(tmp_path / "idx", seed=1000 + trial)
