@@ -90,12 +90,17 @@ class Collection:
         self._lsh = _accel.make_lsh(cfg, self._index.backend)
         self._lsh_mutex = threading.Lock()  # LSHIndex is not thread-safe; readers share it
         self._vectors = _accel.make_vector_index(cfg, self._index.backend) if cfg.dim else None
+        empty_sig = pack(self._docs.empty_sig, np.uint32)
+        nan_vec = pack(self._docs.nan_vec, np.float32) if cfg.dim else None
         for rows in self._storage.load_index_data(self._cid):
             rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            sigs = np.stack([unpack(r[4], np.uint32) if r[4] is not None else self._docs.empty_sig for r in rows])
+            # one join + one frombuffer per chunk instead of an array per row
+            sigs = unpack(b"".join(r[4] if r[4] is not None else empty_sig for r in rows), np.uint32)
+            sigs = sigs.reshape(len(rows), cfg.num_perm)
             vecs = None
             if cfg.dim:
-                vecs = np.stack([unpack(r[3], np.float32) if r[3] is not None else self._docs.nan_vec for r in rows])
+                vecs = unpack(b"".join(r[3] if r[3] is not None else nan_vec for r in rows), np.float32)
+                vecs = vecs.reshape(len(rows), cfg.dim)
             self._apply_insert(rowids, [r[1] for r in rows], [r[2] for r in rows], sigs, vecs)
 
     def _apply_insert(self, rowids, ext_ids, labels, sigs, vecs) -> None:
