@@ -38,8 +38,16 @@ def sq_norms(x: np.ndarray) -> np.ndarray:
 
 
 def unit_rows(x: np.ndarray, chunk: int = 1 << 14) -> np.ndarray:
-    """x with every non-zero row scaled to unit length, computed in float64 so that tiny and huge
-    rows normalise exactly (a float32 copy; zero rows stay zero)."""
+    """x with every non-zero row scaled to unit length (a float32 copy; zero rows stay zero).
+
+    float32 arithmetic when every squared norm is comfortably inside float32's range, else
+    float64, so that tiny and huge rows normalise exactly too."""
+    n2 = sq_norms(x)
+    small = n2 <= 1e-30  # zero rows, or rows whose float32 squares underflow
+    if np.isfinite(n2).all() and not x[small].any():
+        inv = np.zeros_like(n2)
+        np.divide(1.0, np.sqrt(n2), out=inv, where=n2 > 0)
+        return x * inv[:, None]
     out = np.empty(x.shape, dtype=np.float32)
     for lo in range(0, len(x), chunk):
         a = x[lo : lo + chunk].astype(np.float64)
