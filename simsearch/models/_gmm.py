@@ -195,11 +195,20 @@ def _estimate_log_gaussian_prob(xp, X, means, prec_chol, cov_type: str):
 class GaussianMixture(BaseModel):
     """Gaussian mixture with full, tied, diagonal or spherical covariances, fitted by EM.
 
-    Parameters and fitted attributes follow :class:`sklearn.mixture.GaussianMixture`.
-    ``lower_bound_`` is the mean log-likelihood per sample of the best of ``n_init`` runs; a run
-    stops when it changes by less than ``tol`` between iterations. With ``means_init``, the first
-    weights and covariances come from the k-means partition that Lloyd's algorithm reaches from
-    those means (scikit-learn takes them from an unrelated k-means run); the means are used as given.
+    Parameters and fitted attributes follow :class:`sklearn.mixture.GaussianMixture`:
+    ``n_components``, ``covariance_type``, ``tol`` (on the change of the mean log-likelihood),
+    ``reg_covar`` (added to covariance diagonals), ``max_iter`` (0 only initialises), ``n_init``
+    (the run with the best lower bound wins), ``init_params`` ("kmeans", "k-means++", "random",
+    "random_from_data"), ``weights_init``, ``means_init``, ``precisions_init`` and
+    ``random_state``. Fitted: ``weights_``, ``means_``, ``covariances_``,
+    ``precisions_cholesky_``, ``precisions_``, ``converged_``, ``n_iter_``, ``lower_bound_``
+    (mean log-likelihood per sample of the best run, from the last E-step).
+
+    With ``means_init``, the first weights and covariances come from the k-means partition that
+    Lloyd's algorithm reaches from those means (scikit-learn takes them from an unrelated k-means
+    run); the means are used as given. Pass ``weights_init`` and ``precisions_init`` too for a
+    start that is fixed completely; from one, this EM follows scikit-learn's step for step.
+    Arrays may be numpy or CuPy; results come back on the input's device.
     """
 
     _fitted_attrs = (

@@ -39,11 +39,40 @@ _PLATT_FOLDS = 5
 class SVC(BaseModel):
     """C-support vector classifier with a linear or RBF kernel, one-vs-rest for several classes.
 
-    Parameters follow :class:`sklearn.svm.SVC`. The linear kernel minimises LinearSVC's objective
-    ½‖w‖² + C Σ max(0, 1 − y f(x))² (intercept not penalised); the exact RBF solver minimises the
-    hinge-loss dual that libsvm solves, stopping when the KKT violation is below ``tol``.
-    ``probability=True`` fits one Platt sigmoid per class on decision values from an internal
-    5-fold stratified cross-validation (as libsvm does), so ``fit`` costs about six fits.
+    Parameters
+    ----------
+    kernel : "linear" or "rbf"
+        The linear kernel minimises LinearSVC's objective ½‖w‖² + C Σ max(0, 1 − y f(x))² (the
+        intercept is not penalised); the RBF kernel exp(−gamma‖x − x'‖²) uses the solver table
+        in the module docstring.
+    C : float > 0
+        Inverse regularisation strength, as in scikit-learn.
+    gamma : "scale", "auto" or float > 0
+        RBF width: "scale" is 1 / (n_features · X.var()), "auto" is 1 / n_features.
+    tol : float > 0
+        Exact solver: stop when the largest KKT violation is below ``tol`` (libsvm's rule).
+        Newton solver: stop when the gradient norm falls below 1e-3 · ``tol`` of its start.
+    max_iter : int or None
+        Outer iterations (None: 100 Newton steps, or max(10 000, 20 n) working-set steps).
+    solver : "auto", "exact", "nystroem" or "fourier"
+        See the module docstring; "auto" switches to "nystroem" above ``max_exact_samples``.
+    max_exact_samples : int
+        Largest training set the "auto" RBF solver handles exactly (default 20 000).
+    n_components : int
+        Landmarks (Nyström) or random features (Fourier), m. Each Newton step costs O(n · m²)
+        time and the features take n · (m + 1) · 8 bytes, so a few thousand at most.
+    cache_size : float
+        MiB for kernel rows in the exact solver; the whole float32 Gram matrix is computed once
+        when it fits (n ≤ 16 384 at the default 1024), otherwise rows are cached LRU.
+    probability : bool
+        Fit one Platt sigmoid per class on decision values from an internal 5-fold stratified
+        cross-validation (as libsvm does), so ``fit`` costs about six fits.
+    batch_size : int
+        Mini-batch size of ``partial_fit``.
+    random_state : int, numpy Generator or None
+        Seeds landmarks, random features, the Platt folds and the subsample that warm-starts
+        Newton on large inputs. The same seed gives the same model on numpy and CuPy.
+
     Arrays may be numpy or CuPy; results come back on the input's device.
     """
 
@@ -64,7 +93,7 @@ class SVC(BaseModel):
         max_iter: int | None = None,
         solver: str = "auto",
         max_exact_samples: int = 20_000,
-        n_components: int = 512,
+        n_components: int = 1024,
         cache_size: float = 1024,
         probability: bool = False,
         batch_size: int = 256,
@@ -140,8 +169,10 @@ class SVC(BaseModel):
                 f"The 'y' parameter of {func} must be a 1-d array with one label per row of X ({n}). "
                 f"Got shape {tuple(y.shape)} instead."
             )
-        if xp is not np and y.dtype.kind in "USO":
-            raise InvalidTypeError("String labels work with numpy input only; encode them as integers for CuPy.")
+        if xp is not np:
+            if y.dtype.kind in "USO":
+                raise InvalidTypeError("String labels work with numpy input only; encode them as integers for CuPy.")
+            y = xp.asarray(y)
         return y
 
     # -- fit --------------------------------------------------------------------------------
@@ -403,8 +434,8 @@ class SVC(BaseModel):
         if not hasattr(self, "prob_a_"):
             if hasattr(self, "intercept_"):
                 raise NotFittedError(
-                    "predict_proba is not available: this SVC was fitted with probability=False. "
-                    "Set probability=True and call fit again."
+                    "predict_proba is not available: the Platt sigmoids are fitted by fit with "
+                    "probability=True (not by partial_fit). Set probability=True and call fit."
                 )
             self._check_is_fitted()
         xp, dec = self._raw_decision(X, "SVC.predict_proba")

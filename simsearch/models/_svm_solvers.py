@@ -98,8 +98,10 @@ def fit_squared_hinge(xp, Xa, Y, C: float, tol: float, max_iter: int, reg=None, 
             if not todo_host[k]:
                 H[k] = xp.eye(d1, dtype=Xa.dtype)
                 continue
-            Xk = Xa[active[:, k]]
-            H[k] = Xk.T @ Xk
+            H[k] = 0.0
+            for rows in row_chunks(n, d1):  # bounded copies of the violating rows
+                Xk = Xa[rows][active[rows, k]]
+                H[k] += Xk.T @ Xk
             H[k] *= 2.0 * C
             H[k] += R
         P = -xp.linalg.solve(H, grad.T[:, :, None])[:, :, 0].T  # (d1, K)
