@@ -103,31 +103,33 @@ def xxh64(words, buf, start, end):
     return h
 
 
+@njit(inline="always")
+def _next_cp(data, p):
+    """The code point starting at byte p and the offset after it (UTF-8, surrogates allowed,
+    as Python's 'surrogatepass' writes them)."""
+    b0 = np.int32(data[p])
+    if b0 < 0x80:
+        return b0, p + 1
+    if b0 < 0xE0:
+        return ((b0 & 0x1F) << 6) | (np.int32(data[p + 1]) & 0x3F), p + 2
+    if b0 < 0xF0:
+        return ((b0 & 0x0F) << 12) | ((np.int32(data[p + 1]) & 0x3F) << 6) | (np.int32(data[p + 2]) & 0x3F), p + 3
+    c = (
+        ((b0 & 0x07) << 18)
+        | ((np.int32(data[p + 1]) & 0x3F) << 12)
+        | ((np.int32(data[p + 2]) & 0x3F) << 6)
+        | (np.int32(data[p + 3]) & 0x3F)
+    )
+    return c, p + 4
+
+
 @njit(cache=True)
 def _decode(data, start, end, cps):
-    """Decode UTF-8 (surrogates allowed, as Python's 'surrogatepass' writes them) into ``cps``."""
+    """Decode ``data[start:end]`` into ``cps``; returns the number of code points."""
     n = 0
     p = start
     while p < end:
-        b0 = np.int32(data[p])
-        if b0 < 0x80:
-            c = b0
-            p += 1
-        elif b0 < 0xE0:
-            c = ((b0 & 0x1F) << 6) | (np.int32(data[p + 1]) & 0x3F)
-            p += 2
-        elif b0 < 0xF0:
-            c = ((b0 & 0x0F) << 12) | ((np.int32(data[p + 1]) & 0x3F) << 6) | (np.int32(data[p + 2]) & 0x3F)
-            p += 3
-        else:
-            c = (
-                ((b0 & 0x07) << 18)
-                | ((np.int32(data[p + 1]) & 0x3F) << 12)
-                | ((np.int32(data[p + 2]) & 0x3F) << 6)
-                | (np.int32(data[p + 3]) & 0x3F)
-            )
-            p += 4
-        cps[n] = c
+        cps[n], p = _next_cp(data, p)
         n += 1
     return n
 
@@ -179,28 +181,9 @@ def _decode_lower(data, start, end, lower, multi, flags, cps, low):
     m = 0
     p = start
     while p < end:
-        b0 = np.int32(data[p])
-        if b0 < 0x80:
-            low[m] = lower[b0]
-            m += 1
-            p += 1
-            continue
-        if b0 < 0xE0:
-            c = ((b0 & 0x1F) << 6) | (np.int32(data[p + 1]) & 0x3F)
-            if c == 0x3A3:
-                return _lower(cps, _decode(data, start, end, cps), lower, multi, flags, low)
-            p += 2
-        elif b0 < 0xF0:
-            c = ((b0 & 0x0F) << 12) | ((np.int32(data[p + 1]) & 0x3F) << 6) | (np.int32(data[p + 2]) & 0x3F)
-            p += 3
-        else:
-            c = (
-                ((b0 & 0x07) << 18)
-                | ((np.int32(data[p + 1]) & 0x3F) << 12)
-                | ((np.int32(data[p + 2]) & 0x3F) << 6)
-                | (np.int32(data[p + 3]) & 0x3F)
-            )
-            p += 4
+        c, p = _next_cp(data, p)
+        if c == 0x3A3:
+            return _lower(cps, _decode(data, start, end, cps), lower, multi, flags, low)
         v = lower[c]
         if v >= 0:
             low[m] = v
