@@ -4,8 +4,9 @@ Layout (format version 1), one database file ``simsearch.db`` in the index direc
 
 * ``meta(key, value)``: ``format_version`` and the simsearch version that created the file.
 * ``collections(cid, name, config)``: ``config`` is the JSON of :class:`CollectionConfig`.
-* ``documents(rowid, cid, ext_id, text, metadata, label, vector, signature, shingles, crc_index,
-  crc_doc)``: ``rowid`` is AUTOINCREMENT, so an id that is re-inserted gets a new internal number
+* ``documents(rowid, cid, ext_id, label, crc_index, crc_doc, signature, vector, metadata, text,
+  shingles)``: the small columns an open reads come first, so SQLite reaches them without walking
+  the overflow pages of long texts. ``rowid`` is AUTOINCREMENT, so an id that is re-inserted gets a new internal number
   and stale in-memory entries can never alias it. ``vector`` (float32), ``signature`` (uint32) and
   ``shingles`` (sorted uint64) are packed little-endian BLOBs. ``crc_index`` covers what is loaded
   at open (ext_id, label, vector, signature) and ``crc_doc`` what is read by ``get`` (text,
@@ -51,14 +52,14 @@ CREATE TABLE IF NOT EXISTS documents (
     rowid INTEGER PRIMARY KEY AUTOINCREMENT,
     cid INTEGER NOT NULL REFERENCES collections(cid) ON DELETE CASCADE,
     ext_id TEXT NOT NULL,
-    text TEXT,
-    metadata TEXT NOT NULL,
     label TEXT,
-    vector BLOB,
-    signature BLOB,
-    shingles BLOB,
     crc_index INTEGER NOT NULL,
     crc_doc INTEGER NOT NULL,
+    signature BLOB,
+    vector BLOB,
+    metadata TEXT NOT NULL,
+    text TEXT,
+    shingles BLOB,
     UNIQUE (cid, ext_id)
 );
 CREATE TABLE IF NOT EXISTS models (
@@ -88,13 +89,16 @@ class Row:
 
 
 def _crc(*parts: bytes | str | None) -> int:
+    """CRC32 over each part's length and bytes (None is a distinct marker), chained."""
     crc = 0
+    crc32 = zlib.crc32
     for p in parts:
         if p is None:
-            crc = zlib.crc32(b"\x00N", crc)
+            crc = crc32(b"\xff", crc)
             continue
-        b = p.encode("utf-8", "surrogatepass") if isinstance(p, str) else bytes(p)
-        crc = zlib.crc32(len(b).to_bytes(8, "little") + b, crc)
+        if isinstance(p, str):
+            p = p.encode("utf-8", "surrogatepass")
+        crc = crc32(p, crc32(len(p).to_bytes(8, "little"), crc))
     return crc
 
 
