@@ -1,7 +1,8 @@
 """CuPy kernels for distances and exact top-k on an NVIDIA GPU.
 
-* L2 / cosine / ip: cuBLAS SGEMM (``cupy.matmul``) of a query block against a base block, then
-  :data:`_TOPK_SRC` folds the block into each query's running top-k on the device.
+* L2 / cosine / ip: cuBLAS SGEMM (``cupy.matmul``) of a pre-scaled query block against a base
+  block gives ``rank − bterm`` (see :mod:`._numpy_distance`), then :data:`_TOPK_SRC` folds
+  ``bterm + block`` into each query's running top-k on the device.
 * L1: our own tiled kernel (:data:`_L1_SRC`): 64 x 64 outputs per thread block, 16-dimension
   slabs of both operands staged in shared memory, 4 x 4 accumulators per thread.
 * Host traffic goes through reusable pinned buffers: the base is uploaded once per call (or
@@ -41,12 +42,11 @@ __device__ __forceinline__ bool lex_less(float a, long long ia, float b, long lo
     return a < b || (a == b && ia < ib);
 }
 
-// Fold rank = bterm[j] + bscale[j] * g[row, j] (mode 0) or g[row, j] (mode 1) for j < nb into
-// the running top-k (td, ti) of each row; base index of column j is offset + j.
+// Fold rank = bterm[j] + g[row, j] for j < nb into the running top-k (td, ti) of each row; the
+// base index of column j is offset + j.
 extern "C" __global__ void block_topk(const float* __restrict__ g, const long long ld, const int nb,
-                                      const float* __restrict__ bterm, const float* __restrict__ bscale,
-                                      const long long offset, float* __restrict__ td,
-                                      long long* __restrict__ ti, const int k, const int mode) {
+                                      const float* __restrict__ bterm, const long long offset,
+                                      float* __restrict__ td, long long* __restrict__ ti, const int k) {
     __shared__ float sv[THREADS];
     __shared__ long long si[THREADS];
     __shared__ int sw[THREADS];
@@ -63,7 +63,7 @@ extern "C" __global__ void block_topk(const float* __restrict__ g, const long lo
     }
     float thr = lv[k - 1];
     for (int j = t; j < nb; j += THREADS) {
-        const float v = mode ? gr[j] : bterm[j] + bscale[j] * gr[j];
+        const float v = bterm[j] + gr[j];
         if (v < thr) {
             int p = k - 1;
             while (p > 0 && lv[p - 1] > v) {
@@ -219,13 +219,12 @@ def _upload(x: np.ndarray, stream, key: str):
 
 
 def _prep_device(d_b, metric: str):
-    """(rows to multiply, bterm, bscale) on the device, like ref.prepare_base; cosine normalises
-    d_b in place (it is our own upload), in float64 chunks so tiny and huge rows are exact."""
+    """(rows to multiply, bterm) on the device, like ref.prepare_base (bterm is 0 for L1 too);
+    cosine normalises d_b in place (our own upload), in float64 chunks so any row is exact."""
     n = d_b.shape[0]
     bterm = cp.zeros(n, dtype=cp.float32)
-    bscale = cp.full(n, -1.0, dtype=cp.float32)
     if metric == "manhattan" or metric == "ip":
-        return d_b, bterm, bscale
+        return d_b, bterm
     chunk = 1 << 16
     for lo in range(0, n, chunk):
         blk = d_b[lo : lo + chunk]
@@ -235,9 +234,7 @@ def _prep_device(d_b, metric: str):
             blk[...] = (b64 / cp.where(nrm > 0, nrm, 1.0)[:, None]).astype(cp.float32)
         else:
             bterm[lo : lo + chunk] = (blk * blk).sum(axis=1)
-    if metric != "cosine":
-        bscale.fill(-2.0)
-    return d_b, bterm, bscale
+    return d_b, bterm
 
 
 def _l1_into(q, b, out) -> None:
@@ -272,7 +269,7 @@ def _knn(base: np.ndarray, queries: np.ndarray, k: int, metric: str) -> tuple[np
     stream = cp.cuda.Stream(non_blocking=True)
     with stream:
         if resident:
-            d_base, d_bterm, d_bscale = _prep_device(_upload(base, stream, "base"), metric)
+            d_base, d_bterm = _prep_device(_upload(base, stream, "base"), metric)
         gbuf = cp.empty(qblock * bblock, dtype=cp.float32)
         for q0 in range(0, nq, qblock):
             q1 = min(q0 + qblock, nq)
@@ -282,15 +279,15 @@ def _knn(base: np.ndarray, queries: np.ndarray, k: int, metric: str) -> tuple[np
             for b0 in range(0, n, bblock):
                 b1 = min(b0 + bblock, n)
                 if resident:
-                    d_b, bt, bs = d_base[b0:b1], d_bterm[b0:b1], d_bscale[b0:b1]
+                    d_b, bt = d_base[b0:b1], d_bterm[b0:b1]
                 else:
-                    d_b, bt, bs = _prep_device(_upload(base[b0:b1], stream, "base"), metric)
+                    d_b, bt = _prep_device(_upload(base[b0:b1], stream, "base"), metric)
                 g = gbuf[: (q1 - q0) * (b1 - b0)].reshape(q1 - q0, b1 - b0)
                 if gemm:
                     cp.matmul(d_q, d_b.T, out=g)
                 else:
                     _l1_into(d_q, d_b, g)
-                _fold(g, bt, bs, b0, td, ti, k, 0 if gemm else 1)
+                _fold(g, bt, b0, td, ti, k)
             res_d = _PINNED.get("out_d", (q1 - q0, k), np.float32)
             res_i = _PINNED.get("out_i", (q1 - q0, k), np.int64)
             td.get(stream=stream, out=res_d)  # blocking: the pinned buffers are reused next block
@@ -301,17 +298,17 @@ def _knn(base: np.ndarray, queries: np.ndarray, k: int, metric: str) -> tuple[np
     return (ref.to_distance(out_d, qterm, metric) if gemm else out_d), out_i
 
 
-def _fold(g, bterm, bscale, offset: int, td, ti, k: int, mode: int) -> None:
-    """Fold one (rows, cols) block into the running top-k (td, ti) on the device."""
+def _fold(g, bterm, offset: int, td, ti, k: int) -> None:
+    """Fold rank = bterm + g, one (rows, cols) block, into the running top-k (td, ti) on the device."""
     rows, cols = g.shape
     if k <= _KMAX:
         kmax = 1 << max(3, (k - 1).bit_length())
         _topk_kernel(kmax)(
             (rows,), (_THREADS,),
-            (g, np.int64(cols), np.int32(cols), bterm, bscale, np.int64(offset), td, ti, np.int32(k), np.int32(mode)),
+            (g, np.int64(cols), np.int32(cols), bterm, np.int64(offset), td, ti, np.int32(k)),
         )
         return
-    vals = g if mode else bterm[None, :] + bscale[None, :] * g
+    vals = bterm[None, :] + g
     # running entries first (smaller indices), then the block in column order: a stable sort
     # by value keeps ties in index order
     allv = cp.concatenate([td, vals], axis=1)
@@ -337,13 +334,12 @@ def _pairwise(x: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
     rows = int(max(1, min(nx, free // 4 // (4 * ny + 4 * x.shape[1]))))
     stream = cp.cuda.Stream(non_blocking=True)
     with stream:
-        d_y, d_bterm, d_bscale = _prep_device(_upload(y, stream, "base"), metric)
+        d_y, d_bterm = _prep_device(_upload(y, stream, "base"), metric)
         for r0 in range(0, nx, rows):
             r1 = min(r0 + rows, nx)
             d_x = _upload(x_used[r0:r1], stream, "queries")
             if gemm:
                 block = cp.matmul(d_x, d_y.T)
-                block *= d_bscale[None, :]
                 block += d_bterm[None, :]
             else:
                 block = cp.empty((r1 - r0, ny), dtype=cp.float32)

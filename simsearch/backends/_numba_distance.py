@@ -44,8 +44,8 @@ def _insert(td, ti, v, j):
 
 
 @njit(cache=True, nogil=True)
-def gemm_topk_update(g, bterm, bscale, offset, td, ti):
-    """Fold rank = bterm[j] + bscale[j] * g[i, j] of base rows offset.. into the top-k (td, ti)."""
+def gemm_topk_update(g, bterm, offset, td, ti):
+    """Fold rank = bterm[j] + g[i, j] of base rows offset.. into the top-k (td, ti)."""
     nq, nb = g.shape
     k = td.shape[1]
     for i in range(nq):
@@ -54,7 +54,7 @@ def gemm_topk_update(g, bterm, bscale, offset, td, ti):
         thr = tdi[k - 1]
         gi = g[i]
         for j in range(nb):
-            v = bterm[j] + bscale[j] * gi[j]
+            v = bterm[j] + gi[j]
             if v < thr:
                 _insert(tdi, tii, v, offset + j)
                 thr = tdi[k - 1]
@@ -239,7 +239,7 @@ def knn_l1(base: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, n
     return _merge(td, ti)
 
 
-def _gemm_task(base, queries, bterm, bscale, q0, q1, b0, b1, bblock, td, ti):
+def _gemm_task(base, queries, bterm, q0, q1, b0, b1, bblock, td, ti):
     """One thread's share: GEMM (single-threaded BLAS) + selection, block by block, cache-hot."""
     buf = np.empty((q1 - q0) * min(bblock, b1 - b0), dtype=np.float32)
     q = queries[q0:q1]
@@ -247,14 +247,14 @@ def _gemm_task(base, queries, bterm, bscale, q0, q1, b0, b1, bblock, td, ti):
         e = min(s + bblock, b1)
         g = buf[: (q1 - q0) * (e - s)].reshape(q1 - q0, e - s)
         np.matmul(q, base[s:e].T, out=g)
-        gemm_topk_update(g, bterm[s:e], bscale[s:e], s, td[q0:q1], ti[q0:q1])
+        gemm_topk_update(g, bterm[s:e], s, td[q0:q1], ti[q0:q1])
 
 
 def knn_gemm(base: np.ndarray, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """Each worker thread runs its own single-threaded GEMM and selects from the block while it is
     still in cache; BLAS's own threads are paused meanwhile, since they would fight the workers."""
     nq, n = len(queries), len(base)
-    base, bterm, bscale = ref.prepare_base(base, metric)
+    base, bterm = ref.prepare_base(base, metric)
     queries, qterm = ref.prepare_queries(queries, metric)
     threads = numba.get_num_threads()
     qblock = max(1, min(_GEMM_QBLOCK, -(-nq // threads)))
@@ -262,7 +262,7 @@ def knn_gemm(base: np.ndarray, queries: np.ndarray, k: int, metric: str) -> tupl
     td = np.full((nparts, nq, k), np.inf, dtype=np.float32)
     ti = np.full((nparts, nq, k), -1, dtype=np.int64)
     tasks = [
-        (base, queries, bterm, bscale, q0, min(q0 + qblock, nq), p * n // nparts, (p + 1) * n // nparts,
+        (base, queries, bterm, q0, min(q0 + qblock, nq), p * n // nparts, (p + 1) * n // nparts,
          _GEMM_BBLOCK, td[p], ti[p])
         for q0 in range(0, nq, qblock)
         for p in range(nparts)

@@ -9,9 +9,9 @@ Metrics (all "smaller is closer"):
 * ``ip``           ``1 − x·y`` (USearch's inner-product distance; equals cosine on unit vectors)
 
 The L2 / cosine / ip family is computed with one float32 GEMM per block: ranking only needs
-``rank = bterm[j] + bscale[j] · (q · b_j)`` (``bterm = ‖b‖², bscale = −2`` for L2; ``0, −1`` for ip,
-and for cosine on unit rows), which :func:`to_distance` turns into the distance with the
-per-query term. Entries where the GEMM form cancels badly (near-identical vectors) are recomputed exactly
+``rank = ‖b‖² − 2 q·b`` (L2), ``−q·b`` (ip) or ``−q̂·b̂`` (cosine, unit rows). The queries are
+pre-scaled by −2 or −1 (exact), so the GEMM yields ``rank − bterm[j]`` and the selection only adds
+``bterm`` (‖b‖² or 0); :func:`to_distance` turns ranks into distances with the per-query term. Entries where the GEMM form cancels badly (near-identical vectors) are recomputed exactly
 in float64 by :func:`exact_pairs`.
 """
 
@@ -57,26 +57,27 @@ def unit_rows(x: np.ndarray, chunk: int = 1 << 14) -> np.ndarray:
     return out
 
 
-def prepare_base(base: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rows to multiply, bterm, bscale) with rank_ij = bterm[j] + bscale[j] * (q_i . b_j).
+def prepare_base(base: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(rows to multiply, bterm) with rank_ij = bterm[j] + (q'_i . b_j), q' from prepare_queries.
 
-    L2: the raw rows, ‖b‖², −2; cosine: unit rows, 0, −1; ip: the raw rows, 0, −1.
+    L2: the raw rows and ‖b‖²; cosine: unit rows and 0; ip: the raw rows and 0.
     """
-    n = len(base)
     if metric in ("sqeuclidean", "euclidean"):
-        return base, sq_norms(base), np.full(n, -2.0, np.float32)
+        return base, sq_norms(base)
     if metric == "cosine":
         base = unit_rows(base)
-    return base, np.zeros(n, np.float32), np.full(n, -1.0, np.float32)
+    return base, np.zeros(len(base), np.float32)
 
 
 def prepare_queries(queries: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """(rows to multiply, the per-query term to_distance needs: ‖q‖² for L2, else unused zeros)."""
+    """(q', the per-query term to_distance needs). q' is −2q for L2 (‖q‖² is the term), −q/‖q‖
+    for cosine and −q for ip (no term): scaling by −2 or −1 is exact, so the GEMM yields the
+    ranking value directly and the selection only adds bterm."""
     if metric in ("sqeuclidean", "euclidean"):
-        return queries, sq_norms(queries)
+        return queries * np.float32(-2.0), sq_norms(queries)
     if metric == "cosine":
         queries = unit_rows(queries)
-    return queries, np.zeros(len(queries), np.float32)
+    return -queries, np.zeros(len(queries), np.float32)
 
 
 def to_distance(rank: np.ndarray, qterm: np.ndarray, metric: str) -> np.ndarray:
@@ -123,10 +124,9 @@ def exact_pairs(x: np.ndarray, y: np.ndarray, rows: np.ndarray, cols: np.ndarray
 
 
 def _gemm_pairwise(x: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
-    y_used, bterm, bscale = prepare_base(y, metric)
+    y_used, bterm = prepare_base(y, metric)
     x_used, qterm = prepare_queries(x, metric)
     out = np.matmul(x_used, y_used.T)
-    out *= bscale
     out += bterm
     return fix_cancellation(x, y, to_distance(out, qterm, metric), metric)
 
@@ -208,7 +208,7 @@ def knn(base: np.ndarray, queries: np.ndarray, k: int, metric: str) -> tuple[np.
     out_i = np.full((nq, k), -1, dtype=np.int64)
     gemm = metric != "manhattan"
     if gemm:
-        base, bterm, bscale = prepare_base(base, metric)
+        base, bterm = prepare_base(base, metric)
         queries, qterm = prepare_queries(queries, metric)
         qblock, bblock = QBLOCK, BBLOCK
     else:
@@ -221,7 +221,6 @@ def knn(base: np.ndarray, queries: np.ndarray, k: int, metric: str) -> tuple[np.
             b1 = min(b0 + bblock, len(base))
             if gemm:
                 vals = np.matmul(queries[q0:q1], base[b0:b1].T)
-                vals *= bscale[b0:b1]
                 vals += bterm[b0:b1]
             else:
                 vals = _l1_rows(queries[q0:q1], base[b0:b1])
