@@ -56,6 +56,30 @@ def _cmd_minhash(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from server import ServerConfig, read_token_file, serve
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = ServerConfig(
+        data=args.data, host=args.host, port=args.port,
+        token=read_token_file(args.token_file) if args.token_file else None,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, max_message_mb=args.max_message_mb, workers=args.workers,
+        max_batch=args.max_batch, max_k=args.max_k, max_text_bytes=args.max_text_bytes, grace_s=args.grace,
+        durability=args.durability, backend=args.backend,
+    )
+    if args.host not in ("127.0.0.1", "localhost", "::1") and (config.token is None or config.tls_cert is None):
+        logging.getLogger("simsearch.server").warning(
+            "listening on %s without both --token-file and TLS; anyone who can reach it can read and write", args.host)
+
+    def ready(server) -> None:
+        mode = ("tls" if config.tls_cert else "plaintext") + (", token auth" if config.token else ", no auth")
+        print(f"simsearch serve: listening on {args.host}:{server.port} (data {args.data}, {mode})", flush=True)
+
+    return serve(config, ready=ready)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -81,6 +105,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-probability", type=float, help="instead: recall-tuned, P(threshold) >= this")
     p.add_argument("--plot", metavar="PNG", help="draw the S-curve to this PNG (needs simsearch[plot])")
     p.set_defaults(func=_cmd_lsh_params)
+    p = sub.add_parser("serve", help="serve an index over gRPC (simsearch.v1.SimSearch, health, reflection)")
+    p.add_argument("--data", required=True, help="index directory (created if missing)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=50051, help="0 picks a free port")
+    p.add_argument("--token-file", help="require 'authorization: Bearer <token>' with the token in this file")
+    p.add_argument("--tls-cert", help="PEM certificate chain (with --tls-key)")
+    p.add_argument("--tls-key", help="PEM private key")
+    p.add_argument("--max-message-mb", type=float, default=64.0, help="largest request or response (MiB)")
+    p.add_argument("--workers", type=int, default=16, help="threads serving calls")
+    p.add_argument("--max-batch", type=int, default=100_000, help="most documents, ids or queries per call")
+    p.add_argument("--max-k", type=int, default=10_000, help="largest k of a query")
+    p.add_argument("--max-text-bytes", type=int, default=16 * 1024 * 1024, help="longest document text (UTF-8)")
+    p.add_argument("--grace", type=float, default=10.0, help="seconds to drain in-flight calls on SIGTERM/SIGINT")
+    p.add_argument("--durability", choices=["full", "normal"], default="full")
+    p.add_argument("--backend", choices=["auto", "numpy", "numba", "cupy"], default="auto")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
+                   help="info logs one access line per call")
+    p.set_defaults(func=_cmd_serve)
     return parser
 
 

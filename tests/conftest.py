@@ -39,3 +39,17 @@ def backend(request) -> str:
 def fast_backend(request) -> str:
     """The accelerated backends, each compared against the numpy reference."""
     return require_backend(request.param)
+
+
+@pytest.fixture
+def grpc_server(tmp_path):
+    """An in-process simsearch gRPC server on 127.0.0.1:0 over a fresh index in ``tmp_path``.
+
+    Yields the started :class:`server.SimsearchServer`; ``grpc_server.address`` is the target.
+    """
+    from server import ServerConfig, create_server
+
+    server, _ = create_server(ServerConfig(data=str(tmp_path / "grpc-server"), port=0, grace_s=2.0, workers=8))
+    server.start()
+    yield server
+    server.stop(0)

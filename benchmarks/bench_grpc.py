@@ -1,0 +1,205 @@
+"""gRPC service over loopback against the same calls in process, from one run.
+
+* ``ingest``: documents/s into an on-disk index, in process (``Collection.upsert`` per batch)
+  and over gRPC (``RemoteCollection.upsert_stream``, one stream of batches).
+* ``near_dup``: near-duplicate queries/s (queries inside batched requests count one each) and
+  p50/p99 latency per request, with 1, 8 and 32 concurrent clients sending single-query requests,
+  and with batched requests; in process: one thread calling the collection.
+* ``knn``: vector kNN queries/s, likewise.
+
+The server runs as ``simsearch serve`` in its own process (``--server subprocess``, as deployed;
+it gets its own interpreter lock) or in this one (``--server inprocess``). Concurrent clients
+are ``AsyncClient`` instances driven from one asyncio loop, so the client side costs little.
+``agree`` is the fraction of gRPC answers equal to the in-process answers for the same queries
+(the remote path must not change results). ``python benchmarks/bench_grpc.py --smoke`` is tiny.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import Reporter  # noqa: E402
+
+from simsearch.aio_client import AsyncClient  # noqa: E402
+from simsearch.client import Client  # noqa: E402
+from simsearch.index import Document, Index  # noqa: E402
+
+COLUMNS = ["op", "mode", "clients", "batch", "n", "per_s", "p50_ms", "p99_ms", "agree"]
+
+
+def make_docs(n: int, dim: int, seed: int) -> list[Document]:
+    """~60-word documents from a 20k-word vocabulary; every 10th is a light edit of an earlier one."""
+    rng = np.random.default_rng(seed)
+    vocab = np.array([f"w{i}" for i in range(20_000)])
+    docs, texts = [], []
+    for i in range(n):
+        if i % 10 == 9 and texts:
+            words = texts[int(rng.integers(len(texts)))].split()
+            words[int(rng.integers(len(words)))] = str(vocab[int(rng.integers(len(vocab)))])
+        else:
+            words = list(vocab[np.minimum(rng.zipf(1.3, 60) - 1, len(vocab) - 1)])
+        text = " ".join(words)
+        texts.append(text)
+        docs.append(Document(id=f"doc{i}", text=text, vector=rng.normal(size=dim).astype(np.float32)))
+    return docs
+
+
+def start_server(data: str, workers: int, inprocess: bool):
+    """(address, stop) of a server over ``data``."""
+    if inprocess:
+        from server import ServerConfig, create_server
+
+        srv, _ = create_server(ServerConfig(data=data, port=0, workers=workers))
+        srv.start()
+        return srv.address, lambda: srv.stop(0)
+    script = Path(sys.executable).parent / "simsearch"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "simsearch"]
+    proc = subprocess.Popen(cmd + ["serve", "--data", data, "--port", "0", "--workers", str(workers),
+                                   "--log-level", "warning"], stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    match = re.search(r"listening on (\S+:\d+)", line)
+    if match is None:
+        proc.kill()
+        raise SystemExit(f"simsearch serve did not start: {line!r}")
+
+    def stop():
+        proc.terminate()
+        proc.wait(60)
+
+    return match.group(1), stop
+
+
+def _pct(lat: list[float], q: float) -> float:
+    return round(1e3 * float(np.percentile(lat, q)), 3) if lat else None
+
+
+def run_local(fn, requests: list, batch: int) -> dict:
+    lat = []
+    start = time.perf_counter()
+    for r in requests:
+        t = time.perf_counter()
+        fn(r)
+        lat.append(time.perf_counter() - t)
+    wall = time.perf_counter() - start
+    return {"n": len(requests) * batch, "per_s": round(len(requests) * batch / wall, 1),
+            "p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99)}
+
+
+async def _run_remote(address: str, call, requests: list, clients: int, batch: int):
+    """``clients`` AsyncClients share the requests; ``call(collection, request)`` is awaited."""
+    conns = [AsyncClient(address) for _ in range(clients)]
+    colls = [await c.get_collection("bench") for c in conns]
+    lat: list[float] = []
+    answers: list = [None] * len(requests)
+    todo = iter(range(len(requests)))
+
+    async def worker(coll):
+        for i in todo:
+            t = time.perf_counter()
+            answers[i] = await call(coll, requests[i])
+            lat.append(time.perf_counter() - t)
+
+    for coll in colls:  # warm-up: connect, one call each
+        await call(coll, requests[0])
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in colls))
+    wall = time.perf_counter() - start
+    for c in conns:
+        await c.close()
+    stats = {"n": len(requests) * batch, "per_s": round(len(requests) * batch / wall, 1),
+             "p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99)}
+    return stats, answers
+
+
+def bench_queries(rep, op: str, local, address: str, args, single: list, batched: list, one, many) -> None:
+    """``one(coll, q)`` / ``many(coll, qs)`` query a local or remote collection (remote: awaitables)."""
+    expect = [one(local, q) for q in single]  # also the warm-up
+    rep.add(op=op, mode="inprocess", clients=1, batch=1, **run_local(lambda q: one(local, q), single, 1))
+    rep.add(op=op, mode="inprocess", clients=1, batch=args.query_batch,
+            **run_local(lambda qs: many(local, qs), batched, args.query_batch))
+    for clients in args.clients:
+        stats, answers = asyncio.run(_run_remote(address, one, single, clients, 1))
+        agree = round(float(np.mean([a == e for a, e in zip(answers, expect)])), 4)
+        rep.add(op=op, mode="grpc", clients=clients, batch=1, agree=agree, **stats)
+    for clients in args.batch_clients:
+        stats, _ = asyncio.run(_run_remote(address, many, batched, clients, args.query_batch))
+        rep.add(op=op, mode="grpc", clients=clients, batch=args.query_batch, **stats)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--docs", type=int, default=100_000)
+    p.add_argument("--ingest-batch", type=int, default=1_000)
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--queries", type=int, default=3_000, help="single-query requests per measurement")
+    p.add_argument("--query-batch", type=int, default=64)
+    p.add_argument("--clients", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32])
+    p.add_argument("--batch-clients", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8])
+    p.add_argument("--workers", type=int, default=16, help="server threads")
+    p.add_argument("--server", choices=["subprocess", "inprocess"], default="subprocess")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.docs, args.ingest_batch, args.queries, args.query_batch = 2_000, 250, 60, 8
+        args.clients, args.batch_clients = [1, 8], [1]
+    rep = Reporter("bench_grpc", "grpcio", "protobuf")
+    docs = make_docs(args.docs, args.dim, args.seed)
+    batches = [docs[i : i + args.ingest_batch] for i in range(0, len(docs), args.ingest_batch)]
+    rng = np.random.default_rng(args.seed + 1)
+    picks = rng.integers(len(docs), size=args.queries)
+    texts = [docs[i].text for i in picks]
+    vectors = [rng.normal(size=args.dim).astype(np.float32) for _ in range(args.queries)]
+    nb = max(1, args.queries // args.query_batch)
+    text_batches = [texts[i * args.query_batch:(i + 1) * args.query_batch] for i in range(nb)]
+    vec_batches = [vectors[i * args.query_batch:(i + 1) * args.query_batch] for i in range(nb)]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        with Index(Path(tmp) / "local") as index:
+            warm = index.create_collection("warm", dim=args.dim)
+            warm.upsert(docs[:50])  # JIT warm-up outside the timing
+            warm.near_duplicates(docs[0].text)
+            local = index.create_collection("bench", dim=args.dim)
+            start = time.perf_counter()
+            for b in batches:
+                local.upsert(b)
+            wall = time.perf_counter() - start
+            rep.add(op="ingest", mode="inprocess", clients=1, batch=args.ingest_batch, n=len(docs),
+                    per_s=round(len(docs) / wall, 1))
+
+            address, stop = start_server(str(Path(tmp) / "served"), args.workers, args.server == "inprocess")
+            try:
+                with Client(address, timeout=600) as client:
+                    client.wait_ready(60)
+                    w = client.create_collection("warm", dim=args.dim)
+                    w.upsert_stream([docs[:50]])
+                    w.near_duplicates(docs[0].text)
+                    remote = client.create_collection("bench", dim=args.dim)
+                    start = time.perf_counter()
+                    result = remote.upsert_stream(iter(batches))
+                    wall = time.perf_counter() - start
+                    assert result.upserted == len(docs)
+                    rep.add(op="ingest", mode="grpc", clients=1, batch=args.ingest_batch, n=len(docs),
+                            per_s=round(len(docs) / wall, 1))
+                bench_queries(rep, "near_dup", local, address, args, texts, text_batches,
+                              lambda c, q: c.near_duplicates(q), lambda c, qs: c.near_duplicates_batch(texts=qs))
+                bench_queries(rep, "knn", local, address, args, vectors, vec_batches,
+                              lambda c, q: c.search(q, k=10), lambda c, qs: c.search_batch(vectors=qs, k=10))
+            finally:
+                stop()
+    print()
+    print(rep.table(COLUMNS))
+
+
+if __name__ == "__main__":
+    main()

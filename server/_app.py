@@ -1,0 +1,174 @@
+"""Building, running and stopping a simsearch gRPC server.
+
+:func:`create_server` binds and wires everything but does not start, so tests bind port 0 and
+read the port back; :func:`serve` is what ``simsearch serve`` runs: start, wait for SIGTERM or
+SIGINT, then shut down gracefully (health NOT_SERVING, drain in-flight calls within the grace
+period, close the index).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from simsearch._wire import SERVICE, pb
+from simsearch.errors import FailedPreconditionError
+from simsearch.index import Index
+
+from ._config import ServerConfig
+from ._interceptors import AccessLogInterceptor, AuthInterceptor, ErrorInterceptor
+from ._servicer import ServerState, SimSearchServicer, method_handlers
+
+log = logging.getLogger("simsearch.server")
+
+
+class SimsearchServer:
+    """A grpc.Server plus the index it serves; ``stop`` is the graceful shutdown."""
+
+    def __init__(self, server: grpc.Server, index: Index, owns_index: bool, health_servicer, state: ServerState,
+                 port: int) -> None:
+        self.grpc_server = server
+        self.index = index
+        self.port = port
+        self.config = state.config
+        self._owns_index = owns_index
+        self._health = health_servicer
+        self._state = state
+        self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
+
+    @property
+    def address(self) -> str:
+        """``host:port`` as a client dials it."""
+        host = self.config.host
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    def start(self) -> "SimsearchServer":
+        self.grpc_server.start()
+        for service in ("", SERVICE):
+            self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        return self
+
+    def stop(self, grace: float | None = None) -> threading.Event:
+        """Stop taking calls, let in-flight ones finish for ``grace`` seconds (config default), close.
+
+        Health turns NOT_SERVING first; a streamed ingest ends after its current batch with
+        UNAVAILABLE and trailers that count what it committed. Returns a set Event, as
+        ``grpc.Server.stop`` returns one, once everything is closed.
+        """
+        with self._stop_lock:
+            if not self._stopped.is_set():
+                grace = self.config.grace_s if grace is None else grace
+                self._state.draining.set()
+                self._health.enter_graceful_shutdown()
+                self.grpc_server.stop(grace).wait()
+                if self._owns_index:
+                    self.index.close()
+                self._stopped.set()
+        return self._stopped
+
+    def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return self._stopped.wait(timeout)
+
+    def __enter__(self) -> "SimsearchServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop(0)
+
+
+def _credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    if config.tls_cert is None:
+        return None
+    with open(config.tls_cert, "rb") as fh:
+        cert = fh.read()
+    with open(config.tls_key, "rb") as fh:
+        key = fh.read()
+    return grpc.ssl_server_credentials([(key, cert)])
+
+
+def create_server(config: ServerConfig, *, index: Index | None = None) -> tuple[SimsearchServer, int]:
+    """A bound, not yet started server for ``config`` and the port it got (useful with port 0).
+
+    Without ``index`` the server opens ``Index(config.data)`` (in memory when ``data`` is None)
+    and closes it on stop; a passed ``index`` stays open and its own limits apply.
+    """
+    config = config.validated()
+    owns = index is None
+    if owns:
+        index = Index(config.data, durability=config.durability, backend=config.backend,
+                      max_batch=config.max_batch, max_text_bytes=config.max_text_bytes)
+    try:
+        state = ServerState(config)
+        access = AccessLogInterceptor()
+        state.in_flight = lambda: access.in_flight
+        interceptors = ([AuthInterceptor(config.token)] if config.token else []) + [ErrorInterceptor(), access]
+        limit = config.max_message_bytes
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="simsearch-rpc"),
+            interceptors=interceptors,
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        server.add_registered_method_handlers(SERVICE, method_handlers(SimSearchServicer(index, state)))
+        health_servicer = health.HealthServicer()
+        for service in ("", SERVICE):
+            health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (pb.DESCRIPTOR.services_by_name["SimSearch"].full_name, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            server,
+        )
+        creds = _credentials(config)
+        try:
+            port = server.add_secure_port(config.address, creds) if creds else server.add_insecure_port(config.address)
+        except RuntimeError as exc:
+            raise FailedPreconditionError(f"cannot listen on {config.address}: {exc}") from None
+        if port == 0:
+            raise FailedPreconditionError(f"cannot listen on {config.address} (in use, or not a local address?)")
+    except BaseException:
+        if owns:
+            index.close()
+        raise
+    return SimsearchServer(server, index, owns, health_servicer, state, port), port
+
+
+def serve(config: ServerConfig, *, ready=None) -> int:
+    """Run until SIGTERM or SIGINT, then shut down gracefully; a second signal stops at once.
+
+    ``ready(server)`` is called once the server listens (the CLI prints the address there).
+    """
+    server, port = create_server(config)
+    server.start()
+    stop = threading.Event()
+    signals = {"count": 0}
+
+    def on_signal(signum, frame):
+        signals["count"] += 1
+        if signals["count"] > 1:
+            log.warning("second %s: stopping now", signal.Signals(signum).name)
+            server.grpc_server.stop(0)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if ready is not None:
+            ready(server)
+        while not stop.wait(0.5):
+            pass
+        log.info("shutting down: draining in-flight calls for up to %.1fs", config.grace_s)
+        server.stop()
+        log.info("stopped; the index is closed")
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    return 0

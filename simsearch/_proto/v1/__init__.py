@@ -1,0 +1,1 @@
+"""Generated code of protos/simsearch/v1 (see scripts/gen_protos.py); do not edit."""

@@ -1,0 +1,313 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Vector(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class StringList(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, values: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class VectorList(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedCompositeFieldContainer[Vector]
+    def __init__(self, values: _Optional[_Iterable[_Union[Vector, _Mapping]]] = ...) -> None: ...
+
+class Document(_message.Message):
+    __slots__ = ("id", "text", "metadata_json", "vector", "label")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    METADATA_JSON_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    text: str
+    metadata_json: str
+    vector: Vector
+    label: str
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., metadata_json: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., label: _Optional[str] = ...) -> None: ...
+
+class Weights(_message.Message):
+    __slots__ = ("false_positive", "false_negative")
+    FALSE_POSITIVE_FIELD_NUMBER: _ClassVar[int]
+    FALSE_NEGATIVE_FIELD_NUMBER: _ClassVar[int]
+    false_positive: float
+    false_negative: float
+    def __init__(self, false_positive: _Optional[float] = ..., false_negative: _Optional[float] = ...) -> None: ...
+
+class CollectionConfig(_message.Message):
+    __slots__ = ("shingle", "ngram", "num_perm", "seed", "threshold", "weights", "dim", "metric", "store_text", "store_shingles")
+    SHINGLE_FIELD_NUMBER: _ClassVar[int]
+    NGRAM_FIELD_NUMBER: _ClassVar[int]
+    NUM_PERM_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    STORE_TEXT_FIELD_NUMBER: _ClassVar[int]
+    STORE_SHINGLES_FIELD_NUMBER: _ClassVar[int]
+    shingle: str
+    ngram: int
+    num_perm: int
+    seed: int
+    threshold: float
+    weights: Weights
+    dim: int
+    metric: str
+    store_text: bool
+    store_shingles: bool
+    def __init__(self, shingle: _Optional[str] = ..., ngram: _Optional[int] = ..., num_perm: _Optional[int] = ..., seed: _Optional[int] = ..., threshold: _Optional[float] = ..., weights: _Optional[_Union[Weights, _Mapping]] = ..., dim: _Optional[int] = ..., metric: _Optional[str] = ..., store_text: _Optional[bool] = ..., store_shingles: _Optional[bool] = ...) -> None: ...
+
+class CollectionInfo(_message.Message):
+    __slots__ = ("name", "config", "count")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    config: CollectionConfig
+    count: int
+    def __init__(self, name: _Optional[str] = ..., config: _Optional[_Union[CollectionConfig, _Mapping]] = ..., count: _Optional[int] = ...) -> None: ...
+
+class NearDuplicate(_message.Message):
+    __slots__ = ("id", "jaccard", "estimated_jaccard", "exact_jaccard")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    JACCARD_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_JACCARD_FIELD_NUMBER: _ClassVar[int]
+    EXACT_JACCARD_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    jaccard: float
+    estimated_jaccard: float
+    exact_jaccard: float
+    def __init__(self, id: _Optional[str] = ..., jaccard: _Optional[float] = ..., estimated_jaccard: _Optional[float] = ..., exact_jaccard: _Optional[float] = ...) -> None: ...
+
+class Neighbor(_message.Message):
+    __slots__ = ("id", "distance")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    distance: float
+    def __init__(self, id: _Optional[str] = ..., distance: _Optional[float] = ...) -> None: ...
+
+class Cluster(_message.Message):
+    __slots__ = ("representative", "ids", "jaccard")
+    REPRESENTATIVE_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    JACCARD_FIELD_NUMBER: _ClassVar[int]
+    representative: str
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    jaccard: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, representative: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., jaccard: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class CreateCollectionRequest(_message.Message):
+    __slots__ = ("name", "config", "exist_ok")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    EXIST_OK_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    config: CollectionConfig
+    exist_ok: bool
+    def __init__(self, name: _Optional[str] = ..., config: _Optional[_Union[CollectionConfig, _Mapping]] = ..., exist_ok: _Optional[bool] = ...) -> None: ...
+
+class GetCollectionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListCollectionsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListCollectionsResponse(_message.Message):
+    __slots__ = ("collections",)
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    collections: _containers.RepeatedCompositeFieldContainer[CollectionInfo]
+    def __init__(self, collections: _Optional[_Iterable[_Union[CollectionInfo, _Mapping]]] = ...) -> None: ...
+
+class DropCollectionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DropCollectionResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class UpsertRequest(_message.Message):
+    __slots__ = ("collection", "documents")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    documents: _containers.RepeatedCompositeFieldContainer[Document]
+    def __init__(self, collection: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ...) -> None: ...
+
+class UpsertResponse(_message.Message):
+    __slots__ = ("upserted", "replaced")
+    UPSERTED_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_FIELD_NUMBER: _ClassVar[int]
+    upserted: int
+    replaced: int
+    def __init__(self, upserted: _Optional[int] = ..., replaced: _Optional[int] = ...) -> None: ...
+
+class UpsertStreamResponse(_message.Message):
+    __slots__ = ("batches", "upserted", "replaced")
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    UPSERTED_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_FIELD_NUMBER: _ClassVar[int]
+    batches: int
+    upserted: int
+    replaced: int
+    def __init__(self, batches: _Optional[int] = ..., upserted: _Optional[int] = ..., replaced: _Optional[int] = ...) -> None: ...
+
+class DeleteRequest(_message.Message):
+    __slots__ = ("collection", "ids", "missing_ok")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_OK_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    missing_ok: bool
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., missing_ok: _Optional[bool] = ...) -> None: ...
+
+class DeleteResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: int
+    def __init__(self, deleted: _Optional[int] = ...) -> None: ...
+
+class GetRequest(_message.Message):
+    __slots__ = ("collection", "ids")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetResponse(_message.Message):
+    __slots__ = ("documents",)
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    documents: _containers.RepeatedCompositeFieldContainer[Document]
+    def __init__(self, documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ...) -> None: ...
+
+class CountRequest(_message.Message):
+    __slots__ = ("collection",)
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    def __init__(self, collection: _Optional[str] = ...) -> None: ...
+
+class CountResponse(_message.Message):
+    __slots__ = ("count",)
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    def __init__(self, count: _Optional[int] = ...) -> None: ...
+
+class QueryNearDuplicatesRequest(_message.Message):
+    __slots__ = ("collection", "texts", "ids", "threshold", "k", "exact")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    EXACT_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    texts: StringList
+    ids: StringList
+    threshold: float
+    k: int
+    exact: bool
+    def __init__(self, collection: _Optional[str] = ..., texts: _Optional[_Union[StringList, _Mapping]] = ..., ids: _Optional[_Union[StringList, _Mapping]] = ..., threshold: _Optional[float] = ..., k: _Optional[int] = ..., exact: _Optional[bool] = ...) -> None: ...
+
+class NearDuplicateList(_message.Message):
+    __slots__ = ("hits",)
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    hits: _containers.RepeatedCompositeFieldContainer[NearDuplicate]
+    def __init__(self, hits: _Optional[_Iterable[_Union[NearDuplicate, _Mapping]]] = ...) -> None: ...
+
+class QueryNearDuplicatesResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[NearDuplicateList]
+    def __init__(self, results: _Optional[_Iterable[_Union[NearDuplicateList, _Mapping]]] = ...) -> None: ...
+
+class SearchVectorsRequest(_message.Message):
+    __slots__ = ("collection", "vectors", "ids", "k", "metric")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    vectors: VectorList
+    ids: StringList
+    k: int
+    metric: str
+    def __init__(self, collection: _Optional[str] = ..., vectors: _Optional[_Union[VectorList, _Mapping]] = ..., ids: _Optional[_Union[StringList, _Mapping]] = ..., k: _Optional[int] = ..., metric: _Optional[str] = ...) -> None: ...
+
+class NeighborList(_message.Message):
+    __slots__ = ("neighbors",)
+    NEIGHBORS_FIELD_NUMBER: _ClassVar[int]
+    neighbors: _containers.RepeatedCompositeFieldContainer[Neighbor]
+    def __init__(self, neighbors: _Optional[_Iterable[_Union[Neighbor, _Mapping]]] = ...) -> None: ...
+
+class SearchVectorsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[NeighborList]
+    def __init__(self, results: _Optional[_Iterable[_Union[NeighborList, _Mapping]]] = ...) -> None: ...
+
+class FindDuplicatesRequest(_message.Message):
+    __slots__ = ("collection", "threshold", "exact")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    EXACT_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    threshold: float
+    exact: bool
+    def __init__(self, collection: _Optional[str] = ..., threshold: _Optional[float] = ..., exact: _Optional[bool] = ...) -> None: ...
+
+class StatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ("max_message_bytes", "max_batch", "max_k", "max_text_bytes")
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    MAX_K_FIELD_NUMBER: _ClassVar[int]
+    MAX_TEXT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    max_message_bytes: int
+    max_batch: int
+    max_k: int
+    max_text_bytes: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_k: _Optional[int] = ..., max_text_bytes: _Optional[int] = ...) -> None: ...
+
+class StatsResponse(_message.Message):
+    __slots__ = ("version", "uptime_seconds", "limits", "collections", "requests_in_flight", "auth_required", "tls")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    AUTH_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    TLS_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    uptime_seconds: float
+    limits: Limits
+    collections: _containers.RepeatedCompositeFieldContainer[CollectionInfo]
+    requests_in_flight: int
+    auth_required: bool
+    tls: bool
+    def __init__(self, version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., collections: _Optional[_Iterable[_Union[CollectionInfo, _Mapping]]] = ..., requests_in_flight: _Optional[int] = ..., auth_required: _Optional[bool] = ..., tls: _Optional[bool] = ...) -> None: ...

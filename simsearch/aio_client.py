@@ -1,0 +1,168 @@
+"""``simsearch.AsyncClient``: :class:`simsearch.Client` for asyncio, on ``grpc.aio``.
+
+Same methods, arguments, results and exceptions as the sync client, each a coroutine::
+
+    async with AsyncClient("127.0.0.1:50051") as client:
+        docs = await client.get_collection("docs")
+        hits = await docs.near_duplicates("some text")
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Iterable, Sequence
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from . import _wire as wire
+from ._wire import pb
+from .client import (
+    CHANNEL_OPTIONS,
+    DEFAULT_TARGET,
+    RemoteError,
+    Requests,
+    channel_credentials,
+    create_request,
+    method_table,
+    stats_from_pb,
+    translate_error,
+)
+from .index._index import _check_name
+from .index._types import Cluster, CollectionInfo, Document, NearDuplicate, Neighbor, UpsertResult
+
+__all__ = ["AsyncClient", "AsyncRemoteCollection"]
+
+
+class AsyncRemoteCollection(Requests):
+    """A collection on a simsearch server, for asyncio; see :class:`simsearch.client.RemoteCollection`."""
+
+    def __init__(self, client: "AsyncClient", info: CollectionInfo) -> None:
+        self._client = client
+        self.name = info.name
+        self.config = info.config
+
+    def __repr__(self) -> str:
+        return f"AsyncRemoteCollection({self.name!r}, target={self._client.target!r})"
+
+    async def upsert(self, docs: Sequence[Document | dict]) -> UpsertResult:
+        return wire.upsert_result_from_pb(await self._client._call("Upsert", self._upsert_request(docs)))
+
+    async def upsert_stream(self, batches: Iterable[Sequence[Document | dict]] | AsyncIterable) -> UpsertResult:
+        """Many batches on one stream (a sync or async iterable); see ``RemoteCollection.upsert_stream``."""
+        failure: list = []
+        if isinstance(batches, AsyncIterable):
+            requests = self._async_stream_requests(batches, failure)
+        else:
+            requests = self._stream_requests(batches, failure)
+        resp = await self._client._call("UpsertStream", requests)
+        return self._stream_result(resp, failure)
+
+    async def _async_stream_requests(self, batches: AsyncIterable, failure: list):
+        try:
+            async for docs in batches:
+                yield self._upsert_request(docs)
+        except Exception as exc:  # noqa: BLE001 - re-raised after the ack
+            failure.append(exc)
+
+    async def delete(self, ids: Sequence[str], *, missing_ok: bool = False) -> int:
+        return (await self._client._call("Delete", self._delete_request(ids, missing_ok))).deleted
+
+    async def count(self) -> int:
+        return (await self._client._call("Count", pb.CountRequest(collection=self.name))).count
+
+    async def get(self, ids: Sequence[str]) -> list[Document]:
+        return [wire.document_from_pb(d) for d in (await self._client._call("Get", self._get_request(ids))).documents]
+
+    async def near_duplicates(self, text: str | None = None, *, id: str | None = None,
+                              threshold: float | None = None, k: int | None = None,
+                              exact: bool = False) -> list[NearDuplicate]:
+        texts = None if text is None else [text]
+        ids = None if id is None else [id]
+        return (await self.near_duplicates_batch(texts=texts, ids=ids, threshold=threshold, k=k, exact=exact))[0]
+
+    async def near_duplicates_batch(self, texts=None, ids=None, *, threshold: float | None = None,
+                                    k: int | None = None, exact: bool = False) -> list[list[NearDuplicate]]:
+        req = self._near_request(texts, ids, threshold, k, exact)
+        return wire.near_duplicates_from_pb(await self._client._call("QueryNearDuplicates", req))
+
+    async def search(self, vector=None, *, id: str | None = None, k: int = 10,
+                     metric: str | None = None) -> list[Neighbor]:
+        vectors = None if vector is None else [vector]
+        ids = None if id is None else [id]
+        return (await self.search_batch(vectors=vectors, ids=ids, k=k, metric=metric))[0]
+
+    async def search_batch(self, vectors=None, ids=None, *, k: int = 10,
+                           metric: str | None = None) -> list[list[Neighbor]]:
+        req = self._search_request(vectors, ids, k, metric)
+        return wire.neighbors_from_pb(await self._client._call("SearchVectors", req))
+
+    async def find_duplicates(self, threshold: float | None = None, *, exact: bool | None = None) -> list[Cluster]:
+        clusters = await self._client._call("FindDuplicates", self._find_request(threshold, exact))
+        return [wire.cluster_from_pb(c) for c in clusters]
+
+
+class AsyncClient:
+    """A ``grpc.aio`` connection to ``simsearch serve``; see :class:`simsearch.Client` for the arguments."""
+
+    def __init__(self, target: str = DEFAULT_TARGET, token: str | None = None, tls: Any = None, *,
+                 timeout: float | None = None, options: Sequence[tuple[str, Any]] = ()) -> None:
+        self.target = target
+        self.timeout = timeout
+        creds = channel_credentials(tls)
+        opts = CHANNEL_OPTIONS + list(options)
+        self._channel = aio.secure_channel(target, creds, opts) if creds else aio.insecure_channel(target, opts)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self._methods = method_table(self._channel)
+
+    def __repr__(self) -> str:
+        return f"AsyncClient({self.target!r})"
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def _call(self, method: str, request):
+        try:
+            call = self._methods[method](request, timeout=self.timeout, metadata=self._metadata)
+            if method == "FindDuplicates":
+                return [msg async for msg in call]
+            return await call
+        except grpc.RpcError as exc:
+            raise translate_error(exc.code(), exc.details(), exc.trailing_metadata()) from None
+
+    async def wait_ready(self, timeout: float = 10.0) -> "AsyncClient":
+        import asyncio
+
+        try:
+            await asyncio.wait_for(self._channel.channel_ready(), timeout)
+        except asyncio.TimeoutError:
+            raise RemoteError("UNAVAILABLE", f"no simsearch server at {self.target} after {timeout}s") from None
+        return self
+
+    async def create_collection(self, name: str, *, shingle: str = "word", ngram: int = 5, num_perm: int = 128,
+                                seed: int = 1, threshold: float = 0.8, weights: tuple[float, float] | None = None,
+                                dim: int | None = None, metric: str = "cosine", store_text: bool = True,
+                                store_shingles: bool = True, exist_ok: bool = False) -> AsyncRemoteCollection:
+        req = create_request(name, shingle, ngram, num_perm, seed, threshold, weights, dim, metric, store_text,
+                             store_shingles, exist_ok)
+        return AsyncRemoteCollection(self, wire.info_from_pb(await self._call("CreateCollection", req)))
+
+    async def get_collection(self, name: str) -> AsyncRemoteCollection:
+        req = pb.GetCollectionRequest(name=_check_name(name))
+        return AsyncRemoteCollection(self, wire.info_from_pb(await self._call("GetCollection", req)))
+
+    async def list_collections(self) -> list[CollectionInfo]:
+        resp = await self._call("ListCollections", pb.ListCollectionsRequest())
+        return [wire.info_from_pb(i) for i in resp.collections]
+
+    async def drop_collection(self, name: str) -> None:
+        await self._call("DropCollection", pb.DropCollectionRequest(name=_check_name(name)))
+
+    async def stats(self) -> dict[str, Any]:
+        return stats_from_pb(await self._call("Stats", pb.StatsRequest()))

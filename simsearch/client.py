@@ -1,0 +1,335 @@
+"""``simsearch.Client``: the remote twin of :class:`simsearch.Index`, over gRPC.
+
+``Client(target)`` has the methods of ``Index`` (``create_collection``, ``get_collection``,
+``list_collections``, ``drop_collection``, ``close``) and its collections have the methods of
+``Collection``, with the same arguments, the same result dataclasses and the same exception
+classes: a status from the server is turned back into the :mod:`simsearch.errors` class the local
+call would raise (the server names it in the trailing metadata). Failures outside the library
+(server unreachable, deadline exceeded, internal error) raise :class:`RemoteError`.
+
+Differences from the embedded index: ``snapshot``/``restore`` act on the server's disk and are
+not offered; strings must be valid UTF-8 (no lone surrogates); a handle to a collection that was
+dropped and recreated under the same name talks to the new one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import grpc
+
+from . import _wire as wire
+from ._wire import pb
+from .errors import GRPC_STATUS, ResourceExhaustedError, SimsearchError, error_for_status
+from .index._index import _check_name
+from .index._types import (
+    METRICS,
+    Cluster,
+    CollectionConfig,
+    CollectionInfo,
+    Document,
+    NearDuplicate,
+    Neighbor,
+    UpsertResult,
+)
+
+__all__ = ["Client", "RemoteCollection", "RemoteError"]
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+_TABLE_STATUSES = frozenset(GRPC_STATUS.values())
+_MAX_K = 10_000
+
+
+class RemoteError(SimsearchError, ConnectionError):
+    """A remote call failed outside the library: the server was unreachable or shutting down
+    (UNAVAILABLE), the deadline passed, the call was cancelled, or the server hit an internal
+    error. ``code`` is the gRPC status name; UNAVAILABLE and DEADLINE_EXCEEDED are worth a retry.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+def translate_error(code: grpc.StatusCode, details: str | None, trailers) -> SimsearchError:
+    """The simsearch exception for a failed call (see the module docstring)."""
+    name = code.name if code is not None else "UNKNOWN"
+    details = details or ""
+    meta = {k: v for k, v in (trailers or ())}
+    cls_name = meta.get(wire.ERROR_CLASS_KEY)
+    if name not in _TABLE_STATUSES:
+        exc: SimsearchError = RemoteError(name, details)
+    else:
+        if name == "RESOURCE_EXHAUSTED" and cls_name is None:  # from gRPC itself: the message size limit
+            details += " (the message is over the server's max message size; send smaller batches or start the " \
+                       "server with a larger --max-message-mb)"
+            exc = ResourceExhaustedError(details)
+        else:
+            exc = error_for_status(name, details, cls_name)
+    exc.grpc_code = name
+    if wire.COMMITTED_BATCHES_KEY in meta:
+        exc.committed_batches = int(meta[wire.COMMITTED_BATCHES_KEY])
+        exc.committed_documents = int(meta.get(wire.COMMITTED_DOCS_KEY, 0))
+    return exc
+
+
+def channel_credentials(tls: Any) -> grpc.ChannelCredentials | None:
+    """None for plaintext; ``True``: system roots; a path or PEM bytes: that CA; or credentials as is."""
+    if tls is None or tls is False:
+        return None
+    if tls is True:
+        return grpc.ssl_channel_credentials()
+    if isinstance(tls, grpc.ChannelCredentials):
+        return tls
+    if isinstance(tls, bytes):
+        return grpc.ssl_channel_credentials(root_certificates=tls)
+    if isinstance(tls, (str, os.PathLike)):
+        with open(tls, "rb") as fh:
+            return grpc.ssl_channel_credentials(root_certificates=fh.read())
+    raise wire.InvalidTypeError(
+        f"tls must be None, True, a CA certificate path, PEM bytes or grpc.ChannelCredentials. Got {type(tls).__name__}."
+    )
+
+
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+
+
+def method_table(channel) -> dict[str, Any]:
+    """A multi-callable per RPC of the .proto, for a sync or an asyncio channel."""
+    out = {}
+    for m in pb.DESCRIPTOR.services_by_name["SimSearch"].methods:
+        kind = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")[2 * m.client_streaming + m.server_streaming]
+        out[m.name] = getattr(channel, kind)(
+            f"/{wire.SERVICE}/{m.name}",
+            request_serializer=getattr(pb, m.input_type.name).SerializeToString,
+            response_deserializer=getattr(pb, m.output_type.name).FromString,
+            _registered_method=True,
+        )
+    return out
+
+
+class Requests:
+    """Request building shared by the sync and asyncio collections (``name``, ``config`` set)."""
+
+    name: str
+    config: CollectionConfig
+
+    def _upsert_request(self, docs) -> pb.UpsertRequest:
+        return pb.UpsertRequest(collection=self.name, documents=wire.encode_documents(docs, self.config.dim, self.name))
+
+    def _delete_request(self, ids, missing_ok) -> pb.DeleteRequest:
+        return pb.DeleteRequest(collection=self.name, ids=wire.encode_ids(ids, "delete").values, missing_ok=bool(missing_ok))
+
+    def _get_request(self, ids) -> pb.GetRequest:
+        return pb.GetRequest(collection=self.name, ids=wire.encode_ids(ids, "get").values)
+
+    def _near_request(self, texts, ids, threshold, k, exact) -> pb.QueryNearDuplicatesRequest:
+        func = "near_duplicates"
+        if not isinstance(exact, bool):
+            raise wire.InvalidTypeError(f"The 'exact' parameter of {func} must be a bool.")
+        req = pb.QueryNearDuplicatesRequest(
+            collection=self.name, exact=exact, threshold=wire.encode_float(threshold, "threshold", 0.0, 1.0, func),
+            k=wire.encode_int(k, "k", 1, _MAX_K, func),
+        )
+        if texts is not None:
+            req.texts.CopyFrom(wire.encode_texts(texts, func))
+        if ids is not None:
+            req.ids.CopyFrom(wire.encode_ids(ids, func))
+        return req
+
+    def _search_request(self, vectors, ids, k, metric) -> pb.SearchVectorsRequest:
+        func = "search"
+        req = pb.SearchVectorsRequest(
+            collection=self.name, k=wire.encode_int(k, "k", 1, _MAX_K, func, optional=False),
+            metric=wire.encode_option(metric, "metric", METRICS, func),
+        )
+        if vectors is not None:
+            req.vectors.CopyFrom(wire.encode_vectors(vectors, func, self.config.dim, self.name))
+        if ids is not None:
+            req.ids.CopyFrom(wire.encode_ids(ids, func))
+        return req
+
+    def _find_request(self, threshold, exact) -> pb.FindDuplicatesRequest:
+        return pb.FindDuplicatesRequest(
+            collection=self.name, threshold=wire.encode_float(threshold, "threshold", 0.0, 1.0, "find_duplicates"),
+            exact=None if exact is None else bool(exact),
+        )
+
+    def _stream_requests(self, batches, failure: list):
+        """UpsertRequests from ``batches``; a batch that cannot be encoded ends the stream cleanly
+        (so the server acknowledges what came before) and its error goes to ``failure``."""
+        try:
+            for docs in batches:
+                yield self._upsert_request(docs)
+        except Exception as exc:  # noqa: BLE001 - re-raised by the caller after the ack
+            failure.append(exc)
+
+    @staticmethod
+    def _stream_result(resp: pb.UpsertStreamResponse, failure: list) -> UpsertResult:
+        result = UpsertResult(upserted=resp.upserted, replaced=resp.replaced)
+        if failure:
+            exc = failure[0]
+            exc.committed_batches, exc.committed_documents = resp.batches, resp.upserted
+            raise exc
+        return result
+
+
+def create_request(name, shingle, ngram, num_perm, seed, threshold, weights, dim, metric, store_text,
+                   store_shingles, exist_ok) -> pb.CreateCollectionRequest:
+    """Validated like ``Index.create_collection`` (same messages), then sent with every field set."""
+    name = _check_name(name)
+    config = CollectionConfig(
+        shingle=shingle, ngram=ngram, num_perm=num_perm, seed=seed, threshold=threshold,
+        weights=tuple(weights) if isinstance(weights, list) else weights, dim=dim, metric=metric,
+        store_text=store_text, store_shingles=store_shingles,
+    ).validated()
+    return pb.CreateCollectionRequest(name=name, config=wire.config_to_pb(config), exist_ok=bool(exist_ok))
+
+
+class RemoteCollection(Requests):
+    """A collection on a simsearch server; the methods and results of :class:`simsearch.Collection`."""
+
+    def __init__(self, client: "Client", info: CollectionInfo) -> None:
+        self._client = client
+        self.name = info.name
+        self.config = info.config
+
+    def __repr__(self) -> str:
+        return f"RemoteCollection({self.name!r}, target={self._client.target!r})"
+
+    # -- writes ----------------------------------------------------------------------------
+    def upsert(self, docs: Sequence[Document | dict]) -> UpsertResult:
+        """Insert or replace a batch of documents atomically; returns after the server's commit."""
+        return wire.upsert_result_from_pb(self._client._call("Upsert", self._upsert_request(docs)))
+
+    def upsert_stream(self, batches: Iterable[Sequence[Document | dict]]) -> UpsertResult:
+        """Send many batches on one stream; each commits on arrival. Returns the totals.
+
+        If the stream fails, the exception has ``committed_batches`` and ``committed_documents``:
+        those first batches are durably committed (each batch is atomic), the rest are not.
+        """
+        failure: list = []
+        resp = self._client._call("UpsertStream", self._stream_requests(batches, failure))
+        return self._stream_result(resp, failure)
+
+    def delete(self, ids: Sequence[str], *, missing_ok: bool = False) -> int:
+        return self._client._call("Delete", self._delete_request(ids, missing_ok)).deleted
+
+    # -- reads -----------------------------------------------------------------------------
+    def count(self) -> int:
+        return self._client._call("Count", pb.CountRequest(collection=self.name)).count
+
+    def get(self, ids: Sequence[str]) -> list[Document]:
+        return [wire.document_from_pb(d) for d in self._client._call("Get", self._get_request(ids)).documents]
+
+    # -- queries ---------------------------------------------------------------------------
+    def near_duplicates(self, text: str | None = None, *, id: str | None = None, threshold: float | None = None,
+                        k: int | None = None, exact: bool = False) -> list[NearDuplicate]:
+        texts = None if text is None else [text]
+        ids = None if id is None else [id]
+        return self.near_duplicates_batch(texts=texts, ids=ids, threshold=threshold, k=k, exact=exact)[0]
+
+    def near_duplicates_batch(self, texts=None, ids=None, *, threshold: float | None = None, k: int | None = None,
+                              exact: bool = False) -> list[list[NearDuplicate]]:
+        req = self._near_request(texts, ids, threshold, k, exact)
+        return wire.near_duplicates_from_pb(self._client._call("QueryNearDuplicates", req))
+
+    def search(self, vector=None, *, id: str | None = None, k: int = 10, metric: str | None = None) -> list[Neighbor]:
+        vectors = None if vector is None else [vector]
+        ids = None if id is None else [id]
+        return self.search_batch(vectors=vectors, ids=ids, k=k, metric=metric)[0]
+
+    def search_batch(self, vectors=None, ids=None, *, k: int = 10, metric: str | None = None) -> list[list[Neighbor]]:
+        req = self._search_request(vectors, ids, k, metric)
+        return wire.neighbors_from_pb(self._client._call("SearchVectors", req))
+
+    def find_duplicates(self, threshold: float | None = None, *, exact: bool | None = None) -> list[Cluster]:
+        return [wire.cluster_from_pb(c) for c in self._client._call("FindDuplicates", self._find_request(threshold, exact))]
+
+
+class Client:
+    """A connection to ``simsearch serve``; mirrors :class:`simsearch.Index`.
+
+    ``token`` is sent as ``authorization: Bearer <token>``; ``tls`` is None (plaintext), True
+    (system CAs), a CA certificate path or PEM bytes, or ``grpc.ChannelCredentials``. ``timeout``
+    (seconds) is the deadline of every call; None waits as long as it takes.
+    """
+
+    def __init__(self, target: str = DEFAULT_TARGET, token: str | None = None, tls: Any = None, *,
+                 timeout: float | None = None, options: Sequence[tuple[str, Any]] = ()) -> None:
+        self.target = target
+        self.timeout = timeout
+        creds = channel_credentials(tls)
+        opts = CHANNEL_OPTIONS + list(options)
+        self._channel = grpc.secure_channel(target, creds, opts) if creds else grpc.insecure_channel(target, opts)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self._methods = method_table(self._channel)
+
+    def __repr__(self) -> str:
+        return f"Client({self.target!r})"
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, method: str, request):
+        try:
+            result = self._methods[method](request, timeout=self.timeout, metadata=self._metadata)
+            if method == "FindDuplicates":
+                result = list(result)
+            return result
+        except grpc.RpcError as exc:
+            raise translate_error(exc.code(), exc.details(), exc.trailing_metadata()) from None
+
+    def wait_ready(self, timeout: float = 10.0) -> "Client":
+        """Block until the channel connects (RemoteError UNAVAILABLE after ``timeout`` seconds)."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            raise RemoteError("UNAVAILABLE", f"no simsearch server at {self.target} after {timeout}s") from None
+        return self
+
+    # -- collections -----------------------------------------------------------------------
+    def create_collection(self, name: str, *, shingle: str = "word", ngram: int = 5, num_perm: int = 128,
+                          seed: int = 1, threshold: float = 0.8, weights: tuple[float, float] | None = None,
+                          dim: int | None = None, metric: str = "cosine", store_text: bool = True,
+                          store_shingles: bool = True, exist_ok: bool = False) -> RemoteCollection:
+        req = create_request(name, shingle, ngram, num_perm, seed, threshold, weights, dim, metric, store_text,
+                             store_shingles, exist_ok)
+        return RemoteCollection(self, wire.info_from_pb(self._call("CreateCollection", req)))
+
+    def get_collection(self, name: str) -> RemoteCollection:
+        req = pb.GetCollectionRequest(name=_check_name(name))
+        return RemoteCollection(self, wire.info_from_pb(self._call("GetCollection", req)))
+
+    def list_collections(self) -> list[CollectionInfo]:
+        resp = self._call("ListCollections", pb.ListCollectionsRequest())
+        return [wire.info_from_pb(i) for i in resp.collections]
+
+    def drop_collection(self, name: str) -> None:
+        self._call("DropCollection", pb.DropCollectionRequest(name=_check_name(name)))
+
+    def stats(self) -> dict[str, Any]:
+        """Server version, uptime, limits, collections (CollectionInfo) and in-flight calls."""
+        return stats_from_pb(self._call("Stats", pb.StatsRequest()))
+
+
+def stats_from_pb(msg: pb.StatsResponse) -> dict[str, Any]:
+    lim = msg.limits
+    return {
+        "version": msg.version,
+        "uptime_seconds": msg.uptime_seconds,
+        "limits": {"max_message_bytes": lim.max_message_bytes, "max_batch": lim.max_batch, "max_k": lim.max_k,
+                   "max_text_bytes": lim.max_text_bytes},
+        "collections": [wire.info_from_pb(i) for i in msg.collections],
+        "requests_in_flight": msg.requests_in_flight,
+        "auth_required": msg.auth_required,
+        "tls": msg.tls,
+    }
