@@ -29,6 +29,7 @@ _TILE = 256  # base rows per transposed L1 tile: dim * _TILE * 4 bytes (128 KiB 
 _L1_QBLOCK = 32  # queries that share one transposed tile
 _GEMM_QBLOCK = 256  # queries per GEMM task
 _GEMM_BBLOCK = 1024  # base rows per GEMM block: the (256 x 1024) float32 product fits in L2
+_GEMM_FEW = 64  # up to this many queries form a single block
 
 
 @njit(cache=True, inline="always")
@@ -257,7 +258,9 @@ def knn_gemm(base: np.ndarray, queries: np.ndarray, k: int, metric: str) -> tupl
     base, bterm = ref.prepare_base(base, metric)
     queries, qterm = ref.prepare_queries(queries, metric)
     threads = numba.get_num_threads()
-    qblock = max(1, min(_GEMM_QBLOCK, -(-nq // threads)))
+    # Few queries: one block, the base split across threads (each part is read once). Many:
+    # query blocks per thread, so that each GEMM has enough rows to run at full speed.
+    qblock = nq if nq <= _GEMM_FEW else max(1, min(_GEMM_QBLOCK, -(-nq // threads)))
     nparts = _parts(nq, n, qblock, rows_min=_GEMM_BBLOCK)
     td = np.full((nparts, nq, k), np.inf, dtype=np.float32)
     ti = np.full((nparts, nq, k), -1, dtype=np.int64)
