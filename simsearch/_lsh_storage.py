@@ -24,13 +24,18 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Segment", "Buffer", "build_segment", "merge_segments", "concat_csr"]
+__all__ = ["Segment", "Buffer", "build_segment", "merge_segments", "concat_csr", "nonempty"]
 
 _FULL = np.uint32(0xFFFFFFFF)
 
 
-def _nonempty(sigs: np.ndarray) -> np.ndarray:
-    return ~(sigs == _FULL).all(axis=1)
+def nonempty(sigs: np.ndarray) -> np.ndarray:
+    """False for the rows that are the empty signature (all 0xFFFFFFFF); cheap on big batches."""
+    out = np.ones(sigs.shape[0], dtype=bool)
+    maybe = np.flatnonzero(sigs[:, 0] == _FULL)
+    if maybe.shape[0]:
+        out[maybe] = ~(sigs[maybe] == _FULL).all(axis=1)
+    return out
 
 
 class Segment:
@@ -94,12 +99,23 @@ def _gather_csr(offsets: np.ndarray, hashes: np.ndarray, rows: np.ndarray) -> tu
     return out_off, hashes[idx]
 
 
-def build_segment(backend, ids, sigs, keys, indexable, shingle_offsets=None, shingle_hashes=None) -> Segment:
-    """Seal rows into a segment: sort them by id, then build the band tables."""
-    order = np.argsort(ids, kind="stable")
-    ids, sigs, keys, indexable = ids[order], sigs[order], keys[order], indexable[order]
-    if shingle_offsets is not None:
-        shingle_offsets, shingle_hashes = _gather_csr(shingle_offsets, shingle_hashes, order)
+def build_segment(backend, ids, sigs, keys, indexable, shingle_offsets=None, shingle_hashes=None,
+                  copy: bool = False) -> Segment:
+    """Seal rows into a segment: order them by id, then build the band tables.
+
+    Rows already in id order are kept as they are (copied when ``copy``: the caller owns them).
+    """
+    if ids.shape[0] < 2 or (ids[1:] > ids[:-1]).all():
+        if copy:
+            ids, sigs = ids.copy(), sigs.copy()
+            if shingle_offsets is not None:
+                shingle_offsets, shingle_hashes = _gather_csr(
+                    shingle_offsets, shingle_hashes, np.arange(ids.shape[0]))
+    else:
+        order = np.argsort(ids, kind="stable")
+        ids, sigs, keys, indexable = ids[order], sigs[order], keys[order], indexable[order]
+        if shingle_offsets is not None:
+            shingle_offsets, shingle_hashes = _gather_csr(shingle_offsets, shingle_hashes, order)
     table = backend.bucket_sort(keys, indexable)
     return Segment(np.ascontiguousarray(ids), np.ascontiguousarray(sigs), table, shingle_offsets, shingle_hashes)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._lsh_storage import Buffer, Segment, build_segment, concat_csr, merge_segments
+from ._lsh_storage import Buffer, Segment, build_segment, concat_csr, merge_segments, nonempty
 from ._validation import check_array, check_float, check_int, check_option
 from .backends import get_backend
 from .errors import (
@@ -31,7 +31,7 @@ from .errors import (
     InvalidTypeError,
     NotFoundError,
 )
-from .minhash import EMPTY_HASH, MAX_NUM_PERM, permutations
+from .minhash import MAX_NUM_PERM, permutations
 from .shingling import SHINGLE_KINDS, ShingleSets, shingle_hashes
 
 __all__ = [
@@ -452,7 +452,7 @@ class LSHIndex:
             )
         if ids.shape[0] == 0:
             return
-        if np.unique(ids).shape[0] != ids.shape[0]:
+        if _has_repeats(ids):
             raise AlreadyExistsError(f"{f}: the batch repeats ids (e.g. {_first_repeat(ids)}); ids must be unique.")
         present = self._locate(ids)[0] >= 0
         if present.any():
@@ -460,7 +460,7 @@ class LSHIndex:
                 f"{f}: {int(present.sum())} id(s) already in the index (e.g. {int(ids[present][0])}); remove them first."
             )
         keys = self._be.band_keys(sigs, self.b, self.r)
-        indexable = ~(sigs == EMPTY_HASH).all(axis=1)
+        indexable = nonempty(sigs)
         if not self.store_shingles:
             off = hashes = None
         if ids.shape[0] >= self.buffer_size:
@@ -534,11 +534,16 @@ class LSHIndex:
         parts = [p for p in parts if p[0].shape[0]]
         if not parts:
             return
-        ids, sigs, keys, indexable = (np.concatenate([p[i] for p in parts]) for i in range(4))
-        off = hashes = None
-        if self.store_shingles:
-            off, hashes = concat_csr([p[4] for p in parts], [p[5][p[4][0] : p[4][-1]] for p in parts])
-        self._segments.append(build_segment(self._be, ids, sigs, keys, indexable, off, hashes))
+        if len(parts) == 1:  # a big batch on its own: build_segment copies what the caller owns
+            ids, sigs, keys, indexable, off, hashes = parts[0]
+            owned = extra is None
+        else:
+            ids, sigs, keys, indexable = (np.concatenate([p[i] for p in parts]) for i in range(4))
+            off = hashes = None
+            if self.store_shingles:
+                off, hashes = concat_csr([p[4] for p in parts], [p[5][p[4][0] : p[4][-1]] for p in parts])
+            owned = True
+        self._segments.append(build_segment(self._be, ids, sigs, keys, indexable, off, hashes, copy=not owned))
         while len(self._segments) >= 2 and len(self._segments[-2]) <= 2 * len(self._segments[-1]):
             merged = merge_segments(self._be, self._segments[-2:])
             self._segments[-2:] = [merged] if len(merged) else []
@@ -554,7 +559,7 @@ class LSHIndex:
         """(qidx, source index, row, id) of every candidate, sorted by (query, id)."""
         nq = qsigs.shape[0]
         qkeys = self._be.band_keys(qsigs, self.b, self.r)
-        qvalid = ~(qsigs == EMPTY_HASH).all(axis=1)
+        qvalid = nonempty(qsigs)
         sources = self._sources(nq)
         parts = []
         for s, src in enumerate(sources):
@@ -704,6 +709,13 @@ class LSHIndex:
     def nbytes(self) -> int:
         """Bytes of signatures, ids and band tables (shingle sets excluded)."""
         return sum(self.memory_usage().values())
+
+
+def _has_repeats(ids: np.ndarray) -> bool:
+    if ids.shape[0] < 2 or (ids[1:] > ids[:-1]).all():
+        return False
+    s = np.sort(ids)
+    return bool((s[1:] == s[:-1]).any())
 
 
 def _first_repeat(ids: np.ndarray) -> int:

@@ -8,6 +8,8 @@ O(m) per band, and a lookup reads one directory entry and one cache line of keys
 
 from __future__ import annotations
 
+import types
+
 import numba
 import numpy as np
 from numba import njit, prange, uint64
@@ -15,6 +17,24 @@ from numba import njit, prange, uint64
 from ._numpy_lsh import bucket_bits
 
 __all__ = ["NumbaLSHKernels"]
+
+_PAR_MIN = 1 << 15  # work items (rows x bands, pairs) below which a kernel runs on one thread
+
+
+def _twin(fn):
+    """Compile ``fn`` twice: parallel, and serial (for small inputs, where waking threads costs
+    more than the work). Call as ``fn(*args, work=n)``."""
+    par = njit(cache=True, parallel=True)(fn)
+    clone = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__, fn.__closure__)
+    clone.__qualname__ = fn.__qualname__ + "_serial"
+    ser = njit(cache=True)(clone)
+
+    def call(*args, work):
+        return (par if work >= _PAR_MIN else ser)(*args)
+
+    call.__doc__, call.par, call.ser = fn.__doc__, par, ser
+    return call
+
 
 _P1 = uint64(11400714785074694791)
 _P2 = uint64(14029467366897019727)
@@ -86,7 +106,7 @@ def _band_hash(sig, i, start, r, seed):
     return h
 
 
-@njit(cache=True, parallel=True)
+@_twin
 def band_keys(sigs, b, r):
     n = sigs.shape[0]
     out = np.empty((n, b), np.uint64)
@@ -101,7 +121,7 @@ def _top(key, d):
     return (key >> uint64(1)) >> uint64(63 - d)
 
 
-@njit(cache=True, parallel=True)
+@_twin
 def _bucket_sort(keys, rows, d, skeys, srows, directory):
     """Per band: counting sort of rows by top-d key bits, then stable insertion sort per bucket."""
     m = rows.shape[0]
@@ -166,7 +186,7 @@ def _sort_unique(a, lo, hi):
 _BLOCK = 64
 
 
-@njit(cache=True, parallel=True)
+@_twin
 def _probe_all(skeys, srows, directory, d, qkeys, qvalid, bounds, pos, cnt, row0):
     """For every (query, band): where the run of equal keys starts in the band table, and its length.
 
@@ -213,7 +233,7 @@ def _probe_all(skeys, srows, directory, d, qkeys, qvalid, bounds, pos, cnt, row0
     return sink
 
 
-@njit(cache=True, parallel=True)
+@_twin
 def _gather(srows, mask, pos, cnt, row0, bounds):
     """CSR of the sorted unique rows (mask True) in the (pos, cnt) ranges of each query."""
     nq, nb = pos.shape
@@ -260,7 +280,7 @@ def _compact(ub, cnt, buf):
     return cnt, rows
 
 
-@njit(cache=True, parallel=True)
+@_twin
 def _scan(keys, mask, qkeys, qvalid, bounds):
     nq = qkeys.shape[0]
     m = keys.shape[0]
@@ -294,7 +314,7 @@ def _scan(keys, mask, qkeys, qvalid, bounds):
     return ub, rows
 
 
-@njit(cache=True, parallel=True)
+@_twin
 def _self_join(skeys, srows, mask):
     """Unsorted packed pairs (with repeats across bands) of rows sharing a key in some band."""
     nb = skeys.shape[0]
@@ -337,7 +357,7 @@ def _self_join(skeys, srows, mask):
     return out
 
 
-@njit(cache=True, parallel=True)
+@_twin
 def _pair_jaccard_sets(off_a, hash_a, off_b, hash_b, ia, ib):
     m = ia.shape[0]
     out = np.zeros(m, np.float64)
@@ -364,7 +384,7 @@ def _pair_jaccard_sets(off_a, hash_a, off_b, hash_b, ia, ib):
     return out
 
 
-@njit(cache=True, parallel=True)
+@_twin
 def _pair_jaccard_sigs(sig_a, sig_b, ia, ib):
     m = ia.shape[0]
     k = sig_a.shape[1]
@@ -423,7 +443,8 @@ class NumbaLSHKernels:
     """LSH kernels compiled with numba; mixed into the numba backend."""
 
     def band_keys(self, sigs, b, r):
-        return band_keys(_c(sigs, np.uint32), int(b), int(r))
+        sigs = _c(sigs, np.uint32)
+        return band_keys(sigs, int(b), int(r), work=sigs.shape[0] * int(b))
 
     def bucket_sort(self, keys, valid):
         keys = _c(keys, np.uint64)
@@ -434,7 +455,7 @@ class NumbaLSHKernels:
         srows = np.empty((nb, rows.shape[0]), np.int32)
         directory = np.empty((nb, (1 << d) + 1), np.int32)
         if nb:
-            _bucket_sort(keys, rows, d, skeys, srows, directory)
+            _bucket_sort(keys, rows, d, skeys, srows, directory, work=rows.shape[0] * nb)
         return skeys, srows, directory, d
 
     def lookup(self, skeys, srows, directory, d, mask, qkeys, qvalid, chunk: int = 1 << 18):
@@ -443,14 +464,15 @@ class NumbaLSHKernels:
         mask = _c(mask, np.bool_)
         nq, nb = qkeys.shape
         offsets, parts, base = [np.zeros(1, np.int64)], [], 0
-        for start in range(0, nq, chunk):  # bounded scratch: 12 bytes per (query, band)
+        size = min(nq, chunk)  # bounded scratch, reused: 12 bytes per (query, band)
+        scratch = [np.empty((size, nb), np.int32) for _ in range(3)]
+        for start in range(0, nq, chunk):
             stop = min(nq, start + chunk)
-            pos = np.empty((stop - start, nb), np.int32)
-            cnt = np.empty((stop - start, nb), np.int32)
-            row0 = np.empty((stop - start, nb), np.int32)
+            pos, cnt, row0 = (a[: stop - start] for a in scratch)
             bounds = _bounds(stop - start)
-            _probe_all(skeys, srows, directory, d, qkeys[start:stop], qvalid[start:stop], bounds, pos, cnt, row0)
-            off, rows = _gather(srows, mask, pos, cnt, row0, bounds)
+            work = (stop - start) * nb
+            _probe_all(skeys, srows, directory, d, qkeys[start:stop], qvalid[start:stop], bounds, pos, cnt, row0, work=work)
+            off, rows = _gather(srows, mask, pos, cnt, row0, bounds, work=work)
             offsets.append(off[1:] + base)
             parts.append(rows)
             base += rows.shape[0]
@@ -459,19 +481,22 @@ class NumbaLSHKernels:
 
     def scan(self, keys, mask, qkeys, qvalid):
         qkeys = _c(qkeys, np.uint64)
-        return _scan(_c(keys, np.uint64), _c(mask, np.bool_), qkeys, _c(qvalid, np.bool_), _bounds(qkeys.shape[0]))
+        keys = _c(keys, np.uint64)
+        return _scan(keys, _c(mask, np.bool_), qkeys, _c(qvalid, np.bool_), _bounds(qkeys.shape[0]),
+                     work=qkeys.shape[0] * keys.shape[0])
 
     def self_join(self, skeys, srows, mask):
-        return np.unique(_self_join(skeys, srows, _c(mask, np.bool_)))
+        return np.unique(_self_join(skeys, srows, _c(mask, np.bool_), work=skeys.size))
 
     def pair_jaccard_sets(self, off_a, hash_a, off_b, hash_b, ia, ib):
         return _pair_jaccard_sets(
             _c(off_a, np.int64), _c(hash_a, np.uint64), _c(off_b, np.int64), _c(hash_b, np.uint64),
-            _c(ia, np.int64), _c(ib, np.int64),
+            _c(ia, np.int64), _c(ib, np.int64), work=16 * len(ia),
         )
 
     def pair_jaccard_sigs(self, sig_a, sig_b, ia, ib):
-        return _pair_jaccard_sigs(_c(sig_a, np.uint32), _c(sig_b, np.uint32), _c(ia, np.int64), _c(ib, np.int64))
+        return _pair_jaccard_sigs(_c(sig_a, np.uint32), _c(sig_b, np.uint32), _c(ia, np.int64), _c(ib, np.int64),
+                                  work=16 * len(ia))
 
     def connected_components(self, n, pairs):
         pairs = _c(pairs, np.int64).reshape(-1, 2)
