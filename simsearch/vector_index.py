@@ -333,8 +333,7 @@ class VectorIndex:
             self._n = last
         if gone_labels and self.kind == "ivf":
             self._ann.remove_ids(_faiss().IDSelectorBatch(np.asarray(gone_labels, dtype=np.int64)))
-        elif gone_labels:
-            self._tombstones += len(gone_labels)
+        self._tombstones += len(gone_labels)  # HNSW: still in the graph; IVF: unused labels
         if len(self._ids) > 1024 and self._n < len(self._ids) // 4:
             self._shrink()
         return removed
@@ -397,6 +396,11 @@ class VectorIndex:
 
     def _sync(self) -> None:
         """Bring the faiss structure up to date: (re)build when due, then add pending rows."""
+        if self.kind == "ivf" and self._ann is not None and 4 * self._tombstones > len(self._row_of_label):
+            self._ann.reset()  # renumber the labels densely; the trained centroids stay
+            self._row_of_label = np.empty(0, np.int64)
+            self._label_of_row[:] = -1
+            self._tombstones = 0
         if self._ann is None or (
             self.kind == "hnsw" and 4 * self._tombstones > max(len(self._row_of_label), 1)
         ) or (self.kind == "ivf" and self.nlist is None and self._n > 4 * self._trained_n):
@@ -426,7 +430,7 @@ class VectorIndex:
             params = faiss.SearchParametersHNSW()
             params.efSearch = max(self.ef_search, k)
             keep = None
-            if self._tombstones:
+            if self._tombstones:  # HNSW only: IVF removes for real
                 keep = np.packbits(self._row_of_label >= 0, bitorder="little")
                 params.sel = faiss.IDSelectorBitmap(len(self._row_of_label), faiss.swig_ptr(keep))
         _, labels = self._ann.search(self._to_ann(q), k, params=params)

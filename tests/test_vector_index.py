@@ -251,9 +251,10 @@ def test_removed_ids_never_come_back(kind):
     index.remove(gone[:100])  # HNSW: tombstones
     res = index.search(q, 10)
     assert not np.isin(res.keys, gone[:100]).any() and (res.counts == 10).all()
-    index.remove(gone[100:])  # a third removed: HNSW rebuilds
+    index.remove(gone[100:])  # a third removed: HNSW rebuilds, IVF renumbers its labels
     res = index.search(q, 10)
     assert not np.isin(res.keys, gone).any() and (res.counts == 10).all()
+    assert len(index._row_of_label) == len(index) == 2000
     assert recall(res, index.search(q, 10, exact=True)) >= 0.9
     index.add(gone[:5], x[::3][:5])  # re-adding works
     assert set(gone[:5].tolist()) <= set(index.search(x[::3][:5], 1).keys.ravel().tolist())
