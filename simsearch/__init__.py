@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import errors
 from .backends import available_backends, get_backend
 from .dedup_core import DedupResult, find_duplicates
+from . import dedup  # simsearch.dedup.run: the batch pipeline
 from .index import Collection, Document, Index
 from .lsh import (
     BatchNearDuplicates,
@@ -54,4 +55,5 @@ __all__ = [
     "BatchNearDuplicates",
     "find_duplicates",
     "DedupResult",
+    "dedup",
 ]

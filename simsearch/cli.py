@@ -80,6 +80,21 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return serve(config, ready=ready)
 
 
+def _cmd_dedup(args: argparse.Namespace) -> int:
+    from .dedup import run
+
+    s = run(
+        args.inputs, args.output, format=args.format, text_field=args.text_field, id_field=args.id_field,
+        threshold=args.threshold, ngram=args.ngram, shingle=args.shingle, num_perm=args.num_perm,
+        verify=args.verify, engine=args.engine, ray_address=args.ray_address, batch_size=args.batch_size,
+        backend=args.backend, seed=args.seed, overwrite=args.overwrite, quiet=args.quiet,
+    )
+    print(json.dumps({"output": s.output, "docs_in": s.docs_in, "docs_out": s.docs_out, "duplicates": s.duplicates,
+                      "clusters": s.clusters, "engine": s.engine, "device": s.device,
+                      "seconds": s.seconds.get("total")}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -123,6 +138,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
                    help="info logs one access line per call")
     p.set_defaults(func=_cmd_serve)
+    p = sub.add_parser("dedup", help="remove near-duplicates from JSONL / Parquet / text files (streaming)",
+                       description="Write OUTDIR/data (one record per cluster: the first), OUTDIR/clusters.parquet "
+                                   "and OUTDIR/summary.json. Without --id-field a document's id is its 0-based "
+                                   "position in the input (files in order); text files are identified by path.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="JSONL[.gz] or Parquet files, or directories")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output directory (written atomically)")
+    p.add_argument("--format", choices=["jsonl", "parquet", "text"], help="default: from the file extensions")
+    p.add_argument("--text-field", default="text", help="JSON field / Parquet column holding the text")
+    p.add_argument("--id-field", help="JSON field / Parquet column holding a unique id (default: position)")
+    p.add_argument("--threshold", type=float, default=0.8, help="Jaccard similarity that makes a duplicate")
+    p.add_argument("--ngram", type=int, default=5)
+    p.add_argument("--shingle", choices=["word", "char"], default="word")
+    p.add_argument("--num-perm", type=int, default=128)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--verify", choices=["exact", "estimate", "none"], default="exact",
+                   help="check candidate pairs by exact shingle Jaccard (precision 1.0), the MinHash estimate, or not")
+    p.add_argument("--engine", choices=["local", "ray"], default="local")
+    p.add_argument("--ray-address", help="connect to this Ray cluster (e.g. ray://head:10001 or auto)")
+    p.add_argument("--batch-size", type=int, default=10_000, help="documents per batch (bounds memory)")
+    p.add_argument("--backend", choices=["auto", "numpy", "numba", "cupy"], default="auto")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUTDIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or summary table")
+    p.set_defaults(func=_cmd_dedup)
     return parser
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "NotFittedError",
     "BackendUnavailableError",
     "UnauthenticatedError",
+    "InputDataError",
     "GRPC_STATUS",
     "status_for_exception",
     "error_for_status",
@@ -79,12 +80,24 @@ class UnauthenticatedError(SimsearchError, PermissionError):
     """A remote call was made with a missing or wrong bearer token."""
 
 
+class InputDataError(InvalidArgumentError):
+    """An input file of a batch job is unreadable or holds a bad record (malformed JSON, a missing
+    field, a duplicate id). The message starts with the place, ``path:line:``; ``path`` and
+    ``line`` (1-based line or row, None for a whole file) hold it too."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.line = line
+
+
 # The single exception -> gRPC status table. Keys are checked most-specific first (see
 # status_for_exception), values are names of grpc.StatusCode members so this module does not
 # import grpc.
 GRPC_STATUS: dict[type[BaseException], str] = {
     UnsupportedFormatError: "FAILED_PRECONDITION",
     NotFittedError: "FAILED_PRECONDITION",
+    InputDataError: "INVALID_ARGUMENT",
     InvalidArgumentError: "INVALID_ARGUMENT",
     InvalidTypeError: "INVALID_ARGUMENT",
     NotFoundError: "NOT_FOUND",

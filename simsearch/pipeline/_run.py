@@ -1,0 +1,293 @@
+"""``simsearch.dedup.run``: options, the engine, and the atomic outputs in OUTDIR."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .._validation import check_float, check_int, check_option
+from ..dedup_core import VERIFY_MODES, choose_params
+from ..errors import AlreadyExistsError, InvalidArgumentError, InvalidTypeError
+from ..minhash import MAX_NUM_PERM
+from ..shingling import SHINGLE_KINDS
+from ._common import EngineResult, Progress, StageClock, offsets_of
+from ._io import FORMATS, ReadConfig, Unit, plan_units, write_unit
+from ._stages import Params, representative_jaccard
+
+__all__ = ["run", "DedupSummary", "ENGINES"]
+
+ENGINES = ("local", "ray")
+_BACKENDS = ("auto", "numpy", "numba", "cupy")
+
+
+@dataclass(frozen=True)
+class DedupSummary:
+    """What a dedup run did; also written to OUTDIR/summary.json.
+
+    ``clusters`` counts clusters of two or more documents; ``docs_out`` is every cluster, singletons
+    included. ``seconds`` is wall time per stage. ``peak_rss_bytes`` is this process's peak resident
+    memory (with the Ray engine only the driver's: ``peak_rss_scope``).
+    """
+
+    output: str
+    format: str
+    engine: str
+    backend: str
+    device: str
+    docs_in: int
+    docs_out: int
+    duplicates: int
+    clusters: int
+    candidates: int
+    pairs: int
+    threshold: float
+    num_perm: int
+    bands: int
+    rows_per_band: int
+    ngram: int
+    shingle: str
+    verify: str
+    seed: int
+    seconds: dict
+    peak_rss_bytes: int
+    peak_rss_scope: str
+    inputs: list
+    files: dict
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def run(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    *,
+    format: str | None = None,  # noqa: A002 - mirrors --format
+    text_field: str = "text",
+    id_field: str | None = None,
+    threshold: float = 0.8,
+    ngram: int = 5,
+    shingle: str = "word",
+    num_perm: int = 128,
+    verify: str = "exact",
+    engine: str = "local",
+    ray_address: str | None = None,
+    batch_size: int = 10_000,
+    backend: str = "auto",
+    seed: int = 1,
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> DedupSummary:
+    """Deduplicate ``inputs`` (JSONL[.gz] / Parquet files, or directories) into the directory ``output``.
+
+    Streams the input in batches of ``batch_size`` documents (see the module docstrings of the
+    engines for what stays in memory), keeps the smallest-index document of every cluster of
+    near-duplicates (Jaccard >= ``threshold``), and writes OUTDIR/data/ (the kept records, in
+    the input's format and file layout), OUTDIR/clusters.parquet (every document of a cluster of
+    two or more: id, index, cluster_id = the representative's index, kept, Jaccard to the
+    representative), OUTDIR/pairs.parquet (the verified pairs the clusters are made of) and
+    OUTDIR/summary.json. The
+    outputs appear all at once: they are written to a hidden temporary directory beside OUTDIR
+    and renamed into place, and removed on any error. An existing non-empty OUTDIR is refused
+    unless ``overwrite``. Without ``id_field``, a document's id is its 0-based position in the
+    input (files in order); documents of a text directory are identified by their path.
+    """
+    started = time.perf_counter()
+    f = "dedup.run"
+    inputs = [os.fspath(inputs)] if isinstance(inputs, (str, os.PathLike)) else [os.fspath(i) for i in inputs]
+    output = os.path.abspath(os.fspath(output))
+    if format is not None:
+        check_option(format, "format", FORMATS, func=f)
+    check_option(shingle, "shingle", SHINGLE_KINDS, func=f)
+    check_option(verify, "verify", VERIFY_MODES, func=f)
+    check_option(engine, "engine", ENGINES, func=f)
+    check_option(backend, "backend", _BACKENDS, func=f)
+    for name, val in (("text_field", text_field), ("id_field", id_field)):
+        if val is not None and (not isinstance(val, str) or not val):
+            raise InvalidTypeError(f"The '{name}' parameter of {f} must be a non-empty str. Got {val!r} instead.")
+    threshold = check_float(threshold, "threshold", 0.0, 1.0, func=f)
+    num_perm = check_int(num_perm, "num_perm", 1, MAX_NUM_PERM, func=f)
+    ngram = check_int(ngram, "ngram", 1, 1 << 16, func=f)
+    batch_size = check_int(batch_size, "batch_size", 1, 1 << 24, func=f)
+    seed = check_int(seed, "seed", 0, 2**32 - 1, func=f)
+    _check_output(output, inputs, overwrite)
+    fmt, units = plan_units(inputs, format, batch_size)
+
+    b, r = choose_params(threshold, num_perm, verify)
+    cfg = ReadConfig(text_field, id_field, batch_size)
+    ui = Progress(quiet)
+    clock = StageClock()
+    if engine == "ray":
+        from ._ray import run_ray
+
+        p_args = dict(threshold=threshold, num_perm=num_perm, ngram=ngram, shingle=shingle, verify=verify, seed=seed,
+                      b=b, r=r)
+        res, p = run_ray(units, cfg, p_args, backend, ray_address, ui, clock)
+    else:
+        from ..backends import resolve_backend_name
+        from ._local import run_local
+
+        p = Params(threshold, num_perm, ngram, shingle, verify, seed, b, r, resolve_backend_name(backend))
+        ui.log(f"simsearch dedup: {len(units)} {fmt} unit(s), engine local, backend {p.backend} "
+               f"on {_device(p.backend)}")
+        res = run_local(units, cfg, p, ui, clock, _total_hint(units))
+        res.device = _device(p.backend)
+    tmp = _make_tmp(output)
+    try:
+        files = _write_outputs(tmp, units, cfg, p, res, ui, clock)
+        summary = _summary(output, fmt, engine, p, res, clock, started, inputs, files)
+        with open(os.path.join(tmp, "summary.json"), "w", encoding="utf-8") as fh:
+            json.dump(summary.as_dict(), fh, indent=2)
+            fh.write("\n")
+        _commit(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if not quiet:
+        print(format_summary(summary), file=sys.stderr, flush=True)
+    return summary
+
+
+def _check_output(output: str, inputs: list[str], overwrite: bool) -> None:
+    if os.path.exists(output):
+        if not os.path.isdir(output):
+            raise AlreadyExistsError(f"The output {output} exists and is not a directory.")
+        if os.listdir(output) and not overwrite:
+            raise AlreadyExistsError(f"The output directory {output} is not empty; pass --overwrite (overwrite=True) "
+                                     "to replace it.")
+    for inp in inputs:
+        root = os.path.abspath(inp)
+        if os.path.isdir(root) and (output == root or output.startswith(root.rstrip(os.sep) + os.sep)):
+            raise InvalidArgumentError(f"The output directory {output} is inside the input directory {inp}; "
+                                       "put it elsewhere.")
+
+
+def _make_tmp(output: str) -> str:
+    parent = os.path.dirname(output)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.tmp-", dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the output should not be
+    return tmp
+
+
+def _commit(tmp: str, output: str) -> None:
+    """Move the finished ``tmp`` to ``output``; a replaced old output is deleted only afterwards."""
+    old = None
+    if os.path.isdir(output):
+        if os.listdir(output):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.old-", dir=os.path.dirname(output))
+            os.replace(output, old)
+        else:
+            os.rmdir(output)
+    os.replace(tmp, output)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _total_hint(units: list[Unit]) -> int | None:
+    """Documents in the input when known without reading it (Parquet metadata, text files)."""
+    if not units or units[0].format == "jsonl":
+        return None
+    if units[0].format == "text":
+        return sum(len(u.paths) for u in units)
+    from ._io import _parquet_file
+
+    return sum(_parquet_file(u.paths[0]).metadata.num_rows for u in units)
+
+
+def _device(backend: str) -> str:
+    if backend == "cupy":
+        try:
+            import cupy as cp
+
+            return "GPU (" + cp.cuda.runtime.getDeviceProperties(0)["name"].decode() + ")"
+        except Exception:  # noqa: BLE001 - name lookup only
+            return "GPU"
+    if backend == "numba":
+        import numba
+
+        return f"CPU ({numba.get_num_threads()} threads)"
+    return "CPU (numpy)"
+
+
+def _write_outputs(tmp: str, units: list[Unit], cfg: ReadConfig, p: Params, res: EngineResult, ui: Progress,
+                   clock: StageClock) -> dict:
+    """data/ (kept records per unit) and clusters.parquet, inside ``tmp``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    clusters = res.clusters
+    n = clusters.shape[0]
+    keep = clusters == np.arange(n)
+    off = offsets_of(res.counts)
+    data = os.path.join(tmp, "data")
+    os.makedirs(data)
+    with ui.bar("write", n) as bar:
+        for k, unit in enumerate(units):
+            rows = np.flatnonzero(keep[off[k] : off[k + 1]]).astype(np.int64)
+            write_unit(unit, cfg, rows, data)
+            bar.update(int(res.counts[k]))
+    members, jac = representative_jaccard(clusters, res.needed, res.material, p)
+    pq.write_table(pa.table({
+        "id": _ids_of(members, res), "index": pa.array(members, type=pa.int64()),
+        "cluster_id": pa.array(clusters[members], type=pa.int64()), "kept": pa.array(keep[members], type=pa.bool_()),
+        "jaccard": pa.array(jac, type=pa.float64()),
+    }), os.path.join(tmp, "clusters.parquet"))
+    a, b = res.pairs[:, 0], res.pairs[:, 1]
+    pq.write_table(pa.table({
+        "id_a": _ids_of(a, res), "id_b": _ids_of(b, res), "index_a": pa.array(a, type=pa.int64()),
+        "index_b": pa.array(b, type=pa.int64()), "jaccard": pa.array(res.jaccard, type=pa.float64()),
+    }), os.path.join(tmp, "pairs.parquet"))
+    clock.lap("write")
+    return {"data": "data", "clusters": "clusters.parquet", "pairs": "pairs.parquet", "summary": "summary.json"}
+
+
+def _ids_of(docs: np.ndarray, res: EngineResult):
+    """Ids of documents that appear in candidate pairs (from pass 2), or their positions."""
+    import pyarrow as pa
+
+    if res.needed_ids is None:
+        return pa.array([str(i) for i in docs.tolist()], type=pa.string())
+    pos = np.searchsorted(res.needed, docs)
+    return pa.array([res.needed_ids[i] for i in pos.tolist()], type=pa.string())
+
+
+def _summary(output, fmt, engine, p: Params, res: EngineResult, clock, started, inputs, files) -> DedupSummary:
+    clusters = res.clusters
+    n = int(clusters.shape[0])
+    docs_out = int((clusters == np.arange(n)).sum())
+    sizes = np.bincount(clusters, minlength=n) if n else np.zeros(0, np.int64)
+    seconds = {k: round(v, 4) for k, v in clock.seconds.items()}
+    seconds["total"] = round(time.perf_counter() - started, 4)
+    return DedupSummary(
+        output=output, format=fmt, engine=engine, backend=res.backend or p.backend, device=res.device, docs_in=n,
+        docs_out=docs_out, duplicates=n - docs_out, clusters=int((sizes > 1).sum()), candidates=res.candidates,
+        pairs=int(res.pairs.shape[0]), threshold=p.threshold, num_perm=p.num_perm, bands=p.b, rows_per_band=p.r,
+        ngram=p.ngram, shingle=p.shingle, verify=p.verify, seed=p.seed, seconds=seconds,
+        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        peak_rss_scope=res.peak_rss_scope, inputs=inputs, files=files,
+    )
+
+
+def format_summary(s: DedupSummary) -> str:
+    """The human table printed at the end of a run."""
+    rows = [("documents in", f"{s.docs_in:,}"), ("documents out", f"{s.docs_out:,}"),
+            ("duplicates removed", f"{s.duplicates:,}"), ("clusters (2+ docs)", f"{s.clusters:,}"),
+            ("candidate pairs", f"{s.candidates:,}"), ("verified pairs", f"{s.pairs:,}"),
+            ("engine / backend", f"{s.engine} / {s.backend} on {s.device}"),
+            ("banding (b x r)", f"{s.bands} x {s.rows_per_band}, threshold {s.threshold}, verify {s.verify}")]
+    rows += [(f"time: {k}", f"{v:.2f} s") for k, v in s.seconds.items()]
+    rows.append(("peak RSS", f"{s.peak_rss_bytes / 2**20:,.0f} MiB ({s.peak_rss_scope})"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join([f"simsearch dedup -> {s.output}"] + [f"  {k.ljust(width)}  {v}" for k, v in rows])
