@@ -1,8 +1,11 @@
 """Numba kernels for distances and exact top-k: a parallel selection over BLAS blocks, and L1 tiles.
 
-* L2 / cosine / ip: numpy's BLAS computes one (query block x base block) GEMM at a time into a
-  reused buffer, and :func:`gemm_topk_update` folds it into the running top-k of every query in
-  parallel. Most candidates are rejected by one comparison against the current k-th distance.
+* L2 / cosine / ip: each worker of a small thread pool (numba's thread count) runs
+  single-threaded BLAS GEMMs of its (query block x base block) tiles and folds each tile into
+  the running top-k with :func:`gemm_topk_update` while the tile is still in L2. Most candidates
+  are rejected by one comparison against the current k-th value. BLAS's own threads are limited
+  to one meanwhile (threadpoolctl): alternating a multi-threaded BLAS with a parallel selection
+  made the two thread pools spin against each other (3x slower on 2 cores).
 * L1 has no GEMM form. :func:`l1_topk` transposes a tile of base rows into a thread-local
   (dim x tile) buffer that stays in L2, and accumulates ``|q_c - b_c|`` along the tile, so the
   inner loop is a plain vector loop with no horizontal reduction. Work is split over
