@@ -3,8 +3,9 @@
 The pipeline is five stages, each a plain function of arrays so that a chunked or distributed
 runner (local streaming, Ray Data) calls exactly the same code:
 
-1. :func:`compute_shingles` and :func:`compute_signatures`: texts -> sorted shingle-hash sets
-   -> uint32 MinHash signatures;
+1. :func:`compute_signatures`: texts (or shingle sets) -> uint32 MinHash signatures, and
+   :func:`compute_shingles`: texts -> sorted shingle-hash sets, which verification needs only for
+   the documents that appear in some candidate pair;
 2. :func:`compute_band_keys`: signatures -> (n, b) uint64 band keys (and which rows are non-empty);
 3. :func:`candidate_pairs_from_band_keys`: documents sharing a key in any band, as (i, j) pairs;
    bands are independent, so column subsets of the keys can run on different workers and their
@@ -230,13 +231,9 @@ def find_duplicates(
         stats[f"seconds_{name}"] = now - clock
         clock = now
 
-    sets = None
-    if verify == "exact":
-        sets = compute_shingles(texts, ngram=ngram, shingle=shingle, backend=be_name)
-        lap("shingles")
-        sigs = compute_signatures(sets, num_perm=num_perm, seed=seed, backend=be_name)
-    else:
-        sigs = compute_signatures(texts, num_perm=num_perm, seed=seed, ngram=ngram, shingle=shingle, backend=be_name)
+    # Signatures straight from text (the fused kernel never materialises shingle sets); the
+    # exact sets are built afterwards for the documents that are in some candidate pair only.
+    sigs = compute_signatures(texts, num_perm=num_perm, seed=seed, ngram=ngram, shingle=shingle, backend=be_name)
     lap("signatures")
     keys, valid = compute_band_keys(sigs, b, r, backend=be_name)
     lap("band_keys")
@@ -244,7 +241,15 @@ def find_duplicates(
     del keys
     stats["candidates"] = int(cand.shape[0])
     lap("candidates")
-    pairs, jac = verify_pairs(cand, threshold=threshold, verify=verify, shingles=sets, signatures=sigs, backend=be_name)
+    if verify == "exact":
+        involved = np.unique(cand)
+        stats["verified_docs"] = int(involved.shape[0])
+        sets = compute_shingles([texts[i] for i in involved.tolist()], ngram=ngram, shingle=shingle, backend=be_name)
+        lap("shingles")
+        local, jac = verify_pairs(np.searchsorted(involved, cand), threshold=threshold, shingles=sets, backend=be_name)
+        pairs = involved[local]
+    else:
+        pairs, jac = verify_pairs(cand, threshold=threshold, verify=verify, signatures=sigs, backend=be_name)
     lap("verify")
     clusters = connected_components(len(texts), pairs, backend=be_name)
     lap("components")

@@ -214,22 +214,24 @@ def _probe_all(skeys, srows, directory, d, qkeys, qvalid, bounds, pos, cnt, row0
             touch = uint64(0)
             for q in range(q0, q1):  # branch-free loads: the misses overlap, later scans hit cache
                 for j in range(nb):
-                    p = min(lo_b[q - q0, j], last)
-                    touch ^= skeys[j, p] ^ uint64(srows[j, p])
+                    lo = min(lo_b[q - q0, j], last)
+                    hi = max(hi_b[q - q0, j] - 1, 0)  # a bucket may straddle two cache lines
+                    touch ^= skeys[j, lo] ^ skeys[j, hi] ^ uint64(srows[j, lo])
             sink[c] ^= touch
             for q in range(q0, q1):
                 for j in range(nb):
                     k = qkeys[q, j]
-                    p = lo_b[q - q0, j]
-                    hi = hi_b[q - q0, j]
-                    while p < hi and skeys[j, p] < k:
-                        p += 1
-                    e = p
-                    while e < hi and skeys[j, e] == k:
-                        e += 1
+                    lo = lo_b[q - q0, j]
+                    less = 0
+                    same = 0
+                    for p in range(lo, hi_b[q - q0, j]):  # a bucket holds ~4-8 keys: count, don't branch
+                        kk = skeys[j, p]
+                        less += kk < k
+                        same += kk == k
+                    p = lo + less
                     pos[q, j] = p
-                    cnt[q, j] = (e - p) if qvalid[q] else 0
-                    row0[q, j] = srows[j, p] if e > p else -1
+                    cnt[q, j] = same if qvalid[q] else 0
+                    row0[q, j] = srows[j, p] if same else -1
     return sink
 
 
