@@ -555,13 +555,13 @@ class LSHIndex:
             self._seal()
         return list(self._segments) + ([self._buffer] if len(self._buffer) else [])
 
-    def _raw_candidates(self, qsigs: np.ndarray):
-        """(qidx, source index, row, id) of every candidate, sorted by (query, id)."""
+    def _lookups(self, qsigs: np.ndarray):
+        """Per source with hits: (source index, CSR offsets, rows, ids); and the sources."""
         nq = qsigs.shape[0]
         qkeys = self._be.band_keys(qsigs, self.b, self.r)
         qvalid = nonempty(qsigs)
         sources = self._sources(nq)
-        parts = []
+        hits = []
         for s, src in enumerate(sources):
             if isinstance(src, Segment):
                 off, rows = self._be.lookup(*src.table, src.alive, qkeys, qvalid)
@@ -570,11 +570,18 @@ class LSHIndex:
                 off, rows = self._be.scan(src.keys.view, src.live.view, qkeys, qvalid)
                 ids = src.ids.view[rows]
             if rows.shape[0]:
-                q = np.repeat(np.arange(nq, dtype=np.int64), np.diff(off))
-                parts.append((q, np.full(rows.shape[0], s, dtype=np.int64), rows, ids))
-        if not parts:
+                hits.append((s, off, rows, ids))
+        return hits, sources
+
+    def _raw_candidates(self, qsigs: np.ndarray):
+        """(qidx, source index, row, id) of every candidate, sorted by (query, id)."""
+        nq = qsigs.shape[0]
+        hits, sources = self._lookups(qsigs)
+        if not hits:
             e = np.empty(0, dtype=np.int64)
             return e, e, e, e, sources
+        parts = [(np.repeat(np.arange(nq, dtype=np.int64), np.diff(off)), np.full(rows.shape[0], s, dtype=np.int64),
+                  rows, ids) for s, off, rows, ids in hits]
         q, s, rows, ids = (np.concatenate([p[i] for p in parts]) for i in range(4))
         if len(parts) > 1 or not isinstance(sources[int(s[0])], Segment):  # buffer rows are not id-sorted
             order = np.lexsort((ids, q))
@@ -591,10 +598,15 @@ class LSHIndex:
         """Candidates of each query signature: a :class:`Candidates` for (nq, num_perm) input,
         or an int64 array of ids for one (num_perm,) signature. Ids ascend within a query."""
         sigs, single = self._query_sigs(signatures, "LSHIndex.query")
-        q, _, _, ids, _ = self._raw_candidates(sigs)
-        offsets = np.searchsorted(q, np.arange(sigs.shape[0] + 1)).astype(np.int64)
-        result = Candidates(offsets, ids)
-        return result[0] if single else result
+        hits, sources = self._lookups(sigs)
+        if len(hits) == 1 and isinstance(sources[hits[0][0]], Segment):  # rows of a segment are id-sorted
+            offsets, ids = hits[0][1], hits[0][3]
+        else:
+            q, _, _, ids, _ = self._raw_candidates(sigs) if hits else (np.empty(0, np.int64),) * 5
+            offsets = np.searchsorted(q, np.arange(sigs.shape[0] + 1)).astype(np.int64)
+        if single:
+            return ids
+        return Candidates(offsets, ids)
 
     def candidate_pairs(self) -> np.ndarray:
         """Every pair of indexed ids sharing a band key: int64 (m, 2), a < b, rows sorted."""

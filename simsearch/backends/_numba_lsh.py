@@ -270,6 +270,34 @@ def _gather(srows, mask, pos, cnt, row0, bounds):
 
 
 @njit(cache=True)
+def _lookup_small(skeys, srows, directory, d, mask, qkeys, qvalid):
+    """:meth:`lookup` for a handful of queries, serially and in one pass per query."""
+    nq, nb = qkeys.shape
+    offsets = np.zeros(nq + 1, np.int64)
+    buf = np.empty(64, np.int64)
+    t = 0
+    for q in range(nq):
+        start = t
+        if qvalid[q] and skeys.shape[1] > 0:
+            for j in range(nb):
+                k = qkeys[q, j]
+                u = _top(k, d)
+                for p in range(directory[j, u], directory[j, u + 1]):
+                    if skeys[j, p] == k:
+                        row = srows[j, p]
+                        if mask[row]:
+                            if t == buf.shape[0]:
+                                grown = np.empty(2 * t, np.int64)
+                                grown[:t] = buf[:t]
+                                buf = grown
+                            buf[t] = row
+                            t += 1
+        t = start + _sort_unique(buf, start, t)
+        offsets[q + 1] = t
+    return offsets, buf[:t].copy()
+
+
+@njit(cache=True)
 def _compact(ub, cnt, buf):
     nq = cnt.shape[0] - 1
     for q in range(nq):
@@ -433,6 +461,8 @@ def _components(n, a, b):
 
 
 def _bounds(n: int) -> np.ndarray:
+    if n < 4096:
+        return np.array([0, n], dtype=np.int64)
     parts = max(1, min(n, 16 * numba.get_num_threads()))
     return np.linspace(0, n, parts + 1).astype(np.int64)
 
@@ -465,6 +495,8 @@ class NumbaLSHKernels:
         qvalid = _c(qvalid, np.bool_)
         mask = _c(mask, np.bool_)
         nq, nb = qkeys.shape
+        if nq <= 16:  # one call, no scratch: the latency path of single queries
+            return _lookup_small(skeys, srows, directory, d, mask, qkeys, qvalid)
         offsets, parts, base = [np.zeros(1, np.int64)], [], 0
         size = min(nq, chunk)  # bounded scratch, reused: 12 bytes per (query, band)
         scratch = [np.empty((size, nb), np.int32) for _ in range(3)]
