@@ -64,6 +64,23 @@ def gemm_topk_update(g, bterm, offset, td, ti):
                 thr = tdi[k - 1]
 
 
+@njit(cache=True, nogil=True)
+def gemm_topk_update_scaled(g, bscale, offset, td, ti):
+    """Fold rank = bscale[j] * g[i, j] (cosine on raw base rows, bscale = 1/‖b‖) into the top-k."""
+    nq, nb = g.shape
+    k = td.shape[1]
+    for i in range(nq):
+        tdi = td[i]
+        tii = ti[i]
+        thr = tdi[k - 1]
+        gi = g[i]
+        for j in range(nb):
+            v = bscale[j] * gi[j]
+            if v < thr:
+                _insert(tdi, tii, v, offset + j)
+                thr = tdi[k - 1]
+
+
 @njit(cache=True, inline="always")
 def _l1_tile(q, bt, m, acc):
     """acc[j] = sum_c |q[c] - bt[c, j]| for j < m (four dimensions per pass over acc)."""
@@ -243,7 +260,7 @@ def knn_l1(base: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, n
     return _merge(td, ti)
 
 
-def _gemm_task(base, queries, bterm, q0, q1, b0, b1, bblock, td, ti):
+def _gemm_task(base, queries, bterm, scaled, q0, q1, b0, b1, bblock, td, ti):
     """One thread's share: GEMM (single-threaded BLAS) + selection, block by block, cache-hot."""
     buf = np.empty((q1 - q0) * min(bblock, b1 - b0), dtype=np.float32)
     q = queries[q0:q1]
@@ -251,14 +268,18 @@ def _gemm_task(base, queries, bterm, q0, q1, b0, b1, bblock, td, ti):
         e = min(s + bblock, b1)
         g = buf[: (q1 - q0) * (e - s)].reshape(q1 - q0, e - s)
         np.matmul(q, base[s:e].T, out=g)
-        gemm_topk_update(g, bterm[s:e], s, td[q0:q1], ti[q0:q1])
+        fold = gemm_topk_update_scaled if scaled else gemm_topk_update
+        fold(g, bterm[s:e], s, td[q0:q1], ti[q0:q1])
 
 
 def knn_gemm(base: np.ndarray, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """Each worker thread runs its own single-threaded GEMM and selects from the block while it is
     still in cache; BLAS's own threads are paused meanwhile, since they would fight the workers."""
     nq, n = len(queries), len(base)
-    base, bterm = ref.prepare_base(base, metric)
+    # cosine: scale the GEMM's columns by 1/‖b‖ in the selection rather than copy unit rows
+    inv = ref.cosine_scales(base) if metric == "cosine" else None
+    scaled = inv is not None
+    base, bterm = (base, inv) if scaled else ref.prepare_base(base, metric)
     queries, qterm = ref.prepare_queries(queries, metric)
     threads = numba.get_num_threads()
     # Few queries: one block, the base split across threads (each part is read once). Many:
@@ -268,7 +289,7 @@ def knn_gemm(base: np.ndarray, queries: np.ndarray, k: int, metric: str) -> tupl
     td = np.full((nparts, nq, k), np.inf, dtype=np.float32)
     ti = np.full((nparts, nq, k), -1, dtype=np.int64)
     tasks = [
-        (base, queries, bterm, q0, min(q0 + qblock, nq), p * n // nparts, (p + 1) * n // nparts,
+        (base, queries, bterm, scaled, q0, min(q0 + qblock, nq), p * n // nparts, (p + 1) * n // nparts,
          _GEMM_BBLOCK, td[p], ti[p])
         for q0 in range(0, nq, qblock)
         for p in range(nparts)

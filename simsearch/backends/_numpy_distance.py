@@ -11,8 +11,9 @@ Metrics (all "smaller is closer"):
 The L2 / cosine / ip family is computed with one float32 GEMM per block: ranking only needs
 ``rank = ‖b‖² − 2 q·b`` (L2), ``−q·b`` (ip) or ``−q̂·b̂`` (cosine, unit rows). The queries are
 pre-scaled by −2 or −1 (exact), so the GEMM yields ``rank − bterm[j]`` and the selection only adds
-``bterm`` (‖b‖² or 0); :func:`to_distance` turns ranks into distances with the per-query term. Entries where the GEMM form cancels badly (near-identical vectors) are recomputed exactly
-in float64 by :func:`exact_pairs`.
+``bterm`` (‖b‖² or 0); :func:`to_distance` turns ranks into distances with the per-query term.
+Entries where the GEMM form cancels badly (near-identical vectors) are recomputed exactly in
+float64 by :func:`exact_pairs`.
 """
 
 from __future__ import annotations
@@ -55,6 +56,18 @@ def unit_rows(x: np.ndarray, chunk: int = 1 << 14) -> np.ndarray:
         a /= np.where(n > 0, n, 1.0)[:, None]
         out[lo : lo + chunk] = a
     return out
+
+
+def cosine_scales(base: np.ndarray) -> np.ndarray | None:
+    """float32 1/‖b‖ (0 for zero rows) when every row's squared norm is safely inside float32's
+    range, so that ranking by (−q̂ · b) / ‖b‖ needs no unit copy of the base; else None."""
+    n2 = sq_norms(base)
+    small = n2 <= 1e-30
+    if not (np.isfinite(n2).all() and n2.max(initial=0.0) < 1e30) or base[small].any():
+        return None
+    inv = np.zeros_like(n2)
+    np.divide(1.0, np.sqrt(n2), out=inv, where=n2 > 0)
+    return inv
 
 
 def prepare_base(base: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
