@@ -24,6 +24,17 @@ from .vector_index import BatchMatches, Matches, VectorIndex
 
 __version__ = "0.1.0"
 
+# The gRPC clients import grpc, so they load on first use (simsearch.Client, ...).
+_REMOTE = {"Client": "client", "RemoteCollection": "client", "RemoteError": "client", "AsyncClient": "aio_client"}
+
+
+def __getattr__(name: str):
+    if name in _REMOTE:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_REMOTE[name]}", __name__), name)
+    raise AttributeError(f"module 'simsearch' has no attribute {name!r}")
+
 __all__ = [
     "__version__",
     "errors",
@@ -56,4 +67,8 @@ __all__ = [
     "find_duplicates",
     "DedupResult",
     "dedup",
+    "Client",
+    "AsyncClient",
+    "RemoteCollection",
+    "RemoteError",
 ]

@@ -150,3 +150,11 @@ def test_sigterm_during_streamed_ingest_keeps_every_acked_batch(tmp_path):
             assert coll.count() >= (committed + len(unary_acked)) * BATCH
     finally:
         assert served.terminate()[0] == 0
+
+
+def test_serve_refuses_a_port_in_use(tmp_path, grpc_server):
+    port = grpc_server.port
+    proc = subprocess.run(_command() + ["serve", "--data", str(tmp_path / "d"), "--port", str(port)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
