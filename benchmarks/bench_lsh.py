@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Reporter, median_time  # noqa: E402
+from _common import Reporter, median_time  # noqa: E402,F401
 
 THRESHOLDS = (0.5, 0.7, 0.8, 0.9)
 
@@ -95,14 +94,39 @@ def recall_precision(found: set, truth: set) -> tuple[float, float]:
 # -- workers (each in a fresh process) ------------------------------------------------------------
 
 
-def _rss_mb() -> float:
-    import psutil
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
-    return psutil.Process().memory_info().rss / 2**20
+
+def _rss_mb() -> float:
+    """Current RSS, after resetting the high-water mark (so _peak_mb counts from here)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+    return _status_mb("VmRSS")
 
 
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return _status_mb("VmHWM")
+
+
+def timed(fn, repeats: int, warmup: int = 1) -> tuple[float, float]:
+    """Median wall seconds and median process CPU seconds (all threads) of ``fn``."""
+    for _ in range(warmup):
+        fn()
+    walls, cpus = [], []
+    for _ in range(repeats):
+        w, c = time.perf_counter(), time.process_time()
+        fn()
+        walls.append(time.perf_counter() - w)
+        cpus.append(time.process_time() - c)
+    return float(np.median(walls)), float(np.median(cpus))
 
 
 def _rensa_minhash(sig: np.ndarray, seed: int = 1):
@@ -160,10 +184,12 @@ def worker_index(method: str, sig_path: str, b: int, r: int, threshold: float, r
             idx.insert(ids, sigs)
             return idx
 
-        res["insert_s"] = median_time(build, repeats)
+        res["insert_s"], res["insert_cpu_s"] = timed(build, repeats)
         index = build()
-        res["query_s"] = median_time(lambda: index.query(sigs), repeats)
-        res["selfjoin_s"] = median_time(index.candidate_pairs, repeats)
+        res["query_s"], res["query_cpu_s"] = timed(lambda: index.query(sigs), repeats)
+        fresh = np.random.default_rng(7).integers(0, 1 << 32, sigs.shape, dtype=np.uint64).astype(np.uint32)
+        res["query_new_s"], res["query_new_cpu_s"] = timed(lambda: index.query(fresh), repeats)
+        res["selfjoin_s"], res["selfjoin_cpu_s"] = timed(index.candidate_pairs, repeats)
         res["pairs"] = int(index.candidate_pairs().shape[0])
         res["index_mb"] = index.nbytes / 2**20
     elif method == "simsearch-facade":
@@ -241,9 +267,9 @@ def worker_dedup(method: str, n_corpus: int, n: int, words: int, seed: int, thre
     base = _rss_mb()
     res = {"method": method, "docs": n, "threshold": threshold}
     if method == "simsearch":
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         r = simsearch.find_duplicates(texts, threshold=threshold, num_perm=num_perm)
-        res["seconds"] = time.perf_counter() - t
+        res["seconds"], res["cpu_s"] = time.perf_counter() - t, time.process_time() - c
         res["stages"] = {k[8:]: round(v, 3) for k, v in r.stats.items() if k.startswith("seconds_")}
         res["params"] = list(r.params)
         res["candidates"] = r.stats["candidates"]
@@ -351,6 +377,7 @@ def main(argv=None) -> int:
     prefault(args.prefault_gb)
     b, r = simsearch.lsh_params(args.threshold, args.num_perm)
     rep = Reporter("bench_lsh", "datasketch", "rensa")
+    rep.meta["loadavg_at_start"] = [round(x, 1) for x in os.getloadavg()]
     tmp = tempfile.mkdtemp(prefix="bench_lsh_")
     texts = make_corpus(args.docs, args.words, args.seed)
     sigs = simsearch.minhash(texts, num_perm=args.num_perm)
@@ -362,10 +389,14 @@ def main(argv=None) -> int:
     for method in ("simsearch", "datasketch", "rensa", "simsearch-facade"):
         res = run(worker_index, method, sig_path, b, r, args.threshold, args.repeats)
         n = res["docs"]
+        extra = {}
+        if "query_new_s" in res:
+            extra = {"query_new_docs_per_s": round(n / res["query_new_s"]),
+                     "cpu_s": {k[:-6]: round(v, 3) for k, v in res.items() if k.endswith("_cpu_s")}}
         row = rep.add(section="index", method=method, docs=n, b=b, r=r,
                       insert_docs_per_s=round(n / res["insert_s"]), query_docs_per_s=round(n / res["query_s"]),
                       selfjoin_docs_per_s=round(n / res["selfjoin_s"]), candidate_pairs=res["pairs"],
-                      peak_mb=round(res["peak_mb"], 1), index_mb=round(res.get("index_mb", 0), 1) or None)
+                      peak_mb=round(res["peak_mb"], 1), index_mb=round(res.get("index_mb", 0), 1) or None, **extra)
         index_rows[method] = row
     ss, ds = index_rows["simsearch"], index_rows["datasketch"]
     for key in ("insert_docs_per_s", "query_docs_per_s", "selfjoin_docs_per_s"):
@@ -387,7 +418,7 @@ def main(argv=None) -> int:
                 seconds=round(res["seconds"], 2), docs_per_s=round(res["docs"] / res["seconds"]),
                 candidates=res["candidates"], pairs=res["pairs"], true_pairs=res["true_pairs"],
                 recall=round(res["recall"], 4), precision=round(res["precision"], 4), peak_mb=round(res["peak_mb"]),
-                stages=res["stages"])
+                stages=res["stages"], cpu_s=round(res["cpu_s"], 2))
     for method in ("datasketch", "rensa"):
         tp = os.path.join(tmp, f"slow_truth_{method}.npy")
         np.save(tp, np.array(sorted(slow_truth[args.threshold]), dtype=np.int64).reshape(-1, 2))
@@ -412,14 +443,17 @@ def main(argv=None) -> int:
                   args.num_perm, None)
         rep.add(section="dedup", method="simsearch", docs=res["docs"], threshold=args.threshold, params=res["params"],
                 seconds=round(res["seconds"], 2), docs_per_s=round(res["docs"] / res["seconds"]),
-                candidates=res["candidates"], pairs=res["pairs"], peak_mb=round(res["peak_mb"]), stages=res["stages"])
+                candidates=res["candidates"], pairs=res["pairs"], peak_mb=round(res["peak_mb"]), stages=res["stages"],
+                cpu_s=round(res["cpu_s"], 2))
         for method in ("datasketch", "rensa"):
             theirs = dedup[(method, args.threshold)]
             rep.add(section="dedup-ratio", method=f"simsearch / {method}", docs=args.big_docs,
                     ratio=round(theirs["seconds"] / theirs["docs"] * args.big_docs / res["seconds"], 1),
                     note="theirs extrapolated linearly")
+    rep.add(section="machine", method="loadavg", note=f"1/5/15-min load {[round(x, 1) for x in os.getloadavg()]} "
+            f"at the end, {rep.meta['loadavg_at_start']} at the start, on {os.cpu_count()} cores")
     print()
-    print(rep.table(["section", "method", "docs", "threshold", "insert_docs_per_s", "query_docs_per_s",
+    print(rep.table(["section", "method", "docs", "threshold", "insert_docs_per_s", "query_docs_per_s", "query_new_docs_per_s",
                      "selfjoin_docs_per_s", "seconds", "docs_per_s", "recall", "precision", "peak_mb", "ratio",
                      "metric", "note"]))
     return 0

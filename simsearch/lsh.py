@@ -342,7 +342,7 @@ class LSHIndex:
         ngram: int = 5,
         shingle: str = "word",
         store_shingles: bool = False,
-        buffer_size: int = 4096,
+        buffer_size: int = 1024,
         backend: str = "auto",
     ):
         f = "LSHIndex"
@@ -573,10 +573,10 @@ class LSHIndex:
                 hits.append((s, off, rows, ids))
         return hits, sources
 
-    def _raw_candidates(self, qsigs: np.ndarray):
+    def _raw_candidates(self, qsigs: np.ndarray, looked_up=None):
         """(qidx, source index, row, id) of every candidate, sorted by (query, id)."""
         nq = qsigs.shape[0]
-        hits, sources = self._lookups(qsigs)
+        hits, sources = self._lookups(qsigs) if looked_up is None else looked_up
         if not hits:
             e = np.empty(0, dtype=np.int64)
             return e, e, e, e, sources
@@ -602,7 +602,7 @@ class LSHIndex:
         if len(hits) == 1 and isinstance(sources[hits[0][0]], Segment):  # rows of a segment are id-sorted
             offsets, ids = hits[0][1], hits[0][3]
         else:
-            q, _, _, ids, _ = self._raw_candidates(sigs) if hits else (np.empty(0, np.int64),) * 5
+            q, _, _, ids, _ = self._raw_candidates(sigs, (hits, sources))
             offsets = np.searchsorted(q, np.arange(sigs.shape[0] + 1)).astype(np.int64)
         if single:
             return ids

@@ -65,7 +65,7 @@ class MinHashLSH:
         self.weights = weights
         self.b, self.r = int(b), int(r)
         self.hashranges = [(i * self.r, (i + 1) * self.r) for i in range(self.b)]
-        self._index = LSHIndex(num_perm=num_perm, threshold=threshold, params=(self.b, self.r), buffer_size=4096)
+        self._index = LSHIndex(num_perm=num_perm, threshold=threshold, params=(self.b, self.r))
         self._ids: dict[Hashable, list[int]] = {}
         self._keys: dict[int, Hashable] = {}
         self._next = 0
@@ -182,6 +182,7 @@ class MinHashLSHInsertionSession:
 
     def close(self) -> None:
         self.lsh._flush()
+        self.lsh._index.flush()  # a bulk load: seal it, so that queries use the sorted tables
 
     def insert(self, key: Hashable, minhash, check_duplication: bool = True) -> None:
         self.lsh._insert(key, minhash, check_duplication, buffer=True)
