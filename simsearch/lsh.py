@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._lsh_storage import Buffer, Segment, build_segment, concat_csr, merge_segments, nonempty
-from ._validation import check_array, check_float, check_int, check_option
+from ._validation import check_array, check_float, check_int, check_option, check_texts
 from .backends import get_backend
 from .errors import (
     AlreadyExistsError,
@@ -473,9 +473,15 @@ class LSHIndex:
 
     def insert_texts(self, ids, texts) -> None:
         """Insert documents from their texts, shingled and signed with this index's settings."""
+        if not self.store_shingles:  # the fused kernel never materialises the shingle sets
+            a, b = permutations(self.num_perm, self.seed)
+            texts = check_texts(texts, func="LSHIndex.insert_texts")
+            sigs = self._be.minhash_texts(texts, self.ngram, self.shingle, a, b) if texts else \
+                np.empty((0, self.num_perm), np.uint32)
+            self.insert(ids, sigs)
+            return
         sets = shingle_hashes(texts, ngram=self.ngram, shingle=self.shingle, backend=self._be.name)
-        sigs = self._signatures_of(sets)
-        self.insert(ids, sigs, shingles=sets if self.store_shingles else None)
+        self.insert(ids, self._signatures_of(sets), shingles=sets)
 
     def _signatures_of(self, sets: ShingleSets) -> np.ndarray:
         a, b = permutations(self.num_perm, self.seed)
