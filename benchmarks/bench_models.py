@@ -92,11 +92,18 @@ class Device:
             self.xp.cuda.Device().synchronize()
 
 
-def timed(fn, device: Device | None = None):
-    start = time.perf_counter()
+def timed(fn, device: Device | None = None, cpu: list | None = None):
+    """Wall seconds of ``fn()`` (after a device sync); its process CPU seconds go to ``cpu``.
+
+    CPU time is reported next to wall time because a shared machine's load inflates wall time
+    unevenly; with one BLAS thread both libraries run on one core, so CPU time ≈ quiet wall time.
+    """
+    start, cpu_start = time.perf_counter(), time.process_time()
     out = fn()
     if device is not None:
         device.sync()
+    if cpu is not None:
+        cpu.append(time.process_time() - cpu_start)
     return time.perf_counter() - start, out
 
 
@@ -120,27 +127,24 @@ def bench_svc(kind: str, n: int, repeats: int, device: Device, sk_timeout: float
     else:  # svc-rbf-nystroem: the approximate path at a size where the exact one is the reference
         ours_make, sk_make = (lambda: SVC(solver="nystroem", random_state=SEED)), None
     dX, dy, dXte = device.put(Xtr), device.put(ytr), device.put(Xte)
-    fits, preds = [], []
-    for _ in range(repeats):
+    ours = {"impl": "simsearch", "fit_s": [], "predict_s": [], "fit_cpu_s": [], "predict_cpu_s": []}
+    theirs = {"impl": "sklearn", "fit_s": [], "predict_s": [], "fit_cpu_s": [], "predict_cpu_s": []}
+    for _ in range(repeats):  # interleaved, so a change of machine load hits both alike
         model = ours_make()
-        t_fit, _ = timed(lambda: model.fit(dX, dy), device)
-        t_pred, pred = timed(lambda: model.predict(dXte), device)
-        fits.append(t_fit)
-        preds.append(t_pred)
-    pred = to_host(pred)
-    ours = {"impl": "simsearch", "fit_s": fits, "predict_s": preds, "accuracy": float((pred == yte).mean()),
-            "solver": model.solver_, "device": device.label}
-    if kind == "svc-linear":
-        fits, preds = [], []
-        for _ in range(repeats):
+        ours["fit_s"].append(timed(lambda: model.fit(dX, dy), device, ours["fit_cpu_s"])[0])
+        t_pred, pred = timed(lambda: model.predict(dXte), device, ours["predict_cpu_s"])
+        ours["predict_s"].append(t_pred)
+        if kind == "svc-linear":
             sk = sk_make()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                t_fit, _ = timed(lambda: sk.fit(Xtr, ytr))
-            t_pred, sk_pred = timed(lambda: sk.predict(Xte))
-            fits.append(t_fit)
-            preds.append(t_pred)
-        theirs = {"impl": "sklearn", "fit_s": fits, "predict_s": preds, "accuracy": float((sk_pred == yte).mean())}
+                theirs["fit_s"].append(timed(lambda: sk.fit(Xtr, ytr), None, theirs["fit_cpu_s"])[0])
+            t_pred, sk_pred = timed(lambda: sk.predict(Xte), None, theirs["predict_cpu_s"])
+            theirs["predict_s"].append(t_pred)
+    pred = to_host(pred)
+    ours.update(accuracy=float((pred == yte).mean()), solver=model.solver_, device=device.label)
+    if kind == "svc-linear":
+        theirs["accuracy"] = float((sk_pred == yte).mean())
     else:
         theirs = sklearn_svc_in_child(n, 1 if n > 20_000 else repeats, sk_timeout)
     if "predictions" in theirs:
@@ -168,15 +172,13 @@ def _sk_svc_child(n: int, repeats: int) -> None:
 
     Xtr, ytr, Xte, yte = classification_data(n)
     SVC().fit(Xtr[:500], ytr[:500])
-    fits, preds = [], []
+    out = {"impl": "sklearn", "fit_s": [], "predict_s": [], "fit_cpu_s": [], "predict_cpu_s": []}
     for _ in range(repeats):
         sk = SVC()
-        t_fit, _ = timed(lambda: sk.fit(Xtr, ytr))
-        t_pred, pred = timed(lambda: sk.predict(Xte))
-        fits.append(t_fit)
-        preds.append(t_pred)
-    print(json.dumps({"impl": "sklearn", "fit_s": fits, "predict_s": preds, "accuracy": float((pred == yte).mean()),
-                      "predictions": pred.tolist()}))
+        out["fit_s"].append(timed(lambda: sk.fit(Xtr, ytr), None, out["fit_cpu_s"])[0])
+        t_pred, pred = timed(lambda: sk.predict(Xte), None, out["predict_cpu_s"])
+        out["predict_s"].append(t_pred)
+    print(json.dumps({**out, "accuracy": float((pred == yte).mean()), "predictions": pred.tolist()}))
 
 
 def bench_gmm(cov_type: str, n: int, repeats: int, device: Device) -> list[dict]:
@@ -189,24 +191,22 @@ def bench_gmm(cov_type: str, n: int, repeats: int, device: Device) -> list[dict]
     start = GaussianMixture(k, covariance_type=cov_type, max_iter=0, random_state=SEED).fit(Xtr)
     init = {"weights_init": start.weights_, "means_init": start.means_, "precisions_init": start.precisions_}
     common = {"covariance_type": cov_type, "max_iter": 100, "tol": 1e-3, "random_state": SEED}
-    rows = []
-    for impl, make, X, Xt, dev in [
+    runs = [
         ("simsearch", lambda: GaussianMixture(k, **common, **{a: device.put(b) for a, b in init.items()}),
          device.put(Xtr), device.put(Xte), device),
         ("sklearn", lambda: SkGMM(k, **common, **init), Xtr, Xte, None),
-    ]:
-        fits, preds = [], []
-        for _ in range(repeats):
-            model = make()
+    ]
+    rows = {impl: {"impl": impl, "fit_s": [], "predict_s": [], "fit_cpu_s": [], "predict_cpu_s": []} for impl, *_ in runs}
+    for _ in range(repeats):  # interleaved, so a change of machine load hits both alike
+        for impl, make, X, Xt, dev in runs:
+            row, model = rows[impl], make()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                t_fit, _ = timed(lambda: model.fit(X), dev)
-            t_pred, _ = timed(lambda: model.predict(Xt), dev)
-            fits.append(t_fit)
-            preds.append(t_pred)
-        rows.append({"impl": impl, "fit_s": fits, "predict_s": preds, "n_iter": int(model.n_iter_),
-                     "mean_loglik_test": float(model.score(Xt)), "device": device.label if dev else "cpu"})
-    return rows
+                row["fit_s"].append(timed(lambda: model.fit(X), dev, row["fit_cpu_s"])[0])
+            row["predict_s"].append(timed(lambda: model.predict(Xt), dev, row["predict_cpu_s"])[0])
+            row.update(n_iter=int(model.n_iter_), mean_loglik_test=float(model.score(Xt)),
+                       device=device.label if dev else "cpu")
+    return list(rows.values())
 
 
 # -- reporting ------------------------------------------------------------------------------
@@ -255,7 +255,7 @@ def ratio(theirs, ours):
 
 def print_table(results: list[dict]) -> None:
     print()
-    head = f"{'row':<18}{'n':>8}  {'solver':<9}{'fit ours':>11}{'fit sklearn':>13}{'speed-up':>10}" \
+    head = f"{'row':<18}{'n':>8}  {'solver':<9}{'fit ours':>11}{'fit sklearn':>13}{'speed-up':>10}{'(cpu)':>8}" \
            f"{'pred ours':>11}{'pred sklearn':>14}{'speed-up':>10}  quality (ours / sklearn)"
     print(head)
     print("-" * len(head))
@@ -272,10 +272,14 @@ def print_table(results: list[dict]) -> None:
             ft_s = f">{t['timed_out_after_s']:.0f} s"
         else:
             ft_s = fmt(ft)
+        cpu = ratio(median(t.get("fit_cpu_s") or []), median(o.get("fit_cpu_s") or []))
+        if o.get("device", "cpu") != "cpu" and not o["device"].startswith("cpu"):
+            cpu = "-"  # process CPU time says nothing about GPU work
         print(f"{r['row']:<18}{r['n']:>8}  {o.get('solver', 'em'):<9}{fmt(fo):>11}{ft_s:>13}"
               f"{ratio(ft, fo) if not t.get('timed_out_after_s') else '>' + ratio(t['timed_out_after_s'], fo):>10}"
-              f"{fmt(po):>11}{fmt(pt):>14}{ratio(pt, po):>10}  {quality}")
-    print("\nspeed-up = sklearn time / simsearch time (higher is faster); medians of the repeats.")
+              f"{cpu:>8}{fmt(po):>11}{fmt(pt):>14}{ratio(pt, po):>10}  {quality}")
+    print("\nspeed-up = sklearn time / simsearch time (higher is faster), medians of the repeats; "
+          "(cpu) is the same ratio of process CPU time, which machine load distorts less.")
 
 
 def main(argv=None) -> None:
@@ -325,7 +329,8 @@ def main(argv=None) -> None:
                 pair = bench_gmm(row.split("-", 1)[1], n, repeats, device)
             for rec in pair:
                 line = {"bench": "models", "row": row, "n": n, "d": D, "n_test": N_TEST, **rec, **env,
-                        "fit_median_s": median(rec["fit_s"] or []), "predict_median_s": median(rec["predict_s"] or [])}
+                        "fit_median_s": median(rec["fit_s"] or []), "predict_median_s": median(rec["predict_s"] or []),
+                        "load_avg_1m": round(os.getloadavg()[0], 2)}
                 print(json.dumps(line), flush=True)
             results.append({"row": row, "n": n, **{rec["impl"]: rec for rec in pair}})
     print_table(results)
