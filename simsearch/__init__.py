@@ -20,6 +20,7 @@ from .lsh import (
 from .minhash import MinHash, jaccard, minhash, permutations
 from .shingling import ShingleSets, shingle_hash, shingle_hashes, shingles, tokenize
 from . import distance
+from . import models
 from .vector_index import BatchMatches, Matches, VectorIndex
 
 __version__ = "0.1.0"
@@ -53,6 +54,7 @@ __all__ = [
     "shingles",
     "tokenize",
     "distance",
+    "models",
     "VectorIndex",
     "Matches",
     "BatchMatches",
