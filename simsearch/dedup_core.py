@@ -31,6 +31,7 @@ import numpy as np
 
 from ._validation import check_array, check_float, check_int, check_option, check_texts
 from .backends import get_backend
+from .backends._numpy_lsh import sorted_unique
 from .errors import InvalidArgumentError
 from .lsh import _check_weights, _lsh_params, _recall_params
 from .minhash import EMPTY_HASH, MAX_NUM_PERM, permutations
@@ -149,7 +150,10 @@ def merge_pairs(parts) -> np.ndarray:
     allp = allp[allp[:, 0] != allp[:, 1]]
     if not allp.shape[0]:
         return np.empty((0, 2), dtype=np.int64)
-    return np.ascontiguousarray(np.unique(allp, axis=0))
+    allp = allp[np.lexsort((allp[:, 1], allp[:, 0]))]
+    keep = np.ones(allp.shape[0], dtype=bool)
+    keep[1:] = (allp[1:] != allp[:-1]).any(axis=1)
+    return np.ascontiguousarray(allp[keep])
 
 
 def verify_pairs(pairs, *, threshold: float, verify: str = "exact", shingles: ShingleSets | None = None,
@@ -242,7 +246,7 @@ def find_duplicates(
     stats["candidates"] = int(cand.shape[0])
     lap("candidates")
     if verify == "exact":
-        involved = np.unique(cand)
+        involved = sorted_unique(cand.ravel())
         stats["verified_docs"] = int(involved.shape[0])
         sets = compute_shingles([texts[i] for i in involved.tolist()], ngram=ngram, shingle=shingle, backend=be_name)
         lap("shingles")

@@ -14,7 +14,7 @@ import numba
 import numpy as np
 from numba import njit, prange, uint64
 
-from ._numpy_lsh import bucket_bits
+from ._numpy_lsh import bucket_bits, sorted_unique
 
 __all__ = ["NumbaLSHKernels"]
 
@@ -122,15 +122,18 @@ def _top(key, d):
 
 
 @_twin
-def _bucket_sort(keys, rows, d, skeys, srows, directory):
-    """Per band: counting sort of rows by top-d key bits, then stable insertion sort per bucket."""
+def _bucket_sort(keys_t, rows, d, skeys, srows, directory):
+    """Per band: counting sort of rows by top-d key bits, then stable insertion sort per bucket.
+
+    ``keys_t`` is band-major (b, n), so each band reads its keys sequentially.
+    """
     m = rows.shape[0]
-    nb = keys.shape[1]
+    nb = keys_t.shape[0]
     nbuckets = 1 << d
     for j in prange(nb):
         counts = np.zeros(nbuckets + 1, np.int64)
         for t in range(m):
-            counts[_top(keys[rows[t], j], d) + 1] += 1
+            counts[_top(keys_t[j, rows[t]], d) + 1] += 1
         for u in range(nbuckets):
             counts[u + 1] += counts[u]
         for u in range(nbuckets + 1):
@@ -138,7 +141,7 @@ def _bucket_sort(keys, rows, d, skeys, srows, directory):
         fill = counts[:nbuckets].copy()
         for t in range(m):
             row = rows[t]
-            k = keys[row, j]
+            k = keys_t[j, row]
             u = _top(k, d)
             pos = fill[u]
             fill[u] += 1
@@ -487,7 +490,7 @@ class NumbaLSHKernels:
         srows = np.empty((nb, rows.shape[0]), np.int32)
         directory = np.empty((nb, (1 << d) + 1), np.int32)
         if nb:
-            _bucket_sort(keys, rows, d, skeys, srows, directory, work=rows.shape[0] * nb)
+            _bucket_sort(np.ascontiguousarray(keys.T), rows, d, skeys, srows, directory, work=rows.shape[0] * nb)
         return skeys, srows, directory, d
 
     def lookup(self, skeys, srows, directory, d, mask, qkeys, qvalid, chunk: int = 1 << 18):
@@ -520,7 +523,7 @@ class NumbaLSHKernels:
                      work=qkeys.shape[0] * keys.shape[0])
 
     def self_join(self, skeys, srows, mask):
-        return np.unique(_self_join(skeys, srows, _c(mask, np.bool_), work=skeys.size))
+        return sorted_unique(_self_join(skeys, srows, _c(mask, np.bool_), work=skeys.size))
 
     def pair_jaccard_sets(self, off_a, hash_a, off_b, hash_b, ia, ib):
         return _pair_jaccard_sets(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["NumpyLSHKernels", "bucket_bits", "top_bits", "unpack_pairs"]
+__all__ = ["NumpyLSHKernels", "bucket_bits", "top_bits", "unpack_pairs", "sorted_unique"]
 
 _P1 = np.uint64(11400714785074694791)
 _P2 = np.uint64(14029467366897019727)
@@ -37,6 +37,17 @@ def bucket_bits(m: int) -> int:
 def top_bits(keys: np.ndarray, d: int) -> np.ndarray:
     """The top ``d`` bits of uint64 keys (0 when d == 0); shifts stay below 64."""
     return (keys >> np.uint64(1)) >> np.uint64(63 - d)
+
+
+def sorted_unique(a: np.ndarray) -> np.ndarray:
+    """``np.unique`` of a 1-d array by sorting (several times faster than numpy 2's hash-based unique)."""
+    s = np.sort(a)
+    if s.shape[0] < 2:
+        return s
+    keep = np.empty(s.shape[0], dtype=bool)
+    keep[0] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return s[keep]
 
 
 def unpack_pairs(packed: np.ndarray) -> np.ndarray:
@@ -109,7 +120,7 @@ def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 def _csr_from_packed(packed: np.ndarray, nq: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted unique packed (query << 32 | row) -> CSR offsets (nq + 1) and rows int64."""
-    packed = np.unique(packed)
+    packed = sorted_unique(packed)
     q = (packed >> _U32).astype(np.int64)
     rows = (packed & np.uint64(0xFFFFFFFF)).astype(np.int64)
     offsets = np.searchsorted(q, np.arange(nq + 1), side="left").astype(np.int64)
@@ -198,7 +209,7 @@ class NumpyLSHKernels:
             second = _ranges(pos + 1, npart)
             parts.append(_pack(rows[first], rows[second]))
         packed = np.concatenate(parts) if parts else np.empty(0, np.uint64)
-        return np.unique(packed)
+        return sorted_unique(packed)
 
     def pair_jaccard_sets(self, off_a, hash_a, off_b, hash_b, ia, ib, chunk: int = 1 << 16):
         """Exact Jaccard of sorted unique sets A[ia[k]] and B[ib[k]]; 0.0 when either is empty."""
