@@ -11,7 +11,8 @@ Each measured pipeline runs in its own process while this script samples the mem
 process and its descendants (Ray's raylet and workers included): ``peak_tree_mb`` is the peak of
 their summed PSS (RSS where PSS is unavailable); ``peak_rss_mb`` is the pipeline process's own peak.
 
-* ``simsearch-local``: ``simsearch dedup corpus.jsonl -o OUT --id-field id`` (exact verification);
+* ``simsearch-local``: ``simsearch dedup corpus/ -o OUT --id-field id`` (exact verification) on the
+  corpus written as ``--shards`` JSONL files;
 * ``simsearch-ray``: the same with ``--engine ray`` on a local Ray started on this machine;
 * ``datasketch``: MinHash + MinHashLSH (same (b, r) banding) + exact verification of candidates with
   Python sets + union-find, on the first ``--datasketch-docs`` documents; its time is extrapolated
@@ -118,12 +119,21 @@ def ground_truth(docs, groups, threshold: float) -> dict[tuple[int, int], float]
     return truth
 
 
-def write_jsonl(path: str, docs, vocab: list[str], limit: int | None = None) -> int:
+def write_jsonl(path: str, docs, vocab: list[str], limit: int | None = None, shards: int = 1) -> int:
+    """The corpus as JSONL: one file, or ``shards`` files part-NNN.jsonl in the directory ``path``."""
     v = np.asarray(vocab, dtype=object)
-    with open(path, "w", encoding="utf-8") as fh:
-        for i, w in enumerate(docs[:limit] if limit else docs):
-            fh.write(json.dumps({"id": f"doc{i:08d}", "text": " ".join(v[w])}) + "\n")
-    return os.path.getsize(path)
+    docs = docs[:limit] if limit else docs
+    bounds = np.linspace(0, len(docs), shards + 1).astype(int)
+    if shards > 1:
+        os.makedirs(path)
+    total = 0
+    for k in range(shards):
+        name = os.path.join(path, f"part-{k:03d}.jsonl") if shards > 1 else path
+        with open(name, "w", encoding="utf-8") as fh:
+            for i in range(bounds[k], bounds[k + 1]):
+                fh.write(json.dumps({"id": f"doc{i:08d}", "text": " ".join(v[docs[i]])}) + "\n")
+        total += os.path.getsize(name)
+    return total
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,7 +144,10 @@ def run_measured(cmd: list[str], env=None) -> dict:
     """Run ``cmd``; wall time and the peak summed PSS/RSS of it and its descendants (sampled)."""
     import psutil
 
+    import resource
+
     peak = [0]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     done = threading.Event()
@@ -162,9 +175,11 @@ def run_measured(cmd: list[str], env=None) -> dict:
     done.set()
     t.join()
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
-    return {"wall": wall, "peak_tree": peak[0], "stdout": out, "stderr": err}
+    return {"wall": wall, "cpu": cpu, "peak_tree": peak[0], "stdout": out, "stderr": err}
 
 
 def score(pairs: np.ndarray, truth: dict, limit: int | None = None) -> tuple[float, float]:
@@ -252,6 +267,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=20_000)
     ap.add_argument("--datasketch-docs", type=int, default=20_000, help="subset the datasketch pipeline runs on")
     ap.add_argument("--engines", default="local,ray,datasketch")
+    ap.add_argument("--shards", type=int, default=8,
+                    help="JSONL files the corpus is split into (Ray reads files in parallel)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", help="where the corpus and outputs go (default: a temp dir, removed)")
     ap.add_argument("--smoke", action="store_true", help="tiny run for CI: 3,000 docs, local + datasketch")
@@ -279,24 +296,25 @@ def _bench(args, engines: list[str], work: str) -> int:
     vocab = make_vocab(rng)
     docs, groups = make_corpus(args.docs, args.words, args.dup_fraction, args.seed + 1)
     truth = ground_truth(docs, groups, args.threshold)
-    src = os.path.join(work, "corpus.jsonl")
-    nbytes = write_jsonl(src, docs, vocab)
+    src = os.path.join(work, "corpus")
+    nbytes = write_jsonl(src, docs, vocab, shards=args.shards)
     sub_n = min(args.datasketch_docs, args.docs)
     sub = os.path.join(work, "subset.jsonl")
     sub_bytes = write_jsonl(sub, docs, vocab, sub_n)
     del docs
-    print(f"# corpus: {args.docs:,} docs, {nbytes / 1e9:.2f} GB JSONL, {len(groups):,} planted groups, "
+    print(f"# corpus: {args.docs:,} docs, {nbytes / 1e9:.2f} GB JSONL in {args.shards} files, {len(groups):,} groups, "
           f"{len(truth):,} true pairs at {args.threshold} (made in {time.perf_counter() - t:.0f} s)", file=sys.stderr)
     b, r = choose_params(args.threshold, args.num_perm, "exact")
     base = dict(threshold=args.threshold, num_perm=args.num_perm, bands=b, rows=r, true_pairs=len(truth))
     rates = {}
 
-    def add(method, n, size, seconds, pairs, peak_rss, peak_tree, limit=None, **extra):
+    def add(method, n, size, seconds, pairs, peak_rss, peak_tree, cpu, limit=None, **extra):
         recall, precision = score(pairs, truth, limit)
         rates[method] = n / seconds
         speedup = round(rates[method] / rates["datasketch"], 1) if "datasketch" in rates else None
         return rep.add(method=method, docs=n, gb=round(size / 1e9, 3), seconds=round(seconds, 2),
                        docs_per_s=round(n / seconds, 1), gb_per_hour=round(size / 1e9 / seconds * 3600, 2),
+                       process_cpu_s=round(cpu, 1) if cpu else None, docs_per_cpu_s=round(n / cpu, 1) if cpu else None,
                        recall=round(recall, 4), precision=round(precision, 4),
                        peak_rss_mb=round(peak_rss / 2**20), peak_tree_mb=round(peak_tree / 2**20),
                        mb_per_million_docs=round(peak_tree / 2**20 / (n / 1e6)), speedup_vs_datasketch=speedup,
@@ -309,21 +327,23 @@ def _bench(args, engines: list[str], work: str) -> int:
         d = json.load(open(out))
         pairs = np.asarray(d["pairs"], dtype=np.int64).reshape(-1, 2)
         rates["datasketch"] = sub_n / d["total"]
-        add("datasketch", sub_n, sub_bytes, d["total"], pairs, d["peak_rss"], m["peak_tree"], limit=sub_n,
+        add("datasketch", sub_n, sub_bytes, d["total"], pairs, d["peak_rss"], m["peak_tree"], m["cpu"], limit=sub_n,
             docs_out=d["kept"], stages={k: round(v, 2) for k, v in d["seconds"].items()},
             extrapolated_full_s=round(args.docs / rates["datasketch"], 1), extrapolated=sub_n < args.docs)
         m = simsearch_run(sub, os.path.join(work, "out-subset"), args, "local")
         s = m["summary"]
         add("simsearch-local (subset)", sub_n, sub_bytes, s["seconds"]["total"], m["pairs"], s["peak_rss_bytes"],
-            m["peak_tree"], limit=sub_n, docs_out=s["docs_out"], extrapolated=False)
+            m["peak_tree"], m["cpu"], limit=sub_n, docs_out=s["docs_out"], extrapolated=False)
     for engine in [e for e in ("local", "ray") if e in engines]:
         m = simsearch_run(src, os.path.join(work, f"out-{engine}"), args, engine)
         s = m["summary"]
+        cpu = m["cpu"] if engine == "local" else None  # Ray's workers are not our children: their CPU is not seen
         add(f"simsearch-{engine}", args.docs, nbytes, s["seconds"]["total"], m["pairs"], s["peak_rss_bytes"],
-            m["peak_tree"], engine_device=s["device"], stages=s["seconds"], docs_out=s["docs_out"],
+            m["peak_tree"], cpu, engine_device=s["device"], stages=s["seconds"], docs_out=s["docs_out"],
             process_wall_s=round(m["wall"], 2), extrapolated=False)
-    print(rep.table(["method", "docs", "gb", "seconds", "docs_per_s", "gb_per_hour", "recall", "precision",
-                     "peak_rss_mb", "peak_tree_mb", "mb_per_million_docs", "speedup_vs_datasketch", "extrapolated"]))
+    print(rep.table(["method", "docs", "gb", "seconds", "docs_per_s", "process_cpu_s", "docs_per_cpu_s", "recall",
+                     "precision", "peak_rss_mb", "peak_tree_mb", "mb_per_million_docs", "speedup_vs_datasketch",
+                     "extrapolated"]))
     return 0
 
 

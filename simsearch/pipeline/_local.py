@@ -16,8 +16,8 @@ from ._stages import Params, band_pairs, components, concat_material, merge, sig
 
 __all__ = ["run_local", "band_groups"]
 
-# Band columns per candidate-join call: bounds the join's scratch (about 20 bytes per key) to ~320 MB.
-_KEYS_PER_JOIN = 16_000_000
+# Band columns per candidate-join call: bounds the join's scratch (about 20 bytes per key) to ~80 MB.
+_KEYS_PER_JOIN = 4_000_000
 
 
 def band_groups(n: int, b: int) -> list[tuple[int, int]]:

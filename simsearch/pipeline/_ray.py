@@ -317,9 +317,10 @@ def _read_needed(ray, units_ds, units, cfg, p, counts, needed, with_ids, use_gpu
             else:
                 rows.append((int(s), int(c), sz, vals, ids))
     _raise_first_error(errors)
-    rows.sort(key=lambda r: r[0])
+    rows.sort(key=lambda r: r[0], reverse=True)
     parts, all_ids = [], []
-    for _, c, sz, vals, ids in rows:
+    while rows:  # popped, so that each batch's bytes are freed once concat_material has copied them
+        _, c, sz, vals, ids = rows.pop()
         if p.verify == "exact":
             from ..shingling import ShingleSets
 
