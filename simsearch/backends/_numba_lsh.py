@@ -8,6 +8,7 @@ O(m) per band, and a lookup reads one directory entry and one cache line of keys
 
 from __future__ import annotations
 
+import threading
 import types
 
 import numba
@@ -470,6 +471,19 @@ def _bounds(n: int) -> np.ndarray:
     return np.linspace(0, n, parts + 1).astype(np.int64)
 
 
+_tls = threading.local()
+
+
+def _scratch(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Three int32 work arrays of at least ``size`` elements, kept per thread between calls (a
+    fresh multi-megabyte array costs a page fault per 4 KiB on every call)."""
+    have = getattr(_tls, "lookup", None)
+    if have is None or have[0].shape[0] < size:
+        have = tuple(np.empty(size, np.int32) for _ in range(3))
+        _tls.lookup = have
+    return have
+
+
 def _c(a, dtype):
     return np.ascontiguousarray(a, dtype=dtype)
 
@@ -493,27 +507,28 @@ class NumbaLSHKernels:
             _bucket_sort(np.ascontiguousarray(keys.T), rows, d, skeys, srows, directory, work=rows.shape[0] * nb)
         return skeys, srows, directory, d
 
-    def lookup(self, skeys, srows, directory, d, mask, qkeys, qvalid, chunk: int = 1 << 18):
+    def lookup(self, skeys, srows, directory, d, mask, qkeys, qvalid):
         qkeys = _c(qkeys, np.uint64)
         qvalid = _c(qvalid, np.bool_)
         mask = _c(mask, np.bool_)
         nq, nb = qkeys.shape
         if nq <= 16:  # one call, no scratch: the latency path of single queries
             return _lookup_small(skeys, srows, directory, d, mask, qkeys, qvalid)
+        chunk = max(64, (1 << 20) // max(nb, 1))  # scratch: 12 bytes per (query, band), <= 12 MiB
+        pos, cnt, row0 = _scratch(min(nq, chunk) * nb)
         offsets, parts, base = [np.zeros(1, np.int64)], [], 0
-        size = min(nq, chunk)  # bounded scratch, reused: 12 bytes per (query, band)
-        scratch = [np.empty((size, nb), np.int32) for _ in range(3)]
         for start in range(0, nq, chunk):
             stop = min(nq, start + chunk)
-            pos, cnt, row0 = (a[: stop - start] for a in scratch)
+            shape = (stop - start, nb)
+            p, c, r0 = (a[: shape[0] * nb].reshape(shape) for a in (pos, cnt, row0))
             bounds = _bounds(stop - start)
             work = (stop - start) * nb
-            _probe_all(skeys, srows, directory, d, qkeys[start:stop], qvalid[start:stop], bounds, pos, cnt, row0, work=work)
-            off, rows = _gather(srows, mask, pos, cnt, row0, bounds, work=work)
+            _probe_all(skeys, srows, directory, d, qkeys[start:stop], qvalid[start:stop], bounds, p, c, r0, work=work)
+            off, rows = _gather(srows, mask, p, c, r0, bounds, work=work)
             offsets.append(off[1:] + base)
             parts.append(rows)
             base += rows.shape[0]
-        rows = np.concatenate(parts) if parts else np.empty(0, np.int64)
+        rows = np.concatenate(parts) if len(parts) > 1 else parts[0]
         return np.concatenate(offsets), rows
 
     def scan(self, keys, mask, qkeys, qvalid):
