@@ -33,7 +33,7 @@ from ._validation import check_array, check_float, check_int, check_option, chec
 from .backends import get_backend
 from .backends._numpy_lsh import sorted_unique
 from .errors import InvalidArgumentError
-from .lsh import _check_weights, _lsh_params, _recall_params
+from .lsh import _check_weights, _lsh_params, _recall_params, lsh_kernels
 from .minhash import EMPTY_HASH, MAX_NUM_PERM, permutations
 from .shingling import SHINGLE_KINDS, ShingleSets, shingle_hashes
 
@@ -117,7 +117,7 @@ def compute_band_keys(signatures, b: int, r: int, *, backend: str = "auto") -> t
     r = check_int(r, "r", 1, MAX_NUM_PERM, func="compute_band_keys")
     if b * r > sigs.shape[1]:
         raise InvalidArgumentError(f"b*r must be <= num_perm; got b={b}, r={r} for signatures of {sigs.shape[1]} values.")
-    keys = get_backend(backend).band_keys(sigs, b, r)
+    keys = lsh_kernels(backend).band_keys(sigs, b, r)
     return keys, ~(sigs == EMPTY_HASH).all(axis=1)
 
 
@@ -130,7 +130,7 @@ def candidate_pairs_from_band_keys(keys, valid=None, *, doc_ids=None, backend: s
     keys = check_array(keys, "keys", dtype=np.uint64, ndim=2, allowed_kinds="u", func="candidate_pairs_from_band_keys")
     n = keys.shape[0]
     valid = np.ones(n, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
-    be = get_backend(backend)
+    be = lsh_kernels(backend)
     skeys, srows, _, _ = be.bucket_sort(keys, valid)
     packed = be.self_join(skeys, srows, valid)
     pairs = np.empty((packed.shape[0], 2), dtype=np.int64)
@@ -168,7 +168,7 @@ def verify_pairs(pairs, *, threshold: float, verify: str = "exact", shingles: Sh
     check_option(verify, "verify", VERIFY_MODES, func=f)
     threshold = check_float(threshold, "threshold", 0.0, 1.0, func=f)
     pairs = np.ascontiguousarray(np.asarray(pairs, dtype=np.int64).reshape(-1, 2))
-    be = get_backend(backend)
+    be = lsh_kernels(backend)
     ia, ib = pairs[:, 0], pairs[:, 1]
     if verify == "exact":
         if shingles is None:
@@ -193,7 +193,7 @@ def connected_components(n: int, pairs, *, backend: str = "auto") -> np.ndarray:
     pairs = np.ascontiguousarray(np.asarray(pairs, dtype=np.int64).reshape(-1, 2))
     if pairs.size and (pairs.min() < 0 or pairs.max() >= n):
         raise InvalidArgumentError(f"connected_components: pair indices must be in [0, {n}).")
-    return get_backend(backend).connected_components(n, pairs)
+    return lsh_kernels(backend).connected_components(n, pairs)
 
 
 def find_duplicates(

@@ -312,6 +312,25 @@ class BatchNearDuplicates:
 # The index
 
 _SCAN_LIMIT = 1 << 22  # queries x buffered rows above which the buffer is sealed before a query
+_LSH_KERNELS = ("band_keys", "bucket_sort", "lookup", "scan", "self_join", "pair_jaccard_sets",
+                "pair_jaccard_sigs", "connected_components")
+
+
+def lsh_kernels(backend: str = "auto"):
+    """The backend that runs the LSH table kernels for ``backend``.
+
+    Band tables live in host memory; a backend without these kernels (CuPy, which computes the
+    signatures on the GPU) hands them to numba, or to numpy when numba is missing.
+    """
+    be = get_backend(backend)
+    if all(hasattr(be, k) for k in _LSH_KERNELS):
+        return be
+    for name in ("numba", "numpy"):
+        try:
+            return get_backend(name)
+        except BackendUnavailableError:
+            continue
+    return get_backend("numpy")  # pragma: no cover - numpy always imports
 
 
 def _check_ids(ids, func: str) -> np.ndarray:
@@ -366,7 +385,8 @@ class LSHIndex:
         self.shingle = check_option(shingle, "shingle", SHINGLE_KINDS, func=f)
         self.store_shingles = bool(store_shingles)
         self.buffer_size = check_int(buffer_size, "buffer_size", 1, 1 << 24, func=f)
-        self._be = get_backend(backend)
+        self._be = get_backend(backend)  # signatures of texts
+        self._k = lsh_kernels(backend)  # band tables and everything else
         self._segments: list[Segment] = []
         self._buffer = Buffer(self.num_perm, self.b, self.store_shingles)
         self._count = 0
@@ -459,7 +479,7 @@ class LSHIndex:
             raise AlreadyExistsError(
                 f"{f}: {int(present.sum())} id(s) already in the index (e.g. {int(ids[present][0])}); remove them first."
             )
-        keys = self._be.band_keys(sigs, self.b, self.r)
+        keys = self._k.band_keys(sigs, self.b, self.r)
         indexable = nonempty(sigs)
         if not self.store_shingles:
             off = hashes = None
@@ -512,7 +532,7 @@ class LSHIndex:
         for s in reversed(range(nseg)):  # rebuild segments that are a quarter dead
             seg = self._segments[s]
             if seg.n_dead and 4 * seg.n_dead >= len(seg):
-                rebuilt = merge_segments(self._be, [seg])
+                rebuilt = merge_segments(self._k, [seg])
                 if len(rebuilt):
                     self._segments[s] = rebuilt
                 else:
@@ -527,7 +547,7 @@ class LSHIndex:
         """Merge everything into one segment without removed rows (the most compact layout)."""
         self.flush()
         if self._segments and (len(self._segments) > 1 or self._segments[0].n_dead):
-            merged = merge_segments(self._be, self._segments)
+            merged = merge_segments(self._k, self._segments)
             self._segments = [merged] if len(merged) else []
 
     def _seal(self, extra=None) -> None:
@@ -549,9 +569,9 @@ class LSHIndex:
             if self.store_shingles:
                 off, hashes = concat_csr([p[4] for p in parts], [p[5][p[4][0] : p[4][-1]] for p in parts])
             owned = True
-        self._segments.append(build_segment(self._be, ids, sigs, keys, indexable, off, hashes, copy=not owned))
+        self._segments.append(build_segment(self._k, ids, sigs, keys, indexable, off, hashes, copy=not owned))
         while len(self._segments) >= 2 and len(self._segments[-2]) <= 2 * len(self._segments[-1]):
-            merged = merge_segments(self._be, self._segments[-2:])
+            merged = merge_segments(self._k, self._segments[-2:])
             self._segments[-2:] = [merged] if len(merged) else []
 
     # -- queries -----------------------------------------------------------------------------
@@ -564,16 +584,16 @@ class LSHIndex:
     def _lookups(self, qsigs: np.ndarray):
         """Per source with hits: (source index, CSR offsets, rows, ids); and the sources."""
         nq = qsigs.shape[0]
-        qkeys = self._be.band_keys(qsigs, self.b, self.r)
+        qkeys = self._k.band_keys(qsigs, self.b, self.r)
         qvalid = nonempty(qsigs)
         sources = self._sources(nq)
         hits = []
         for s, src in enumerate(sources):
             if isinstance(src, Segment):
-                off, rows = self._be.lookup(*src.table, src.alive, qkeys, qvalid)
+                off, rows = self._k.lookup(*src.table, src.alive, qkeys, qvalid)
                 ids = src.ids[rows]
             else:
-                off, rows = self._be.scan(src.keys.view, src.live.view, qkeys, qvalid)
+                off, rows = self._k.scan(src.keys.view, src.live.view, qkeys, qvalid)
                 ids = src.ids.view[rows]
             if rows.shape[0]:
                 hits.append((s, off, rows, ids))
@@ -620,14 +640,14 @@ class LSHIndex:
         segs = self._segments
         pairs = []
         for i, seg in enumerate(segs):
-            packed = self._be.self_join(seg.table[0], seg.table[1], seg.alive)
+            packed = self._k.self_join(seg.table[0], seg.table[1], seg.alive)
             a = (packed >> np.uint64(32)).astype(np.int64)
             b = (packed & np.uint64(0xFFFFFFFF)).astype(np.int64)
             pairs.append(np.stack([seg.ids[a], seg.ids[b]], axis=1))
             if i + 1 < len(segs):
                 keys, has = seg.band_keys_by_row()
                 for other in segs[i + 1 :]:
-                    off, rows = self._be.lookup(*other.table, other.alive, keys, has & seg.alive)
+                    off, rows = self._k.lookup(*other.table, other.alive, keys, has & seg.alive)
                     q = np.repeat(np.arange(len(seg)), np.diff(off))
                     pairs.append(np.stack([seg.ids[q], other.ids[rows]], axis=1))
         if not pairs:
@@ -691,10 +711,10 @@ class LSHIndex:
             if not sel.shape[0]:
                 continue
             seg = isinstance(src, Segment)
-            est[sel] = self._be.pair_jaccard_sigs(qsigs, src.sigs if seg else src.sigs.view, q[sel], rows[sel])
+            est[sel] = self._k.pair_jaccard_sigs(qsigs, src.sigs if seg else src.sigs.view, q[sel], rows[sel])
             if exact:
                 off, hashes = (src.shingle_offsets, src.shingle_hashes) if seg else src.shingle_csr()
-                exa[sel] = self._be.pair_jaccard_sets(q_off, q_hash, off, hashes, q[sel], rows[sel])
+                exa[sel] = self._k.pair_jaccard_sets(q_off, q_hash, off, hashes, q[sel], rows[sel])
         score = exa if exact else est
         keep = score >= threshold
         q, ids, est, score = q[keep], ids[keep], est[keep], score[keep]

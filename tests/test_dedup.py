@@ -145,3 +145,32 @@ def test_choose_params():
     assert simsearch.lsh_probability(0.8, *choose_params(0.8, 128)) >= 0.99
     assert choose_params(0.8, 128, "none") == simsearch.lsh_params(0.8, 128)
     assert choose_params(0.8, 128, weights=(0.3, 0.7)) == simsearch.lsh_params(0.8, 128, (0.3, 0.7))
+
+
+def test_backend_without_lsh_kernels_falls_back(monkeypatch):
+    """A signatures-only backend (CuPy has no band-table kernels) hands the LSH stages to numba/numpy."""
+    import simsearch.backends as backends
+    import simsearch.dedup_core as dedup_core
+    import simsearch.lsh as lsh_module
+
+    real = backends.get_backend("numpy")
+
+    class SignaturesOnly:
+        name = "numpy"
+        shingle_hashes = real.shingle_hashes
+        minhash_texts = real.minhash_texts
+        minhash_hashes = real.minhash_hashes
+
+    def fake_get_backend(name="auto"):
+        return SignaturesOnly() if name == "signatures-only" else backends.get_backend(name)
+
+    monkeypatch.setattr(lsh_module, "get_backend", fake_get_backend)
+    monkeypatch.setattr(dedup_core, "get_backend", fake_get_backend)
+    assert lsh_module.lsh_kernels("signatures-only").name in ("numba", "numpy")
+    texts = _corpus()
+    got = find_duplicates(texts, threshold=0.7, ngram=3, backend="signatures-only")
+    want = find_duplicates(texts, threshold=0.7, ngram=3, backend="numpy")
+    np.testing.assert_array_equal(got.pairs, want.pairs)
+    index = simsearch.LSHIndex(num_perm=64, threshold=0.5, ngram=3, backend="signatures-only")
+    index.insert_texts(np.arange(len(texts)), texts)
+    assert index.query(simsearch.minhash(texts[:1], num_perm=64, ngram=3)[0]).tolist() == [0, 2, 3]
