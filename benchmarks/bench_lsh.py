@@ -168,8 +168,21 @@ def _warm(method: str, sigs: np.ndarray, b: int, r: int) -> None:
         rensa.RMinHashLSH(0.5, b * r, b).insert(0, _rensa_minhash(sigs[0, : b * r]))
 
 
+def random_signatures(n: int, num_perm: int, seed: int) -> np.ndarray:
+    """Random signatures, a fifth of them repeating another row (so self-queries have hits)."""
+    rng = np.random.default_rng(seed)
+    sigs = rng.integers(0, 1 << 32, (n, num_perm), dtype=np.uint64).astype(np.uint32)
+    dup = rng.choice(n, n // 5, replace=False)
+    sigs[dup] = sigs[rng.integers(0, n, dup.shape[0])]
+    return sigs
+
+
 def worker_index(method: str, sig_path: str, b: int, r: int, threshold: float, repeats: int, out):
-    sigs = np.load(sig_path)
+    if sig_path.startswith("random:"):  # "random:N:NUM_PERM:SEED", made here rather than shipped on disk
+        n, num_perm, seed = (int(x) for x in sig_path.split(":")[1:])
+        sigs = random_signatures(n, num_perm, seed)
+    else:
+        sigs = np.load(sig_path)
     n, num_perm = sigs.shape
     _warm(method, sigs, b, r)
     base = _rss_mb()
@@ -361,6 +374,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=100_000)
     ap.add_argument("--big-docs", type=int, default=1_000_000, help="end-to-end dedup size (0: skip)")
+    ap.add_argument("--big-index-docs", type=int, default=1_000_000, help="simsearch-only index size (0: skip)")
     ap.add_argument("--slow-docs", type=int, default=20_000, help="documents for the datasketch/rensa pipelines")
     ap.add_argument("--words", type=int, default=200)
     ap.add_argument("--num-perm", type=int, default=128)
@@ -372,6 +386,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.smoke:
         args.docs, args.big_docs, args.slow_docs, args.repeats, args.prefault_gb = 3000, 0, 500, 1, 0
+        args.big_index_docs = 5000
     import simsearch
 
     prefault(args.prefault_gb)
@@ -398,6 +413,16 @@ def main(argv=None) -> int:
                       selfjoin_docs_per_s=round(n / res["selfjoin_s"]), candidate_pairs=res["pairs"],
                       peak_mb=round(res["peak_mb"], 1), index_mb=round(res.get("index_mb", 0), 1) or None, **extra)
         index_rows[method] = row
+    if args.big_index_docs:  # simsearch alone at a size where datasketch would take many minutes
+        res = run(worker_index, "simsearch", f"random:{args.big_index_docs}:{args.num_perm}:{args.seed}", b, r,
+                  args.threshold, args.repeats)
+        n = res["docs"]
+        rep.add(section="index-big", method="simsearch", docs=n, b=b, r=r, insert_docs_per_s=round(n / res["insert_s"]),
+                query_docs_per_s=round(n / res["query_s"]), query_new_docs_per_s=round(n / res["query_new_s"]),
+                selfjoin_docs_per_s=round(n / res["selfjoin_s"]), candidate_pairs=res["pairs"],
+                peak_mb=round(res["peak_mb"], 1), index_mb=round(res["index_mb"], 1),
+                cpu_s={k[:-6]: round(v, 3) for k, v in res.items() if k.endswith("_cpu_s")},
+                note="random signatures, 20% repeated rows")
     ss, ds = index_rows["simsearch"], index_rows["datasketch"]
     for key in ("insert_docs_per_s", "query_docs_per_s", "selfjoin_docs_per_s"):
         rep.add(section="index-ratio", method="simsearch / datasketch", metric=key, ratio=round(ss[key] / ds[key], 1))
