@@ -8,7 +8,9 @@ period, close the index).
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
 import signal
 import threading
 from concurrent import futures
@@ -147,7 +149,13 @@ def serve(config: ServerConfig, *, ready=None) -> int:
 
     ``ready(server)`` is called once the server listens (the CLI prints the address there).
     """
+    # Idle OpenMP threads (numba's parallel kernels) spin by default, and every server thread that
+    # calls a kernel gets its own team; spinning teams then take the cores from the work (kNN p99s
+    # of seconds on 2 cores). OpenMP reads this when it loads, which is after this point.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     server, port = create_server(config)
+    gc.collect()
+    gc.freeze()  # the loaded index is long-lived: keep it out of every later GC pass
     server.start()
     stop = threading.Event()
     signals = {"count": 0}

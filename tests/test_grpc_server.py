@@ -309,11 +309,16 @@ def test_graceful_stop_drains_in_flight_calls_then_closes(tmp_path, monkeypatch)
         return original(self)
 
     index = Index(tmp_path / "idx")
-    server, _ = create_server(ServerConfig(port=0, grace_s=5.0), index=index)
+    server, _ = create_server(ServerConfig(port=0, grace_s=2.0), index=index)  # the Watch holds it to the end
     server.start()
     client = Client(server.address)
     c = client.create_collection("c")
     c.upsert(_docs(4))
+    watch_channel = grpc.insecure_channel(server.address)
+    watch = health_pb2_grpc.HealthStub(watch_channel).Watch(health_pb2.HealthCheckRequest(service="simsearch.v1.SimSearch"))
+    statuses = []
+    watcher = threading.Thread(target=lambda: statuses.extend(r.status for r in _until_error(watch)))
+    watcher.start()
     monkeypatch.setattr(Collection, "count", slow_count)
     result = {}
     t = threading.Thread(target=lambda: result.setdefault("count", c.count()))
@@ -322,17 +327,28 @@ def test_graceful_stop_drains_in_flight_calls_then_closes(tmp_path, monkeypatch)
     stopper = threading.Thread(target=server.stop)
     stopper.start()
     time.sleep(0.1)
-    # draining: health says NOT_SERVING to anyone still connected, new calls are refused
+    # draining: new calls are refused, health tells watchers NOT_SERVING
     with pytest.raises(RemoteError) as info:
         Client(server.address, timeout=1).list_collections()
     assert info.value.code == "UNAVAILABLE"
     t.join(5)
-    stopper.join(5)
+    stopper.join(10)
+    watcher.join(5)
+    watch_channel.close()
     assert result["count"] == 4  # the in-flight call finished
+    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    assert statuses[:1] == [serving] and not_serving in statuses
     assert server.wait_for_termination(0)
     assert index.list_collections()  # a passed-in index is left open for its owner
     index.close()
     client.close()
+
+
+def _until_error(stream):
+    try:
+        yield from stream
+    except grpc.RpcError:
+        return
 
 
 def test_owned_index_is_closed_on_stop(tmp_path):
