@@ -18,6 +18,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server import ServerConfig, create_server
+from simsearch._proto.v1 import simsearch_pb2 as pb
+from simsearch._proto.v1 import simsearch_pb2_grpc as pb_grpc
 from simsearch.client import Client, RemoteError
 from simsearch.errors import (
     FailedPreconditionError,
@@ -26,8 +28,6 @@ from simsearch.errors import (
     ResourceExhaustedError,
     UnauthenticatedError,
 )
-from simsearch._proto.v1 import simsearch_pb2 as pb
-from simsearch._proto.v1 import simsearch_pb2_grpc as pb_grpc
 from simsearch.index import Collection, Index
 
 ROOT = Path(__file__).resolve().parent.parent
