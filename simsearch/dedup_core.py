@@ -51,6 +51,7 @@ __all__ = [
 ]
 
 VERIFY_MODES = ("exact", "estimate", "none")
+_CHUNK = 1 << 16  # documents per kernel call in find_duplicates
 DEFAULT_MIN_PROBABILITY = 0.995
 
 
@@ -196,6 +197,17 @@ def connected_components(n: int, pairs, *, backend: str = "auto") -> np.ndarray:
     return lsh_kernels(backend).connected_components(n, pairs)
 
 
+def _concat_sets(parts: list[ShingleSets]) -> ShingleSets:
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        return ShingleSets(np.zeros(1, np.int64), np.empty(0, np.uint64))
+    sizes = np.concatenate([p.sizes() for p in parts])
+    offsets = np.zeros(sizes.shape[0] + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    return ShingleSets(offsets, np.concatenate([p.hashes for p in parts]))
+
+
 def find_duplicates(
     texts,
     *,
@@ -237,7 +249,10 @@ def find_duplicates(
 
     # Signatures straight from text (the fused kernel never materialises shingle sets); the
     # exact sets are built afterwards for the documents that are in some candidate pair only.
-    sigs = compute_signatures(texts, num_perm=num_perm, seed=seed, ngram=ngram, shingle=shingle, backend=be_name)
+    sigs = np.empty((len(texts), num_perm), dtype=np.uint32)
+    for start in range(0, len(texts), _CHUNK):  # bounded UTF-8 staging buffers, reused between chunks
+        sigs[start : start + _CHUNK] = compute_signatures(
+            texts[start : start + _CHUNK], num_perm=num_perm, seed=seed, ngram=ngram, shingle=shingle, backend=be_name)
     lap("signatures")
     keys, valid = compute_band_keys(sigs, b, r, backend=be_name)
     lap("band_keys")
@@ -248,7 +263,9 @@ def find_duplicates(
     if verify == "exact":
         involved = sorted_unique(cand.ravel())
         stats["verified_docs"] = int(involved.shape[0])
-        sets = compute_shingles([texts[i] for i in involved.tolist()], ngram=ngram, shingle=shingle, backend=be_name)
+        sub = [texts[i] for i in involved.tolist()]
+        sets = _concat_sets([compute_shingles(sub[k : k + _CHUNK], ngram=ngram, shingle=shingle, backend=be_name)
+                             for k in range(0, len(sub), _CHUNK)])
         lap("shingles")
         local, jac = verify_pairs(np.searchsorted(involved, cand), threshold=threshold, shingles=sets, backend=be_name)
         pairs = involved[local]

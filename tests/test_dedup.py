@@ -174,3 +174,18 @@ def test_backend_without_lsh_kernels_falls_back(monkeypatch):
     index = simsearch.LSHIndex(num_perm=64, threshold=0.5, ngram=3, backend="signatures-only")
     index.insert_texts(np.arange(len(texts)), texts)
     assert index.query(simsearch.minhash(texts[:1], num_perm=64, ngram=3)[0]).tolist() == [0, 2, 3]
+
+
+def test_chunked_stages_give_the_same_result(monkeypatch):
+    import simsearch.dedup_core as dedup_core
+
+    rng = np.random.default_rng(9)
+    words = [f"w{i}" for i in range(100)]
+    texts = [" ".join(rng.choice(words, 20)) for _ in range(60)]
+    texts += [t + " q" for t in texts[:30]] + [""]
+    want = find_duplicates(texts, threshold=0.6, ngram=3)
+    monkeypatch.setattr(dedup_core, "_CHUNK", 7)
+    got = find_duplicates(texts, threshold=0.6, ngram=3)
+    for x, y in [(want.pairs, got.pairs), (want.jaccard, got.jaccard), (want.clusters, got.clusters)]:
+        np.testing.assert_array_equal(x, y)
+    assert want.pairs.shape[0] >= 30
