@@ -38,6 +38,7 @@ and ``"auto"`` (CuPy with a GPU, else numba). All are exact.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -173,8 +174,18 @@ def polish(base: np.ndarray, queries: np.ndarray, idx: np.ndarray, metric: str) 
     dist = np.full(nq * k, np.inf, dtype=np.float32)
     if valid.any():
         with np.errstate(over="ignore"):  # a true distance beyond float32's range is inf
-            dist[valid] = _ref.exact_pairs(queries, base, rows[valid], cols[valid], metric).astype(np.float32)
+            dist[valid] = _exact_pairs()(queries, base, rows[valid], cols[valid], metric).astype(np.float32)
     dist = dist.reshape(nq, k)
     key = np.where(idx >= 0, idx, np.iinfo(np.int64).max)
     order = np.lexsort((key, dist), axis=-1)
     return np.take_along_axis(dist, order, axis=1), np.take_along_axis(idx, order, axis=1)
+
+
+@functools.lru_cache(maxsize=1)
+def _exact_pairs():
+    """The numba pair kernel where numba is installed (about 10x faster), else numpy's."""
+    try:
+        from .backends import _numba_distance
+    except ImportError:
+        return _ref.exact_pairs
+    return _numba_distance.exact_pairs

@@ -59,11 +59,15 @@ def gemm_topk_update(gt, bterm, offset, td, ti, thr):
     for j in range(nb):
         row = gt[j]
         bj = bterm[j]
-        for i in range(m):
-            v = bj + row[i]
-            if v < thr[i]:
-                _insert(td[i], ti[i], v, offset + j)
-                thr[i] = td[i, k - 1]
+        hits = 0
+        for i in range(m):  # a branch-free vector pass; most base rows beat no query
+            hits += bj + row[i] < thr[i]
+        if hits:
+            for i in range(m):
+                v = bj + row[i]
+                if v < thr[i]:
+                    _insert(td[i], ti[i], v, offset + j)
+                    thr[i] = td[i, k - 1]
 
 
 @njit(cache=True, nogil=True)
@@ -74,11 +78,15 @@ def gemm_topk_update_scaled(gt, bscale, offset, td, ti, thr):
     for j in range(nb):
         row = gt[j]
         sj = bscale[j]
+        hits = 0
         for i in range(m):
-            v = sj * row[i]
-            if v < thr[i]:
-                _insert(td[i], ti[i], v, offset + j)
-                thr[i] = td[i, k - 1]
+            hits += sj * row[i] < thr[i]
+        if hits:
+            for i in range(m):
+                v = sj * row[i]
+                if v < thr[i]:
+                    _insert(td[i], ti[i], v, offset + j)
+                    thr[i] = td[i, k - 1]
 
 
 @njit(cache=True, inline="always")
@@ -183,6 +191,53 @@ def l1_pairwise(x, y, out):
             _l1_tile(x[i], bt, m, acc)
             for j in range(m):
                 out[i, t0 + j] = acc[j]
+
+
+_PAIR_MODES = {"sqeuclidean": 0, "euclidean": 1, "manhattan": 2, "ip": 3, "cosine": 4}
+
+
+@njit(cache=True, parallel=True)
+def _exact_pairs(x, y, rows, cols, mode, out):
+    for p in prange(rows.shape[0]):
+        a = x[rows[p]]
+        b = y[cols[p]]
+        s = 0.0
+        if mode <= 1:
+            for c in range(a.shape[0]):
+                d = np.float64(a[c]) - np.float64(b[c])
+                s += d * d
+            out[p] = np.sqrt(s) if mode == 1 else s
+        elif mode == 2:
+            for c in range(a.shape[0]):
+                s += abs(np.float64(a[c]) - np.float64(b[c]))
+            out[p] = s
+        elif mode == 3:
+            for c in range(a.shape[0]):
+                s += np.float64(a[c]) * np.float64(b[c])
+            out[p] = 1.0 - s
+        else:
+            na = 0.0
+            nb = 0.0
+            for c in range(a.shape[0]):
+                na += np.float64(a[c]) * np.float64(a[c])
+                nb += np.float64(b[c]) * np.float64(b[c])
+            if na == 0.0 or nb == 0.0:
+                out[p] = 1.0
+            else:
+                na = np.sqrt(na)
+                nb = np.sqrt(nb)
+                for c in range(a.shape[0]):
+                    d = np.float64(a[c]) / na - np.float64(b[c]) / nb
+                    s += d * d
+                out[p] = min(max(0.5 * s, 0.0), 2.0)
+
+
+def exact_pairs(x: np.ndarray, y: np.ndarray, rows: np.ndarray, cols: np.ndarray, metric: str) -> np.ndarray:
+    """:func:`._numpy_distance.exact_pairs` in parallel, without float64 copies of the rows."""
+    out = np.empty(len(rows), dtype=np.float64)
+    _exact_pairs(x, y, np.ascontiguousarray(rows, np.int64), np.ascontiguousarray(cols, np.int64),
+                 _PAIR_MODES[metric], out)
+    return out
 
 
 def _parts(nq: int, n: int, qblock: int, rows_min: int = _TILE) -> int:
