@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-probability", type=float, help="instead: recall-tuned, P(threshold) >= this")
     p.add_argument("--plot", metavar="PNG", help="draw the S-curve to this PNG (needs simsearch[plot])")
     p.set_defaults(func=_cmd_lsh_params)
+
     p = sub.add_parser("serve", help="serve an index over gRPC (simsearch.v1.SimSearch, health, reflection)")
     p.add_argument("--data", required=True, help="index directory (created if missing)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
