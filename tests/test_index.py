@@ -243,6 +243,40 @@ def test_snapshot_is_consistent_and_restorable(tmp_path):
     restored.close()
 
 
+@pytest.mark.parametrize("store_text", [True, False])
+def test_exact_verification_same_whether_shingles_come_from_text_or_blobs(tmp_path, store_text):
+    """With the text stored, shingle sets are derived from it; without, they are stored as blobs.
+    Either way near_duplicates(exact=True) and find_duplicates equal the brute-force oracle."""
+    from simsearch.index._accel import exact_jaccard
+    from simsearch.shingling import shingle_hash_set
+
+    docs = [Document(id=d.id, text=d.text) for d in make_docs(80, 11)]
+    with Index(tmp_path / "idx") as idx:
+        coll = idx.create_collection("c", threshold=0.6, store_text=store_text)
+        coll.upsert(docs)
+        sets = {d.id: shingle_hash_set(d.text) for d in docs}
+        for d in docs[:10]:
+            res = coll.near_duplicates(id=d.id, threshold=0.6, exact=True)
+            for r in res:
+                assert r.exact_jaccard == pytest.approx(exact_jaccard(sets[d.id], sets[r.id]))
+        for cl in coll.find_duplicates(threshold=0.6, exact=True):
+            for member, jac in zip(cl.ids, cl.jaccard):
+                assert jac == pytest.approx(exact_jaccard(sets[cl.representative], sets[member]))
+                if member != cl.representative:
+                    assert jac >= 0.6
+    db = sqlite3.connect(tmp_path / "idx" / DB_FILE)
+    stored = db.execute("SELECT COUNT(*) FROM documents WHERE shingles IS NOT NULL").fetchone()[0]
+    assert stored == (0 if store_text else len(docs))
+    if store_text:  # a text altered behind the index's back fails its checksum when verification reads it
+        db.execute("UPDATE documents SET text='tampered text here' WHERE ext_id=?", (docs[1].id,))
+        db.commit()
+    db.close()
+    if store_text:
+        with Index(tmp_path / "idx") as idx:
+            with pytest.raises(StorageCorruptionError, match="checksum"):
+                idx.get_collection("c").near_duplicates(id=docs[1].id, threshold=0.0, exact=True)
+
+
 def test_newer_format_and_corruption_give_clear_errors(tmp_path):
     Index(tmp_path / "new").close()
     db = sqlite3.connect(tmp_path / "new" / DB_FILE)

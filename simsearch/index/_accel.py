@@ -183,10 +183,8 @@ def clusters_from_pairs(docs: DocTable, pairs: np.ndarray, threshold: float,
     nodes, inv = np.unique(pairs.ravel(), return_inverse=True)
     edges = inv.reshape(-1, 2)
     if fetch is not None:
-        from ._storage import unpack
-
-        blobs = fetch([int(r) for r in nodes])
-        sets = [unpack(blobs.get(int(r)), np.uint64) for r in nodes]
+        found = fetch([int(r) for r in nodes])
+        sets = [found[int(r)] for r in nodes]
 
         def sim(i, j):
             return exact_jaccard(sets[i], sets[j])

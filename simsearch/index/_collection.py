@@ -23,6 +23,7 @@ from ..errors import (
     InvalidTypeError,
     NotFoundError,
     ResourceExhaustedError,
+    StorageCorruptionError,
 )
 from ..minhash import is_empty, minhash
 from ..shingling import shingle_hashes
@@ -42,6 +43,9 @@ from ._types import (
 )
 
 MAX_K = 10_000
+
+
+_META_ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, sort_keys=True)
 
 
 def _check_id(value: Any, where: str) -> str:
@@ -151,7 +155,9 @@ class Collection:
                 raise InvalidTypeError(f"{where}: text must be a str or None. Got {type(text).__name__}.")
             if not text:
                 raise InvalidArgumentError(f"{where}: text is empty; pass text=None for a document without text.")
-            nbytes = len(text.encode("utf-8", "surrogatepass"))
+            # UTF-8 takes at most 4 bytes per code point (1 for ASCII): encode only near the limit
+            nbytes = len(text) if text.isascii() or 4 * len(text) <= self._index.max_text_bytes else len(
+                text.encode("utf-8", "surrogatepass"))
             if nbytes > self._index.max_text_bytes:
                 raise ResourceExhaustedError(
                     f"{where}: text is {nbytes} bytes; the limit max_text_bytes is {self._index.max_text_bytes}."
@@ -160,10 +166,10 @@ class Collection:
         if not isinstance(metadata, dict):
             raise InvalidTypeError(f"{where}: metadata must be a JSON object (dict). Got {type(metadata).__name__}.")
         try:
-            meta_json = json.dumps(metadata, allow_nan=False, ensure_ascii=False, sort_keys=True)
+            meta_json = _META_ENCODER.encode(metadata) if metadata else "{}"
         except (TypeError, ValueError) as exc:
             raise InvalidArgumentError(f"{where}: metadata is not JSON-serialisable: {exc}") from None
-        if len(meta_json.encode("utf-8", "surrogatepass")) > MAX_METADATA_BYTES:
+        if len(meta_json) * 4 > MAX_METADATA_BYTES and len(meta_json.encode("utf-8", "surrogatepass")) > MAX_METADATA_BYTES:
             raise InvalidArgumentError(f"{where}: metadata is over {MAX_METADATA_BYTES} bytes as JSON.")
         if doc.label is not None:
             if not isinstance(doc.label, str):
@@ -188,9 +194,10 @@ class Collection:
             raise InvalidArgumentError(
                 f"{where}: vector must have shape ({self.config.dim},) for collection {self.name!r}. Got {arr.shape}."
             )
-        arr = arr.astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # too large for float32 becomes inf: refused below
+            arr = arr.astype(np.float32)
         if not np.isfinite(arr).all():
-            raise InvalidArgumentError(f"{where}: vector holds NaN or infinity.")
+            raise InvalidArgumentError(f"{where}: vector holds NaN or infinity, or values too large for float32.")
         return arr
 
     # -- writes ----------------------------------------------------------------------------
@@ -216,7 +223,7 @@ class Collection:
         shingle_blobs: list[bytes | None] = [None] * len(norm)
         if texted:
             texts = [norm[i].text for i in texted]
-            if cfg.store_shingles:
+            if cfg.store_shingles and not cfg.store_text:  # with the text stored, shingles are derived from it
                 sets = shingle_hashes(texts, ngram=cfg.ngram, shingle=cfg.shingle, backend=self._index.backend)
                 sigs[texted] = minhash(sets, num_perm=cfg.num_perm, seed=cfg.seed, backend=self._index.backend)
                 for j, i in enumerate(texted):
@@ -242,7 +249,11 @@ class Collection:
             vecs = np.stack([d.vector if d.vector is not None else self._docs.nan_vec for d in norm])
         with self._lock.write():
             self._check_alive()
-            removed, new_rowids = self._storage.write_batch(self._cid, [d.id for d in norm], rows)
+            # Only ids the collection holds need a DELETE (the in-memory table mirrors what is
+            # committed; were it ever wrong, the UNIQUE (cid, ext_id) constraint fails the batch).
+            ids = [d.id for d in norm]
+            replaced = [e for e, r in zip(ids, self._docs.rowids_of(ids)) if r >= 0]
+            removed, new_rowids = self._storage.write_batch(self._cid, replaced, rows)
             try:
                 self._apply_remove(np.asarray(removed, dtype=np.int64))
                 self._apply_insert(np.asarray(new_rowids, dtype=np.int64), [d.id for d in norm], [d.label for d in norm], sigs, vecs)
@@ -332,9 +343,31 @@ class Collection:
                 raise FailedPreconditionError(f"{func}: document {i!r} has no text shingles to compare.")
         shingles = None
         if want_shingles:
-            blobs = self._storage.fetch_shingles(self._cid, [int(r) for r in rowids])
-            shingles = [unpack(blobs.get(int(r)), np.uint64) for r in rowids]
+            sets = self._shingle_sets([int(r) for r in rowids])
+            shingles = [sets[int(r)] for r in rowids]
         return sigs, shingles, [int(r) for r in rowids]
+
+    def _shingle_sets(self, rowids: list[int]) -> dict[int, np.ndarray]:
+        """rowid -> sorted unique shingle hashes: the stored blob, else derived from the stored text."""
+        found = self._storage.fetch_shingle_sources(self._cid, rowids)
+        if len(found) < len(set(rowids)):
+            raise StorageCorruptionError(
+                f"collection {self.name!r}: documents indexed in memory are missing from storage"
+            )
+        out: dict[int, np.ndarray] = {}
+        derive = []
+        for r, (blob, text) in found.items():
+            if blob is not None or text is None:
+                out[r] = unpack(blob, np.uint64) if blob is not None else np.empty(0, np.uint64)
+            else:
+                derive.append(r)
+        if derive:
+            cfg = self.config
+            sets = shingle_hashes([found[r][1] for r in derive], ngram=cfg.ngram, shingle=cfg.shingle,
+                                  backend=self._index.backend)
+            for j, r in enumerate(derive):
+                out[r] = sets[j]
+        return out
 
     def near_duplicates(self, text: str | None = None, *, id: str | None = None, threshold: float | None = None,
                         k: int | None = None, exact: bool = False) -> list[NearDuplicate]:
@@ -375,8 +408,8 @@ class Collection:
             score = est
             exact_vals = [None] * len(cands)
         else:
-            blobs = self._storage.fetch_shingles(self._cid, [int(c) for c in cands])
-            exact_vals = [_accel.exact_jaccard(shingles, unpack(blobs.get(int(c)), np.uint64)) for c in cands]
+            sets = self._shingle_sets([int(c) for c in cands])
+            exact_vals = [_accel.exact_jaccard(shingles, sets[int(c)]) for c in cands]
             score = np.array(exact_vals, dtype=np.float64)
         keep = np.nonzero(score >= threshold)[0]
         ext = self._docs.ext_ids_of(cands[keep])
@@ -406,7 +439,7 @@ class Collection:
                 pairs = self._lsh.candidate_pairs()
             if not len(pairs):
                 return []
-            fetch = (lambda rows: self._storage.fetch_shingles(self._cid, rows)) if exact else None
+            fetch = self._shingle_sets if exact else None
             return _accel.clusters_from_pairs(self._docs, pairs, threshold, fetch)
 
     # -- vectors ---------------------------------------------------------------------------
@@ -436,14 +469,7 @@ class Collection:
                 exclude = [-1] * len(queries)
             else:
                 ids = check_ids(ids, func, max_batch=self._index.max_batch)
-                rowids = self._docs.rowids_of(ids)
-                for i, r in zip(ids, rowids):
-                    if r < 0:
-                        raise NotFoundError(f"{func}: unknown id {i!r} in collection {self.name!r}")
-                _, queries = self._docs.signatures_and_vectors(rowids)
-                for i, v in zip(ids, queries):
-                    if np.isnan(v[0]):
-                        raise FailedPreconditionError(f"{func}: document {i!r} has no vector.")
+                rowids, queries = self._stored_vectors(ids, func)
                 exclude = [int(r) for r in rowids]
             if not len(queries):
                 return []
@@ -458,6 +484,21 @@ class Collection:
                 out.append([Neighbor(id=e, distance=d) for d, e in hits])
             return out
 
+    def _stored_vectors(self, ids: list[str], func: str) -> tuple[np.ndarray, np.ndarray]:
+        """(rowids, vectors) of stored documents (the caller holds the read lock); typed errors for
+        unknown ids and documents without a vector."""
+        rowids = self._docs.rowids_of(ids)
+        for i, r in zip(ids, rowids):
+            if r < 0:
+                raise NotFoundError(f"{func}: unknown id {i!r} in collection {self.name!r}")
+        if not len(rowids):
+            return rowids, np.empty((0, self.config.dim or 0), np.float32)
+        _, X = self._docs.signatures_and_vectors(rowids)
+        for i, v in zip(ids, X):
+            if np.isnan(v[0]):
+                raise FailedPreconditionError(f"{func}: document {i!r} has no vector.")
+        return rowids, X
+
     def vectors_and_labels(self, *, require_labels: bool) -> tuple[list[str], np.ndarray, list[str | None]]:
         """All live (id, vector, label) with a vector; used to train classifiers."""
         with self._lock.read():
@@ -466,11 +507,16 @@ class Collection:
     # -- classifiers -----------------------------------------------------------------------
     def train_classifier(self, name: str, kind: str = "svm", params: dict | None = None, filter: dict | None = None):
         """Train an ``svm`` (needs labels, >= 2 classes) or ``gmm`` on the collection's vectors and
-        store it under ``name`` (replacing a model of that name). Returns a ClassifierInfo."""
+        store it under ``name`` (replacing a model of that name). Returns a ClassifierInfo.
+        ``filter`` keeps the documents whose metadata has all of its key/value pairs. A failed
+        training leaves the stored models as they were."""
         from . import _classify
 
         self._check_alive()
         name = _classify.check_model_name(name)
+        kind = _classify.check_kind(kind)
+        params = _classify.check_params(params)
+        filter = _classify.check_filter(filter)
         if self.config.dim is None:
             raise FailedPreconditionError(f"collection {self.name!r} has no vectors (created with dim=None).")
         payload, info = _classify.train(self, name, kind, params, filter)
@@ -480,22 +526,28 @@ class Collection:
             self._models.pop(name, None)
         return info
 
-    def _model(self, name: str):
+    def _loaded_model(self, name: str):
+        """The model ``name``, from the cache or storage; the caller holds the read lock, so a
+        training or deletion cannot slip between the storage read and the cache fill."""
         from . import _classify
 
-        name = _classify.check_model_name(name)
         model = self._models.get(name)
         if model is None:
-            _, _, payload = self._storage.get_model(self._cid, name)
+            try:
+                _, _, payload = self._storage.get_model(self._cid, name)
+            except NotFoundError:
+                raise NotFoundError(f"model {name!r} does not exist in collection {self.name!r}") from None
             model = self._models[name] = _classify.LoadedModel(name, payload)
         return model
 
     def list_classifiers(self):
         """Info of every stored model, by name."""
         self._check_alive()
-        return [self._model(name).info for name, _, _ in self._storage.list_models(self._cid)]
+        with self._lock.read():
+            return [self._loaded_model(name).info for name, _, _ in self._storage.list_models(self._cid)]
 
     def delete_classifier(self, name: str) -> None:
+        """Delete the stored model ``name``; NotFoundError if there is none."""
         from . import _classify
 
         self._check_alive()
@@ -508,17 +560,35 @@ class Collection:
     def classify(self, vectors=None, *, ids=None, model: str, k: int = 10):
         """Apply the stored model ``model`` to each query vector (or stored document's vector) and
         return, per query, a Classification holding the prediction and the k nearest neighbours."""
+        from . import _classify
+
         self._check_alive()
-        loaded = self._model(model)
-        k = check_int(k, "k", 1, MAX_K, func="classify")
-        neighbors = self.search_batch(vectors=vectors, ids=ids, k=k)
+        func = "classify"
+        name = _classify.check_model_name(model)
+        k = check_int(k, "k", 1, MAX_K, func=func)
+        if (vectors is None) == (ids is None):
+            raise InvalidArgumentError(f"{func} takes either vectors or ids, not both and not neither.")
         if vectors is not None:
-            X = np.stack([self._check_vector(v, f"classify vectors[{i}]") for i, v in enumerate(vectors)])
+            if self.config.dim is None:
+                raise FailedPreconditionError(f"collection {self.name!r} has no vectors (created with dim=None).")
+            if isinstance(vectors, (str, bytes)) or not isinstance(vectors, Iterable):
+                raise InvalidTypeError(f"The 'vectors' parameter of {func} must be a list of vectors or a 2-d array.")
+            vectors = list(vectors)
+            if len(vectors) > self._index.max_batch:
+                raise ResourceExhaustedError(f"{func} got {len(vectors)} vectors; the limit max_batch is {self._index.max_batch}.")
+            X = [self._check_vector(v, f"{func} vectors[{i}]") for i, v in enumerate(vectors)]
         else:
-            with self._lock.read():
-                _, X = self._docs.signatures_and_vectors(self._docs.rowids_of(list(ids)))
+            ids = check_ids(ids, func, max_batch=self._index.max_batch)
+        with self._lock.read():
+            loaded = self._loaded_model(name)
+            if ids is not None:
+                _, X = self._stored_vectors(ids, func)
+        if not len(X):
+            return []
+        X = np.stack(X) if vectors is not None else X
         if X.shape[1] != loaded.info.dim:
-            raise InvalidArgumentError(f"model {model!r} expects {loaded.info.dim}-d vectors. Got {X.shape[1]}.")
+            raise InvalidArgumentError(f"model {name!r} expects {loaded.info.dim}-d vectors. Got {X.shape[1]}.")
+        neighbors = self.search_batch(vectors=X if vectors is not None else None, ids=ids, k=k)
         return loaded.apply(X, neighbors)
 
     def snapshot(self, dest_path: str) -> None:

@@ -40,6 +40,7 @@ __all__ = ["FORMAT_VERSION", "DB_FILE", "Row", "Storage", "SQLiteStorage", "open
 
 FORMAT_VERSION = 1
 DB_FILE = "simsearch.db"
+PAGE_SIZE = 16384
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -89,17 +90,18 @@ class Row:
 
 
 def _crc(*parts: bytes | str | None) -> int:
-    """CRC32 over each part's length and bytes (None is a distinct marker), chained."""
-    crc = 0
-    crc32 = zlib.crc32
+    """CRC32 over each part's length (8 bytes, little-endian) and bytes (None is the one byte
+    0xff), as one stream: CRC-32 chains, so this equals the part-by-part chained CRC."""
+    chunks = []
     for p in parts:
         if p is None:
-            crc = crc32(b"\xff", crc)
+            chunks.append(b"\xff")
             continue
         if isinstance(p, str):
             p = p.encode("utf-8", "surrogatepass")
-        crc = crc32(p, crc32(len(p).to_bytes(8, "little"), crc))
-    return crc
+        chunks.append(len(p).to_bytes(8, "little"))
+        chunks.append(p)
+    return zlib.crc32(b"".join(chunks))
 
 
 def crc_index(ext_id, label, vector, signature) -> int:
@@ -160,6 +162,9 @@ class SQLiteStorage:
         conn = sqlite3.connect(self._uri, uri=True, check_same_thread=False, isolation_level=None, timeout=60)
         conn.execute("PRAGMA foreign_keys=ON")
         if self.path is not None:
+            # Only takes effect on a new, empty database (before WAL is on): 16 KiB pages hold a
+            # ~200-word document with its vector and signature without overflow pages.
+            conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode.lower() != "wal":  # pragma: no cover - only on filesystems without shared memory
                 raise StorageCorruptionError(f"could not switch {self._where} to WAL mode (got {mode})")
@@ -336,20 +341,32 @@ class SQLiteStorage:
             rows.append(Row(*r[:8]))
         return rows
 
-    def fetch_shingles(self, cid: int, rowids: list[int]) -> dict[int, bytes | None]:
+    def fetch_shingle_sources(self, cid: int, rowids: list[int]) -> dict[int, tuple[bytes | None, str | None]]:
+        """rowid -> (stored shingle blob, text) for the rows that exist, checksums verified.
+
+        A collection that stores its texts keeps no shingle blobs (they are derived from the
+        text); one that does not store texts keeps the blobs.
+        """
+
         def run():
             conn = self._reader()
-            out = {}
+            out = []
             for i in range(0, len(rowids), 500):
                 chunk = rowids[i : i + 500]
                 marks = ",".join("?" * len(chunk))
-                for rowid, sh in conn.execute(
-                    f"SELECT rowid, shingles FROM documents WHERE cid=? AND rowid IN ({marks})", (cid, *chunk)
-                ):
-                    out[rowid] = sh
+                out += conn.execute(
+                    f"SELECT rowid, ext_id, shingles, text, metadata, crc_doc FROM documents"
+                    f" WHERE cid=? AND rowid IN ({marks})",
+                    (cid, *chunk),
+                )
             return out
 
-        return self._guard(run)
+        found = {}
+        for rowid, ext_id, sh, text, meta, crc in self._guard(run):
+            if crc_doc(text, meta, sh) != crc:
+                raise StorageCorruptionError(f"document {ext_id!r} failed its checksum in {self._where}")
+            found[rowid] = (sh, text)
+        return found
 
     def count(self, cid: int) -> int:
         return self._guard(lambda: self._reader().execute("SELECT COUNT(*) FROM documents WHERE cid=?", (cid,)).fetchone()[0])
