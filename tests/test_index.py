@@ -214,7 +214,7 @@ def test_reopen_equals_fresh_rebuild(tmp_path):
         c.upsert([Document(id=docs[1].id, text=docs[2].text, vector=docs[2].vector)])
         live_ids = {d.id for d in docs} - {d.id for d in docs[::7]}
         # the stored order (rowid order) is the order a rebuild from storage inserts in
-        stored_order = [r[1] for chunk in c._storage.load_index_data(c._cid) for r in chunk]
+        stored_order = [e for chunk in c._storage.load_index_data(c._cid) for e in chunk[1]]
         live = c.get([i for i in stored_order if i in live_ids])
     with Index(tmp_path / "a") as reopened:
         c = reopened.get_collection("c")
@@ -314,3 +314,20 @@ def test_operations_on_closed_or_dropped_objects_fail_cleanly(tmp_path):
     idx.close()
     with pytest.raises(FailedPreconditionError):
         idx.list_collections()
+
+
+def test_unrolled_row_checksums_equal_the_generic_definition():
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from simsearch.index._storage import _crc, crc_doc, crc_index
+
+    text = st.none() | st.text()
+    blob = st.none() | st.binary(max_size=64)
+
+    @given(st.text(min_size=1), text, blob, blob, text, st.text(), blob)
+    def check(ext_id, label, vector, signature, body, metadata, shingles):
+        assert crc_index(ext_id, label, vector, signature) == _crc(ext_id, label, vector, signature)
+        assert crc_doc(body, metadata, shingles) == _crc(body, metadata, shingles)
+
+    check()

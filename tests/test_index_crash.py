@@ -72,9 +72,9 @@ def _check(path, acked: list[int]) -> None:
     with Index(path) as idx:
         coll = idx.get_collection("c")
         present = {}
-        all_rows = [r for chunk in coll._storage.load_index_data(coll._cid) for r in chunk]
+        all_ids = [e for chunk in coll._storage.load_index_data(coll._cid) for e in chunk[1]]
         by_batch: dict[int, list] = {}
-        docs = coll.get([r[1] for r in all_rows])
+        docs = coll.get(all_ids)
         for d in docs:
             present[d.id] = d
             by_batch.setdefault(int(d.id.split("-")[0][1:]), []).append(d)

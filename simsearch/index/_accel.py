@@ -52,6 +52,10 @@ class DocTable:
         if self._vecs is not None:
             self._vecs = grown(self._vecs, np.nan)
 
+    def reserve(self, n: int) -> None:
+        """Room for ``n`` rows in all, so that loading a collection allocates once."""
+        self._grow(n)
+
     def append(self, rowids, ext_ids, labels, sigs, vecs) -> None:
         m = len(rowids)
         if not m:
@@ -67,8 +71,7 @@ class DocTable:
             self._vecs[s] = vecs
         self._ext.extend(ext_ids)
         self._labels.extend(labels)
-        for e, r in zip(ext_ids, rowids):
-            self._by_ext[e] = int(r)
+        self._by_ext.update(zip(ext_ids, np.asarray(rowids).tolist()))
         self._n += m
 
     def _pos(self, rowids) -> np.ndarray:

@@ -48,6 +48,13 @@ MAX_K = 10_000
 _META_ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, sort_keys=True)
 
 
+def _row_blobs(matrix: np.ndarray, dtype: str, present: list[bool]) -> list[bytes | None]:
+    """Each row of ``matrix`` as little-endian bytes (what storage.pack writes), None where absent."""
+    raw = np.ascontiguousarray(matrix, dtype=dtype).tobytes()
+    w = len(raw) // len(matrix) if len(matrix) else 0
+    return [raw[i * w : (i + 1) * w] if p else None for i, p in enumerate(present)]
+
+
 def _check_id(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise InvalidTypeError(f"{where}: a document id must be a str. Got {type(value).__name__} instead.")
@@ -96,16 +103,17 @@ class Collection:
         self._vectors = _accel.make_vector_index(cfg, self._index.backend) if cfg.dim else None
         empty_sig = pack(self._docs.empty_sig, np.uint32)
         nan_vec = pack(self._docs.nan_vec, np.float32) if cfg.dim else None
-        for rows in self._storage.load_index_data(self._cid):
-            rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        self._docs.reserve(self._storage.count(self._cid))
+        for rowids, ext_ids, labels, vectors, signatures in self._storage.load_index_data(self._cid):
+            rowids = np.array(rowids, dtype=np.int64)
             # one join + one frombuffer per chunk instead of an array per row
-            sigs = unpack(b"".join(r[4] if r[4] is not None else empty_sig for r in rows), np.uint32)
-            sigs = sigs.reshape(len(rows), cfg.num_perm)
+            sigs = unpack(b"".join(s if s is not None else empty_sig for s in signatures), np.uint32)
+            sigs = sigs.reshape(len(rowids), cfg.num_perm)
             vecs = None
             if cfg.dim:
-                vecs = unpack(b"".join(r[3] if r[3] is not None else nan_vec for r in rows), np.float32)
-                vecs = vecs.reshape(len(rows), cfg.dim)
-            self._apply_insert(rowids, [r[1] for r in rows], [r[2] for r in rows], sigs, vecs)
+                vecs = unpack(b"".join(v if v is not None else nan_vec for v in vectors), np.float32)
+                vecs = vecs.reshape(len(rowids), cfg.dim)
+            self._apply_insert(rowids, ext_ids, labels, sigs, vecs)
 
     def _apply_insert(self, rowids, ext_ids, labels, sigs, vecs) -> None:
         self._docs.append(rowids, ext_ids, labels, sigs, vecs)
@@ -176,10 +184,26 @@ class Collection:
                 raise InvalidTypeError(f"{where}: label must be a str or None. Got {type(doc.label).__name__}.")
             if not 1 <= len(doc.label.encode("utf-8", "surrogatepass")) <= MAX_LABEL_BYTES:
                 raise InvalidArgumentError(f"{where}: label must be 1 to {MAX_LABEL_BYTES} UTF-8 bytes.")
-        vector = None
-        if doc.vector is not None:
-            vector = self._check_vector(doc.vector, where)
-        return Document(doc.id, text, meta_json, vector, doc.label)  # metadata as its JSON text
+        if doc.vector is not None and self.config.dim is None:
+            raise InvalidArgumentError(f"{where}: collection {self.name!r} has no vectors (created with dim=None).")
+        return Document(doc.id, text, meta_json, doc.vector, doc.label)  # metadata as its JSON text; vector unchecked
+
+    def _check_vectors(self, values: list, where: str) -> np.ndarray:
+        """``values`` (each an array-like or None) as one float32 matrix, NaN rows for None."""
+        dim = self.config.dim
+        out = np.empty((len(values), dim), np.float32)
+        fast = all(v is None or (type(v) is np.ndarray and v.dtype == np.float32 and v.shape == (dim,)) for v in values)
+        if not fast:
+            for i, v in enumerate(values):
+                out[i] = self._docs.nan_vec if v is None else self._check_vector(v, f"{where}[{i}]")
+            return out
+        for i, v in enumerate(values):
+            out[i] = self._docs.nan_vec if v is None else v
+        given = np.fromiter((v is not None for v in values), bool, len(values))
+        bad = np.nonzero(given & ~np.isfinite(out).all(axis=1))[0]
+        if len(bad):
+            raise InvalidArgumentError(f"{where}[{bad[0]}]: vector holds NaN or infinity, or values too large for float32.")
+        return out
 
     def _check_vector(self, value: Any, where: str) -> np.ndarray:
         if self.config.dim is None:
@@ -233,20 +257,17 @@ class Collection:
                     texts, num_perm=cfg.num_perm, seed=cfg.seed, ngram=cfg.ngram, shingle=cfg.shingle,
                     backend=self._index.backend,
                 )
-        rows = []
-        for i, d in enumerate(norm):
-            rows.append((
-                d.id,
-                d.text if cfg.store_text else None,
-                d.metadata,
-                d.label,
-                pack(d.vector, np.float32),
-                pack(sigs[i], np.uint32) if d.text is not None else None,
-                shingle_blobs[i],
-            ))
         vecs = None
+        vec_blobs = [None] * len(norm)
         if cfg.dim:
-            vecs = np.stack([d.vector if d.vector is not None else self._docs.nan_vec for d in norm])
+            vecs = self._check_vectors([d.vector for d in norm], "upsert docs")
+            vec_blobs = _row_blobs(vecs, "<f4", [d.vector is not None for d in norm])
+        sig_blobs = _row_blobs(sigs, "<u4", [d.text is not None for d in norm])
+        store_text = cfg.store_text
+        rows = [
+            (d.id, d.text if store_text else None, d.metadata, d.label, vec_blobs[i], sig_blobs[i], shingle_blobs[i])
+            for i, d in enumerate(norm)
+        ]
         with self._lock.write():
             self._check_alive()
             # Only ids the collection holds need a DELETE (the in-memory table mirrors what is

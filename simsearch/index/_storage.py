@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import struct
 import threading
 import uuid
 import zlib
@@ -89,27 +90,49 @@ class Row:
     shingles: bytes | None
 
 
+_LEN = struct.Struct("<Q").pack
+
+
 def _crc(*parts: bytes | str | None) -> int:
-    """CRC32 over each part's length (8 bytes, little-endian) and bytes (None is the one byte
-    0xff), as one stream: CRC-32 chains, so this equals the part-by-part chained CRC."""
-    chunks = []
+    """CRC32 over each part's length (8 bytes, little-endian) and bytes (str as UTF-8; None is
+    the one byte 0xff), chained part by part."""
+    crc = 0
+    crc32 = zlib.crc32
     for p in parts:
         if p is None:
-            chunks.append(b"\xff")
+            crc = crc32(b"\xff", crc)
             continue
         if isinstance(p, str):
             p = p.encode("utf-8", "surrogatepass")
-        chunks.append(len(p).to_bytes(8, "little"))
-        chunks.append(p)
-    return zlib.crc32(b"".join(chunks))
+        crc = crc32(p, crc32(_LEN(len(p)), crc))
+    return crc
 
 
-def crc_index(ext_id, label, vector, signature) -> int:
-    return _crc(ext_id, label, vector, signature)
+def crc_index(ext_id: str, label: str | None, vector: bytes | None, signature: bytes | None) -> int:
+    """``_crc(ext_id, label, vector, signature)``, unrolled: it runs once per row on load."""
+    crc32 = zlib.crc32
+    e = ext_id.encode("utf-8", "surrogatepass")
+    crc = crc32(e, crc32(_LEN(len(e))))
+    if label is None:
+        crc = crc32(b"\xff", crc)
+    else:
+        e = label.encode("utf-8", "surrogatepass")
+        crc = crc32(e, crc32(_LEN(len(e)), crc))
+    crc = crc32(b"\xff", crc) if vector is None else crc32(vector, crc32(_LEN(len(vector)), crc))
+    return crc32(b"\xff", crc) if signature is None else crc32(signature, crc32(_LEN(len(signature)), crc))
 
 
-def crc_doc(text, metadata, shingles) -> int:
-    return _crc(text, metadata, shingles)
+def crc_doc(text: str | None, metadata: str, shingles: bytes | None) -> int:
+    """``_crc(text, metadata, shingles)``, unrolled."""
+    crc32 = zlib.crc32
+    if text is None:
+        crc = crc32(b"\xff")
+    else:
+        e = text.encode("utf-8", "surrogatepass")
+        crc = crc32(e, crc32(_LEN(len(e))))
+    e = metadata.encode("utf-8", "surrogatepass")
+    crc = crc32(e, crc32(_LEN(len(e)), crc))
+    return crc32(b"\xff", crc) if shingles is None else crc32(shingles, crc32(_LEN(len(shingles)), crc))
 
 
 class Storage(Protocol):
@@ -119,7 +142,7 @@ class Storage(Protocol):
     def create_collection(self, name: str, config: CollectionConfig) -> int: ...
     def drop_collection(self, cid: int) -> None: ...
     def write_batch(self, cid: int, delete_ext_ids: list[str], rows: list[tuple]) -> tuple[list[int], list[int]]: ...
-    def load_index_data(self, cid: int) -> Iterator[list[tuple]]: ...
+    def load_index_data(self, cid: int) -> Iterator[tuple]: ...
     def fetch(self, cid: int, rowids: Iterable[int] | None = None, ext_ids: Iterable[str] | None = None) -> list[Row]: ...
     def count(self, cid: int) -> int: ...
     def backup(self, dest_dir: str) -> None: ...
@@ -303,8 +326,9 @@ class SQLiteStorage:
 
         return self._guard(run)
 
-    def load_index_data(self, cid: int, batch: int = 65536) -> Iterator[list[tuple]]:
-        """Yield lists of (rowid, ext_id, label, vector, signature), checksums verified."""
+    def load_index_data(self, cid: int, batch: int = 65536) -> Iterator[tuple]:
+        """Yield column tuples (rowids, ext_ids, labels, vectors, signatures) of up to ``batch``
+        rows each, in rowid order, checksums verified."""
         cur = self._guard(
             lambda: self._reader().execute(
                 "SELECT rowid, ext_id, label, vector, signature, crc_index FROM documents WHERE cid=? ORDER BY rowid",
@@ -315,10 +339,11 @@ class SQLiteStorage:
             rows = self._guard(cur.fetchmany, batch)
             if not rows:
                 return
-            for r in rows:
-                if crc_index(r[1], r[2], r[3], r[4]) != r[5]:
-                    raise StorageCorruptionError(f"document {r[1]!r} failed its checksum in {self._where}")
-            yield [r[:5] for r in rows]
+            rowids, ext_ids, labels, vectors, sigs, crcs = zip(*rows)
+            for e, lab, v, s, c in zip(ext_ids, labels, vectors, sigs, crcs):
+                if crc_index(e, lab, v, s) != c:
+                    raise StorageCorruptionError(f"document {e!r} failed its checksum in {self._where}")
+            yield rowids, ext_ids, labels, vectors, sigs
 
     def fetch(self, cid: int, rowids=None, ext_ids=None, *, with_shingles: bool = False) -> list[Row]:
         """Rows by internal rowid or by external id (missing ones are simply absent)."""
