@@ -143,6 +143,33 @@ class SimSearchServicer:
                 return
             yield wire.cluster_to_pb(c)
 
+    # -- classifiers -----------------------------------------------------------------------
+    def TrainClassifier(self, request, context):
+        coll = self._coll(request.collection)
+        func = "train_classifier"
+        kwargs = {"kind": request.kind} if request.HasField("kind") else {}
+        info = coll.train_classifier(
+            request.name, params=wire.decode_json_object(request.params_json, "params_json", func),
+            filter=wire.decode_json_object(request.filter_json, "filter_json", func), **kwargs,
+        )
+        return wire.classifier_info_to_pb(info)
+
+    def ListClassifiers(self, request, context):
+        infos = self._coll(request.collection).list_classifiers()
+        return pb.ListClassifiersResponse(classifiers=[wire.classifier_info_to_pb(i) for i in infos])
+
+    def Classify(self, request, context):
+        coll = self._coll(request.collection)
+        k = self._k(request)
+        vectors = [wire.decode_vector(v) for v in request.vectors.values] if request.HasField("vectors") else None
+        ids = list(request.ids.values) if request.HasField("ids") else None
+        results = coll.classify(vectors, ids=ids, model=request.model, **({} if k is None else {"k": k}))
+        return wire.classifications_to_pb(results)
+
+    def DeleteClassifier(self, request, context):
+        self._coll(request.collection).delete_classifier(request.name)
+        return pb.DeleteClassifierResponse()
+
     # -- server ----------------------------------------------------------------------------
     def Stats(self, request, context):
         cfg = self.state.config

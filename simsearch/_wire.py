@@ -20,6 +20,7 @@ import numpy as np
 from ._proto.v1 import simsearch_pb2 as pb
 from ._validation import check_float, check_int, check_option
 from .errors import InvalidArgumentError, InvalidTypeError
+from .index._classify import Classification, ClassifierInfo
 from .index._types import Cluster, CollectionConfig, CollectionInfo, Document, NearDuplicate, Neighbor, UpsertResult
 
 __all__ = ["pb", "SERVICE", "ERROR_CLASS_KEY", "COMMITTED_BATCHES_KEY", "COMMITTED_DOCS_KEY"]
@@ -152,6 +153,26 @@ def encode_vectors(vectors: Any, func: str, dim: int | None, collection: str) ->
     return pb.VectorList(values=[encode_vector(v, f"{func} vectors[{i}]", dim, collection) for i, v in enumerate(vectors)])
 
 
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def encode_json_object(value: dict | None, what: str, func: str) -> str:
+    """A dict (already type-checked by the library's own check) as JSON text; None is "". numpy
+    arrays and scalars become lists and numbers; NaN and infinity are kept for the server to judge."""
+    if value is None:
+        return ""
+    try:
+        text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=_json_default)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"The '{what}' of {func} must be JSON-serialisable to go over gRPC: {exc}") from None
+    return _string(text, f"The '{what}' of {func}")
+
+
 def encode_document(doc: Any, i: int, dim: int | None, collection: str) -> pb.Document:
     where = f"upsert docs[{i}]"
     if isinstance(doc, dict):
@@ -239,6 +260,16 @@ def decode_document(msg: pb.Document, i: int) -> Document:
     )
 
 
+def decode_json_object(text: str, field: str, func: str) -> Any:
+    """The value of a JSON text field ("" is None); the library checks that it is an object."""
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidArgumentError(f"{func}: {field} is not valid JSON ({getattr(exc, 'msg', exc)}).") from None
+
+
 def document_to_pb(doc: Document) -> pb.Document:
     msg = pb.Document(id=doc.id)
     if doc.text is not None:
@@ -275,6 +306,20 @@ def neighbors_to_pb(results: list[list[Neighbor]]) -> pb.SearchVectorsResponse:
 
 def cluster_to_pb(c: Cluster) -> pb.Cluster:
     return pb.Cluster(representative=c.representative, ids=c.ids, jaccard=c.jaccard)
+
+
+def classifier_info_to_pb(info: ClassifierInfo) -> pb.ClassifierInfo:
+    return pb.ClassifierInfo(name=info.name, kind=info.kind, version=info.version, n_samples=info.n_samples,
+                             dim=info.dim, classes=info.classes)
+
+
+def classifications_to_pb(results: list[Classification]) -> pb.ClassifyResponse:
+    return pb.ClassifyResponse(results=[
+        pb.Classification(label=r.label, probability=r.probability, component=r.component,
+                          log_likelihood=r.log_likelihood, outlier=r.outlier,
+                          neighbors=[pb.Neighbor(id=n.id, distance=n.distance) for n in r.neighbors])
+        for r in results
+    ])
 
 
 # -- client side: messages -> results ---------------------------------------------------------
@@ -320,3 +365,19 @@ def cluster_from_pb(msg: pb.Cluster) -> Cluster:
 
 def upsert_result_from_pb(msg) -> UpsertResult:
     return UpsertResult(upserted=msg.upserted, replaced=msg.replaced)
+
+
+def classifier_info_from_pb(msg: pb.ClassifierInfo) -> ClassifierInfo:
+    return ClassifierInfo(name=msg.name, kind=msg.kind, version=msg.version, n_samples=msg.n_samples, dim=msg.dim,
+                          classes=tuple(msg.classes))
+
+
+def classifications_from_pb(msg: pb.ClassifyResponse) -> list[Classification]:
+    return [
+        Classification(
+            label=optional(r, "label"), probability=optional(r, "probability"), component=optional(r, "component"),
+            log_likelihood=optional(r, "log_likelihood"), outlier=optional(r, "outlier"),
+            neighbors=tuple(Neighbor(id=n.id, distance=n.distance) for n in r.neighbors),
+        )
+        for r in msg.results
+    ]

@@ -28,6 +28,7 @@ from .client import (
     stats_from_pb,
     translate_error,
 )
+from .index._classify import Classification, ClassifierInfo
 from .index._index import _check_name
 from .index._types import Cluster, CollectionInfo, Document, NearDuplicate, Neighbor, UpsertResult
 
@@ -100,6 +101,22 @@ class AsyncRemoteCollection(Requests):
     async def find_duplicates(self, threshold: float | None = None, *, exact: bool | None = None) -> list[Cluster]:
         clusters = await self._client._call("FindDuplicates", self._find_request(threshold, exact))
         return [wire.cluster_from_pb(c) for c in clusters]
+
+    async def train_classifier(self, name: str, kind: str = "svm", params: dict | None = None,
+                               filter: dict | None = None) -> ClassifierInfo:
+        req = self._train_request(name, kind, params, filter)
+        return wire.classifier_info_from_pb(await self._client._call("TrainClassifier", req))
+
+    async def list_classifiers(self) -> list[ClassifierInfo]:
+        resp = await self._client._call("ListClassifiers", pb.ListClassifiersRequest(collection=self.name))
+        return [wire.classifier_info_from_pb(i) for i in resp.classifiers]
+
+    async def classify(self, vectors=None, *, ids=None, model: str, k: int = 10) -> list[Classification]:
+        req = self._classify_request(vectors, ids, model, k)
+        return wire.classifications_from_pb(await self._client._call("Classify", req))
+
+    async def delete_classifier(self, name: str) -> None:
+        await self._client._call("DeleteClassifier", self._model_request(pb.DeleteClassifierRequest, name))
 
 
 class AsyncClient:

@@ -22,7 +22,9 @@ import grpc
 
 from . import _wire as wire
 from ._wire import pb
-from .errors import GRPC_STATUS, ResourceExhaustedError, SimsearchError, error_for_status
+from .errors import GRPC_STATUS, InvalidArgumentError, ResourceExhaustedError, SimsearchError, error_for_status
+from .index import _classify
+from .index._classify import Classification, ClassifierInfo
 from .index._index import _check_name
 from .index._types import (
     METRICS,
@@ -157,6 +159,36 @@ class Requests:
             exact=None if exact is None else bool(exact),
         )
 
+    def _train_request(self, name, kind, params, filter) -> pb.TrainClassifierRequest:
+        """Checked as ``Collection.train_classifier`` checks its arguments, in the same order."""
+        func = "train_classifier"
+        name = _classify.check_model_name(name)
+        if not isinstance(kind, str):
+            _classify.check_kind(kind)  # raises the library's message
+        params = _classify.check_params(params)
+        filter = _classify.check_filter(filter)
+        return pb.TrainClassifierRequest(
+            collection=self.name, name=name, kind=wire._string(kind, f"The 'kind' parameter of {func}"),
+            params_json=wire.encode_json_object(params, "params", func),
+            filter_json=wire.encode_json_object(filter, "filter", func),
+        )
+
+    def _classify_request(self, vectors, ids, model, k) -> pb.ClassifyRequest:
+        """Checked as ``Collection.classify`` checks its arguments, in the same order."""
+        func = "classify"
+        req = pb.ClassifyRequest(collection=self.name, model=_classify.check_model_name(model),
+                                 k=wire.encode_int(k, "k", 1, _MAX_K, func, optional=False))
+        if (vectors is None) == (ids is None):
+            raise InvalidArgumentError(f"{func} takes either vectors or ids, not both and not neither.")
+        if vectors is not None:
+            req.vectors.CopyFrom(wire.encode_vectors(vectors, func, self.config.dim, self.name))
+        else:
+            req.ids.CopyFrom(wire.encode_ids(ids, func))
+        return req
+
+    def _model_request(self, cls, name):
+        return cls(collection=self.name, name=_classify.check_model_name(name))
+
     def _stream_requests(self, batches, failure: list):
         """UpsertRequests from ``batches``; a batch that cannot be encoded ends the stream cleanly
         (so the server acknowledges what came before) and its error goes to ``failure``."""
@@ -247,6 +279,25 @@ class RemoteCollection(Requests):
 
     def find_duplicates(self, threshold: float | None = None, *, exact: bool | None = None) -> list[Cluster]:
         return [wire.cluster_from_pb(c) for c in self._client._call("FindDuplicates", self._find_request(threshold, exact))]
+
+    # -- classifiers -----------------------------------------------------------------------
+    def train_classifier(self, name: str, kind: str = "svm", params: dict | None = None,
+                         filter: dict | None = None) -> ClassifierInfo:
+        """Train and store a model on the server; see ``Collection.train_classifier``. ``params``
+        and ``filter`` travel as JSON (numpy arrays and scalars become lists and numbers)."""
+        req = self._train_request(name, kind, params, filter)
+        return wire.classifier_info_from_pb(self._client._call("TrainClassifier", req))
+
+    def list_classifiers(self) -> list[ClassifierInfo]:
+        resp = self._client._call("ListClassifiers", pb.ListClassifiersRequest(collection=self.name))
+        return [wire.classifier_info_from_pb(i) for i in resp.classifiers]
+
+    def classify(self, vectors=None, *, ids=None, model: str, k: int = 10) -> list[Classification]:
+        req = self._classify_request(vectors, ids, model, k)
+        return wire.classifications_from_pb(self._client._call("Classify", req))
+
+    def delete_classifier(self, name: str) -> None:
+        self._client._call("DeleteClassifier", self._model_request(pb.DeleteClassifierRequest, name))
 
 
 class Client:

@@ -70,9 +70,8 @@ class _Sync:
         return call
 
 
-def run_scenario(api) -> list:
-    """The sequence of calls; returns one record per step."""
-    log: list = []
+def _stepper(log: list):
+    """``step(label, fn)``: runs ``fn`` and appends its result, or its error's class and message, to ``log``."""
 
     def step(label, fn, compare_message=True):
         try:
@@ -81,6 +80,13 @@ def run_scenario(api) -> list:
             log.append((label, "error", type(exc).__name__, str(exc) if compare_message else None))
         return log[-1]
 
+    return step
+
+
+def run_scenario(api) -> list:
+    """The sequence of calls; returns one record per step."""
+    log: list = []
+    step = _stepper(log)
     docs = _corpus()
     holder: dict = {}
 
@@ -206,6 +212,111 @@ def run_scenario(api) -> list:
     return log
 
 
+def _labelled(seed: int = 0, n: int = 60, dim: int = 4):
+    """Three clusters of vectors labelled c0..c2; some documents lack a label or a vector."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=3.0, size=(3, dim))
+    docs = [Document(id=f"p{i}", metadata={"half": i < n // 2, "c": i % 3},
+                     vector=(centers[i % 3] + rng.normal(size=dim)).astype(np.float32) if i % 10 != 9 else None,
+                     label=f"c{i % 3}" if i % 7 else None)
+            for i in range(n)]
+    queries = np.vstack([centers + rng.normal(scale=0.5, size=centers.shape), np.full((1, dim), 40.0)])
+    return docs, centers, queries.astype(np.float32)
+
+
+CLASSIFIER_PARAMS = {"svm": {"kernel": "rbf", "C": 2.0}, "gmm": {"n_components": 3, "covariance_type": "diag"}}
+
+
+def run_classifier_scenario(api) -> list:
+    """Classifiers: train (svm, gmm, filter, numpy params, replace), list, classify (vectors, ids,
+    2-d array, empty), delete, and the error paths, including failed trainings that must leave the
+    stored models unchanged."""
+    log: list = []
+    step = _stepper(log)
+    docs, centers, Q = _labelled()
+    coll = api.create_collection("cls", dim=4, metric="euclidean")
+    one = api.create_collection("one", dim=4)
+    empty = api.create_collection("empty", dim=4)
+    novec = api.create_collection("novec")
+    step("upsert", lambda: coll.upsert(docs))
+    step("upsert one class", lambda: one.upsert([Document(id=f"o{i}", vector=np.full(4, float(i)), label="only")
+                                                 for i in range(6)]))
+    step("list empty", lambda: coll.list_classifiers())
+    step("train svm", lambda: coll.train_classifier("svm", params=CLASSIFIER_PARAMS["svm"]))
+    step("train svm positional + filter", lambda: coll.train_classifier("lin", "svm", {"kernel": "linear"},
+                                                                        {"half": True}))
+    step("train gmm", lambda: coll.train_classifier("gmm", kind="gmm", params=CLASSIFIER_PARAMS["gmm"]))
+    step("train gmm numpy params", lambda: coll.train_classifier(
+        "gmm2", kind="gmm",
+        params={"n_components": np.int64(2), "means_init": centers[:2], "reg_covar": np.float64(1e-4)}))
+    step("list", lambda: coll.list_classifiers())
+    step("classify svm", lambda: coll.classify(list(Q), model="svm", k=3))
+    step("classify svm ids", lambda: coll.classify(ids=["p0", "p4", "p8"], model="svm", k=4))
+    step("classify lin 2-d array", lambda: coll.classify(Q, model="lin"))
+    step("classify gmm", lambda: coll.classify(Q, model="gmm", k=2))
+    step("classify gmm ids", lambda: coll.classify(ids=["p1", "p2"], model="gmm", k=1))
+    step("classify gmm2", lambda: coll.classify(Q[:2], model="gmm2", k=1))
+    step("classify empty", lambda: coll.classify([], model="svm"))
+    step("classify ids empty", lambda: coll.classify(ids=[], model="svm"))
+    step("retrain replaces", lambda: coll.train_classifier("lin", params={"kernel": "linear", "C": 0.5}))
+    step("classify replaced", lambda: coll.classify(Q, model="lin", k=2))
+    step("list before failures", lambda: coll.list_classifiers())
+    bad_trains = {
+        "kind unknown": {"kind": "forest"}, "kind None": {"kind": None}, "kind int": {"kind": 3},
+        "unknown param": {"params": {"no_such": 1}}, "C negative": {"params": {"C": -1.0}},
+        "C nan": {"params": {"C": math.nan}}, "C str": {"params": {"C": "x"}},
+        "probability False": {"params": {"probability": False}}, "params list": {"params": [1]},
+        "params int keys": {"params": {1: 2}}, "filter list": {"filter": [1]},
+        "filter matches nothing": {"filter": {"c": 99}},
+        "gmm too many components": {"kind": "gmm", "params": {"n_components": 500}},
+        "gmm covariance bogus": {"kind": "gmm", "params": {"covariance_type": "bogus"}},
+        "gmm means_init shape": {"kind": "gmm", "params": {"n_components": 2, "means_init": [[0.0, 0.0]] * 2}},
+    }
+    for label, kw in bad_trains.items():  # each under an existing name: it must stay as it was
+        step(f"train bad {label}", lambda kw=kw: coll.train_classifier("svm", **kw))
+    for name in ("", "bad name!", "x" * 129, 5, None):
+        step(f"train bad name {name!r}", lambda name=name: coll.train_classifier(name))
+    step("list after failures", lambda: coll.list_classifiers())
+    step("classify after failures", lambda: coll.classify(list(Q), model="svm", k=3))
+    step("train single class", lambda: one.train_classifier("m"))
+    step("train no labels", lambda: empty.train_classifier("m"))
+    step("train gmm no vectors", lambda: empty.train_classifier("m", kind="gmm"))
+    step("train dim None", lambda: novec.train_classifier("m", kind="gmm"))
+    step("list one", lambda: one.list_classifiers())
+    v = Q[0]
+    bad_classify = {
+        "unknown model": lambda: coll.classify([v], model="nope"),
+        "model bad name": lambda: coll.classify([v], model="bad name!"),
+        "model None": lambda: coll.classify([v], model=None),
+        "k=0": lambda: coll.classify([v], model="svm", k=0),
+        "k big": lambda: coll.classify([v], model="svm", k=10_001),
+        "k float": lambda: coll.classify([v], model="svm", k=2.5),
+        "k None": lambda: coll.classify([v], model="svm", k=None),
+        "wrong dim": lambda: coll.classify([[1.0, 2.0]], model="svm"),
+        "nan": lambda: coll.classify([[math.nan] * 4], model="svm"),
+        "inf": lambda: coll.classify([v, [math.inf] * 4], model="gmm"),
+        "2-d element": lambda: coll.classify([np.ones((2, 2))], model="svm"),
+        "str element": lambda: coll.classify([["a"] * 4], model="svm"),
+        "vectors int": lambda: coll.classify(5, model="svm"),
+        "neither": lambda: coll.classify(model="svm"),
+        "both": lambda: coll.classify([v], ids=["p0"], model="svm"),
+        "unknown id": lambda: coll.classify(ids=["p0", "zzz"], model="svm"),
+        "id without vector": lambda: coll.classify(ids=["p9"], model="svm"),
+        "ids str": lambda: coll.classify(ids="p0", model="svm"),
+        "ids int": lambda: coll.classify(ids=[0], model="svm"),
+        "dim None": lambda: novec.classify([v], model="m"),
+        "dim None ids": lambda: novec.classify(ids=["x"], model="m"),
+    }
+    for label, fn in bad_classify.items():
+        step(f"classify {label}", fn)
+    step("delete", lambda: coll.delete_classifier("lin"))
+    step("delete again", lambda: coll.delete_classifier("lin"))
+    step("delete bad name", lambda: coll.delete_classifier("bad name!"))
+    step("classify deleted", lambda: coll.classify([v], model="lin"))
+    step("list after delete", lambda: coll.list_classifiers())
+    return log
+
+
 def _compare(local: list, remote: list) -> None:
     assert len(local) == len(remote)
     for a, b in zip(local, remote):
@@ -235,6 +346,72 @@ def test_async_client_congruent_with_index(tmp_path, grpc_server):
     finally:
         loop.close()
     _compare(local, remote)
+
+
+def _async_scenario(address: str, scenario) -> list:
+    loop = asyncio.new_event_loop()
+    try:
+        async def connect():  # the grpc.aio channel belongs to the loop that creates it
+            return AsyncClient(address)
+
+        client = loop.run_until_complete(connect())
+        log = scenario(_Sync(client, loop))
+        loop.run_until_complete(client.close())
+    finally:
+        loop.close()
+    return log
+
+
+def test_classifiers_congruent_with_index(tmp_path, grpc_server):
+    with Index(tmp_path / "local") as index:
+        local = run_classifier_scenario(index)
+    with Client(grpc_server.address) as client:
+        remote = run_classifier_scenario(client)
+    _compare(local, remote)
+    by_label = {r[0]: r for r in local}
+    assert sum(r[1] == "error" for r in local) >= 40
+    assert all(by_label[label][1] == "ok" for label in ("train svm", "train gmm", "classify svm", "classify gmm ids"))
+    # a failed training under an existing name left that model as it was
+    assert by_label["list after failures"][1:] == by_label["list before failures"][1:]
+    assert by_label["classify after failures"][2] == by_label["classify svm"][2]
+    assert by_label["classify deleted"][2] == "NotFoundError"
+
+
+def test_classifiers_async_client_congruent_with_index(tmp_path, grpc_server):
+    with Index(tmp_path / "local") as index:
+        local = run_classifier_scenario(index)
+    _compare(local, _async_scenario(grpc_server.address, run_classifier_scenario))
+
+
+def test_remote_classifications_match_the_models(grpc_server):
+    """Oracle: what the server answers is what the estimators predict when fitted directly on the
+    collection's training vectors, and the evidence is the collection's own kNN."""
+    from simsearch.models import SVC, GaussianMixture
+
+    docs, _, Q = _labelled(seed=1)
+    with Client(grpc_server.address) as client:
+        coll = client.create_collection("cls", dim=4, metric="euclidean")
+        coll.upsert(docs)
+        coll.train_classifier("svm", params=CLASSIFIER_PARAMS["svm"])
+        coll.train_classifier("gmm", kind="gmm", params=CLASSIFIER_PARAMS["gmm"])
+        svm_res = coll.classify(Q, model="svm", k=5)
+        gmm_res = coll.classify(Q, model="gmm", k=5)
+        knn = coll.search_batch(vectors=Q, k=5)
+    with_vec = [d for d in docs if d.vector is not None]
+    X_all = np.stack([d.vector for d in with_vec]).astype(np.float64)
+    X_lab = np.stack([d.vector for d in with_vec if d.label is not None]).astype(np.float64)
+    y_lab = np.array([d.label for d in with_vec if d.label is not None])
+    svm = SVC(probability=True, random_state=0, **CLASSIFIER_PARAMS["svm"]).fit(X_lab, y_lab)
+    proba = svm.predict_proba(Q.astype(np.float64))
+    assert [r.label for r in svm_res] == [str(c) for c in svm.classes_[proba.argmax(axis=1)]]
+    np.testing.assert_allclose([r.probability for r in svm_res], proba.max(axis=1), rtol=1e-12)
+    gmm = GaussianMixture(random_state=0, **CLASSIFIER_PARAMS["gmm"]).fit(X_all)
+    ll = gmm.score_samples(Q.astype(np.float64))
+    assert [r.component for r in gmm_res] == gmm.predict(Q.astype(np.float64)).tolist()
+    np.testing.assert_allclose([r.log_likelihood for r in gmm_res], ll, rtol=1e-12)
+    cut = np.percentile(gmm.score_samples(X_all), 1.0)
+    assert [r.outlier for r in gmm_res] == (ll < cut).tolist() and gmm_res[-1].outlier
+    assert [list(r.neighbors) for r in svm_res] == knn == [list(r.neighbors) for r in gmm_res]
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])

@@ -33,6 +33,14 @@ def server(tmp_path_factory):
             pb.Document(id=f"d{i}", text=f"some words for document {i} here", vector=_vec([i, 1, 2, 3]))
             for i in range(10)] + [pb.Document(id="novec", text="a doc without a vector")]))
         call("Upsert", pb.UpsertRequest(collection="plain", documents=[pb.Document(id="p", text="plain words")]))
+        for name, labels in (("labelled", "ab"), ("single", "a")):
+            call("CreateCollection", pb.CreateCollectionRequest(name=name, config=pb.CollectionConfig(dim=4)))
+            call("Upsert", pb.UpsertRequest(collection=name, documents=[
+                pb.Document(id=f"l{i}", vector=_vec([i % 2, i, 1, 0]), label=labels[i % len(labels)],
+                            metadata_json=f'{{"i": {i}}}') for i in range(12)]))
+        call("TrainClassifier", pb.TrainClassifierRequest(collection="labelled", name="m",
+                                                          params_json='{"kernel": "linear"}'))
+        call("TrainClassifier", pb.TrainClassifierRequest(collection="docs", name="g", kind="gmm"))
     yield srv
     srv.stop(0)
 
@@ -154,6 +162,64 @@ MATRIX = [
     ("FindDuplicates", pb.FindDuplicatesRequest(collection="plain", exact=True), C.FAILED_PRECONDITION),
 ]
 
+TC = pb.TrainClassifierRequest
+CL = pb.ClassifyRequest
+V4 = pb.VectorList(values=[_vec([1, 2, 3, 4])])
+
+MATRIX += [
+    # classifiers: training (each under the existing name "m", which must survive every failure)
+    ("TrainClassifier", TC(collection="nope", name="m"), C.NOT_FOUND),
+    ("TrainClassifier", TC(name="m"), C.INVALID_ARGUMENT),
+    ("TrainClassifier", TC(collection="labelled"), C.INVALID_ARGUMENT),
+    ("TrainClassifier", TC(collection="labelled", name="bad name"), C.INVALID_ARGUMENT),
+    ("TrainClassifier", TC(collection="labelled", name="m", kind="forest"), C.INVALID_ARGUMENT),
+    ("TrainClassifier", TC(collection="labelled", name="m", kind=""), C.INVALID_ARGUMENT),
+    ("TrainClassifier", TC(collection="labelled", name="m", params_json="{"), C.INVALID_ARGUMENT),
+    ("TrainClassifier", TC(collection="labelled", name="m", params_json="[1]"), C.INVALID_ARGUMENT),
+    ("TrainClassifier", TC(collection="labelled", name="m", params_json='{"no_such": 1}'), C.INVALID_ARGUMENT),
+    ("TrainClassifier", TC(collection="labelled", name="m", params_json='{"C": -1}'), C.INVALID_ARGUMENT),
+    ("TrainClassifier", TC(collection="labelled", name="m", params_json='{"C": NaN}'), C.INVALID_ARGUMENT),
+    ("TrainClassifier", TC(collection="labelled", name="m", params_json='{"C": "x"}'), C.INVALID_ARGUMENT),
+    ("TrainClassifier", TC(collection="labelled", name="m", params_json='{"probability": false}'),
+     C.INVALID_ARGUMENT),
+    ("TrainClassifier", TC(collection="labelled", name="m", kind="gmm", params_json='{"n_components": 0}'),
+     C.INVALID_ARGUMENT),
+    ("TrainClassifier", TC(collection="labelled", name="m", filter_json="{"), C.INVALID_ARGUMENT),
+    ("TrainClassifier", TC(collection="labelled", name="m", filter_json='"i"'), C.INVALID_ARGUMENT),
+    ("TrainClassifier", TC(collection="labelled", name="m", filter_json='{"i": 99}'), C.FAILED_PRECONDITION),
+    ("TrainClassifier", TC(collection="labelled", name="m", kind="gmm", params_json='{"n_components": 13}'),
+     C.FAILED_PRECONDITION),
+    ("TrainClassifier", TC(collection="docs", name="m"), C.FAILED_PRECONDITION),  # no labels
+    ("TrainClassifier", TC(collection="single", name="m"), C.FAILED_PRECONDITION),  # one class
+    ("TrainClassifier", TC(collection="plain", name="m", kind="gmm"), C.FAILED_PRECONDITION),  # no vectors
+    ("ListClassifiers", pb.ListClassifiersRequest(), C.INVALID_ARGUMENT),
+    ("ListClassifiers", pb.ListClassifiersRequest(collection="nope"), C.NOT_FOUND),
+    # classifying
+    ("Classify", CL(collection="nope", model="m", vectors=V4), C.NOT_FOUND),
+    ("Classify", CL(collection="labelled", model="nope", vectors=V4), C.NOT_FOUND),
+    ("Classify", CL(collection="labelled", vectors=V4), C.INVALID_ARGUMENT),
+    ("Classify", CL(collection="labelled", model="bad name", vectors=V4), C.INVALID_ARGUMENT),
+    ("Classify", CL(collection="labelled", model="m"), C.INVALID_ARGUMENT),
+    ("Classify", CL(collection="labelled", model="m", vectors=V4, ids=pb.StringList(values=["l1"])),
+     C.INVALID_ARGUMENT),
+    ("Classify", CL(collection="labelled", model="m", vectors=pb.VectorList(values=[_vec([1, 2])])),
+     C.INVALID_ARGUMENT),
+    ("Classify", CL(collection="labelled", model="m", vectors=pb.VectorList(values=[_vec([NAN] * 4)])),
+     C.INVALID_ARGUMENT),
+    ("Classify", CL(collection="labelled", model="m", vectors=pb.VectorList(values=[_vec([])])), C.INVALID_ARGUMENT),
+    ("Classify", CL(collection="labelled", model="m", vectors=V4, k=0), C.INVALID_ARGUMENT),
+    ("Classify", CL(collection="labelled", model="m", vectors=V4, k=101), C.RESOURCE_EXHAUSTED),
+    ("Classify", CL(collection="labelled", model="m", vectors=pb.VectorList(values=[_vec([1, 2, 3, 4])] * 101)),
+     C.RESOURCE_EXHAUSTED),
+    ("Classify", CL(collection="labelled", model="m", ids=pb.StringList(values=["zzz"])), C.NOT_FOUND),
+    ("Classify", CL(collection="docs", model="g", ids=pb.StringList(values=["novec"])), C.FAILED_PRECONDITION),
+    ("Classify", CL(collection="plain", model="m", vectors=pb.VectorList(values=[_vec([1.0])])), C.FAILED_PRECONDITION),
+    # deleting
+    ("DeleteClassifier", pb.DeleteClassifierRequest(collection="nope", name="m"), C.NOT_FOUND),
+    ("DeleteClassifier", pb.DeleteClassifierRequest(collection="labelled", name="nope"), C.NOT_FOUND),
+    ("DeleteClassifier", pb.DeleteClassifierRequest(collection="labelled", name=""), C.INVALID_ARGUMENT),
+]
+
 # every RPC with a wrong token and with none
 GOOD = {
     "CreateCollection": pb.CreateCollectionRequest(name="t"), "GetCollection": pb.GetCollectionRequest(name="docs"),
@@ -165,6 +231,10 @@ GOOD = {
     "QueryNearDuplicates": NQ(collection="docs", texts=pb.StringList(values=["a b"])),
     "SearchVectors": SV(collection="docs", vectors=pb.VectorList(values=[_vec([1, 2, 3, 4])])),
     "FindDuplicates": pb.FindDuplicatesRequest(collection="docs"), "Stats": pb.StatsRequest(),
+    "TrainClassifier": TC(collection="labelled", name="m2"),
+    "ListClassifiers": pb.ListClassifiersRequest(collection="labelled"),
+    "Classify": CL(collection="labelled", model="m", vectors=V4),
+    "DeleteClassifier": pb.DeleteClassifierRequest(collection="labelled", name="m"),
 }
 
 
@@ -175,6 +245,9 @@ def _assert_still_serving(srv) -> None:
         call = _caller(ch)
         assert call("Count", pb.CountRequest(collection="docs")).count in (11, 12)  # +1: a stream's good batch
         assert call("Get", pb.GetRequest(collection="docs", ids=["d3"])).documents[0].id == "d3"
+        # failed trainings left the stored model as it was
+        info = call("ListClassifiers", pb.ListClassifiersRequest(collection="labelled")).classifiers
+        assert [(i.name, i.kind, i.n_samples, list(i.classes)) for i in info] == [("m", "svm", 12, ["a", "b"])]
 
 
 @pytest.mark.parametrize("method, request_, code", MATRIX,

@@ -29,7 +29,7 @@ def channel(tmp_path_factory):
     for coll in ("docs", "chars"):
         call("Upsert", pb.UpsertRequest(collection=coll, documents=[
             pb.Document(id=f"d{i}", text=f"fuzz corpus text {i % 4} with words", metadata_json='{"i": 1}',
-                        vector=pb.Vector(values=[i, 1.0, -1.0]) if coll == "docs" else None)
+                        vector=pb.Vector(values=[i, 1.0, -1.0]) if coll == "docs" else None, label=f"l{i % 2}")
             for i in range(12)]))
     yield ch
     ch.close()
@@ -91,6 +91,13 @@ configs = _msg(pb.CollectionConfig, shingle=st.sampled_from(["word", "char", "x"
                seed=ints, threshold=doubles, weights=st.builds(pb.Weights, false_positive=doubles,
                                                                false_negative=doubles),
                dim=ints, metric=metrics, store_text=st.booleans(), store_shingles=st.booleans())
+models = _mostly(st.sampled_from(["m", "g"]),
+                 st.sampled_from(["", "nope", "bad name", "x" * 129]) | st.text(max_size=8))
+params_texts = json_texts | st.sampled_from([
+    '{"kernel": "linear"}', '{"C": -1}', '{"C": true}', '{"gamma": 0}', '{"probability": false}',
+    '{"n_components": 2}', '{"n_components": 0}', '{"n_components": 1e3}', '{"covariance_type": "tied"}',
+    '{"reg_covar": 0}', '{"max_iter": 0}', '{"means_init": [[0, 0, 0]]}', '{"random_state": -1}',
+    '{"solver": "nystroem", "n_components": 4}', '{"tol": NaN}', '{"no_such": 1}'])
 upserts = _msg(pb.UpsertRequest, collection=names, documents=st.lists(documents, max_size=4))
 
 REQUESTS = {
@@ -111,6 +118,13 @@ REQUESTS = {
                           k=ints, metric=metrics),
     "FindDuplicates": _msg(pb.FindDuplicatesRequest, collection=names, threshold=doubles, exact=st.booleans()),
     "Stats": st.just(pb.StatsRequest()),
+    "TrainClassifier": _msg(pb.TrainClassifierRequest, collection=names, name=models,
+                            kind=st.sampled_from(["svm", "gmm", "", "forest"]), params_json=params_texts,
+                            filter_json=json_texts | st.sampled_from(['{"i": 1}', '{"i": 2}'])),
+    "ListClassifiers": _msg(pb.ListClassifiersRequest, collection=names),
+    "Classify": _msg(pb.ClassifyRequest, collection=names, model=models,
+                     vectors=st.builds(pb.VectorList, values=st.lists(vectors, max_size=3)), ids=id_lists, k=ints),
+    "DeleteClassifier": _msg(pb.DeleteClassifierRequest, collection=names, name=models),
 }
 calls = st.one_of([st.tuples(st.just(name), strategy) for name, strategy in REQUESTS.items()])
 

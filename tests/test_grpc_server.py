@@ -68,6 +68,7 @@ def test_service_declares_every_rpc():
     assert methods == {
         "CreateCollection", "GetCollection", "ListCollections", "DropCollection", "Upsert", "UpsertStream", "Delete",
         "Get", "Count", "QueryNearDuplicates", "SearchVectors", "FindDuplicates", "Stats",
+        "TrainClassifier", "ListClassifiers", "Classify", "DeleteClassifier",
     }
     assert pb.DESCRIPTOR.package == "simsearch.v1"
 
@@ -360,6 +361,38 @@ def test_owned_index_is_closed_on_stop(tmp_path):
         server.index.list_collections()
     with Index(tmp_path / "srv") as reopened:
         assert reopened.get_collection("c").count() == 3
+
+
+def test_classifiers_trained_over_grpc_survive_a_restart(tmp_path):
+    """Models live in the data directory: a restarted server, and the embedded Index on the same
+    files, list them and classify exactly as the first server did."""
+    rng = np.random.default_rng(5)
+    X = np.vstack([rng.normal(size=(20, 3)), rng.normal(loc=4.0, size=(20, 3))]).astype(np.float32)
+    docs = [{"id": f"v{i}", "vector": X[i], "label": "far" if i >= 20 else "near"} for i in range(40)]
+    Q = np.vstack([X[::7] + 0.1, np.full((1, 3), 30.0)]).astype(np.float32)
+
+    def snapshot(coll):
+        return (coll.list_classifiers(), coll.classify(Q, model="s", k=3), coll.classify(ids=["v0", "v39"], model="g"))
+
+    server = _start(tmp_path)
+    with Client(server.address) as client:
+        coll = client.create_collection("c", dim=3, metric="euclidean")
+        coll.upsert(docs)
+        coll.train_classifier("s", kind="svm", params={"kernel": "rbf"})
+        coll.train_classifier("g", kind="gmm", params={"n_components": 2})
+        coll.train_classifier("gone", kind="gmm")
+        coll.delete_classifier("gone")
+        before = snapshot(coll)
+    server.stop()
+    assert [i.name for i in before[0]] == ["g", "s"] and before[2][1].component != before[2][0].component
+    server = _start(tmp_path)
+    try:
+        with Client(server.address) as client:
+            assert snapshot(client.get_collection("c")) == before
+    finally:
+        server.stop()
+    with Index(tmp_path / "srv") as reopened:
+        assert snapshot(reopened.get_collection("c")) == before
 
 
 def test_config_validation():

@@ -7,7 +7,7 @@ import pytest
 from sklearn.datasets import load_iris
 from sklearn.preprocessing import StandardScaler
 
-from simsearch.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from simsearch.errors import FailedPreconditionError, InvalidArgumentError, InvalidTypeError, NotFoundError
 from simsearch.index import Document, Index
 
 
@@ -82,3 +82,24 @@ def test_classifier_errors(iris_index, tmp_path):
     coll.delete_classifier("m")
     with pytest.raises(NotFoundError):
         coll.delete_classifier("m")
+
+
+def test_failed_training_changes_nothing_and_inputs_are_typed(iris_index):
+    _, coll, Xt, _ = iris_index
+    coll.train_classifier("m", kind="svm", params={"kernel": "linear"})
+    before = (coll.list_classifiers(), coll.classify(Xt, model="m", k=3))
+    for kw in ({"params": [("C", 1.0)]}, {"params": {1: 2}}, {"params": {"probability": False}},
+               {"params": {"C": -1.0}}, {"kind": "gmm", "params": {"n_components": 500}}, {"filter": {"split": "x"}},
+               {"filter": ["split"]}):
+        with pytest.raises((InvalidArgumentError, InvalidTypeError, FailedPreconditionError)):
+            coll.train_classifier("m", **kw)
+        assert (coll.list_classifiers(), coll.classify(Xt, model="m", k=3)) == before
+    assert coll.classify([], model="m") == [] and coll.classify(ids=[], model="m") == []
+    assert coll.classify(iter(Xt[:2]), model="m", k=3) == before[1][:2]
+    with pytest.raises(InvalidTypeError):
+        coll.classify(5, model="m")
+    with pytest.raises(NotFoundError, match="unknown id"):
+        coll.classify(ids=["zzz"], model="m")
+    # unset seeds default to 0: the same data and params give the same model
+    coll.train_classifier("again", kind="svm", params={"kernel": "linear"})
+    assert coll.classify(Xt, model="again", k=3) == before[1]

@@ -57,6 +57,32 @@ def check_model_name(name: Any) -> str:
     return name
 
 
+def check_kind(kind: Any) -> str:
+    return check_option(kind, "kind", MODEL_KINDS, func="train_classifier")
+
+
+def check_params(params: Any) -> dict:
+    """A copy of ``params`` (None: {}); it must be a dict with str keys."""
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise InvalidTypeError(
+            f"The 'params' of train_classifier must be a dict with str keys. Got {type(params).__name__}."
+        )
+    for key in params:
+        if not isinstance(key, str):
+            raise InvalidTypeError(
+                f"The 'params' of train_classifier must be a dict with str keys. Got the key {key!r}."
+            )
+    return dict(params)
+
+
+def check_filter(flt: Any) -> dict | None:
+    if flt is not None and (not isinstance(flt, dict) or not all(isinstance(k, str) for k in flt)):
+        raise InvalidTypeError("The 'filter' of train_classifier must be a dict of metadata equalities.")
+    return flt
+
+
 def _matches(metadata: dict, flt: dict) -> bool:
     return all(metadata.get(k) == v for k, v in flt.items())
 
@@ -65,8 +91,6 @@ def training_data(collection, kind: str, flt: dict | None):
     """(X, y) for training; y is None for a gmm. Raises FailedPrecondition when there is nothing to learn."""
     ids, X, labels = collection.vectors_and_labels(require_labels=(kind == "svm"))
     if flt is not None:
-        if not isinstance(flt, dict):
-            raise InvalidTypeError("The 'filter' of train_classifier must be a dict of metadata equalities.")
         docs = collection.get(ids) if ids else []
         keep = [i for i, d in enumerate(docs) if _matches(d.metadata, flt)]
         X, labels = X[keep], [labels[i] for i in keep]
@@ -83,32 +107,37 @@ def training_data(collection, kind: str, flt: dict | None):
     return X, None
 
 
-def train(collection, name: str, kind: str, params: dict | None, flt: dict | None):
-    """Fit a model on the collection; returns (payload bytes, ClassifierInfo)."""
+def train(collection, name: str, kind: str, params: dict, flt: dict | None):
+    """Fit a model on the collection; returns (payload bytes, ClassifierInfo). ``kind``, ``params``
+    and ``flt`` have passed check_kind, check_params and check_filter. Unset seeds default to 0,
+    so the same data and params give the same model."""
     from ..models import SVC, GaussianMixture
 
-    check_option(kind, "kind", MODEL_KINDS, func="train_classifier")
-    params = dict(params or {})
-    if not all(isinstance(k, str) for k in params):
-        raise InvalidTypeError("The 'params' of train_classifier must be a dict with str keys.")
     X, y = training_data(collection, kind, flt)
     X = X.astype(np.float64)
+    params = {"random_state": 0, **({"probability": True} if kind == "svm" else {}), **params}
     try:
-        if kind == "svm":
-            params.setdefault("probability", True)
-            model = SVC(**params)
-        else:
-            params.setdefault("random_state", 0)
-            model = GaussianMixture(**params)
+        model = SVC(**params) if kind == "svm" else GaussianMixture(**params)
     except TypeError as exc:
         raise InvalidArgumentError(f"train_classifier: bad params for {kind}: {exc}") from None
+    if kind == "svm" and model.probability is not True:
+        raise InvalidArgumentError(
+            "train_classifier: an svm classifier reports probabilities, so params 'probability' must be True "
+            f"(or left out). Got {model.probability!r}."
+        )
     if kind == "gmm":
         n_comp = check_int(model.n_components, "n_components", 1, 4096, func="train_classifier")
         if n_comp > len(X):
             raise FailedPreconditionError(
                 f"a gmm with {n_comp} components needs at least {n_comp} vectors; the collection has {len(X)}."
             )
-    model.fit(X, y) if kind == "svm" else model.fit(X)
+    try:
+        model.fit(X, y) if kind == "svm" else model.fit(X)
+    except np.linalg.LinAlgError as exc:
+        raise InvalidArgumentError(
+            f"train_classifier: fitting the {kind} failed ({exc}); the vectors are degenerate for these params "
+            "(duplicates, too few per class): try other params."
+        ) from None
     extra: dict[str, Any] = {}
     if kind == "svm":
         classes = tuple(str(c) for c in model.classes_)

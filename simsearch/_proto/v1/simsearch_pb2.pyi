@@ -278,6 +278,96 @@ class FindDuplicatesRequest(_message.Message):
     exact: bool
     def __init__(self, collection: _Optional[str] = ..., threshold: _Optional[float] = ..., exact: _Optional[bool] = ...) -> None: ...
 
+class ClassifierInfo(_message.Message):
+    __slots__ = ("name", "kind", "version", "n_samples", "dim", "classes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    N_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    version: int
+    n_samples: int
+    dim: int
+    classes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., version: _Optional[int] = ..., n_samples: _Optional[int] = ..., dim: _Optional[int] = ..., classes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TrainClassifierRequest(_message.Message):
+    __slots__ = ("collection", "name", "kind", "params_json", "filter_json")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    FILTER_JSON_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    name: str
+    kind: str
+    params_json: str
+    filter_json: str
+    def __init__(self, collection: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., params_json: _Optional[str] = ..., filter_json: _Optional[str] = ...) -> None: ...
+
+class ListClassifiersRequest(_message.Message):
+    __slots__ = ("collection",)
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    def __init__(self, collection: _Optional[str] = ...) -> None: ...
+
+class ListClassifiersResponse(_message.Message):
+    __slots__ = ("classifiers",)
+    CLASSIFIERS_FIELD_NUMBER: _ClassVar[int]
+    classifiers: _containers.RepeatedCompositeFieldContainer[ClassifierInfo]
+    def __init__(self, classifiers: _Optional[_Iterable[_Union[ClassifierInfo, _Mapping]]] = ...) -> None: ...
+
+class ClassifyRequest(_message.Message):
+    __slots__ = ("collection", "model", "vectors", "ids", "k")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    model: str
+    vectors: VectorList
+    ids: StringList
+    k: int
+    def __init__(self, collection: _Optional[str] = ..., model: _Optional[str] = ..., vectors: _Optional[_Union[VectorList, _Mapping]] = ..., ids: _Optional[_Union[StringList, _Mapping]] = ..., k: _Optional[int] = ...) -> None: ...
+
+class Classification(_message.Message):
+    __slots__ = ("label", "probability", "component", "log_likelihood", "outlier", "neighbors")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    COMPONENT_FIELD_NUMBER: _ClassVar[int]
+    LOG_LIKELIHOOD_FIELD_NUMBER: _ClassVar[int]
+    OUTLIER_FIELD_NUMBER: _ClassVar[int]
+    NEIGHBORS_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    probability: float
+    component: int
+    log_likelihood: float
+    outlier: bool
+    neighbors: _containers.RepeatedCompositeFieldContainer[Neighbor]
+    def __init__(self, label: _Optional[str] = ..., probability: _Optional[float] = ..., component: _Optional[int] = ..., log_likelihood: _Optional[float] = ..., outlier: _Optional[bool] = ..., neighbors: _Optional[_Iterable[_Union[Neighbor, _Mapping]]] = ...) -> None: ...
+
+class ClassifyResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[Classification]
+    def __init__(self, results: _Optional[_Iterable[_Union[Classification, _Mapping]]] = ...) -> None: ...
+
+class DeleteClassifierRequest(_message.Message):
+    __slots__ = ("collection", "name")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    name: str
+    def __init__(self, collection: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class DeleteClassifierResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class StatsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

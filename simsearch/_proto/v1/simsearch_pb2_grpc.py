@@ -99,6 +99,26 @@ class SimSearchStub:
                 request_serializer=simsearch_dot_v1_dot_simsearch__pb2.StatsRequest.SerializeToString,
                 response_deserializer=simsearch_dot_v1_dot_simsearch__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.TrainClassifier = channel.unary_unary(
+                '/simsearch.v1.SimSearch/TrainClassifier',
+                request_serializer=simsearch_dot_v1_dot_simsearch__pb2.TrainClassifierRequest.SerializeToString,
+                response_deserializer=simsearch_dot_v1_dot_simsearch__pb2.ClassifierInfo.FromString,
+                _registered_method=True)
+        self.ListClassifiers = channel.unary_unary(
+                '/simsearch.v1.SimSearch/ListClassifiers',
+                request_serializer=simsearch_dot_v1_dot_simsearch__pb2.ListClassifiersRequest.SerializeToString,
+                response_deserializer=simsearch_dot_v1_dot_simsearch__pb2.ListClassifiersResponse.FromString,
+                _registered_method=True)
+        self.Classify = channel.unary_unary(
+                '/simsearch.v1.SimSearch/Classify',
+                request_serializer=simsearch_dot_v1_dot_simsearch__pb2.ClassifyRequest.SerializeToString,
+                response_deserializer=simsearch_dot_v1_dot_simsearch__pb2.ClassifyResponse.FromString,
+                _registered_method=True)
+        self.DeleteClassifier = channel.unary_unary(
+                '/simsearch.v1.SimSearch/DeleteClassifier',
+                request_serializer=simsearch_dot_v1_dot_simsearch__pb2.DeleteClassifierRequest.SerializeToString,
+                response_deserializer=simsearch_dot_v1_dot_simsearch__pb2.DeleteClassifierResponse.FromString,
+                _registered_method=True)
 
 
 class SimSearchServicer:
@@ -191,6 +211,33 @@ class SimSearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TrainClassifier(self, request, context):
+        """Classifiers: models trained on a collection's stored vectors (and labels), kept with it.
+        Training under an existing name replaces that model; a failed training changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListClassifiers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Classify(self, request, context):
+        """Per query: the model's prediction and the k nearest stored documents as evidence.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteClassifier(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SimSearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -258,6 +305,26 @@ def add_SimSearchServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=simsearch_dot_v1_dot_simsearch__pb2.StatsRequest.FromString,
                     response_serializer=simsearch_dot_v1_dot_simsearch__pb2.StatsResponse.SerializeToString,
+            ),
+            'TrainClassifier': grpc.unary_unary_rpc_method_handler(
+                    servicer.TrainClassifier,
+                    request_deserializer=simsearch_dot_v1_dot_simsearch__pb2.TrainClassifierRequest.FromString,
+                    response_serializer=simsearch_dot_v1_dot_simsearch__pb2.ClassifierInfo.SerializeToString,
+            ),
+            'ListClassifiers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListClassifiers,
+                    request_deserializer=simsearch_dot_v1_dot_simsearch__pb2.ListClassifiersRequest.FromString,
+                    response_serializer=simsearch_dot_v1_dot_simsearch__pb2.ListClassifiersResponse.SerializeToString,
+            ),
+            'Classify': grpc.unary_unary_rpc_method_handler(
+                    servicer.Classify,
+                    request_deserializer=simsearch_dot_v1_dot_simsearch__pb2.ClassifyRequest.FromString,
+                    response_serializer=simsearch_dot_v1_dot_simsearch__pb2.ClassifyResponse.SerializeToString,
+            ),
+            'DeleteClassifier': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteClassifier,
+                    request_deserializer=simsearch_dot_v1_dot_simsearch__pb2.DeleteClassifierRequest.FromString,
+                    response_serializer=simsearch_dot_v1_dot_simsearch__pb2.DeleteClassifierResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -611,6 +678,114 @@ class SimSearch:
             '/simsearch.v1.SimSearch/Stats',
             simsearch_dot_v1_dot_simsearch__pb2.StatsRequest.SerializeToString,
             simsearch_dot_v1_dot_simsearch__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TrainClassifier(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simsearch.v1.SimSearch/TrainClassifier',
+            simsearch_dot_v1_dot_simsearch__pb2.TrainClassifierRequest.SerializeToString,
+            simsearch_dot_v1_dot_simsearch__pb2.ClassifierInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListClassifiers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simsearch.v1.SimSearch/ListClassifiers',
+            simsearch_dot_v1_dot_simsearch__pb2.ListClassifiersRequest.SerializeToString,
+            simsearch_dot_v1_dot_simsearch__pb2.ListClassifiersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Classify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simsearch.v1.SimSearch/Classify',
+            simsearch_dot_v1_dot_simsearch__pb2.ClassifyRequest.SerializeToString,
+            simsearch_dot_v1_dot_simsearch__pb2.ClassifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteClassifier(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simsearch.v1.SimSearch/DeleteClassifier',
+            simsearch_dot_v1_dot_simsearch__pb2.DeleteClassifierRequest.SerializeToString,
+            simsearch_dot_v1_dot_simsearch__pb2.DeleteClassifierResponse.FromString,
             options,
             channel_credentials,
             insecure,
