@@ -16,6 +16,7 @@ import threading
 from concurrent import futures
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -144,6 +145,20 @@ def create_server(config: ServerConfig, *, index: Index | None = None) -> tuple[
     return SimsearchServer(server, index, owns, health_servicer, state, port), port
 
 
+def _warm_up(index: Index) -> None:
+    """Run each collection's query kernels once, before the port opens: loading numba's cached
+    machine code takes ~0.2 s per kernel the first time, which would land on the first callers."""
+    for info in index.list_collections():
+        coll = index.get_collection(info.name)
+        try:
+            if coll.count():
+                coll.near_duplicates("simsearch warm-up query text", k=1)
+                if coll.config.dim:
+                    coll.search(np.ones(coll.config.dim, np.float32), k=1)
+        except Exception as exc:  # noqa: BLE001 - a warm-up must never stop the server from starting
+            log.debug("warm-up of collection %r skipped: %s", info.name, exc)
+
+
 def serve(config: ServerConfig, *, ready=None) -> int:
     """Run until SIGTERM or SIGINT, then shut down gracefully; a second signal stops at once.
 
@@ -154,6 +169,7 @@ def serve(config: ServerConfig, *, ready=None) -> int:
     # of seconds on 2 cores). OpenMP reads this when it loads, which is after this point.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     server, port = create_server(config)
+    _warm_up(server.index)
     gc.collect()
     gc.freeze()  # the loaded index is long-lived: keep it out of every later GC pass
     server.start()
