@@ -331,3 +331,27 @@ def test_unrolled_row_checksums_equal_the_generic_definition():
         assert crc_doc(body, metadata, shingles) == _crc(body, metadata, shingles)
 
     check()
+
+
+def test_a_second_open_of_the_same_directory_is_refused_until_the_first_closes(tmp_path):
+    import subprocess
+    import sys
+
+    idx = Index(tmp_path / "idx")
+    idx.create_collection("c").upsert([Document(id="a", text="one two three four five six")])
+    with pytest.raises(FailedPreconditionError, match="already open"):
+        Index(tmp_path / "idx")
+    code = (
+        "import sys\n"
+        "from simsearch.index import Index\n"
+        "from simsearch.errors import FailedPreconditionError\n"
+        "try:\n"
+        "    Index(sys.argv[1])\n"
+        "except FailedPreconditionError:\n"
+        "    sys.exit(3)\n"
+    )
+    assert subprocess.run([sys.executable, "-c", code, str(tmp_path / "idx")]).returncode == 3
+    idx.close()
+    with Index(tmp_path / "idx") as again:  # released on close
+        assert again.get_collection("c").count() == 1
+    assert subprocess.run([sys.executable, "-c", code, str(tmp_path / "idx")]).returncode == 0

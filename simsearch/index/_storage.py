@@ -34,7 +34,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import NotFoundError, StorageCorruptionError, UnsupportedFormatError
+from ..errors import FailedPreconditionError, NotFoundError, StorageCorruptionError, UnsupportedFormatError
 from ._types import CollectionConfig
 
 __all__ = ["FORMAT_VERSION", "DB_FILE", "Row", "Storage", "SQLiteStorage", "open_storage"]
@@ -153,18 +153,43 @@ def _corruption(exc: sqlite3.DatabaseError, where: str) -> StorageCorruptionErro
     return StorageCorruptionError(f"The index storage at {where} is corrupt or not a simsearch database: {exc}")
 
 
+LOCK_FILE = "LOCK"
+
+
+def _lock_directory(path: str) -> int | None:
+    """An exclusive flock on ``path/LOCK``, held while the index is open: the in-memory LSH and
+    vector structures mirror the store, so a second writer (another process, or a second
+    ``Index`` on the same directory) would silently diverge from it. The kernel drops the lock
+    when the holder exits, crashes included. Returns the descriptor (None where flock is absent)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory locking
+        return None
+    fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise FailedPreconditionError(
+            f"the index at {path} is already open (in another process, or another Index in this one); close it first"
+        ) from None
+    return fd
+
+
 class SQLiteStorage:
     """SQLite in WAL mode: one writer connection behind a lock, one reader connection per thread."""
 
     def __init__(self, path: str | None, *, durability: str = "full") -> None:
         self.path = path
         self._sync = {"full": "FULL", "normal": "NORMAL"}[durability]
+        self._lock_fd = None
         if path is None:
             # A named shared-cache in-memory database, so every thread's connection sees one DB.
             self._uri = f"file:simsearch-{uuid.uuid4().hex}?mode=memory&cache=shared"
             self._where = "memory"
         else:
             os.makedirs(path, exist_ok=True)
+            self._lock_fd = _lock_directory(path)
             db = os.path.join(path, DB_FILE)
             self._uri = "file:" + db
             self._where = db
@@ -469,6 +494,9 @@ class SQLiteStorage:
                 c.close()
             except sqlite3.Error:  # pragma: no cover
                 pass
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
 
 
 def open_storage(path: str | None, *, durability: str = "full") -> SQLiteStorage:
