@@ -115,6 +115,11 @@ class DocTable:
         vecs = self._vecs[pos] if self._vecs is not None else None
         return self._sigs[pos], vecs
 
+    def loaded(self):
+        """(rowids, signatures, vectors) of every row, as views: right after a load, all are live."""
+        n = self._n
+        return self._rowids[:n], self._sigs[:n], None if self._vecs is None else self._vecs[:n]
+
     def live(self):
         """(rowids, positions) of live documents."""
         pos = np.nonzero(self._alive[: self._n])[0]

@@ -113,10 +113,16 @@ class Collection:
             if cfg.dim:
                 vecs = unpack(b"".join(v if v is not None else nan_vec for v in vectors), np.float32)
                 vecs = vecs.reshape(len(rowids), cfg.dim)
-            self._apply_insert(rowids, ext_ids, labels, sigs, vecs)
+            self._docs.append(rowids, ext_ids, labels, sigs, vecs)
+        # one LSH insert and one vector add for the whole collection: one sort, no segment merges
+        self._index_rows(*self._docs.loaded())
 
     def _apply_insert(self, rowids, ext_ids, labels, sigs, vecs) -> None:
         self._docs.append(rowids, ext_ids, labels, sigs, vecs)
+        self._index_rows(rowids, sigs, vecs)
+
+    def _index_rows(self, rowids, sigs, vecs) -> None:
+        """Add rows already in the document table to the LSH bands and the vector index."""
         has_sig = ~is_empty(sigs) if len(sigs) else np.zeros(0, bool)
         if has_sig.any():
             self._lsh.insert(rowids[has_sig], sigs[has_sig])
