@@ -96,13 +96,27 @@ class ShingleSets:
         return np.diff(self.offsets)
 
 
-def encode_texts(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """UTF-8 bytes of all texts back to back (uint8) and their int64 offsets (n + 1)."""
-    encoded = [t.encode("utf-8", "surrogatepass") for t in texts]
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
-    data = np.frombuffer(b"".join(encoded), dtype=np.uint8)
-    return data, offsets
+def encode_texts(texts: list[str], char_lengths=None) -> tuple[np.ndarray, np.ndarray]:
+    """UTF-8 bytes of all texts back to back (uint8) and their int64 offsets (n + 1).
+
+    One join and one encode for the whole list (``surrogatepass`` writes each code point on its
+    own, so the bytes of the joined text are the texts' bytes back to back). An all-ASCII list
+    takes its offsets from the ``len`` of each text (``char_lengths``, when the caller has them);
+    otherwise only the texts holding non-ASCII characters are encoded once more, for their length.
+    """
+    n = len(texts)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    joined = "".join(texts)
+    if joined.isascii():
+        data = joined.encode("ascii")
+        if char_lengths is None:
+            char_lengths = np.fromiter(map(len, texts), dtype=np.int64, count=n)
+        np.cumsum(char_lengths, out=offsets[1:])
+    else:
+        data = joined.encode("utf-8", "surrogatepass")
+        lengths = (len(t) if t.isascii() else len(t.encode("utf-8", "surrogatepass")) for t in texts)
+        np.cumsum(np.fromiter(lengths, dtype=np.int64, count=n), out=offsets[1:])
+    return np.frombuffer(data, dtype=np.uint8), offsets
 
 
 def shingle_hashes(texts, *, ngram: int = 5, shingle: str = "word", backend: str = "auto") -> ShingleSets:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+import string
 import unicodedata
 
 import numpy as np
@@ -40,6 +41,17 @@ def _check_equal(batch, ngram, kind, backend="numba"):
 
 @given(batch=st.lists(texts, min_size=1, max_size=12), ngram=st.integers(1, 7), kind=st.sampled_from(["word", "char"]))
 def test_fast_tokenizer_equals_reference_for_any_unicode(batch, ngram, kind):
+    _check_equal(batch, ngram, kind)
+
+
+# Longer, mostly ASCII texts: the branch-free ASCII path, shingles of every XXH64 length class and
+# more than one SIMD hashing block per document.
+ascii_words = st.text(alphabet=string.ascii_letters + string.digits + "_ .,'-\t\n", max_size=40)
+long_texts = st.lists(st.one_of(ascii_words, ascii_words, interesting), max_size=120).map(" ".join)
+
+
+@given(batch=st.lists(long_texts, min_size=1, max_size=6), ngram=st.integers(1, 9), kind=st.sampled_from(["word", "char"]))
+def test_fast_tokenizer_equals_reference_for_long_mostly_ascii_texts(batch, ngram, kind):
     _check_equal(batch, ngram, kind)
 
 
@@ -86,14 +98,20 @@ def test_long_shingles_exercise_every_xxh64_path():
         _check_equal(batch, ngram, kind)
 
 
-def test_xxh64_kernel_matches_the_xxhash_library():
+def test_xxh64_kernels_match_the_xxhash_library():
     rng = np.random.default_rng(0)
-    words = rng.integers(0, 2**63, 512 + 2, dtype=np.uint64)
-    buf = words.view(np.uint8)
-    for length in list(range(0, 80)) + [127, 128, 1000]:
-        start = int(rng.integers(0, 4096 - length))
-        want = xxhash.xxh64_intdigest(buf[start : start + length].tobytes())
-        assert int(K.xxh64(words, buf, start, start + length)) == want
+    buf = rng.integers(0, 256, 4096 + K.PAD, dtype=np.uint8)
+    lengths = list(range(0, 80)) + [127, 128, 1000]
+    starts = np.array([int(rng.integers(0, 4096 - n)) for n in lengths], dtype=np.int64)
+    ends = starts + np.array(lengths, dtype=np.int64)
+    want = [xxhash.xxh64_intdigest(buf[s:e].tobytes()) for s, e in zip(starts, ends)]
+    assert [int(K.xxh64(buf, s, e)) for s, e in zip(starts, ends)] == want
+    # the SIMD path over many ranges at once (blocks of HASH_BLOCK, long inputs redone serially)
+    reps = 3 * K.HASH_BLOCK // len(lengths) + 1
+    s_all, e_all = np.tile(starts, reps), np.tile(ends, reps)
+    out = np.empty(len(s_all), dtype=np.uint64)
+    K._hash_ranges(buf, s_all, 0, e_all, 0, len(s_all), np.empty((9, K.HASH_BLOCK), np.uint64), out)
+    assert [int(h) for h in out] == want * reps
 
 
 def test_reference_definition():
@@ -151,3 +169,21 @@ def test_case_ignorable_and_cased_flags_follow_unicode_properties():
         assert t.flags[ord(ch)] & _unicode.IGNORABLE, unicodedata.name(ch)
     for ch in " 1_-":
         assert not t.flags[ord(ch)] & (_unicode.IGNORABLE | _unicode.CASED)
+
+
+@pytest.mark.parametrize("step_chars", [1, 700, 5000])
+def test_pipelined_steps_give_the_same_csr_and_signatures(monkeypatch, step_chars):
+    from simsearch.backends import _numba
+
+    rng = random.Random(step_chars)
+    words = ["alpha", "Beta", "gamma_1", "İx", "ΣΑΣ", "日本", "naïve", "😀", "\ud800", "x"]
+    batch = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 60))) for _ in range(150)]
+    batch[3] = ""
+    batch += ["plain ascii words " * rng.randint(1, 30) for _ in range(50)]
+    want = [shingle_hash_set(t, 3, "word") for t in batch]
+    monkeypatch.setattr(_numba, "_STEP_CHARS", step_chars)
+    got = simsearch.shingle_hashes(batch, ngram=3, backend="numba")
+    assert got.hashes.dtype == np.uint64 and len(got) == len(batch)
+    assert all(np.array_equal(got[i], w) for i, w in enumerate(want))
+    sigs = simsearch.minhash(batch, ngram=3, num_perm=16, backend="numba")
+    assert np.array_equal(sigs, simsearch.minhash(batch, ngram=3, num_perm=16, backend="numpy"))

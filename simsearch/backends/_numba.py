@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import functools
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -12,59 +13,101 @@ from ..shingling import encode_texts
 from . import _numba_text as K
 from ._numba_lsh import NumbaLSHKernels
 
+# Characters of text per pipeline step: small enough that the encoded bytes are still in cache when
+# the kernel reads them and that the allocator reuses their memory, large enough to amortise a
+# parallel launch. Step i + 1 is encoded (Python, holding the GIL) while the kernel hashes step i.
+_STEP_CHARS = 1 << 22
 
-_PAR_MIN_BYTES = 1 << 16  # text bytes (or 8 x shingle hashes) below which the kernels run on one thread
+
+@functools.lru_cache(maxsize=1)
+def _tables():
+    t = _unicode.tables()
+    return t, K.ascii_word_table(t.lower, t.flags), K.lowered_per_byte(t.lower, t.multi)
 
 
-@contextmanager
-def _threads_for(work: int):
-    """One thread for small batches: a parallel region must wake every worker, and on a busy
-    machine one descheduled worker stalls the whole call (seen: 30-50 ms p90 on single-document
-    near-duplicate queries under load, 0.3 ms on one thread). ``set_num_threads`` is per
-    calling thread, so concurrent callers are not affected."""
-    if work >= _PAR_MIN_BYTES:
-        yield
+def _steps(texts: list[str]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Text lengths and the (lo, hi) document ranges of the pipeline steps."""
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    ends = np.cumsum(lengths)
+    steps, lo = [], 0
+    while lo < len(texts):
+        start = ends[lo - 1] if lo else 0
+        hi = min(len(texts), max(lo + 1, int(np.searchsorted(ends, start + _STEP_CHARS, side="right"))))
+        steps.append((lo, hi))
+        lo = hi
+    return lengths, steps
+
+
+def _pipeline(texts: list[str], run) -> None:
+    """Call ``run(lo, hi, data, offsets)`` on each step's encoded texts, in order; the calls run in
+    one worker thread (the kernels release the GIL) while this thread encodes the next step."""
+    lengths, steps = _steps(texts)
+    if len(steps) <= 1:
+        if steps:
+            run(0, len(texts), *encode_texts(texts, lengths))
         return
-    prev = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(prev)
+    nthreads = numba.get_num_threads()  # a per-thread setting: carry it over to the worker
+
+    def work(*args):
+        numba.set_num_threads(nthreads)
+        run(*args)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="simsearch-text") as pool:
+        pending = None
+        for lo, hi in steps:
+            encoded = encode_texts(texts[lo:hi], lengths[lo:hi])
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(work, lo, hi, *encoded)
+        pending.result()
 
 
 class NumbaBackend(NumbaLSHKernels):
     name = "numba"
 
-    def _prep(self, texts):
-        data, offsets = encode_texts(texts)
-        return data, offsets, _unicode.tables()
-
     def shingle_hashes(self, texts, ngram, shingle):
-        data, offsets, t = self._prep(texts)
-        with _threads_for(len(data)):
-            return self._shingle_hashes(data, offsets, K._chunks(len(texts), numba.get_num_threads()), t, len(texts),
-                                        ngram, shingle)
-
-    def _shingle_hashes(self, data, offsets, bounds, t, n, ngram, shingle):
+        t, asc, per_byte = _tables()
         char_mode = shingle == "char"
-        counts = K.shingle_counts(data, offsets, bounds, ngram, char_mode, t.lower, t.multi, t.flags)
-        out_offsets = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(counts, out=out_offsets[1:])
-        hashes = np.empty(int(out_offsets[-1]), dtype=np.uint64)
-        K.shingle_fill(data, offsets, bounds, ngram, char_mode, t.lower, t.multi, t.flags, out_offsets, hashes)
-        return out_offsets, hashes
+        nthreads = numba.get_num_threads()
+        out_offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+        hashes = np.empty(0, dtype=np.uint64)
+
+        def run(lo, hi, data, offsets):
+            # One pass: each chunk stages its sorted unique sets, then they are packed into the CSR.
+            nonlocal hashes
+            bounds = K.bounds(offsets, nthreads)
+            stage_at = np.zeros(hi - lo + 1, dtype=np.int64)
+            np.cumsum(K.stage_bounds(offsets, char_mode, per_byte), out=stage_at[1:])
+            stage_at = stage_at[bounds]
+            stage = np.empty(int(stage_at[-1]), dtype=np.uint64)
+            counts = out_offsets[lo + 1 : hi + 1]
+            K.shingle_sets(data, offsets, bounds, ngram, char_mode, asc, t.lower, t.multi, t.flags, stage, stage_at, counts)
+            base = int(out_offsets[lo])
+            np.cumsum(counts, out=counts)
+            counts += base
+            hashes = _room(hashes, base, int(counts[-1]), hi, len(texts))
+            K.compact(stage, stage_at, bounds, out_offsets[lo : hi + 1], hashes[base:], base)
+
+        _pipeline(texts, run)
+        total = int(out_offsets[-1])
+        return out_offsets, hashes[:total] if hashes.size - total <= total // 16 else hashes[:total].copy()
 
     def minhash_texts(self, texts, ngram, shingle, a, b):
-        data, offsets, t = self._prep(texts)
-        with _threads_for(len(data)):
-            bounds = K._chunks(len(texts), numba.get_num_threads())
-            return K.minhash_texts(data, offsets, bounds, ngram, shingle == "char", t.lower, t.multi, t.flags, a, b)
+        t, asc, _ = _tables()
+        char_mode = shingle == "char"
+        nthreads = numba.get_num_threads()
+        sigs = np.empty((len(texts), len(a)), dtype=np.uint32)
+
+        def run(lo, hi, data, offsets):
+            bounds = K.bounds(offsets, nthreads)
+            K.minhash_texts(data, offsets, bounds, ngram, char_mode, asc, t.lower, t.multi, t.flags, a, b, sigs[lo:hi])
+
+        _pipeline(texts, run)
+        return sigs
 
     def minhash_hashes(self, offsets, hashes, a, b):
-        with _threads_for(8 * len(hashes)):
-            bounds = K._chunks(len(offsets) - 1, numba.get_num_threads())
-            return K.minhash_csr(offsets, hashes, bounds, a, b)
+        bounds = K.bounds(offsets, numba.get_num_threads())
+        return K.minhash_csr(offsets, hashes, bounds, a, b)
 
     def pairwise(self, x, y, metric):
         from . import _numba_distance
@@ -75,6 +118,17 @@ class NumbaBackend(NumbaLSHKernels):
         from . import _numba_distance
 
         return _numba_distance.knn(base, queries, k, metric)
+
+
+def _room(hashes: np.ndarray, used: int, need: int, docs_done: int, docs: int) -> np.ndarray:
+    """``hashes`` with room for ``need`` values, the first ``used`` kept; grown to a projection of
+    the whole batch from the documents done so far, so that it is rarely copied."""
+    if need <= hashes.size:
+        return hashes
+    projected = int(need * docs / max(docs_done, 1) * 1.05) + 1024
+    grown = np.empty(max(projected, need, hashes.size * 3 // 2), dtype=np.uint64)
+    grown[:used] = hashes[:used]
+    return grown
 
 
 def create() -> NumbaBackend:
