@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import simsearch
 from simsearch import _unicode
-from simsearch.backends import _numba_text as K
+from simsearch.backends import _numba_xxh64 as X
 from simsearch.errors import InvalidArgumentError, InvalidTypeError
 from simsearch.shingling import shingle_hash, shingle_hash_set, shingles, tokenize
 
@@ -50,7 +50,9 @@ ascii_words = st.text(alphabet=string.ascii_letters + string.digits + "_ .,'-\t\
 long_texts = st.lists(st.one_of(ascii_words, ascii_words, interesting), max_size=120).map(" ".join)
 
 
-@given(batch=st.lists(long_texts, min_size=1, max_size=6), ngram=st.integers(1, 9), kind=st.sampled_from(["word", "char"]))
+@given(
+    batch=st.lists(long_texts, min_size=1, max_size=6), ngram=st.integers(1, 9), kind=st.sampled_from(["word", "char"])
+)
 def test_fast_tokenizer_equals_reference_for_long_mostly_ascii_texts(batch, ngram, kind):
     _check_equal(batch, ngram, kind)
 
@@ -100,17 +102,17 @@ def test_long_shingles_exercise_every_xxh64_path():
 
 def test_xxh64_kernels_match_the_xxhash_library():
     rng = np.random.default_rng(0)
-    buf = rng.integers(0, 256, 4096 + K.PAD, dtype=np.uint8)
+    buf = rng.integers(0, 256, 4096 + X.PAD, dtype=np.uint8)
     lengths = list(range(0, 80)) + [127, 128, 1000]
     starts = np.array([int(rng.integers(0, 4096 - n)) for n in lengths], dtype=np.int64)
     ends = starts + np.array(lengths, dtype=np.int64)
     want = [xxhash.xxh64_intdigest(buf[s:e].tobytes()) for s, e in zip(starts, ends)]
-    assert [int(K.xxh64(buf, s, e)) for s, e in zip(starts, ends)] == want
+    assert [int(X.xxh64(buf, s, e)) for s, e in zip(starts, ends)] == want
     # the SIMD path over many ranges at once (blocks of HASH_BLOCK, long inputs redone serially)
-    reps = 3 * K.HASH_BLOCK // len(lengths) + 1
+    reps = 3 * X.HASH_BLOCK // len(lengths) + 1
     s_all, e_all = np.tile(starts, reps), np.tile(ends, reps)
     out = np.empty(len(s_all), dtype=np.uint64)
-    K._hash_ranges(buf, s_all, 0, e_all, 0, len(s_all), np.empty((9, K.HASH_BLOCK), np.uint64), out)
+    X.hash_ranges(buf, s_all, 0, e_all, 0, len(s_all), np.empty((9, X.HASH_BLOCK), np.uint64), out)
     assert [int(h) for h in out] == want * reps
 
 

@@ -22,7 +22,8 @@ _STEP_CHARS = 1 << 22
 @functools.lru_cache(maxsize=1)
 def _tables():
     t = _unicode.tables()
-    return t, K.ascii_word_table(t.lower, t.flags), K.lowered_per_byte(t.lower, t.multi)
+    asc = K.ascii_word_table(t.lower, t.flags)
+    return t, asc, K.swar_matches(asc), K.lowered_per_byte(t.lower, t.multi)
 
 
 def _steps(texts: list[str]) -> tuple[np.ndarray, list[tuple[int, int]]]:
@@ -66,7 +67,7 @@ class NumbaBackend(NumbaLSHKernels):
     name = "numba"
 
     def shingle_hashes(self, texts, ngram, shingle):
-        t, asc, per_byte = _tables()
+        t, asc, swar, per_byte = _tables()
         char_mode = shingle == "char"
         nthreads = numba.get_num_threads()
         out_offsets = np.zeros(len(texts) + 1, dtype=np.int64)
@@ -81,7 +82,9 @@ class NumbaBackend(NumbaLSHKernels):
             stage_at = stage_at[bounds]
             stage = np.empty(int(stage_at[-1]), dtype=np.uint64)
             counts = out_offsets[lo + 1 : hi + 1]
-            K.shingle_sets(data, offsets, bounds, ngram, char_mode, asc, t.lower, t.multi, t.flags, stage, stage_at, counts)
+            K.shingle_sets(
+                data, offsets, bounds, ngram, char_mode, asc, swar, t.lower, t.multi, t.flags, stage, stage_at, counts
+            )
             base = int(out_offsets[lo])
             np.cumsum(counts, out=counts)
             counts += base
@@ -93,14 +96,16 @@ class NumbaBackend(NumbaLSHKernels):
         return out_offsets, hashes[:total] if hashes.size - total <= total // 16 else hashes[:total].copy()
 
     def minhash_texts(self, texts, ngram, shingle, a, b):
-        t, asc, _ = _tables()
+        t, asc, swar, _ = _tables()
         char_mode = shingle == "char"
         nthreads = numba.get_num_threads()
         sigs = np.empty((len(texts), len(a)), dtype=np.uint32)
 
         def run(lo, hi, data, offsets):
             bounds = K.bounds(offsets, nthreads)
-            K.minhash_texts(data, offsets, bounds, ngram, char_mode, asc, t.lower, t.multi, t.flags, a, b, sigs[lo:hi])
+            K.minhash_texts(
+                data, offsets, bounds, ngram, char_mode, asc, swar, t.lower, t.multi, t.flags, a, b, sigs[lo:hi]
+            )
 
         _pipeline(texts, run)
         return sigs

@@ -4,197 +4,22 @@ Everything works on the UTF-8 bytes of a batch (``data`` + ``offsets``) and runs
 chunks of documents, each chunk with its own scratch buffers. The tokenizer reproduces
 :mod:`simsearch.shingling` exactly through the tables of :mod:`simsearch._unicode`; ASCII bytes
 take a branch-free path through a 128-entry table (:func:`ascii_word_table`). Shingles are hashed
-a block at a time by a branch-free XXH64 that compiles to SIMD across shingles (:func:`_hash_ranges`)."""
+a block at a time by a branch-free XXH64 that compiles to SIMD across shingles
+(:func:`._numba_xxh64.hash_ranges`).
+"""
 
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types, uint32, uint64
-from numba.core.extending import intrinsic
+from numba import njit, prange, uint32, uint64
 
-_P1 = uint64(11400714785074694791)
-_P2 = uint64(14029467366897019727)
-_P3 = uint64(1609587929392839161)
-_P4 = uint64(9650029242287828579)
-_P5 = uint64(2870177450012600261)
-_M32 = uint64(0xFFFFFFFF)
+from ._numba_xxh64 import HASH_BLOCK, PAD, ctz, hash_ranges, load64, store64, xxh64
 
 WORD = 1
 SPACE = 2
 IGNORABLE = 4
 CASED = 8
-PAD = 64  # bytes readable past the end of every shingle buffer (XXH64 reads whole words)
-
-
-def _unaligned_load(bits):
-    @intrinsic
-    def load(typingctx, buf, p):
-        if not (isinstance(buf, types.Array) and buf.dtype == types.uint8):
-            return None
-
-        def codegen(context, builder, signature, args):
-            ary = context.make_array(signature.args[0])(context, builder, args[0])
-            ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), ir.IntType(bits).as_pointer())
-            value = builder.load(ptr, align=1)
-            return value if bits == 64 else builder.zext(value, ir.IntType(64))
-
-        return types.uint64(buf, types.intp), codegen
-
-    return load
-
-
-# Little-endian 8 / 4 bytes at any byte offset of a uint8 array: one unaligned load each.
-_load64 = _unaligned_load(64)
-_load32 = _unaligned_load(32)
-
-
-@njit(inline="always")
-def _rotl(x, r):
-    return (x << uint64(r)) | (x >> uint64(64 - r))
-
-
-@njit(inline="always")
-def _round(acc, inp):
-    acc = acc + inp * _P2
-    acc = _rotl(acc, 31)
-    return acc * _P1
-
-
-@njit(inline="always")
-def _merge(acc, val):
-    acc ^= _round(uint64(0), val)
-    return acc * _P1 + _P4
-
-
-@njit(inline="always")
-def _select(cond, x, y):
-    """``x if cond else y`` without a branch (the tail lengths of shingles are unpredictable)."""
-    m = uint64(0) - uint64(cond)
-    return (x & m) | (y & ~m)
-
-
-@njit(cache=True)
-def xxh64(buf, start, end):
-    """XXH64 with seed 0 of ``buf[start:end]``; ``buf`` (uint8) must extend ``PAD`` bytes past ``end``.
-
-    The 4-byte step and the last 0-3 bytes are computed unconditionally and selected, so a shingle
-    costs at most two mispredicted branches (stripe count, 8-byte words) instead of five.
-    """
-    p = start
-    n = end - start
-    if n >= 32:
-        v1 = _P1 + _P2
-        v2 = _P2
-        v3 = uint64(0)
-        v4 = uint64(0) - _P1
-        limit = end - 32
-        while p <= limit:
-            v1 = _round(v1, _load64(buf, p))
-            v2 = _round(v2, _load64(buf, p + 8))
-            v3 = _round(v3, _load64(buf, p + 16))
-            v4 = _round(v4, _load64(buf, p + 24))
-            p += 32
-        h = _rotl(v1, 1) + _rotl(v2, 7) + _rotl(v3, 12) + _rotl(v4, 18)
-        h = _merge(h, v1)
-        h = _merge(h, v2)
-        h = _merge(h, v3)
-        h = _merge(h, v4)
-    else:
-        h = _P5
-    h += uint64(n)
-    while p + 8 <= end:
-        h ^= _round(uint64(0), _load64(buf, p))
-        h = _rotl(h, 27) * _P1 + _P4
-        p += 8
-    r = end - p
-    four = (r >> 2) & 1
-    h = _select(four, _rotl(h ^ (_load32(buf, p) * _P1), 23) * _P2 + _P3, h)
-    p += 4 * four
-    r &= 3
-    for j in range(3):
-        h = _select(j < r, _rotl(h ^ (uint64(buf[p + j]) * _P5), 11) * _P1, h)
-    h ^= h >> uint64(33)
-    h *= _P2
-    h ^= h >> uint64(29)
-    h *= _P3
-    h ^= h >> uint64(32)
-    return h
-
-
-HASH_BLOCK = 256  # shingles hashed per vector pass; its lanes (9 x 256 x 8 bytes) stay in L1
-
-
-@njit(inline="always")
-def _avalanche(h):
-    h ^= h >> uint64(33)
-    h *= _P2
-    h ^= h >> uint64(29)
-    h *= _P3
-    h ^= h >> uint64(32)
-    return h
-
-
-@njit(cache=True)
-def _xxh64_lanes(lanes, cnt, out, o):
-    """XXH64 of ``cnt`` inputs shorter than 64 bytes from their gathered 8-byte words (see
-    :func:`_hash_ranges`), into ``out[o:o+cnt]``. Branch-free, so it compiles to SIMD over inputs."""
-    for i in range(cnt):
-        n = lanes[8, i]
-        r = n & uint64(31)
-        k = r >> uint64(3)
-        four = (r >> uint64(2)) & uint64(1)
-        rb = r & uint64(3)
-        v1 = _round(_P1 + _P2, lanes[0, i])
-        v2 = _round(_P2, lanes[1, i])
-        v3 = _round(uint64(0), lanes[2, i])
-        v4 = _round(uint64(0) - _P1, lanes[3, i])
-        hs = _rotl(v1, 1) + _rotl(v2, 7) + _rotl(v3, 12) + _rotl(v4, 18)
-        hs = _merge(_merge(_merge(_merge(hs, v1), v2), v3), v4)
-        h = _select(n >= uint64(32), hs, _P5) + n
-        for j in range(3):
-            h = _select(k > uint64(j), _rotl(h ^ _round(uint64(0), lanes[4 + j, i]), 27) * _P1 + _P4, h)
-        x = lanes[7, i]
-        h = _select(four, _rotl(h ^ ((x & _M32) * _P1), 23) * _P2 + _P3, h)
-        x = _select(four, x >> uint64(32), x)
-        for j in range(3):
-            h = _select(rb > uint64(j), _rotl(h ^ (((x >> uint64(8 * j)) & uint64(255)) * _P5), 11) * _P1, h)
-        out[o + i] = _avalanche(h)
-
-
-@njit(cache=True)
-def _hash_ranges(buf, starts, s0, ends, e0, count, lanes, out):
-    """out[i] = XXH64(buf[starts[s0+i]:ends[e0+i]]) for i < count.
-
-    Blocks of inputs are gathered into ``lanes`` (the 8-byte words each one needs: four for the
-    32-byte stripe, three for the 8-byte steps, one for the 4-byte step and the last bytes, and the
-    length), hashed by the SIMD kernel, and the rare inputs of 64 bytes or more redone serially.
-    """
-    for base in range(0, count, HASH_BLOCK):
-        cnt = min(HASH_BLOCK, count - base)
-        longest = 0
-        for i in range(cnt):
-            s = starts[s0 + base + i]
-            e = ends[e0 + base + i]
-            n = e - s
-            longest = max(longest, n)
-            p = e - (n & 31)
-            lanes[0, i] = _load64(buf, s)
-            lanes[1, i] = _load64(buf, s + 8)
-            lanes[2, i] = _load64(buf, s + 16)
-            lanes[3, i] = _load64(buf, s + 24)
-            lanes[4, i] = _load64(buf, p)
-            lanes[5, i] = _load64(buf, p + 8)
-            lanes[6, i] = _load64(buf, p + 16)
-            lanes[7, i] = _load64(buf, p + (n & 24))
-            lanes[8, i] = uint64(n)
-        _xxh64_lanes(lanes, cnt, out, base)
-        if longest >= 64:
-            for i in range(cnt):
-                s = starts[s0 + base + i]
-                e = ends[e0 + base + i]
-                if e - s >= 64:
-                    out[base + i] = xxh64(buf, s, e)
+_M32 = uint64(0xFFFFFFFF)
 
 
 @njit(inline="always")
@@ -336,6 +161,43 @@ def stage_bounds(offsets: np.ndarray, char_mode: bool, per_byte: int) -> np.ndar
     return cps if char_mode else (cps + 1) // 2
 
 
+_H = uint64(0x8080808080808080)
+_ONES = uint64(0x0101010101010101)
+_LOW7 = uint64(0x7F7F7F7F7F7F7F7F)
+_MOVEMASK = uint64(0x0102040810204080)  # gathers the 0x80 bit of each byte into the top byte
+
+
+def swar_matches(asc: np.ndarray) -> bool:
+    """Whether the interpreter's ASCII word characters and lowercasing are [0-9A-Za-z_] and A-Z -> a-z,
+    which the 8-bytes-at-a-time classifier of :func:`_word_tokens` hard-codes (true on every
+    Python 3; checked rather than assumed)."""
+    want = [ord(chr(b).lower()) if chr(b).isalnum() or b == 0x5F else 32 for b in range(128)]
+    return bool(np.array_equal(asc, np.array(want, dtype=np.uint8)))
+
+
+@njit(inline="always")
+def _ge(x, c):
+    """0x80 in each byte of ``x`` (bytes < 0x80) that is >= c; no carry crosses bytes."""
+    return (x + _ONES * uint64(0x80 - c)) & _H
+
+
+@njit(inline="always")
+def _word_bits(x):
+    """Bit k set when byte k of the ASCII word ``x`` is [0-9A-Za-z_]."""
+    f = x | (_ONES * uint64(0x20))
+    letter = _ge(f, 0x61) & ~_ge(f, 0x7B)
+    digit = _ge(x, 0x30) & ~_ge(x, 0x3A)
+    y = x ^ (_ONES * uint64(0x5F))
+    under = ~(((y & _LOW7) + _LOW7) | y) & _H
+    return (((letter | digit | under) >> uint64(7)) * _MOVEMASK) >> uint64(56)
+
+
+@njit(inline="always")
+def _lower8(y):
+    """ASCII A-Z -> a-z in each byte of ``y``; a byte >= 0x80 garbles only the bytes after it."""
+    return y | ((_ge(y, 0x41) & ~_ge(y, 0x5B)) >> uint64(2))
+
+
 @njit(inline="always")
 def _emit(buf, q, ns, ne, in_tok, c, flags, tstart, tend):
     """Tokenizer step for one lowered non-ASCII code point (see :func:`_word_tokens`)."""
@@ -354,15 +216,17 @@ def _emit(buf, q, ns, ne, in_tok, c, flags, tstart, tend):
 
 
 @njit(cache=True)
-def _word_tokens(data, start, end, asc, lower, multi, flags, buf, tstart, tend):
+def _word_tokens(data, start, end, asc, swar, lower, multi, flags, buf, tstart, tend):
     """Lowered ``\\w+`` tokens of ``data[start:end]`` into ``buf``, each followed by one space, so
     that tokens i..j are the bytes ``buf[tstart[i]:tend[j]]``. Returns the token count, or -1 for a
     text holding a capital sigma (Final_Sigma needs context: see :func:`_word_tokens_slow`).
 
-    Branch-free per ASCII byte: every byte writes its lowered form (or a space) at ``q`` and the
-    current ``q`` to the next free token-start and token-end slots; a slot is kept by advancing its
-    counter when a token starts or ends there, and ``q`` advances on word bytes and on the first
-    byte after a token. Indices are unsigned so that no negative-index wraparound is generated.
+    All-ASCII 64-byte blocks (``swar``) are classified 8 bytes at a time into a 64-bit word mask,
+    and each run of word bytes is copied lowered 8 bytes at a time. Other bytes go one at a time,
+    branch-free for ASCII: each writes its lowered form (or a space) at ``q`` and ``q`` to the next
+    free token-start and token-end slots; a slot is kept by advancing its counter when a token
+    starts or ends there, and ``q`` advances on word bytes and on the first byte after a token.
+    Indices are unsigned so that no negative-index wraparound code is generated.
     """
     q = uint64(0)
     ns = uint64(0)
@@ -370,36 +234,73 @@ def _word_tokens(data, start, end, asc, lower, multi, flags, buf, tstart, tend):
     in_tok = uint64(0)
     p = uint64(start)
     stop = uint64(end)
-    while True:
-        while p < stop:
+    readable = uint64(data.shape[0])
+    while p < stop:
+        limit = stop
+        if swar and p + uint64(64) <= stop and p + uint64(72) <= readable:
+            mask = uint64(0)
+            high = uint64(0)
+            for k in range(8):
+                x = load64(data, p + uint64(8 * k))
+                high |= x
+                mask |= _word_bits(x) << uint64(8 * k)
+            if (high & _H) == 0:
+                # a token running in from the previous block may end right here
+                closed = in_tok & ~mask & uint64(1)
+                tend[ne] = q
+                buf[q] = 32
+                ne += closed
+                q += closed
+                rest = mask
+                while rest:
+                    s = ctz(rest)
+                    after = rest + (uint64(1) << s)  # clears the run starting at s, sets its end bit
+                    e = ctz(after)
+                    rest &= after
+                    tstart[ns] = q
+                    ns += uint64(1) - (in_tok & uint64(s == 0))
+                    n = e - s
+                    j = uint64(0)
+                    while j < n:
+                        store64(buf, q + j, _lower8(load64(data, p + s + j)))
+                        j += uint64(8)
+                    q += n
+                    ended = uint64(e < 64)
+                    tend[ne] = q
+                    buf[q] = 32
+                    ne += ended
+                    q += ended
+                in_tok = mask >> uint64(63)
+                p += uint64(64)
+                continue
+            limit = p + uint64(64)
+        while p < limit:
             byte = data[p]
-            if byte >= 0x80:
-                break
-            v = asc[byte]
-            w = uint64(v != 32)
-            buf[q] = v
-            tstart[ns] = q
-            tend[ne] = q
-            ns += w & ~in_tok
-            e = in_tok & ~w
-            ne += e
-            q += w | e
-            in_tok = w
-            p += uint64(1)
-        if p >= stop:
-            break
-        c, after = _next_cp(data, p)
-        p = uint64(after)
-        if c == 0x3A3:
-            return -1
-        v = lower[c]
-        if v >= 0:
-            q, ns, ne, in_tok = _emit(buf, q, ns, ne, in_tok, v, flags, tstart, tend)
-        else:
-            row = -v - 1
-            for j in range(multi.shape[1]):
-                if multi[row, j] >= 0:
-                    q, ns, ne, in_tok = _emit(buf, q, ns, ne, in_tok, multi[row, j], flags, tstart, tend)
+            if byte < 0x80:
+                v = asc[byte]
+                w = uint64(v != 32)
+                buf[q] = v
+                tstart[ns] = q
+                tend[ne] = q
+                ns += w & ~in_tok
+                e = in_tok & ~w
+                ne += e
+                q += w | e
+                in_tok = w
+                p += uint64(1)
+                continue
+            c, after = _next_cp(data, p)
+            p = uint64(after)
+            if c == 0x3A3:
+                return -1
+            v = lower[c]
+            if v >= 0:
+                q, ns, ne, in_tok = _emit(buf, q, ns, ne, in_tok, v, flags, tstart, tend)
+            else:
+                row = -v - 1
+                for j in range(multi.shape[1]):
+                    if multi[row, j] >= 0:
+                        q, ns, ne, in_tok = _emit(buf, q, ns, ne, in_tok, multi[row, j], flags, tstart, tend)
     tend[ne] = q
     return np.int64(ne + in_tok)
 
@@ -445,12 +346,12 @@ def _char_shingles(data, start, end, ngram, lower, multi, flags, cps, low, buf, 
     if count < ngram:
         out[0] = xxh64(buf, 0, q)
         return 1
-    _hash_ranges(buf, marks, 0, marks, ngram, count - ngram + 1, lanes, out)
+    hash_ranges(buf, marks, 0, marks, ngram, count - ngram + 1, lanes, out)
     return count - ngram + 1
 
 
 @njit(cache=True)
-def _doc_shingles(data, start, end, ngram, char_mode, asc, lower, multi, flags, cps, low, buf, marks, lanes, out):
+def _doc_shingles(data, start, end, ngram, char_mode, asc, swar, lower, multi, flags, cps, low, buf, marks, lanes, out):
     """Hash every shingle of one document into ``out``; returns how many (repeats included).
 
     Word mode: shingle i is the byte range from the start of token i to the end of token i+n-1.
@@ -460,7 +361,7 @@ def _doc_shingles(data, start, end, ngram, char_mode, asc, lower, multi, flags, 
     half = marks.shape[0] // 2
     tstart = marks[:half]
     tend = marks[half:]
-    count = _word_tokens(data, start, end, asc, lower, multi, flags, buf, tstart, tend)
+    count = _word_tokens(data, start, end, asc, swar, lower, multi, flags, buf, tstart, tend)
     if count < 0:
         count = _word_tokens_slow(data, start, end, lower, multi, flags, cps, low, buf, tstart, tend)
     if count == 0:
@@ -468,7 +369,7 @@ def _doc_shingles(data, start, end, ngram, char_mode, asc, lower, multi, flags, 
     if count < ngram:
         out[0] = xxh64(buf, tstart[0], tend[count - 1])
         return 1
-    _hash_ranges(buf, tstart, 0, tend, ngram - 1, count - ngram + 1, lanes, out)
+    hash_ranges(buf, tstart, 0, tend, ngram - 1, count - ngram + 1, lanes, out)
     return count - ngram + 1
 
 
@@ -540,7 +441,7 @@ def bounds(offsets: np.ndarray, nthreads: int) -> np.ndarray:
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def minhash_texts(data, offsets, bounds, ngram, char_mode, asc, lower, multi, flags, a, b, sigs):
+def minhash_texts(data, offsets, bounds, ngram, char_mode, asc, swar, lower, multi, flags, a, b, sigs):
     """Fused text -> signature for a batch, into ``sigs``; never materialises the shingle sets."""
     for c in prange(bounds.shape[0] - 1):
         lo = bounds[c]
@@ -552,7 +453,7 @@ def minhash_texts(data, offsets, bounds, ngram, char_mode, asc, lower, multi, fl
         xbuf = np.empty(out.shape[0], np.uint32)
         for i in range(lo, hi):
             cnt = _doc_shingles(
-                data, offsets[i], offsets[i + 1], ngram, char_mode, asc, lower, multi, flags, cps, low, buf, marks, lanes, out
+                data, offsets[i], offsets[i + 1], ngram, char_mode, asc, swar, lower, multi, flags, cps, low, buf, marks, lanes, out
             )
             _minhash_into(out, 0, cnt, a, b, sigs[i], xbuf)
 
@@ -604,7 +505,7 @@ def _sort_unique(a, cnt, tmp, counts):
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def shingle_sets(data, offsets, bounds, ngram, char_mode, asc, lower, multi, flags, stage, stage_at, counts):
+def shingle_sets(data, offsets, bounds, ngram, char_mode, asc, swar, lower, multi, flags, stage, stage_at, counts):
     """Sorted unique shingle hashes in one pass: chunk c writes those of its documents back to back
     from ``stage[stage_at[c]]`` (room for the bound of :func:`stage_bounds`), and ``counts[i]`` is
     the number of document i; :func:`compact` then packs the chunks into the CSR."""
@@ -620,7 +521,7 @@ def shingle_sets(data, offsets, bounds, ngram, char_mode, asc, lower, multi, fla
         pos = stage_at[c]
         for i in range(lo, hi):
             cnt = _doc_shingles(
-                data, offsets[i], offsets[i + 1], ngram, char_mode, asc, lower, multi, flags, cps, low, buf, marks, lanes, out
+                data, offsets[i], offsets[i + 1], ngram, char_mode, asc, swar, lower, multi, flags, cps, low, buf, marks, lanes, out
             )
             u = _sort_unique(out, cnt, tmp, buckets)
             stage[pos : pos + u] = out[:u]
