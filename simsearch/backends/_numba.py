@@ -17,6 +17,7 @@ from ._numba_lsh import NumbaLSHKernels
 # the kernel reads them and that the allocator reuses their memory, large enough to amortise a
 # parallel launch. Step i + 1 is encoded (Python, holding the GIL) while the kernel hashes step i.
 _STEP_CHARS = 1 << 22
+_PROBE_DOCS = 4096  # documents whose lengths size the first step
 
 
 @functools.lru_cache(maxsize=1)
@@ -26,26 +27,18 @@ def _tables():
     return t, asc, K.swar_matches(asc), K.lowered_per_byte(t.lower, t.multi)
 
 
-def _steps(texts: list[str]) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """Text lengths and the (lo, hi) document ranges of the pipeline steps."""
-    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
-    ends = np.cumsum(lengths)
-    steps, lo = [], 0
-    while lo < len(texts):
-        start = ends[lo - 1] if lo else 0
-        hi = min(len(texts), max(lo + 1, int(np.searchsorted(ends, start + _STEP_CHARS, side="right"))))
-        steps.append((lo, hi))
-        lo = hi
-    return lengths, steps
-
-
 def _pipeline(texts: list[str], run) -> None:
-    """Call ``run(lo, hi, data, offsets)`` on each step's encoded texts, in order; the calls run in
-    one worker thread (the kernels release the GIL) while this thread encodes the next step."""
-    lengths, steps = _steps(texts)
-    if len(steps) <= 1:
-        if steps:
-            run(0, len(texts), *encode_texts(texts, lengths))
+    """Call ``run(lo, hi, data, offsets)`` on consecutive steps of about ``_STEP_CHARS`` characters
+    of encoded text, in order. The calls run in one worker thread (the kernels release the GIL)
+    while this thread encodes the next step; step sizes follow the bytes per document seen so far,
+    so no pass over all the texts is needed before the first kernel starts."""
+    n = len(texts)
+    head = np.cumsum(np.fromiter(map(len, texts[:_PROBE_DOCS]), dtype=np.int64, count=min(n, _PROBE_DOCS)))
+    hi = max(1, min(n, int(np.searchsorted(head, _STEP_CHARS, side="right")))) if n else 0
+    encoded = encode_texts(texts[:hi])
+    if hi == n:
+        if n:
+            run(0, n, *encoded)
         return
     nthreads = numba.get_num_threads()  # a per-thread setting: carry it over to the worker
 
@@ -54,12 +47,17 @@ def _pipeline(texts: list[str], run) -> None:
         run(*args)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="simsearch-text") as pool:
-        pending = None
-        for lo, hi in steps:
-            encoded = encode_texts(texts[lo:hi], lengths[lo:hi])
+        lo, done_bytes, pending = 0, 0, None
+        while True:
             if pending is not None:
                 pending.result()
             pending = pool.submit(work, lo, hi, *encoded)
+            if hi == n:
+                break
+            done_bytes += int(encoded[1][-1])
+            step = max(1, int(_STEP_CHARS * hi / max(done_bytes, 1)))
+            lo, hi = hi, min(n, hi + step)
+            encoded = encode_texts(texts[lo:hi])
         pending.result()
 
 
