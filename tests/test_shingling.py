@@ -189,3 +189,24 @@ def test_pipelined_steps_give_the_same_csr_and_signatures(monkeypatch, step_char
     assert all(np.array_equal(got[i], w) for i, w in enumerate(want))
     sigs = simsearch.minhash(batch, ngram=3, num_perm=16, backend="numba")
     assert np.array_equal(sigs, simsearch.minhash(batch, ngram=3, num_perm=16, backend="numpy"))
+
+
+def test_small_batches_run_on_one_thread_large_ones_on_all(monkeypatch):
+    import numba
+
+    from simsearch.backends import _numba, _numba_text
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs more than one numba thread")
+    seen = []
+    kernel = _numba_text.minhash_texts
+
+    def spy(*args):
+        seen.append(numba.get_num_threads())
+        return kernel(*args)
+
+    monkeypatch.setattr(_numba_text, "minhash_texts", spy)
+    simsearch.minhash(["one short query document"], backend="numba")
+    simsearch.minhash(["word " * 2000] * 10, backend="numba")
+    assert seen == [1, numba.get_num_threads()]
+    assert _numba._PAR_MIN_BYTES <= 10 * len("word " * 2000)

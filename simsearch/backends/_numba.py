@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numba
 import numpy as np
@@ -18,6 +19,24 @@ from ._numba_lsh import NumbaLSHKernels
 # parallel launch. Step i + 1 is encoded (Python, holding the GIL) while the kernel hashes step i.
 _STEP_CHARS = 1 << 22
 _PROBE_DOCS = 4096  # documents whose lengths size the first step
+_PAR_MIN_BYTES = 1 << 16  # text bytes (or 8 x shingle hashes) below which the kernels run on one thread
+
+
+@contextmanager
+def _threads_for(work: int):
+    """One thread for small batches: a parallel region must wake every worker, and on a busy
+    machine one descheduled worker stalls the whole call (seen: 30-50 ms p90 on single-document
+    near-duplicate queries under load, 0.3 ms on one thread). ``set_num_threads`` is per
+    calling thread, so concurrent callers are not affected."""
+    if work >= _PAR_MIN_BYTES:
+        yield
+        return
+    prev = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(prev)
 
 
 @functools.lru_cache(maxsize=1)
@@ -29,22 +48,25 @@ def _tables():
 
 def _pipeline(texts: list[str], run) -> None:
     """Call ``run(lo, hi, data, offsets)`` on consecutive steps of about ``_STEP_CHARS`` characters
-    of encoded text, in order. The calls run in one worker thread (the kernels release the GIL)
-    while this thread encodes the next step; step sizes follow the bytes per document seen so far,
-    so no pass over all the texts is needed before the first kernel starts."""
+    of encoded text, in order, each on as many numba threads as its size calls for
+    (:func:`_threads_for`). The calls run in one worker thread (the kernels release the GIL) while
+    this thread encodes the next step; step sizes follow the bytes per document seen so far, so no
+    pass over all the texts is needed before the first kernel starts."""
     n = len(texts)
     head = np.cumsum(np.fromiter(map(len, texts[:_PROBE_DOCS]), dtype=np.int64, count=min(n, _PROBE_DOCS)))
     hi = max(1, min(n, int(np.searchsorted(head, _STEP_CHARS, side="right")))) if n else 0
     encoded = encode_texts(texts[:hi])
     if hi == n:
         if n:
-            run(0, n, *encoded)
+            with _threads_for(len(encoded[0])):
+                run(0, n, *encoded)
         return
     nthreads = numba.get_num_threads()  # a per-thread setting: carry it over to the worker
 
-    def work(*args):
+    def work(lo, hi, data, offsets):
         numba.set_num_threads(nthreads)
-        run(*args)
+        with _threads_for(len(data)):
+            run(lo, hi, data, offsets)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="simsearch-text") as pool:
         lo, done_bytes, pending = 0, 0, None
@@ -67,14 +89,13 @@ class NumbaBackend(NumbaLSHKernels):
     def shingle_hashes(self, texts, ngram, shingle):
         t, asc, swar, per_byte = _tables()
         char_mode = shingle == "char"
-        nthreads = numba.get_num_threads()
         out_offsets = np.zeros(len(texts) + 1, dtype=np.int64)
         hashes = np.empty(0, dtype=np.uint64)
 
         def run(lo, hi, data, offsets):
             # One pass: each chunk stages its sorted unique sets, then they are packed into the CSR.
             nonlocal hashes
-            bounds = K.bounds(offsets, nthreads)
+            bounds = K.bounds(offsets, numba.get_num_threads())
             stage_at = np.zeros(hi - lo + 1, dtype=np.int64)
             np.cumsum(K.stage_bounds(offsets, char_mode, per_byte), out=stage_at[1:])
             stage_at = stage_at[bounds]
@@ -96,11 +117,10 @@ class NumbaBackend(NumbaLSHKernels):
     def minhash_texts(self, texts, ngram, shingle, a, b):
         t, asc, swar, _ = _tables()
         char_mode = shingle == "char"
-        nthreads = numba.get_num_threads()
         sigs = np.empty((len(texts), len(a)), dtype=np.uint32)
 
         def run(lo, hi, data, offsets):
-            bounds = K.bounds(offsets, nthreads)
+            bounds = K.bounds(offsets, numba.get_num_threads())
             K.minhash_texts(
                 data, offsets, bounds, ngram, char_mode, asc, swar, t.lower, t.multi, t.flags, a, b, sigs[lo:hi]
             )
@@ -109,8 +129,9 @@ class NumbaBackend(NumbaLSHKernels):
         return sigs
 
     def minhash_hashes(self, offsets, hashes, a, b):
-        bounds = K.bounds(offsets, numba.get_num_threads())
-        return K.minhash_csr(offsets, hashes, bounds, a, b)
+        with _threads_for(8 * len(hashes)):
+            bounds = K.bounds(offsets, numba.get_num_threads())
+            return K.minhash_csr(offsets, hashes, bounds, a, b)
 
     def pairwise(self, x, y, metric):
         from . import _numba_distance
