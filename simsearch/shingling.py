@@ -96,22 +96,20 @@ class ShingleSets:
         return np.diff(self.offsets)
 
 
-def encode_texts(texts: list[str], char_lengths=None) -> tuple[np.ndarray, np.ndarray]:
+def encode_texts(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """UTF-8 bytes of all texts back to back (uint8) and their int64 offsets (n + 1).
 
     One join and one encode for the whole list (``surrogatepass`` writes each code point on its
     own, so the bytes of the joined text are the texts' bytes back to back). An all-ASCII list
-    takes its offsets from the ``len`` of each text (``char_lengths``, when the caller has them);
-    otherwise only the texts holding non-ASCII characters are encoded once more, for their length.
+    takes its offsets from the ``len`` of each text; otherwise only the texts holding non-ASCII
+    characters are encoded once more, for their length.
     """
     n = len(texts)
     offsets = np.zeros(n + 1, dtype=np.int64)
     joined = "".join(texts)
     if joined.isascii():
         data = joined.encode("ascii")
-        if char_lengths is None:
-            char_lengths = np.fromiter(map(len, texts), dtype=np.int64, count=n)
-        np.cumsum(char_lengths, out=offsets[1:])
+        np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=n), out=offsets[1:])
     else:
         data = joined.encode("utf-8", "surrogatepass")
         lengths = (len(t) if t.isascii() else len(t.encode("utf-8", "surrogatepass")) for t in texts)

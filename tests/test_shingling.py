@@ -210,3 +210,15 @@ def test_small_batches_run_on_one_thread_large_ones_on_all(monkeypatch):
     simsearch.minhash(["word " * 2000] * 10, backend="numba")
     assert seen == [1, numba.get_num_threads()]
     assert _numba._PAR_MIN_BYTES <= 10 * len("word " * 2000)
+
+
+@pytest.mark.parametrize(
+    "batch", [[], ["", "abc", "", "de"], ["a\ud83d", "\ude00b", "ΣΑΣ", "日本", "x"], ["😀", "", "İ", "plain"]]
+)
+def test_encode_texts_is_each_text_encoded_back_to_back(batch):
+    from simsearch.shingling import encode_texts
+
+    data, offsets = encode_texts(batch)
+    encoded = [t.encode("utf-8", "surrogatepass") for t in batch]
+    assert data.tobytes() == b"".join(encoded)
+    assert offsets.tolist() == [0] + np.cumsum([len(e) for e in encoded]).tolist()
