@@ -37,28 +37,9 @@ def _twin(fn):
     return call
 
 
-_P1 = uint64(11400714785074694791)
-_P2 = uint64(14029467366897019727)
-_P3 = uint64(1609587929392839161)
-_P4 = uint64(9650029242287828579)
-_P5 = uint64(2870177450012600261)
-
-
-@njit(inline="always")
-def _rotl(x, r):
-    return (x << uint64(r)) | (x >> uint64(64 - r))
-
-
-@njit(inline="always")
-def _round(acc, lane):
-    acc = acc + lane * _P2
-    return _rotl(acc, 31) * _P1
-
-
-@njit(inline="always")
-def _merge_round(h, v):
-    h ^= _round(uint64(0), v)
-    return h * _P1 + _P4
+# XXH64's primes and rounds, shared with the shingle hash
+from ._numba_xxh64 import _P1, _P2, _P3, _P4, _P5, _rotl, _round  # noqa: E402
+from ._numba_xxh64 import _merge as _merge_round  # noqa: E402
 
 
 @njit(inline="always")
