@@ -11,7 +11,11 @@ The server runs as ``simsearch serve`` in its own process (``--server subprocess
 it gets its own interpreter lock) or in this one (``--server inprocess``). Concurrent clients
 are ``AsyncClient`` instances driven from one asyncio loop, so the client side costs little.
 ``agree`` is the fraction of gRPC answers equal to the in-process answers for the same queries
-(the remote path must not change results). ``python benchmarks/bench_grpc.py --smoke`` is tiny.
+(the remote path must not change results). ``srv_ms`` is the server process's CPU time per request
+(subprocess servers only): the server holds one interpreter lock, so 1000 / srv_ms bounds its
+requests/s. The ``grpc-echo`` rows send the same single-query near-duplicate requests to a bare
+grpcio server (same thread pool, no interceptors, no index) that answers with a fixed response: the
+floor that grpcio itself sets. ``python benchmarks/bench_grpc.py --smoke`` is tiny.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import asyncio
 import gc
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -39,7 +44,7 @@ from simsearch.aio_client import AsyncClient  # noqa: E402
 from simsearch.client import Client  # noqa: E402
 from simsearch.index import Document, Index  # noqa: E402
 
-COLUMNS = ["op", "mode", "clients", "batch", "n", "per_s", "p50_ms", "p99_ms", "agree"]
+COLUMNS = ["op", "mode", "clients", "batch", "n", "per_s", "p50_ms", "p99_ms", "srv_ms", "agree"]
 
 
 def make_docs(n: int, dim: int, seed: int) -> list[Document]:
@@ -59,29 +64,75 @@ def make_docs(n: int, dim: int, seed: int) -> list[Document]:
     return docs
 
 
-def start_server(data: str, workers: int, inprocess: bool):
-    """(address, stop) of a server over ``data``."""
-    if inprocess:
-        from server import ServerConfig, create_server
-
-        srv, _ = create_server(ServerConfig(data=data, port=0, workers=workers))
-        srv.start()
-        return srv.address, lambda: srv.stop(0)
-    script = Path(sys.executable).parent / "simsearch"
-    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "simsearch"]
-    proc = subprocess.Popen(cmd + ["serve", "--data", data, "--port", "0", "--workers", str(workers),
-                                   "--log-level", "warning"], stdout=subprocess.PIPE, text=True)
+def _listen(cmd: list[str]):
+    """(address, stop, pid) of a server process that prints ``listening on host:port`` first."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     match = re.search(r"listening on (\S+:\d+)", line)
     if match is None:
         proc.kill()
-        raise SystemExit(f"simsearch serve did not start: {line!r}")
+        raise SystemExit(f"{cmd[0]} did not start: {line!r}")
 
     def stop():
         proc.terminate()
         proc.wait(60)
 
-    return match.group(1), stop
+    return match.group(1), stop, proc.pid
+
+
+def start_server(data: str, workers: int, inprocess: bool):
+    """(address, stop, pid) of a server over ``data``; pid is None in process."""
+    if inprocess:
+        from server import ServerConfig, create_server
+
+        srv, _ = create_server(ServerConfig(data=data, port=0, workers=workers))
+        srv.start()
+        return srv.address, lambda: srv.stop(0), None
+    script = Path(sys.executable).parent / "simsearch"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "simsearch"]
+    return _listen(cmd + ["serve", "--data", data, "--port", "0", "--workers", str(workers), "--log-level", "warning"])
+
+
+def echo_server(workers: int, dim: int) -> None:
+    """A bare grpcio server (what ``grpc.server`` costs per call): GetCollection and
+    QueryNearDuplicates answer fixed messages; runs until SIGTERM."""
+    from concurrent import futures
+
+    import grpc
+
+    from simsearch._wire import SERVICE, info_to_pb, pb
+    from simsearch.index import CollectionConfig, CollectionInfo
+
+    info = info_to_pb(CollectionInfo("bench", CollectionConfig(dim=dim), 0))
+    hits = pb.QueryNearDuplicatesResponse(results=[pb.NearDuplicateList(
+        hits=[pb.NearDuplicate(id="doc1", jaccard=1.0, estimated_jaccard=1.0)])])
+    handlers = {
+        "GetCollection": grpc.unary_unary_rpc_method_handler(
+            lambda request, context: info, request_deserializer=pb.GetCollectionRequest.FromString,
+            response_serializer=pb.CollectionInfo.SerializeToString),
+        "QueryNearDuplicates": grpc.unary_unary_rpc_method_handler(
+            lambda request, context: hits, request_deserializer=pb.QueryNearDuplicatesRequest.FromString,
+            response_serializer=pb.QueryNearDuplicatesResponse.SerializeToString),
+    }
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
+    server.add_registered_method_handlers(SERVICE, handlers)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"echo server: listening on 127.0.0.1:{port}", flush=True)
+    stop.wait()
+    server.stop(0)
+
+
+def _cpu_s(pid: int | None) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (Linux), else None."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, TypeError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _pct(lat: list[float], q: float) -> float:
@@ -109,7 +160,7 @@ def run_local(fn, requests: list, batch: int) -> dict:
             "p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99)}
 
 
-async def _run_remote(address: str, call, requests: list, clients: int, batch: int):
+async def _run_remote(address: str, call, requests: list, clients: int, batch: int, pid: int | None):
     """``clients`` AsyncClients share the requests; ``call(collection, request)`` is awaited."""
     conns = [AsyncClient(address) for _ in range(clients)]
     colls = [await c.get_collection("bench") for c in conns]
@@ -125,29 +176,43 @@ async def _run_remote(address: str, call, requests: list, clients: int, batch: i
 
     for coll in colls:  # warm-up: connect, one call each
         await call(coll, requests[0])
-    start = time.perf_counter()
+    cpu, start = _cpu_s(pid), time.perf_counter()
     await asyncio.gather(*(worker(c) for c in colls))
-    wall = time.perf_counter() - start
+    wall, cpu_end = time.perf_counter() - start, _cpu_s(pid)
     for c in conns:
         await c.close()
     stats = {"n": len(requests) * batch, "per_s": round(len(requests) * batch / wall, 1),
-             "p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99)}
+             "p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99),
+             "srv_ms": None if cpu is None or cpu_end is None else round(1e3 * (cpu_end - cpu) / len(requests), 3)}
     return stats, answers
 
 
-def bench_queries(rep, op: str, local, address: str, args, single: list, batched: list, one, many) -> None:
+def bench_queries(rep, op: str, local, server: tuple, args, single: list, batched: list, one, many) -> None:
     """``one(coll, q)`` / ``many(coll, qs)`` query a local or remote collection (remote: awaitables)."""
     expect = [one(local, q) for q in single]  # also the warm-up
     rep.add(op=op, mode="inprocess", clients=1, batch=1, **run_local(lambda q: one(local, q), single, 1))
     rep.add(op=op, mode="inprocess", clients=1, batch=args.query_batch,
             **run_local(lambda qs: many(local, qs), batched, args.query_batch))
+    address, pid = server
     for clients in args.clients:
-        stats, answers = asyncio.run(_run_remote(address, one, single, clients, 1))
+        stats, answers = asyncio.run(_run_remote(address, one, single, clients, 1, pid))
         agree = round(float(np.mean([a == e for a, e in zip(answers, expect)])), 4)
         rep.add(op=op, mode="grpc", clients=clients, batch=1, agree=agree, **stats)
     for clients in args.batch_clients:
-        stats, _ = asyncio.run(_run_remote(address, many, batched, clients, args.query_batch))
+        stats, _ = asyncio.run(_run_remote(address, many, batched, clients, args.query_batch, pid))
         rep.add(op=op, mode="grpc", clients=clients, batch=args.query_batch, **stats)
+
+
+def bench_echo(rep, args, texts: list[str]) -> None:
+    """The grpc-echo rows: single-query near-duplicate requests against :func:`echo_server`."""
+    address, stop, pid = _listen([sys.executable, __file__, "--echo-server", "--workers", str(args.workers),
+                                  "--dim", str(args.dim)])
+    try:
+        for clients in args.clients:
+            stats, _ = asyncio.run(_run_remote(address, lambda c, q: c.near_duplicates(q), texts, clients, 1, pid))
+            rep.add(op="near_dup", mode="grpc-echo", clients=clients, batch=1, **stats)
+    finally:
+        stop()
 
 
 def main(argv=None) -> None:
@@ -163,7 +228,10 @@ def main(argv=None) -> None:
     p.add_argument("--server", choices=["subprocess", "inprocess"], default="subprocess")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
+    p.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)  # the grpc-echo rows' server
     args = p.parse_args(argv)
+    if args.echo_server:
+        return echo_server(args.workers, args.dim)
     if args.smoke:
         args.docs, args.ingest_batch, args.queries, args.query_batch = 2_000, 250, 60, 8
         args.clients, args.batch_clients = [1, 8], [1]
@@ -193,7 +261,7 @@ def main(argv=None) -> None:
             rep.add(op="ingest", mode="inprocess", clients=1, batch=args.ingest_batch, n=len(docs),
                     per_s=round(len(docs) / wall, 1))
 
-            address, stop = start_server(str(Path(tmp) / "served"), args.workers, args.server == "inprocess")
+            address, stop, pid = start_server(str(Path(tmp) / "served"), args.workers, args.server == "inprocess")
             try:
                 with Client(address, timeout=600) as client:
                     client.wait_ready(60)
@@ -207,12 +275,13 @@ def main(argv=None) -> None:
                     assert result.upserted == len(docs)
                     rep.add(op="ingest", mode="grpc", clients=1, batch=args.ingest_batch, n=len(docs),
                             per_s=round(len(docs) / wall, 1))
-                bench_queries(rep, "near_dup", local, address, args, texts, text_batches,
+                bench_queries(rep, "near_dup", local, (address, pid), args, texts, text_batches,
                               lambda c, q: c.near_duplicates(q), lambda c, qs: c.near_duplicates_batch(texts=qs))
-                bench_queries(rep, "knn", local, address, args, vectors, vec_batches,
+                bench_queries(rep, "knn", local, (address, pid), args, vectors, vec_batches,
                               lambda c, q: c.search(q, k=10), lambda c, qs: c.search_batch(vectors=qs, k=10))
             finally:
                 stop()
+    bench_echo(rep, args, texts)
     print()
     print(rep.table(COLUMNS))
 
