@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from simsearch._wire import SERVICE, pb
 from simsearch.errors import FailedPreconditionError
-from simsearch.index import Index
+from simsearch.index import Document, Index
 
 from ._config import ServerConfig
 from ._interceptors import AccessLogInterceptor, AuthInterceptor, ErrorInterceptor
@@ -146,8 +146,26 @@ def create_server(config: ServerConfig, *, index: Index | None = None) -> tuple[
 
 
 def _warm_up(index: Index) -> None:
-    """Run each collection's query kernels once, before the port opens: loading numba's cached
-    machine code takes ~0.2 s per kernel the first time, which would land on the first callers."""
+    """Run the kernels once before the port opens, so the first callers do not pay for them: on
+    the first start after an install numba compiles them (about 10-20 s on 2 cores, then cached
+    on disk), and on later starts loading the cached code still takes ~0.2 s per kernel.
+
+    A throwaway in-memory collection goes through upsert, near-duplicate queries, clusters and kNN;
+    then each stored collection answers one query (its own LSH banding and vector index).
+    """
+    try:
+        with Index(None, backend=index.backend) as scratch:
+            coll = scratch.create_collection("warm-up", dim=4, threshold=0.5)
+            words = "simsearch warms up its kernels before the port opens".split()
+            coll.upsert([
+                Document(id=str(i), text=" ".join(words[i:] + words[:i]), vector=np.full(4, i + 1.0, np.float32))
+                for i in range(len(words))
+            ])
+            coll.near_duplicates(" ".join(words), k=3, exact=True)
+            coll.find_duplicates()
+            coll.search(np.ones(4, np.float32), k=3)
+    except Exception as exc:  # noqa: BLE001 - a warm-up must never stop the server from starting
+        log.warning("kernel warm-up failed (the first calls will be slower): %s", exc)
     for info in index.list_collections():
         coll = index.get_collection(info.name)
         try:
