@@ -299,6 +299,19 @@ def test_newer_format_and_corruption_give_clear_errors(tmp_path):
     db.execute("UPDATE documents SET vector=? WHERE ext_id='a'", (np.zeros(4, np.float32).tobytes(),))
     db.commit()
     db.close()
+    # The cache written at close holds the rows as they were verified; queries answer from it,
+    # and reading the altered row itself fails its checksum.
+    with Index(tmp_path / "flip") as idx:
+        coll = idx.get_collection("c")
+        assert [n.id for n in coll.search(np.ones(4, np.float32), k=1)] == ["a"]
+        with pytest.raises(StorageCorruptionError, match="checksum"):
+            coll.get(["a"])
+    # Without the cache (or with a damaged one), the reopen reads every row and refuses.
+    cache_file = next((tmp_path / "flip" / "cache").iterdir())
+    cache_file.write_bytes(cache_file.read_bytes()[:-3] + b"xyz")
+    with pytest.raises(StorageCorruptionError, match="checksum"):
+        Index(tmp_path / "flip")
+    assert not cache_file.exists()  # a cache that fails its checks is removed
     with pytest.raises(StorageCorruptionError, match="checksum"):
         Index(tmp_path / "flip")
 
@@ -355,3 +368,52 @@ def test_a_second_open_of_the_same_directory_is_refused_until_the_first_closes(t
     with Index(tmp_path / "idx") as again:  # released on close
         assert again.get_collection("c").count() == 1
     assert subprocess.run([sys.executable, "-c", code, str(tmp_path / "idx")]).returncode == 0
+
+
+def test_reopen_from_the_cache_equals_a_rebuild_and_a_stale_cache_is_ignored(tmp_path):
+    from simsearch.index import _cache
+
+    docs = make_docs(120, 21)
+    with Index(tmp_path / "idx") as idx:
+        c = idx.create_collection("c", dim=8, threshold=0.6)
+        c.upsert(docs[:80])
+        c.delete([d.id for d in docs[:80:9]])
+        c.upsert(docs[80:])
+        deleted = {d.id for d in docs[:80:9]}
+        live = [d for d in docs if d.id not in deleted][:40]
+        expected = queries_of(c, live)
+        cid = c._cid
+    path = _cache.cache_path(str(tmp_path / "idx"), cid)
+    assert os.path.exists(path)
+    loads = []
+    real_load = _cache.load
+
+    def spy(*args, **kwargs):
+        result = real_load(*args, **kwargs)
+        loads.append(result is not None)
+        return result
+
+    import simsearch.index._collection as collection_module
+
+    collection_module._cache.load = spy
+    try:
+        with Index(tmp_path / "idx") as idx:  # from the cache
+            assert queries_of(idx.get_collection("c"), live) == expected
+        os.remove(path)
+        with Index(tmp_path / "idx") as idx:  # from the rows; writes the cache again
+            assert queries_of(idx.get_collection("c"), live) == expected
+        assert loads == [True, False] and os.path.exists(path)
+        # a write that the cache has not seen (as after a crash: no close) makes it stale
+        stale = open(path, "rb").read()
+        with Index(tmp_path / "idx") as idx:
+            idx.get_collection("c").delete([docs[100].id])
+        open(path, "wb").write(stale)
+        with Index(tmp_path / "idx") as idx:
+            c = idx.get_collection("c")
+            assert loads[-1] is False
+            assert c.count() == len(docs) - len(docs[:80:9]) - 1
+            with pytest.raises(NotFoundError):
+                c.get([docs[100].id])
+            assert docs[100].id not in [n.id for n in c.search(docs[100].vector, k=3)]
+    finally:
+        collection_module._cache.load = real_load

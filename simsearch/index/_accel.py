@@ -120,6 +120,13 @@ class DocTable:
         n = self._n
         return self._rowids[:n], self._sigs[:n], None if self._vecs is None else self._vecs[:n]
 
+    def live_rows(self):
+        """(rowids, ext_ids, labels, signatures, vectors) of the live rows, in rowid order."""
+        rowids, pos = self.live()
+        plist = pos.tolist()
+        return (rowids, [self._ext[p] for p in plist], [self._labels[p] for p in plist], self._sigs[pos],
+                None if self._vecs is None else self._vecs[pos])
+
     def live(self):
         """(rowids, positions) of live documents."""
         pos = np.nonzero(self._alive[: self._n])[0]

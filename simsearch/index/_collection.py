@@ -27,7 +27,7 @@ from ..errors import (
 )
 from ..minhash import is_empty, minhash
 from ..shingling import shingle_hashes
-from . import _accel
+from . import _accel, _cache
 from ._storage import pack, unpack
 from ._types import (
     MAX_ID_BYTES,
@@ -88,15 +88,49 @@ class Collection:
         self._lock = RWLock()
         self._dropped = False
         self._models: dict = {}
-        self._rebuild()
+        self._cache_state: tuple[int, int] | None = None  # the state the on-disk cache matches
+        self._rebuild(use_cache=True)
 
     def __repr__(self) -> str:
         return f"Collection({self.name!r}, count={self.count()})"
 
     # -- in-memory state -------------------------------------------------------------------
-    def _rebuild(self) -> None:
-        """(Re)load the in-memory structures from storage."""
+    def _cache_file(self) -> str | None:
+        return None if self._index.path is None else _cache.cache_path(self._index.path, self._cid)
+
+    def _save_cache(self) -> None:
+        """Write the cache of the in-memory rows if the store has changed since it was written
+        (called by Index.close, with no write in flight)."""
+        path = self._cache_file()
+        if path is None or self._dropped:
+            return
+        state = self._storage.state(self._cid)
+        if state[:1] + state[2:] == self._cache_state:
+            return
+        rowids, ext_ids, labels, sigs, vecs = self._docs.live_rows()
+        _cache.save(path, (state[0], state[2]), rowids, ext_ids, labels, sigs, vecs)
+        self._cache_state = (state[0], state[2])
+
+    def _rebuild(self, use_cache: bool = False) -> None:
+        """(Re)load the in-memory structures: from the cache when ``use_cache`` and it matches the
+        store, else from the stored rows."""
         cfg = self.config
+        path = self._cache_file()
+        if use_cache and path is not None:
+            gen, _, count = self._storage.state(self._cid)
+            cached = _cache.load(path, (gen, count), cfg.num_perm, cfg.dim)
+            if cached is not None:
+                self._docs = _accel.DocTable(cfg.num_perm, cfg.dim)
+                self._lsh = _accel.make_lsh(cfg, self._index.backend)
+                self._lsh_mutex = threading.Lock()
+                self._vectors = _accel.make_vector_index(cfg, self._index.backend) if cfg.dim else None
+                rowids, ext_ids, labels, sigs, vecs = cached
+                self._docs.reserve(len(rowids))
+                self._docs.append(rowids, ext_ids, labels, sigs, vecs)
+                self._index_rows(*self._docs.loaded())
+                self._cache_state = (gen, count)
+                return
+        self._cache_state = None
         self._docs = _accel.DocTable(cfg.num_perm, cfg.dim)
         self._lsh = _accel.make_lsh(cfg, self._index.backend)
         self._lsh_mutex = threading.Lock()  # LSHIndex is not thread-safe; readers share it
@@ -123,13 +157,16 @@ class Collection:
 
     def _index_rows(self, rowids, sigs, vecs) -> None:
         """Add rows already in the document table to the LSH bands and the vector index."""
+        def rows(mask, arr):  # no copy when every row qualifies (the common case on a reopen)
+            return arr if mask.all() else arr[mask]
+
         has_sig = ~is_empty(sigs) if len(sigs) else np.zeros(0, bool)
         if has_sig.any():
-            self._lsh.insert(rowids[has_sig], sigs[has_sig])
+            self._lsh.insert(rows(has_sig, rowids), rows(has_sig, sigs))
         if self._vectors is not None and vecs is not None:
             has_vec = ~np.isnan(vecs[:, 0])
             if has_vec.any():
-                self._vectors.add(rowids[has_vec], vecs[has_vec])
+                self._vectors.add(rows(has_vec, rowids), rows(has_vec, vecs))
 
     def _apply_remove(self, rowids: np.ndarray) -> None:
         if not len(rowids):

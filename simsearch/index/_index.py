@@ -131,6 +131,9 @@ class Index:
             with coll._lock.write():
                 self._storage.drop_collection(coll._cid)
                 coll._dropped = True
+                path = coll._cache_file()
+                if path is not None and os.path.exists(path):
+                    os.remove(path)
             del self._collections[name]
 
     # -- maintenance -----------------------------------------------------------------------
@@ -162,7 +165,9 @@ class Index:
             if self._closed:
                 return
             self._closed = True
-            for c in self._collections.values():
-                with c._lock.write():
-                    pass  # wait for in-flight writes
-            self._storage.close()
+            try:
+                for c in self._collections.values():
+                    with c._lock.write():  # waits for in-flight writes
+                        c._save_cache()
+            finally:
+                self._storage.close()

@@ -305,6 +305,7 @@ class SQLiteStorage:
                 c.execute("DELETE FROM documents WHERE cid=?", (cid,))
                 c.execute("DELETE FROM models WHERE cid=?", (cid,))
                 c.execute("DELETE FROM collections WHERE cid=?", (cid,))
+                c.execute("DELETE FROM meta WHERE key=?", (f"generation:{cid}",))
 
         self._guard(run)
 
@@ -328,6 +329,7 @@ class SQLiteStorage:
                             f"DELETE FROM documents WHERE cid=? AND ext_id IN ({marks}) RETURNING rowid", (cid, *chunk)
                         )
                     ]
+                self._bump_generation(c, cid)
                 before = c.execute("SELECT seq FROM sqlite_sequence WHERE name='documents'").fetchone()
                 before = before[0] if before else 0
                 c.executemany(
@@ -350,6 +352,32 @@ class SQLiteStorage:
                     ).fetchall())
                     new_ids = [found[r[0]] for r in rows]
                 return removed, new_ids
+
+        return self._guard(run)
+
+    @staticmethod
+    def _bump_generation(c: sqlite3.Connection, cid: int) -> None:
+        """Every committed write to a collection's documents changes its generation (same txn)."""
+        c.execute(
+            "INSERT INTO meta(key, value) VALUES (?, '1')"
+            " ON CONFLICT(key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
+            (f"generation:{cid}",),
+        )
+
+    def state(self, cid: int) -> tuple[int, int, int]:
+        """(generation, last rowid handed out, document count) of a collection, read in one
+        snapshot: what a cache of its in-memory structures must match to be used."""
+
+        def run():
+            conn = self._reader()
+            conn.execute("BEGIN")
+            try:
+                gen = conn.execute("SELECT value FROM meta WHERE key=?", (f"generation:{cid}",)).fetchone()
+                seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='documents'").fetchone()
+                count = conn.execute("SELECT COUNT(*) FROM documents WHERE cid=?", (cid,)).fetchone()[0]
+            finally:
+                conn.execute("COMMIT")
+            return int(gen[0]) if gen else 0, int(seq[0]) if seq else 0, int(count)
 
         return self._guard(run)
 
