@@ -38,7 +38,7 @@ def _twin(fn):
 
 
 # XXH64's primes and rounds, shared with the shingle hash
-from ._numba_xxh64 import _P1, _P2, _P3, _P4, _P5, _rotl, _round  # noqa: E402
+from ._numba_xxh64 import _P1, _P2, _P3, _P4, _P5, _avalanche, _rotl, _round  # noqa: E402
 from ._numba_xxh64 import _merge as _merge_round  # noqa: E402
 
 
@@ -80,12 +80,7 @@ def _band_hash(sig, i, start, r, seed):
     if r % 2 == 1:
         h ^= uint64(sig[i, start + r - 1]) * _P1
         h = _rotl(h, 23) * _P2 + _P3
-    h ^= h >> uint64(33)
-    h *= _P2
-    h ^= h >> uint64(29)
-    h *= _P3
-    h ^= h >> uint64(32)
-    return h
+    return _avalanche(h)
 
 
 @_twin

@@ -133,12 +133,7 @@ def xxh64(buf, start, end):
     r &= 3
     for j in range(3):
         h = _select(j < r, _rotl(h ^ (uint64(buf[p + j]) * _P5), 11) * _P1, h)
-    h ^= h >> uint64(33)
-    h *= _P2
-    h ^= h >> uint64(29)
-    h *= _P3
-    h ^= h >> uint64(32)
-    return h
+    return _avalanche(h)
 
 
 HASH_BLOCK = 256  # shingles hashed per vector pass; its lanes (9 x 256 x 8 bytes) stay in L1
