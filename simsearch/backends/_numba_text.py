@@ -432,6 +432,10 @@ def bounds(offsets: np.ndarray, nthreads: int) -> np.ndarray:
     """Chunk boundaries over documents, each chunk about the same number of bytes (or hashes) of
     ``offsets``; several chunks per thread, so that dynamic scheduling evens out the rest."""
     n = len(offsets) - 1
+    if n <= 0:
+        return np.zeros(1, dtype=np.int64)
+    if nthreads == 1 or n == 1:  # one chunk: nothing to balance (single-text queries come here)
+        return np.array([0, n], dtype=np.int64)
     parts = max(1, min(n, 8 * nthreads))
     targets = np.linspace(offsets[0], offsets[-1], parts + 1)
     cuts = np.searchsorted(offsets, targets, side="right") - 1
