@@ -115,26 +115,28 @@ class Collection:
         """(Re)load the in-memory structures: from the cache when ``use_cache`` and it matches the
         store, else from the stored rows."""
         cfg = self.config
-        path = self._cache_file()
-        if use_cache and path is not None:
-            gen, _, count = self._storage.state(self._cid)
-            cached = _cache.load(path, (gen, count), cfg.num_perm, cfg.dim)
-            if cached is not None:
-                self._docs = _accel.DocTable(cfg.num_perm, cfg.dim)
-                self._lsh = _accel.make_lsh(cfg, self._index.backend)
-                self._lsh_mutex = threading.Lock()
-                self._vectors = _accel.make_vector_index(cfg, self._index.backend) if cfg.dim else None
-                rowids, ext_ids, labels, sigs, vecs = cached
-                self._docs.reserve(len(rowids))
-                self._docs.append(rowids, ext_ids, labels, sigs, vecs)
-                self._index_rows(*self._docs.loaded())
-                self._cache_state = (gen, count)
-                return
-        self._cache_state = None
         self._docs = _accel.DocTable(cfg.num_perm, cfg.dim)
         self._lsh = _accel.make_lsh(cfg, self._index.backend)
         self._lsh_mutex = threading.Lock()  # LSHIndex is not thread-safe; readers share it
         self._vectors = _accel.make_vector_index(cfg, self._index.backend) if cfg.dim else None
+        self._cache_state = None
+        cached = None
+        path = self._cache_file()
+        if use_cache and path is not None:
+            gen, _, count = self._storage.state(self._cid)
+            cached = _cache.load(path, (gen, count), cfg.num_perm, cfg.dim)
+        if cached is not None:
+            self._docs.reserve(len(cached[0]))
+            self._docs.append(*cached)
+            self._cache_state = (gen, count)
+        else:
+            self._load_rows()
+        # one LSH insert and one vector add for the whole collection: one sort, no segment merges
+        self._index_rows(*self._docs.loaded())
+
+    def _load_rows(self) -> None:
+        """Fill the document table from the stored rows (checksums verified on the way)."""
+        cfg = self.config
         empty_sig = pack(self._docs.empty_sig, np.uint32)
         nan_vec = pack(self._docs.nan_vec, np.float32) if cfg.dim else None
         self._docs.reserve(self._storage.count(self._cid))
@@ -148,8 +150,6 @@ class Collection:
                 vecs = unpack(b"".join(v if v is not None else nan_vec for v in vectors), np.float32)
                 vecs = vecs.reshape(len(rowids), cfg.dim)
             self._docs.append(rowids, ext_ids, labels, sigs, vecs)
-        # one LSH insert and one vector add for the whole collection: one sort, no segment merges
-        self._index_rows(*self._docs.loaded())
 
     def _apply_insert(self, rowids, ext_ids, labels, sigs, vecs) -> None:
         self._docs.append(rowids, ext_ids, labels, sigs, vecs)

@@ -22,7 +22,6 @@ but may lose the last commits on power loss.
 from __future__ import annotations
 
 import os
-import queue
 import sqlite3
 import struct
 import threading
@@ -207,7 +206,7 @@ class SQLiteStorage:
             raise _corruption(exc, self._where) from None
 
     # -- connections -----------------------------------------------------------------------
-    def _connect(self, *, track: bool = True) -> sqlite3.Connection:
+    def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._uri, uri=True, check_same_thread=False, isolation_level=None, timeout=60)
         conn.execute("PRAGMA foreign_keys=ON")
         if self.path is not None:
@@ -218,9 +217,8 @@ class SQLiteStorage:
             if mode.lower() != "wal":  # pragma: no cover - only on filesystems without shared memory
                 raise StorageCorruptionError(f"could not switch {self._where} to WAL mode (got {mode})")
             conn.execute(f"PRAGMA synchronous={self._sync}")
-        if track:  # closed by close(); untracked ones are closed by their user
-            with self._conns_lock:
-                self._all_conns.append(conn)
+        with self._conns_lock:
+            self._all_conns.append(conn)
         return conn
 
     def _reader(self) -> sqlite3.Connection:
@@ -383,61 +381,22 @@ class SQLiteStorage:
 
     def load_index_data(self, cid: int, batch: int = 65536) -> Iterator[tuple]:
         """Yield column tuples (rowids, ext_ids, labels, vectors, signatures) of up to ``batch``
-        rows each, in rowid order, checksums verified.
-
-        A helper thread reads the next chunk while this one checks the last (sqlite3 lets go of
-        the GIL while SQLite steps), on a connection of its own that it closes when done.
-        """
-        chunks: queue.Queue = queue.Queue(maxsize=2)
-        stop = threading.Event()
-
-        def put(item) -> bool:
-            while not stop.is_set():
-                try:
-                    chunks.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def produce() -> None:
-            conn = None
-            try:
-                conn = self._connect(track=False)
-                cur = conn.execute(
-                    "SELECT rowid, ext_id, label, vector, signature, crc_index FROM documents"
-                    " WHERE cid=? ORDER BY rowid",
-                    (cid,),
-                )
-                while True:
-                    rows = cur.fetchmany(batch)
-                    if not put(rows) or not rows:
-                        return
-            except BaseException as exc:  # handed to the consumer, which raises it
-                put(exc)
-            finally:
-                if conn is not None:
-                    conn.close()
-
-        reader = threading.Thread(target=produce, name="simsearch-load", daemon=True)
-        reader.start()
-        try:
-            while True:
-                rows = chunks.get()
-                if isinstance(rows, BaseException):
-                    if isinstance(rows, sqlite3.DatabaseError):
-                        raise _corruption(rows, self._where)
-                    raise rows
-                if not rows:
-                    return
-                rowids, ext_ids, labels, vectors, sigs, crcs = zip(*rows)
-                for e, lab, v, s, c in zip(ext_ids, labels, vectors, sigs, crcs):
-                    if crc_index(e, lab, v, s) != c:
-                        raise StorageCorruptionError(f"document {e!r} failed its checksum in {self._where}")
-                yield rowids, ext_ids, labels, vectors, sigs
-        finally:
-            stop.set()
-            reader.join()
+        rows each, in rowid order, checksums verified."""
+        cur = self._guard(
+            lambda: self._reader().execute(
+                "SELECT rowid, ext_id, label, vector, signature, crc_index FROM documents WHERE cid=? ORDER BY rowid",
+                (cid,),
+            )
+        )
+        while True:
+            rows = self._guard(cur.fetchmany, batch)
+            if not rows:
+                return
+            rowids, ext_ids, labels, vectors, sigs, crcs = zip(*rows)
+            for e, lab, v, s, c in zip(ext_ids, labels, vectors, sigs, crcs):
+                if crc_index(e, lab, v, s) != c:
+                    raise StorageCorruptionError(f"document {e!r} failed its checksum in {self._where}")
+            yield rowids, ext_ids, labels, vectors, sigs
 
     def fetch(self, cid: int, rowids=None, ext_ids=None, *, with_shingles: bool = False) -> list[Row]:
         """Rows by internal rowid or by external id (missing ones are simply absent)."""
