@@ -417,3 +417,24 @@ def test_reopen_from_the_cache_equals_a_rebuild_and_a_stale_cache_is_ignored(tmp
             assert docs[100].id not in [n.id for n in c.search(docs[100].vector, k=3)]
     finally:
         collection_module._cache.load = real_load
+
+
+def test_a_cache_is_never_used_for_another_database_with_a_look_alike_history(tmp_path):
+    import shutil
+
+    a_docs, b_docs = make_docs(30, 31, prefix="a"), make_docs(30, 32, prefix="b")
+    for name, docs in (("a", a_docs), ("b", b_docs)):
+        with Index(tmp_path / name) as idx:  # same collection, one write each: same generation and count
+            idx.create_collection("c", dim=8).upsert(docs)
+    # copy b's database over a's, leaving a's cache behind
+    shutil.copyfile(tmp_path / "b" / DB_FILE, tmp_path / "a" / DB_FILE)
+    with Index(tmp_path / "a") as idx:
+        c = idx.get_collection("c")
+        assert c._cache_state is None  # rebuilt from the rows
+        assert [n.id for n in c.search(b_docs[0].vector, k=1)] == [b_docs[0].id]
+    with Index(tmp_path / "a") as idx:
+        idx.snapshot(tmp_path / "snap")
+        origin = idx._storage.state(idx.get_collection("c")._cid)
+    with Index(tmp_path / "snap") as snap:
+        copy = snap._storage.state(snap.get_collection("c")._cid)
+    assert copy[1:] == origin[1:] and copy[0] != origin[0]  # a snapshot starts a history of its own

@@ -2,8 +2,8 @@
 
 On a clean close the index writes, per collection, the rows its in-memory structures are built
 from (rowids, ids, labels, signatures, vectors) to ``cache/c<cid>.bin`` in the index directory,
-with the collection's *state*: its generation (bumped in the same transaction as every write)
-and its document count. On open the cache is used only if the state still matches the database
+with the collection's *state*: the database's uuid, the collection's generation (bumped in the
+same transaction as every write) and its document count. On open the cache is used only if the state still matches the database
 and every section's XXH3 checksum holds; otherwise it is ignored (and removed) and the
 collection is rebuilt from the rows, whose CRCs are checked as always. A crash leaves the cache
 of the last clean close behind, which the bumped generation marks stale.
@@ -55,7 +55,7 @@ def _unstrings(buf: np.ndarray, lens: np.ndarray) -> list[str | None]:
     return out
 
 
-def save(path: str, state: tuple[int, int], rowids, ext_ids, labels, sigs, vecs) -> None:
+def save(path: str, state: tuple[str, int, int], rowids, ext_ids, labels, sigs, vecs) -> None:
     """Write the cache atomically (temp file + rename). Failures are logged, never raised: the
     cache is an optimisation, and the database stays the truth."""
     try:
@@ -76,7 +76,7 @@ def save(path: str, state: tuple[int, int], rowids, ext_ids, labels, sigs, vecs)
             meta.append({"name": name, "dtype": arr.dtype.str, "shape": list(arr.shape), "offset": offset,
                          "nbytes": arr.nbytes, "xxh3": xxhash.xxh3_64_intdigest(_raw(arr))})
             offset += arr.nbytes
-        header = json.dumps({"version": VERSION, "generation": state[0], "count": state[1],
+        header = json.dumps({"version": VERSION, "database": state[0], "generation": state[1], "count": state[2],
                              "sections": meta}).encode()
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = path + ".tmp"
@@ -89,7 +89,7 @@ def save(path: str, state: tuple[int, int], rowids, ext_ids, labels, sigs, vecs)
         log.warning("could not write the index cache %s: %s", path, exc)
 
 
-def load(path: str, state: tuple[int, int], num_perm: int, dim: int | None):
+def load(path: str, state: tuple[str, int, int], num_perm: int, dim: int | None):
     """(rowids, ext_ids, labels, sigs, vecs) from a cache that matches ``state``, else None."""
     if not os.path.exists(path):
         return None
@@ -98,8 +98,9 @@ def load(path: str, state: tuple[int, int], num_perm: int, dim: int | None):
             if fh.read(len(MAGIC)) != MAGIC:
                 raise ValueError("not a cache file")
             header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
-            if header["version"] != VERSION or [header["generation"], header["count"]] != list(state):
-                raise ValueError(f"stale (cache state {header['generation']}, {header['count']}; database {state})")
+            cached_state = [header["database"], header["generation"], header["count"]]
+            if header["version"] != VERSION or cached_state != list(state):
+                raise ValueError(f"stale (cache of {cached_state}; the database is at {list(state)})")
             base = fh.tell()
             arrays = {}
             for sec in header["sections"]:
@@ -115,7 +116,7 @@ def load(path: str, state: tuple[int, int], num_perm: int, dim: int | None):
         vecs = arrays.get("vectors")
         n = len(rowids)
         if sigs.shape != (n, num_perm) or (dim is None) != (vecs is None) or (
-                vecs is not None and vecs.shape != (n, dim)) or n != state[1]:
+                vecs is not None and vecs.shape != (n, dim)) or n != state[2]:
             raise ValueError("shapes do not match the collection")
         ext_ids = _unstrings(arrays["id_bytes"], arrays["id_lens"])
         labels = _unstrings(arrays["label_bytes"], arrays["label_lens"])

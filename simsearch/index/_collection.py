@@ -88,7 +88,7 @@ class Collection:
         self._lock = RWLock()
         self._dropped = False
         self._models: dict = {}
-        self._cache_state: tuple[int, int] | None = None  # the state the on-disk cache matches
+        self._cache_state: tuple[str, int, int] | None = None  # the state the on-disk cache matches
         self._rebuild(use_cache=True)
 
     def __repr__(self) -> str:
@@ -105,11 +105,11 @@ class Collection:
         if path is None or self._dropped:
             return
         state = self._storage.state(self._cid)
-        if state[:1] + state[2:] == self._cache_state:
+        if state == self._cache_state:
             return
         rowids, ext_ids, labels, sigs, vecs = self._docs.live_rows()
-        _cache.save(path, (state[0], state[2]), rowids, ext_ids, labels, sigs, vecs)
-        self._cache_state = (state[0], state[2])
+        _cache.save(path, state, rowids, ext_ids, labels, sigs, vecs)
+        self._cache_state = state
 
     def _rebuild(self, use_cache: bool = False) -> None:
         """(Re)load the in-memory structures: from the cache when ``use_cache`` and it matches the
@@ -123,12 +123,12 @@ class Collection:
         cached = None
         path = self._cache_file()
         if use_cache and path is not None:
-            gen, _, count = self._storage.state(self._cid)
-            cached = _cache.load(path, (gen, count), cfg.num_perm, cfg.dim)
+            state = self._storage.state(self._cid)
+            cached = _cache.load(path, state, cfg.num_perm, cfg.dim)
         if cached is not None:
             self._docs.reserve(len(cached[0]))
             self._docs.append(*cached)
-            self._cache_state = (gen, count)
+            self._cache_state = state
         else:
             self._load_rows()
         # one LSH insert and one vector add for the whole collection: one sort, no segment merges

@@ -253,6 +253,9 @@ class SQLiteStorage:
                 )
             if version < 1:
                 raise StorageCorruptionError(f"{self._where} has no valid format_version; it is not a simsearch index.")
+            if conn.execute("SELECT 1 FROM meta WHERE key='uuid'").fetchone() is None:
+                with self._write_lock:  # an index made before the uuid existed gets one
+                    conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('uuid', ?)", (uuid.uuid4().hex,))
             return
         if tables - {"sqlite_sequence"}:
             raise StorageCorruptionError(f"{self._where} is an SQLite database but not a simsearch index.")
@@ -264,6 +267,7 @@ class SQLiteStorage:
                 + _SCHEMA
                 + f"INSERT OR IGNORE INTO meta(key, value) VALUES ('format_version', '{FORMAT_VERSION}');"
                 + f"INSERT OR IGNORE INTO meta(key, value) VALUES ('created_by', 'simsearch {__version__}');"
+                + f"INSERT OR IGNORE INTO meta(key, value) VALUES ('uuid', '{uuid.uuid4().hex}');"
                 + "COMMIT;"
             )
 
@@ -362,20 +366,21 @@ class SQLiteStorage:
             (f"generation:{cid}",),
         )
 
-    def state(self, cid: int) -> tuple[int, int, int]:
-        """(generation, last rowid handed out, document count) of a collection, read in one
-        snapshot: what a cache of its in-memory structures must match to be used."""
+    def state(self, cid: int) -> tuple[str, int, int]:
+        """(database uuid, generation, document count) of a collection, read in one snapshot:
+        what a cache of its in-memory structures must match to be used. The uuid, made when the
+        database is, tells apart databases whose histories merely look alike."""
 
         def run():
             conn = self._reader()
             conn.execute("BEGIN")
             try:
+                db = conn.execute("SELECT value FROM meta WHERE key='uuid'").fetchone()
                 gen = conn.execute("SELECT value FROM meta WHERE key=?", (f"generation:{cid}",)).fetchone()
-                seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='documents'").fetchone()
                 count = conn.execute("SELECT COUNT(*) FROM documents WHERE cid=?", (cid,)).fetchone()[0]
             finally:
                 conn.execute("COMMIT")
-            return int(gen[0]) if gen else 0, int(seq[0]) if seq else 0, int(count)
+            return (db[0] if db else ""), int(gen[0]) if gen else 0, int(count)
 
         return self._guard(run)
 
@@ -500,6 +505,9 @@ class SQLiteStorage:
         try:
             self._guard(self._reader().backup, target)
             target.execute("PRAGMA journal_mode=DELETE")
+            # a copy starts a history of its own: caches of this index never match it
+            target.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('uuid', ?)", (uuid.uuid4().hex,))
+            target.commit()
         finally:
             target.close()
         with open(tmp, "rb") as fh:
