@@ -321,6 +321,9 @@ def test_graceful_stop_drains_in_flight_calls_then_closes(tmp_path, monkeypatch)
     statuses = []
     watcher = threading.Thread(target=lambda: statuses.extend(r.status for r in _until_error(watch)))
     watcher.start()
+    deadline = time.monotonic() + 5
+    while not statuses and time.monotonic() < deadline:  # the watch has seen the server up
+        time.sleep(0.01)
     monkeypatch.setattr(Collection, "count", slow_count)
     result = {}
     t = threading.Thread(target=lambda: result.setdefault("count", c.count()))
