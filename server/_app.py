@@ -145,16 +145,15 @@ def create_server(config: ServerConfig, *, index: Index | None = None) -> tuple[
     return SimsearchServer(server, index, owns, health_servicer, state, port), port
 
 
-def _warm_up(index: Index) -> None:
+def _warm_up(backend: str) -> None:
     """Run the kernels once before the port opens, so the first callers do not pay for them: on
-    the first start after an install numba compiles them (about 10-20 s on 2 cores, then cached
-    on disk), and on later starts loading the cached code still takes ~0.2 s per kernel.
-
-    A throwaway in-memory collection goes through upsert, near-duplicate queries, clusters and kNN;
-    then each stored collection answers one query (its own LSH banding and vector index).
+    the first start after an install numba compiles them (25 s measured on 2 busy cores, then
+    cached on disk), and on later starts loading the cached code still takes ~0.2 s per kernel.
+    Kernels are compiled per argument type, not per collection, so a throwaway in-memory
+    collection going through upsert, near-duplicate queries, clusters and kNN warms them all.
     """
     try:
-        with Index(None, backend=index.backend) as scratch:
+        with Index(None, backend=backend) as scratch:
             coll = scratch.create_collection("warm-up", dim=4, threshold=0.5)
             words = "simsearch warms up its kernels before the port opens".split()
             coll.upsert([
@@ -166,15 +165,6 @@ def _warm_up(index: Index) -> None:
             coll.search(np.ones(4, np.float32), k=3)
     except Exception as exc:  # noqa: BLE001 - a warm-up must never stop the server from starting
         log.warning("kernel warm-up failed (the first calls will be slower): %s", exc)
-    for info in index.list_collections():
-        coll = index.get_collection(info.name)
-        try:
-            if coll.count():
-                coll.near_duplicates("simsearch warm-up query text", k=1)
-                if coll.config.dim:
-                    coll.search(np.ones(coll.config.dim, np.float32), k=1)
-        except Exception as exc:  # noqa: BLE001 - a warm-up must never stop the server from starting
-            log.debug("warm-up of collection %r skipped: %s", info.name, exc)
 
 
 def serve(config: ServerConfig, *, ready=None) -> int:
@@ -187,7 +177,7 @@ def serve(config: ServerConfig, *, ready=None) -> int:
     # of seconds on 2 cores). OpenMP reads this when it loads, which is after this point.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     server, port = create_server(config)
-    _warm_up(server.index)
+    _warm_up(server.index.backend)
     gc.collect()
     gc.freeze()  # the loaded index is long-lived: keep it out of every later GC pass
     server.start()

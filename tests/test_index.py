@@ -329,23 +329,6 @@ def test_operations_on_closed_or_dropped_objects_fail_cleanly(tmp_path):
         idx.list_collections()
 
 
-def test_unrolled_row_checksums_equal_the_generic_definition():
-    from hypothesis import given
-    from hypothesis import strategies as st
-
-    from simsearch.index._storage import _crc, crc_doc, crc_index
-
-    text = st.none() | st.text()
-    blob = st.none() | st.binary(max_size=64)
-
-    @given(st.text(min_size=1), text, blob, blob, text, st.text(), blob)
-    def check(ext_id, label, vector, signature, body, metadata, shingles):
-        assert crc_index(ext_id, label, vector, signature) == _crc(ext_id, label, vector, signature)
-        assert crc_doc(body, metadata, shingles) == _crc(body, metadata, shingles)
-
-    check()
-
-
 def test_a_second_open_of_the_same_directory_is_refused_until_the_first_closes(tmp_path):
     import subprocess
     import sys

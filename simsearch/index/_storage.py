@@ -109,30 +109,11 @@ def _crc(*parts: bytes | str | None) -> int:
 
 
 def crc_index(ext_id: str, label: str | None, vector: bytes | None, signature: bytes | None) -> int:
-    """``_crc(ext_id, label, vector, signature)``, unrolled: it runs once per row on load."""
-    crc32 = zlib.crc32
-    e = ext_id.encode("utf-8", "surrogatepass")
-    crc = crc32(e, crc32(_LEN(len(e))))
-    if label is None:
-        crc = crc32(b"\xff", crc)
-    else:
-        e = label.encode("utf-8", "surrogatepass")
-        crc = crc32(e, crc32(_LEN(len(e)), crc))
-    crc = crc32(b"\xff", crc) if vector is None else crc32(vector, crc32(_LEN(len(vector)), crc))
-    return crc32(b"\xff", crc) if signature is None else crc32(signature, crc32(_LEN(len(signature)), crc))
+    return _crc(ext_id, label, vector, signature)
 
 
 def crc_doc(text: str | None, metadata: str, shingles: bytes | None) -> int:
-    """``_crc(text, metadata, shingles)``, unrolled."""
-    crc32 = zlib.crc32
-    if text is None:
-        crc = crc32(b"\xff")
-    else:
-        e = text.encode("utf-8", "surrogatepass")
-        crc = crc32(e, crc32(_LEN(len(e))))
-    e = metadata.encode("utf-8", "surrogatepass")
-    crc = crc32(e, crc32(_LEN(len(e)), crc))
-    return crc32(b"\xff", crc) if shingles is None else crc32(shingles, crc32(_LEN(len(shingles)), crc))
+    return _crc(text, metadata, shingles)
 
 
 class Storage(Protocol):
