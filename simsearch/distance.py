@@ -49,7 +49,7 @@ from .backends import _numpy_distance as _ref
 from .backends import get_knn_backend
 from .errors import InvalidArgumentError
 
-__all__ = ["METRICS", "normalize_metric", "pairwise", "knn", "check_vectors", "ranking_scale", "polish"]
+__all__ = ["METRICS", "normalize_metric", "pairwise", "knn", "check_vectors", "ranking_scale", "polish", "exact_knn", "max_row_norm"]
 
 METRICS = ("euclidean", "sqeuclidean", "manhattan", "cosine", "ip")
 # Largest row norms inside this range keep float32 squares and sums far from overflow/underflow.
@@ -154,14 +154,81 @@ def knn(
     k = check_int(k, "k", 1, len(b), func="knn")
     if len(q) == 0:
         return np.empty((0, k), np.float32), np.empty((0, k), np.int64)
-    return polish(b, q, knn_rows(be, b, q, k, metric, max(ab, aq)), metric)
+    return exact_knn(be, b, q, k, metric, max(ab, aq))
 
 
-def knn_rows(be: Any, base: np.ndarray, queries: np.ndarray, k: int, metric: str, amax: float) -> np.ndarray:
-    """The backend's top-k rows for checked inputs whose largest magnitude is ``amax``."""
+def max_row_norm(x: np.ndarray) -> float:
+    """The largest row norm of a float32 (n, d) array (0.0 when empty)."""
+    return float(np.sqrt(_ref.sq_norms(x).max(initial=0.0)))
+
+
+def _rank_eps(dim: int) -> float:
+    """A bound on the relative rounding error of a float32 dot product (or sum) of ``dim`` terms,
+    with a margin: (dim + 8) units in the last place."""
+    return (dim + 8) * 2.0**-24
+
+
+def _lower_bounds(approx: np.ndarray, q: np.ndarray, bnorm: float, metric: str) -> np.ndarray:
+    """Per query, a lower bound on the true distance (of the scaled inputs) of every base row that
+    the backend ranked after its last returned candidate, whose fast-kernel distance is ``approx``."""
+    eps = _rank_eps(q.shape[1])
+    if metric == "manhattan":
+        return approx * (1.0 - eps)
+    qn = np.sqrt(_ref.sq_norms(q)).astype(np.float64)
+    a = approx.astype(np.float64)
+    if metric in ("sqeuclidean", "euclidean"):
+        tol = eps * (qn + bnorm) ** 2
+        sq = a * a if metric == "euclidean" else a
+        return np.sqrt(np.maximum(sq - tol, 0.0)) if metric == "euclidean" else sq - tol
+    if metric == "cosine":
+        return a - 8.0 * eps
+    return a - eps * (2.0 * qn * bnorm + 1.0)  # ip
+
+
+def _to_scaled(dist: np.ndarray, s: float, metric: str) -> np.ndarray:
+    """Distances of the original inputs as distances of the inputs scaled by ``s``."""
+    d = dist.astype(np.float64)
+    if s == 1.0:
+        return d
+    if metric == "sqeuclidean":
+        return d * (s * s)
+    if metric == "ip":
+        return 1.0 - (1.0 - d) * (s * s)
+    return d * s
+
+
+def exact_knn(be: Any, base: np.ndarray, queries: np.ndarray, k: int, metric: str, amax: float,
+              bnorm: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k (distances, rows) of checked inputs, ties to the smaller row, on backend ``be``.
+
+    The backend's fast kernel (a float32 GEMM for the L2 family) only proposes candidates: it is
+    asked for ``2k + 16`` of them, whose distances are then recomputed exactly by :func:`polish`.
+    Rounding can rank equal (or nearly equal) rows in any order, so a query whose k-th exact
+    distance is not clearly below the last proposed candidate's (by the float32 error bound of
+    :func:`_rank_eps`) is asked again with four times as many, until the bound clears or every row
+    is a candidate. ``bnorm`` is an upper bound of the base rows' norms (computed when None).
+    """
+    n = len(base)
     s = 1.0 if metric == "cosine" else ranking_scale(amax, base.shape[1])
-    _, idx = be.knn(_scaled(base, s), _scaled(queries, s), k, metric)
-    return np.asarray(idx, dtype=np.int64)
+    b_s, q_s = _scaled(base, s), _scaled(queries, s)
+    if bnorm is None:
+        bnorm = max_row_norm(base)
+    bnorm_s = bnorm * s
+    out_d = np.empty((len(queries), k), np.float32)
+    out_i = np.empty((len(queries), k), np.int64)
+    todo = np.arange(len(queries))
+    fetch = min(n, k + 8 + k // 4)
+    while len(todo):
+        approx, idx = be.knn(b_s, q_s[todo], fetch, metric)
+        dist, idx = polish(base, queries[todo], np.asarray(idx, dtype=np.int64), metric)
+        out_d[todo], out_i[todo] = dist[:, :k], idx[:, :k]
+        if fetch == n:
+            break
+        last = np.asarray(approx, dtype=np.float32).max(axis=1)
+        lb = _lower_bounds(last, q_s[todo], bnorm_s, metric)
+        todo = todo[lb <= _to_scaled(dist[:, k - 1], s, metric)]
+        fetch = min(n, 4 * fetch)
+    return out_d, out_i
 
 
 def polish(base: np.ndarray, queries: np.ndarray, idx: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:

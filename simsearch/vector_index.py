@@ -53,7 +53,7 @@ import numpy as np
 
 from ._validation import check_array, check_int, check_option
 from .backends import KNN_BACKEND_NAMES, get_knn_backend
-from .distance import _vectors, knn_rows, normalize_metric, polish
+from .distance import _vectors, exact_knn, max_row_norm, normalize_metric, polish
 from .errors import (
     AlreadyExistsError,
     BackendUnavailableError,
@@ -201,6 +201,7 @@ class VectorIndex:
         self._n = 0
         self._row: dict[int, int] = {}
         self._amax = 0.0
+        self._bnorm = 0.0  # an upper bound of stored row norms (exact_knn's error bound)
         self._reset_ann()
 
     # -- state -----------------------------------------------------------------------------
@@ -301,6 +302,7 @@ class VectorIndex:
         self._row.update(zip(keys.tolist(), range(n0, n0 + m)))
         self._n = n0 + m
         self._amax = max(self._amax, amax)  # an upper bound of stored magnitudes (for ranking_scale)
+        self._bnorm = max(self._bnorm, max_row_norm(vecs))
 
     def remove(self, ids: Any, *, missing_ok: bool = False) -> int:
         """Remove vectors by id and return how many were removed. Unknown ids raise NotFoundError
@@ -460,10 +462,10 @@ class VectorIndex:
             for lo in range(0, len(q), _BATCH):
                 qb = q[lo : lo + _BATCH]
                 if approx:
-                    rows = self._ann_search(qb, kk)
+                    d, rows = polish(base, qb, self._ann_search(qb, kk), self.metric)
                 else:
-                    rows = knn_rows(get_knn_backend(self.backend), base, qb, kk, self.metric, max(qmax, self._amax))
-                d, rows = polish(base, qb, np.asarray(rows, dtype=np.int64), self.metric)
+                    d, rows = exact_knn(get_knn_backend(self.backend), base, qb, kk, self.metric,
+                                        max(qmax, self._amax), self._bnorm)
                 dist[lo : lo + len(qb), :kk] = d
                 keys[lo : lo + len(qb), :kk] = np.where(rows >= 0, self._ids[np.maximum(rows, 0)], -1)
         counts = (keys >= 0).sum(axis=1).astype(np.int64)
@@ -553,6 +555,7 @@ class VectorIndex:
         index._n = n
         index._row = dict(zip(ids.tolist(), range(n)))
         index._amax = float(np.abs(index._vectors[:n]).max()) if n else 0.0
+        index._bnorm = max_row_norm(index._vectors[:n])
         if len(index._row) != n:
             raise StorageCorruptionError("VectorIndex bytes hold duplicate ids.")
         if ann:

@@ -170,6 +170,37 @@ def test_exact_ties_go_to_smaller_index(be, metric):
             assert (row_i[1:][same] > row_i[:-1][same]).all()
 
 
+def _f64_oracle_ids(base, queries, k, metric):
+    """Ids of the k smallest float64 distances rounded to float32, ties by index (cosine as half
+    the squared distance of the unit vectors, which keeps precision near 0)."""
+    if metric == "cosine":
+        b = base.astype(np.float64) / np.linalg.norm(base.astype(np.float64), axis=1)[:, None]
+        q = queries.astype(np.float64) / np.linalg.norm(queries.astype(np.float64), axis=1)[:, None]
+        d = 0.5 * ((q[:, None, :] - b[None, :, :]) ** 2).sum(axis=2)
+    else:
+        d = oracle(queries, base, metric)
+    d32 = d.astype(np.float32)
+    cols = np.broadcast_to(np.arange(len(base)), d32.shape)
+    return np.lexsort((cols, d32), axis=-1)[:, :k]
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_near_ties_far_below_gemm_rounding_are_still_exact(be, metric):
+    """200 rows within 1e-6 of the query: a float32 GEMM ranks them at random (its rounding is
+    ~1e-6 of |q|^2, their squared distances ~1e-11), so the fast kernel's first 2k + 16 proposals
+    miss the true nearest; exact_knn must notice from the error bound and ask again."""
+    rng = np.random.default_rng(11)
+    base = rng.standard_normal((3000, 19)).astype(np.float32) * 3
+    dup = rng.standard_normal(19).astype(np.float32)
+    where = np.sort(rng.choice(3000, 200, replace=False))
+    base[where] = dup + (rng.standard_normal((200, 19)) * 1e-6).astype(np.float32)
+    queries = np.stack([dup, dup]).astype(np.float32)
+    dist, idx = distance.knn(base, queries, 4, metric, backend=be)
+    assert_knn_matches(base, queries, 4, metric, dist, idx)
+    if metric != "ip":  # 1 - x.y ~ -18 here: float32 rounding of the oracle itself may tie differently
+        np.testing.assert_array_equal(idx, _f64_oracle_ids(base, queries, 4, metric))
+
+
 def test_all_equal_distances_give_first_indices(be):
     base = np.ones((40, 4), np.float32)
     for metric in METRICS:
