@@ -37,50 +37,9 @@ def _twin(fn):
     return call
 
 
-# XXH64's primes and rounds, shared with the shingle hash
-from ._numba_xxh64 import _P1, _P2, _P3, _P4, _P5, _avalanche, _rotl, _round  # noqa: E402
-from ._numba_xxh64 import _merge as _merge_round  # noqa: E402
+from ._numba_xxh64 import CPU  # noqa: E402  (the shared hash primitives, compiled for the CPU)
 
-
-@njit(inline="always")
-def _word(sig, i, p):
-    return uint64(sig[i, p]) | (uint64(sig[i, p + 1]) << uint64(32))
-
-
-@njit(inline="always")
-def _band_hash(sig, i, start, r, seed):
-    """XXH64 (seed) of the 4*r little-endian bytes of sig[i, start:start+r]."""
-    nw = r // 2
-    end = start + 2 * nw
-    length = uint64(4 * r)
-    p = start
-    if length >= uint64(32):
-        v1 = seed + _P1 + _P2
-        v2 = seed + _P2
-        v3 = seed
-        v4 = seed - _P1
-        while p + 8 <= end:
-            v1 = _round(v1, _word(sig, i, p))
-            v2 = _round(v2, _word(sig, i, p + 2))
-            v3 = _round(v3, _word(sig, i, p + 4))
-            v4 = _round(v4, _word(sig, i, p + 6))
-            p += 8
-        h = _rotl(v1, 1) + _rotl(v2, 7) + _rotl(v3, 12) + _rotl(v4, 18)
-        h = _merge_round(h, v1)
-        h = _merge_round(h, v2)
-        h = _merge_round(h, v3)
-        h = _merge_round(h, v4)
-    else:
-        h = seed + _P5
-    h += length
-    while p < end:
-        h ^= _round(uint64(0), _word(sig, i, p))
-        h = _rotl(h, 27) * _P1 + _P4
-        p += 2
-    if r % 2 == 1:
-        h ^= uint64(sig[i, start + r - 1]) * _P1
-        h = _rotl(h, 23) * _P2 + _P3
-    return _avalanche(h)
+_band_hash = CPU.band_hash
 
 
 @_twin

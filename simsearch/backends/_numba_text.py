@@ -13,13 +13,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange, uint32, uint64
 
-from ._numba_xxh64 import HASH_BLOCK, PAD, ctz, hash_ranges, load64, store64, xxh64
+from ._numba_xxh64 import CPU, HASH_BLOCK, PAD, ctz, hash_ranges, load64, store64, xxh64
 
 WORD = 1
 SPACE = 2
 IGNORABLE = 4
 CASED = 8
 _M32 = uint64(0xFFFFFFFF)
+_perm = CPU.perm32
+_shingle_x = CPU.shingle_x
 
 
 @njit(inline="always")
@@ -386,16 +388,6 @@ def _scratch(max_bytes):
     return cps, low, buf, marks, lanes, out
 
 
-@njit(inline="always")
-def _fmix32(h):
-    h ^= h >> uint32(16)
-    h = uint32(h * uint32(0x85EBCA6B))
-    h ^= h >> uint32(13)
-    h = uint32(h * uint32(0xC2B2AE35))
-    h ^= h >> uint32(16)
-    return h
-
-
 @njit(cache=True)
 def _minhash_into(hashes, start, count, a, b, sig, xbuf):
     """sig[k] = min over hashes[start:start+count] of a[k] * fmix32(low32(h)) + b[k] mod 2^32.
@@ -405,7 +397,7 @@ def _minhash_into(hashes, start, count, a, b, sig, xbuf):
     """
     k = a.shape[0]
     for t in range(count):
-        xbuf[t] = _fmix32(uint32(hashes[start + t] & _M32))
+        xbuf[t] = _shingle_x(hashes[start + t])
     for j in range(k):
         sig[j] = uint32(0xFFFFFFFF)
     t = 0
@@ -417,14 +409,14 @@ def _minhash_into(hashes, start, count, a, b, sig, xbuf):
         for j in range(k):
             aj = a[j]
             bj = b[j]
-            m01 = min(uint32(aj * x0 + bj), uint32(aj * x1 + bj))
-            m23 = min(uint32(aj * x2 + bj), uint32(aj * x3 + bj))
+            m01 = min(_perm(aj, bj, x0), _perm(aj, bj, x1))
+            m23 = min(_perm(aj, bj, x2), _perm(aj, bj, x3))
             sig[j] = min(sig[j], min(m01, m23))
         t += 4
     while t < count:
         x = xbuf[t]
         for j in range(k):
-            sig[j] = min(sig[j], uint32(a[j] * x + b[j]))
+            sig[j] = min(sig[j], _perm(a[j], b[j], x))
         t += 1
 
 

@@ -11,14 +11,23 @@ from llvmlite import ir
 from numba import njit, types, uint64
 from numba.core.extending import intrinsic
 
-PAD = 64  # bytes readable past the end of every hashed range
+from ._hashprims import M32 as _M32
+from ._hashprims import P1 as _P1
+from ._hashprims import P2 as _P2
+from ._hashprims import P3 as _P3
+from ._hashprims import P4 as _P4
+from ._hashprims import P5 as _P5
+from ._hashprims import compile_all
 
-_P1 = uint64(11400714785074694791)
-_P2 = uint64(14029467366897019727)
-_P3 = uint64(1609587929392839161)
-_P4 = uint64(9650029242287828579)
-_P5 = uint64(2870177450012600261)
-_M32 = uint64(0xFFFFFFFF)
+# The shared primitives (simsearch.backends._hashprims), compiled for the CPU.
+CPU = compile_all(njit(inline="always"))
+_rotl = CPU.rotl64
+_round = CPU.xxh64_round
+_merge = CPU.xxh64_merge
+_select = CPU.select64
+_avalanche = CPU.xxh64_avalanche
+
+PAD = 64  # bytes readable past the end of every hashed range
 
 
 def _unaligned_load(bits):
@@ -68,31 +77,6 @@ def ctz(typingctx, x):
     return types.uint64(types.uint64), codegen
 
 
-@njit(inline="always")
-def _rotl(x, r):
-    return (x << uint64(r)) | (x >> uint64(64 - r))
-
-
-@njit(inline="always")
-def _round(acc, inp):
-    acc = acc + inp * _P2
-    acc = _rotl(acc, 31)
-    return acc * _P1
-
-
-@njit(inline="always")
-def _merge(acc, val):
-    acc ^= _round(uint64(0), val)
-    return acc * _P1 + _P4
-
-
-@njit(inline="always")
-def _select(cond, x, y):
-    """``x if cond else y`` without a branch (the tail lengths of shingles are unpredictable)."""
-    m = uint64(0) - uint64(cond)
-    return (x & m) | (y & ~m)
-
-
 @njit(cache=True)
 def xxh64(buf, start, end):
     """XXH64 with seed 0 of ``buf[start:end]``; ``buf`` (uint8) must extend ``PAD`` bytes past ``end``.
@@ -139,14 +123,7 @@ def xxh64(buf, start, end):
 HASH_BLOCK = 256  # shingles hashed per vector pass; its lanes (9 x 256 x 8 bytes) stay in L1
 
 
-@njit(inline="always")
-def _avalanche(h):
-    h ^= h >> uint64(33)
-    h *= _P2
-    h ^= h >> uint64(29)
-    h *= _P3
-    h ^= h >> uint64(32)
-    return h
+
 
 
 @njit(cache=True)

@@ -1,0 +1,151 @@
+"""The hash primitives every compiled backend shares, written once as plain Python.
+
+fmix32 (MurmurHash3's finaliser), the affine permutation of MinHash, the XXH64 rounds and
+avalanche, and the LSH band hash are defined here and nowhere else. :func:`compile_all` compiles
+them for one target: ``numba.njit(inline="always")`` for the CPU kernels
+(:data:`simsearch.backends._numba_xxh64.CPU`) and ``numba.cuda.jit(device=True)`` for the GPU
+kernels, which also run on numba's CUDA simulator. Each compiled function calls the compiled
+versions of the others, so a primitive that uses another is still one definition.
+
+Arithmetic is on numba's fixed-width unsigned types and wraps modulo 2**32 or 2**64; written with
+explicit casts so that numpy scalars (the simulator) and numba's typing give the same bits.
+"""
+
+from __future__ import annotations
+
+import types
+from types import SimpleNamespace
+
+from numba import uint32, uint64
+
+P1 = uint64(11400714785074694791)
+P2 = uint64(14029467366897019727)
+P3 = uint64(1609587929392839161)
+P4 = uint64(9650029242287828579)
+P5 = uint64(2870177450012600261)
+M32 = uint64(0xFFFFFFFF)
+
+
+def rotl64(x, r):
+    """Rotate the uint64 ``x`` left by ``r`` (1..63) bits."""
+    return (x << uint64(r)) | (x >> uint64(64 - r))
+
+
+def xxh64_round(acc, inp):
+    """XXH64's accumulator round."""
+    acc = uint64(acc + inp * P2)
+    acc = rotl64(acc, 31)
+    return uint64(acc * P1)
+
+
+def xxh64_merge(acc, val):
+    """XXH64's merge of one accumulator into the converged hash."""
+    acc ^= xxh64_round(uint64(0), val)
+    return uint64(acc * P1 + P4)
+
+
+def xxh64_avalanche(h):
+    """XXH64's final mix."""
+    h ^= h >> uint64(33)
+    h = uint64(h * P2)
+    h ^= h >> uint64(29)
+    h = uint64(h * P3)
+    h ^= h >> uint64(32)
+    return h
+
+
+def select64(cond, x, y):
+    """``x if cond else y`` for uint64 values, without a branch."""
+    m = uint64(uint64(0) - uint64(cond))
+    return (x & m) | (y & ~m)
+
+
+def fmix32(h):
+    """MurmurHash3's 32-bit finaliser of a uint32."""
+    h = uint32(h)
+    h ^= h >> uint32(16)
+    h = uint32(h * uint32(0x85EBCA6B))
+    h ^= h >> uint32(13)
+    h = uint32(h * uint32(0xC2B2AE35))
+    h ^= h >> uint32(16)
+    return h
+
+
+def shingle_x(h):
+    """The permutation input of a 64-bit shingle hash: fmix32 of its low 32 bits."""
+    return fmix32(uint32(uint64(h) & M32))
+
+
+def perm32(a, b, x):
+    """MinHash's affine permutation ``a * x + b mod 2**32`` of a mixed input ``x``."""
+    return uint32(uint32(a) * uint32(x) + uint32(b))
+
+
+def band_word(sig, i, p):
+    """The little-endian 64-bit word of ``sig[i, p]`` and ``sig[i, p + 1]``."""
+    return uint64(sig[i, p]) | (uint64(sig[i, p + 1]) << uint64(32))
+
+
+def band_hash(sig, i, start, r, seed):
+    """XXH64 (seeded) of the ``4 * r`` little-endian bytes of ``sig[i, start:start + r]``: the band
+    key of the band that starts at ``start``."""
+    nw = r // 2
+    end = start + 2 * nw
+    length = uint64(4 * r)
+    seed = uint64(seed)
+    p = start
+    if length >= uint64(32):
+        v1 = uint64(seed + P1 + P2)
+        v2 = uint64(seed + P2)
+        v3 = seed
+        v4 = uint64(seed - P1)
+        while p + 8 <= end:
+            v1 = xxh64_round(v1, band_word(sig, i, p))
+            v2 = xxh64_round(v2, band_word(sig, i, p + 2))
+            v3 = xxh64_round(v3, band_word(sig, i, p + 4))
+            v4 = xxh64_round(v4, band_word(sig, i, p + 6))
+            p += 8
+        h = uint64(rotl64(v1, 1) + rotl64(v2, 7) + rotl64(v3, 12) + rotl64(v4, 18))
+        h = xxh64_merge(h, v1)
+        h = xxh64_merge(h, v2)
+        h = xxh64_merge(h, v3)
+        h = xxh64_merge(h, v4)
+    else:
+        h = uint64(seed + P5)
+    h = uint64(h + length)
+    while p < end:
+        h ^= xxh64_round(uint64(0), band_word(sig, i, p))
+        h = uint64(rotl64(h, 27) * P1 + P4)
+        p += 2
+    if r % 2 == 1:
+        h ^= uint64(uint64(sig[i, start + r - 1]) * P1)
+        h = uint64(rotl64(h, 23) * P2 + P3)
+    return xxh64_avalanche(h)
+
+
+# Callees before their callers.
+PRIMITIVES = (
+    "rotl64",
+    "xxh64_round",
+    "xxh64_merge",
+    "xxh64_avalanche",
+    "select64",
+    "fmix32",
+    "shingle_x",
+    "perm32",
+    "band_word",
+    "band_hash",
+)
+
+
+def compile_all(jit) -> SimpleNamespace:
+    """Every primitive compiled by ``jit`` (a decorator), each calling the others' compiled versions."""
+    done: dict = {}
+    for name in PRIMITIVES:
+        fn = globals()[name]
+        scope = dict(fn.__globals__)
+        scope.update(done)
+        clone = types.FunctionType(fn.__code__, scope, name, fn.__defaults__, fn.__closure__)
+        clone.__doc__, clone.__qualname__, clone.__module__ = fn.__doc__, fn.__qualname__, fn.__module__
+        done[name] = jit(clone)
+    return SimpleNamespace(**done)
