@@ -47,6 +47,7 @@ def from_faiss(d: np.ndarray, metric: str) -> np.ndarray:
 
 class FaissBackend:
     name = "faiss"
+    device = "CPU"
 
     def __init__(self) -> None:
         self._gpu = None

@@ -85,6 +85,7 @@ def _pipeline(texts: list[str], run) -> None:
 
 class NumbaBackend(NumbaLSHKernels):
     name = "numba"
+    device = "CPU"
 
     def shingle_hashes(self, texts, ngram, shingle):
         t, asc, swar, per_byte = _tables()

@@ -30,6 +30,7 @@ def low32(hashes: np.ndarray) -> np.ndarray:
 
 class NumpyBackend(NumpyLSHKernels):
     name = "numpy"
+    device = "CPU"
 
     def shingle_hashes(self, texts, ngram, shingle):
         sets = [shingle_hash_set(t, ngram, shingle) for t in texts]
