@@ -288,7 +288,7 @@ def main(argv=None) -> int:
 
 
 def _bench(args, engines: list[str], work: str) -> int:
-    from simsearch.dedup_core import choose_params
+    from simsearch.banding import choose_params
 
     rep = Reporter("bench_dedup", "datasketch", "ray", "pyarrow")
     t = time.perf_counter()

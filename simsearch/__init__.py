@@ -4,19 +4,11 @@ from __future__ import annotations
 
 from . import errors
 from .backends import available_backends, get_backend
-from .dedup_core import DedupResult, find_duplicates
 from . import dedup  # simsearch.dedup.run: the batch pipeline
+from .dedup import DedupResult, find_duplicates
 from .index import Collection, Document, Index
-from .lsh import (
-    BatchNearDuplicates,
-    Candidates,
-    LSHIndex,
-    NearDuplicates,
-    lsh_error_areas,
-    lsh_params,
-    lsh_params_for_recall,
-    lsh_probability,
-)
+from .banding import lsh_error_areas, lsh_params, lsh_params_for_recall, lsh_probability
+from .lsh import BatchNearDuplicates, Candidates, LSHIndex, NearDuplicates
 from .minhash import MinHash, jaccard, minhash, permutations
 from .shingling import ShingleSets, shingle_hash, shingle_hashes, shingles, tokenize
 from . import distance

@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_lsh_params(args: argparse.Namespace) -> int:
-    from .lsh import lsh_error_areas, lsh_params, lsh_params_for_recall, lsh_probability, plot_s_curve
+    from .banding import lsh_error_areas, lsh_params, lsh_params_for_recall, lsh_probability, plot_s_curve
 
     if args.min_probability is None:
         b, r = lsh_params(args.threshold, args.num_perm, tuple(args.weights))

@@ -38,18 +38,27 @@ and ``"auto"`` (CuPy with a GPU, else numba). All are exact.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
 import numpy as np
 
 from ._validation import check_array, check_finite, check_int, check_option
-from .backends import _numpy_distance as _ref
 from .backends import get_knn_backend
 from .errors import InvalidArgumentError
 
-__all__ = ["METRICS", "normalize_metric", "pairwise", "knn", "check_vectors", "ranking_scale", "polish", "exact_knn", "max_row_norm"]
+__all__ = [
+    "METRICS",
+    "normalize_metric",
+    "pairwise",
+    "knn",
+    "check_vectors",
+    "ranking_scale",
+    "polish",
+    "exact_knn",
+    "max_row_norm",
+    "unit_rows",
+]
 
 METRICS = ("euclidean", "sqeuclidean", "manhattan", "cosine", "ip")
 # Largest row norms inside this range keep float32 squares and sums far from overflow/underflow.
@@ -157,9 +166,18 @@ def knn(
     return exact_knn(be, b, q, k, metric, max(ab, aq))
 
 
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """x with every non-zero row scaled to unit length (a float32 copy; zero rows stay zero)."""
+    return get_knn_backend("numpy").unit_rows(np.ascontiguousarray(x, dtype=np.float32))
+
+
+def _sq_norms(x: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", x, x, dtype=np.float32)
+
+
 def max_row_norm(x: np.ndarray) -> float:
     """The largest row norm of a float32 (n, d) array (0.0 when empty)."""
-    return float(np.sqrt(_ref.sq_norms(x).max(initial=0.0)))
+    return float(np.sqrt(_sq_norms(x).max(initial=0.0)))
 
 
 def _rank_eps(dim: int) -> float:
@@ -174,7 +192,7 @@ def _lower_bounds(approx: np.ndarray, q: np.ndarray, bnorm: float, metric: str) 
     eps = _rank_eps(q.shape[1])
     if metric == "manhattan":
         return approx * (1.0 - eps)
-    qn = np.sqrt(_ref.sq_norms(q)).astype(np.float64)
+    qn = np.sqrt(_sq_norms(q)).astype(np.float64)
     a = approx.astype(np.float64)
     if metric in ("sqeuclidean", "euclidean"):
         tol = eps * (qn + bnorm) ** 2
@@ -198,7 +216,7 @@ def _to_scaled(dist: np.ndarray, s: float, metric: str) -> np.ndarray:
 
 
 def exact_knn(be: Any, base: np.ndarray, queries: np.ndarray, k: int, metric: str, amax: float,
-              bnorm: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+              bnorm: float | None = None, cache_key: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k (distances, rows) of checked inputs, ties to the smaller row, on backend ``be``.
 
     The backend's fast kernel (a float32 GEMM for the L2 family) only proposes candidates: it is
@@ -206,7 +224,8 @@ def exact_knn(be: Any, base: np.ndarray, queries: np.ndarray, k: int, metric: st
     Rounding can rank equal (or nearly equal) rows in any order, so a query whose k-th exact
     distance is not clearly below the last proposed candidate's (by the float32 error bound of
     :func:`_rank_eps`) is asked again with four times as many, until the bound clears or every row
-    is a candidate. ``bnorm`` is an upper bound of the base rows' norms (computed when None).
+    is a candidate. ``bnorm`` is an upper bound of the base rows' norms (computed when None);
+    ``cache_key`` names an unchanged base, which a device backend may keep resident.
     """
     n = len(base)
     s = 1.0 if metric == "cosine" else ranking_scale(amax, base.shape[1])
@@ -219,8 +238,8 @@ def exact_knn(be: Any, base: np.ndarray, queries: np.ndarray, k: int, metric: st
     todo = np.arange(len(queries))
     fetch = min(n, k + 8 + k // 4)
     while len(todo):
-        approx, idx = be.knn(b_s, q_s[todo], fetch, metric)
-        dist, idx = polish(base, queries[todo], np.asarray(idx, dtype=np.int64), metric)
+        approx, idx = be.knn(b_s, q_s[todo], fetch, metric, cache_key=None if cache_key is None else (cache_key, s))
+        dist, idx = polish(base, queries[todo], np.asarray(idx, dtype=np.int64), metric, backend=be)
         out_d[todo], out_i[todo] = dist[:, :k], idx[:, :k]
         if fetch == n:
             break
@@ -231,28 +250,21 @@ def exact_knn(be: Any, base: np.ndarray, queries: np.ndarray, k: int, metric: st
     return out_d, out_i
 
 
-def polish(base: np.ndarray, queries: np.ndarray, idx: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+def polish(base: np.ndarray, queries: np.ndarray, idx: np.ndarray, metric: str, *,
+           backend: Any = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Exact float32 distances for the candidate rows ``idx`` (-1 = none), each row sorted by
-    (distance, index); slots without a candidate get distance +inf and index -1, last."""
+    (distance, index); slots without a candidate get distance +inf and index -1, last. The exact
+    pair kernel is the host twin's of ``backend`` (the inputs are host arrays)."""
     nq, k = idx.shape
     rows = np.repeat(np.arange(nq, dtype=np.int64), k)
     cols = idx.reshape(-1)
     valid = cols >= 0
     dist = np.full(nq * k, np.inf, dtype=np.float32)
     if valid.any():
+        host = get_knn_backend(backend).host
         with np.errstate(over="ignore"):  # a true distance beyond float32's range is inf
-            dist[valid] = _exact_pairs()(queries, base, rows[valid], cols[valid], metric).astype(np.float32)
+            dist[valid] = host.exact_pairs(queries, base, rows[valid], cols[valid], metric).astype(np.float32)
     dist = dist.reshape(nq, k)
     key = np.where(idx >= 0, idx, np.iinfo(np.int64).max)
     order = np.lexsort((key, dist), axis=-1)
     return np.take_along_axis(dist, order, axis=1), np.take_along_axis(idx, order, axis=1)
-
-
-@functools.lru_cache(maxsize=1)
-def _exact_pairs():
-    """The numba pair kernel where numba is installed (about 10x faster), else numpy's."""
-    try:
-        from .backends import _numba_distance
-    except ImportError:
-        return _ref.exact_pairs
-    return _numba_distance.exact_pairs

@@ -17,13 +17,13 @@ numba and CuPy paths work on UTF-8 bytes and are tested to equal this reference 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
-import xxhash
 
+from ._text import SHINGLE_KINDS, encode_texts, shingle_hash, shingle_hash_set, shingles, tokenize
 from ._validation import check_int, check_option, check_texts
+from .backends import get_backend
 
 __all__ = [
     "SHINGLE_KINDS",
@@ -35,45 +35,6 @@ __all__ = [
     "shingle_hashes",
     "encode_texts",
 ]
-
-SHINGLE_KINDS = ("word", "char")
-_WORD = re.compile(r"\w+")
-
-
-def tokenize(text: str) -> list[str]:
-    """Word tokens of ``text``: ``re.findall(r"\\w+", text.lower())``."""
-    return _WORD.findall(text.lower())
-
-
-def shingles(text: str, ngram: int = 5, shingle: str = "word") -> set[str]:
-    """The reference shingle set of one text (see the module docstring)."""
-    if shingle == "word":
-        toks = tokenize(text)
-        if not toks:
-            return set()
-        if len(toks) < ngram:
-            return {" ".join(toks)}
-        return {" ".join(toks[i : i + ngram]) for i in range(len(toks) - ngram + 1)}
-    if shingle == "char":
-        t = " ".join(text.lower().split())
-        if not t:
-            return set()
-        if len(t) < ngram:
-            return {t}
-        return {t[i : i + ngram] for i in range(len(t) - ngram + 1)}
-    check_option(shingle, "shingle", SHINGLE_KINDS, func="shingles")
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def shingle_hash(s: str) -> int:
-    """The documented 64-bit shingle hash: XXH64 (seed 0) of the UTF-8 bytes."""
-    return xxhash.xxh64_intdigest(s.encode("utf-8", "surrogatepass"))
-
-
-def shingle_hash_set(text: str, ngram: int = 5, shingle: str = "word") -> np.ndarray:
-    """Sorted unique uint64 shingle hashes of one text, computed by the reference definition."""
-    hashes = np.fromiter((shingle_hash(s) for s in shingles(text, ngram, shingle)), dtype=np.uint64)
-    return np.unique(hashes)
 
 
 @dataclass(frozen=True)
@@ -96,31 +57,8 @@ class ShingleSets:
         return np.diff(self.offsets)
 
 
-def encode_texts(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """UTF-8 bytes of all texts back to back (uint8) and their int64 offsets (n + 1).
-
-    One join and one encode for the whole list (``surrogatepass`` writes each code point on its
-    own, so the bytes of the joined text are the texts' bytes back to back). An all-ASCII list
-    takes its offsets from the ``len`` of each text; otherwise only the texts holding non-ASCII
-    characters are encoded once more, for their length.
-    """
-    n = len(texts)
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    joined = "".join(texts)
-    if joined.isascii():
-        data = joined.encode("ascii")
-        np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=n), out=offsets[1:])
-    else:
-        data = joined.encode("utf-8", "surrogatepass")
-        lengths = (len(t) if t.isascii() else len(t.encode("utf-8", "surrogatepass")) for t in texts)
-        np.cumsum(np.fromiter(lengths, dtype=np.int64, count=n), out=offsets[1:])
-    return np.frombuffer(data, dtype=np.uint8), offsets
-
-
 def shingle_hashes(texts, *, ngram: int = 5, shingle: str = "word", backend: str = "auto") -> ShingleSets:
     """Sorted unique shingle-hash sets of many texts, computed on ``backend``."""
-    from .backends import get_backend
-
     texts = check_texts(texts, func="shingle_hashes")
     ngram = check_int(ngram, "ngram", 1, 1 << 16, func="shingle_hashes")
     check_option(shingle, "shingle", SHINGLE_KINDS, func="shingle_hashes")

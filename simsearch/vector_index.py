@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import math
 import struct
@@ -53,7 +54,7 @@ import numpy as np
 
 from ._validation import check_array, check_int, check_option
 from .backends import KNN_BACKEND_NAMES, get_knn_backend
-from .distance import _vectors, exact_knn, max_row_norm, normalize_metric, polish
+from .distance import _vectors, exact_knn, max_row_norm, normalize_metric, polish, unit_rows
 from .errors import (
     AlreadyExistsError,
     BackendUnavailableError,
@@ -159,6 +160,8 @@ def _new_ann(kind: str, dim: int, metric: str, *, nlist: int, M: int, seed: int)
     return index
 
 
+_KEYS = itertools.count()  # process-unique names of VectorIndex objects (for device-resident caches)
+
 class VectorIndex:
     """Int64-keyed float32 vectors with exact (``flat``) or faiss IVF / HNSW approximate search.
 
@@ -189,7 +192,10 @@ class VectorIndex:
         self.M = check_int(M, "M", 2, 512, func=f)
         self.ef_construction = check_int(ef_construction, "ef_construction", 1, 1 << 16, func=f)
         self.ef_search = check_int(ef_search, "ef_search", 1, 1 << 16, func=f)
-        self.backend = check_option(backend, "backend", ("auto",) + KNN_BACKEND_NAMES, func=f)
+        if isinstance(backend, str):
+            check_option(backend, "backend", ("auto",) + KNN_BACKEND_NAMES, func=f)
+        self._be = get_knn_backend(backend)  # resolved once; its name is what to_bytes records
+        self.backend = backend if isinstance(backend, str) else self._be.name
         self.seed = check_int(seed, "seed", 0, 2**32 - 1, func=f)
         if self.kind != "flat" and not _faiss_accepts(self.kind, self.metric):
             raise InvalidArgumentError(
@@ -202,6 +208,8 @@ class VectorIndex:
         self._row: dict[int, int] = {}
         self._amax = 0.0
         self._bnorm = 0.0  # an upper bound of stored row norms (exact_knn's error bound)
+        self._key = next(_KEYS)  # with _version: names the stored vectors for a device-resident copy
+        self._version = 0
         self._reset_ann()
 
     # -- state -----------------------------------------------------------------------------
@@ -301,6 +309,7 @@ class VectorIndex:
         self._label_of_row[n0 : n0 + m] = -1
         self._row.update(zip(keys.tolist(), range(n0, n0 + m)))
         self._n = n0 + m
+        self._version += 1
         self._amax = max(self._amax, amax)  # an upper bound of stored magnitudes (for ranking_scale)
         self._bnorm = max(self._bnorm, max_row_norm(vecs))
 
@@ -333,6 +342,7 @@ class VectorIndex:
                 self._row[int(self._ids[row])] = row
             self._label_of_row[last] = -1
             self._n = last
+            self._version += 1
         if gone_labels and self.kind == "ivf":
             self._ann.remove_ids(_faiss().IDSelectorBatch(np.asarray(gone_labels, dtype=np.int64)))
         self._tombstones += len(gone_labels)  # HNSW: still in the graph; IVF: unused labels
@@ -363,8 +373,6 @@ class VectorIndex:
     def _to_ann(self, x: np.ndarray) -> np.ndarray:
         if self.metric != "cosine":
             return x
-        from .backends._numpy_distance import unit_rows
-
         return unit_rows(x)
 
     def _auto_nlist(self, n: int) -> int:
@@ -462,10 +470,10 @@ class VectorIndex:
             for lo in range(0, len(q), _BATCH):
                 qb = q[lo : lo + _BATCH]
                 if approx:
-                    d, rows = polish(base, qb, self._ann_search(qb, kk), self.metric)
+                    d, rows = polish(base, qb, self._ann_search(qb, kk), self.metric, backend=self._be)
                 else:
-                    d, rows = exact_knn(get_knn_backend(self.backend), base, qb, kk, self.metric,
-                                        max(qmax, self._amax), self._bnorm)
+                    d, rows = exact_knn(self._be, base, qb, kk, self.metric, max(qmax, self._amax), self._bnorm,
+                                        cache_key=(self._key, self._version))
                 dist[lo : lo + len(qb), :kk] = d
                 keys[lo : lo + len(qb), :kk] = np.where(rows >= 0, self._ids[np.maximum(rows, 0)], -1)
         counts = (keys >= 0).sum(axis=1).astype(np.int64)

@@ -7,11 +7,10 @@ import pytest
 
 import simsearch
 from simsearch import find_duplicates
-from simsearch.dedup_core import (
+from simsearch.banding import choose_params
+from simsearch.dedup import (
     candidate_pairs_from_band_keys,
-    choose_params,
     compute_band_keys,
-    compute_shingles,
     compute_signatures,
     connected_components,
     merge_pairs,
@@ -114,7 +113,7 @@ def test_stages_compose_like_find_duplicates(backend):
     texts = [" ".join(rng.choice(words, 25)) for _ in range(200)]
     texts += [t + " z" for t in texts[:60]]
     b, r = choose_params(0.6, 64)
-    sets = compute_shingles(texts, ngram=3, backend=backend)
+    sets = simsearch.shingle_hashes(texts, ngram=3, backend=backend)
     sigs = compute_signatures(sets, num_perm=64, backend=backend)
     np.testing.assert_array_equal(sigs, compute_signatures(texts, num_perm=64, ngram=3, backend=backend))
     keys, valid = compute_band_keys(sigs, b, r, backend=backend)
@@ -147,37 +146,48 @@ def test_choose_params():
     assert choose_params(0.8, 128, weights=(0.3, 0.7)) == simsearch.lsh_params(0.8, 128, (0.3, 0.7))
 
 
-def test_backend_without_lsh_kernels_falls_back(monkeypatch):
-    """A signatures-only backend (CuPy has no band-table kernels) hands the LSH stages to numba/numpy."""
-    import simsearch.backends as backends
-    import simsearch.dedup_core as dedup_core
-    import simsearch.lsh as lsh_module
+class _Recording:
+    """A backend object that forwards every kernel to numpy and records which ones ran."""
 
-    real = backends.get_backend("numpy")
+    def __init__(self):
+        self._real = simsearch.get_backend("numpy")
+        self.name, self.device, self.calls = "recording", "CPU", []
 
-    class SignaturesOnly:
-        name = "numpy"
-        shingle_hashes = real.shingle_hashes
-        minhash_texts = real.minhash_texts
-        minhash_hashes = real.minhash_hashes
+    @property
+    def host(self):
+        return self
 
-    def fake_get_backend(name="auto"):
-        return SignaturesOnly() if name == "signatures-only" else backends.get_backend(name)
+    def __getattr__(self, kernel):
+        fn = getattr(self._real, kernel)
 
-    monkeypatch.setattr(lsh_module, "get_backend", fake_get_backend)
-    monkeypatch.setattr(dedup_core, "get_backend", fake_get_backend)
-    assert lsh_module.lsh_kernels("signatures-only").name in ("numba", "numpy")
+        def call(*args, **kwargs):
+            self.calls.append(kernel)
+            return fn(*args, **kwargs)
+
+        return call
+
+
+def test_a_backend_object_runs_every_stage():
+    """find_duplicates and LSHIndex take a resolved backend object and call every kernel on it
+    (no stage resolves a name again or falls back to another backend)."""
     texts = _corpus()
-    got = find_duplicates(texts, threshold=0.7, ngram=3, backend="signatures-only")
+    rec = _Recording()
+    got = find_duplicates(texts, threshold=0.7, ngram=3, backend=rec)
     want = find_duplicates(texts, threshold=0.7, ngram=3, backend="numpy")
     np.testing.assert_array_equal(got.pairs, want.pairs)
-    index = simsearch.LSHIndex(num_perm=64, threshold=0.5, ngram=3, backend="signatures-only")
+    np.testing.assert_array_equal(got.clusters, want.clusters)
+    assert got.stats["backend"] == "recording"
+    assert {"minhash_texts", "band_keys", "bucket_sort", "self_join", "shingle_hashes", "pair_jaccard_sets",
+            "connected_components"} <= set(rec.calls)
+    rec.calls.clear()
+    index = simsearch.LSHIndex(num_perm=64, threshold=0.5, ngram=3, backend=rec)
     index.insert_texts(np.arange(len(texts)), texts)
     assert index.query(simsearch.minhash(texts[:1], num_perm=64, ngram=3)[0]).tolist() == [0, 2, 3]
+    assert {"minhash_texts", "band_keys"} <= set(rec.calls) and index.backend == "recording"
 
 
 def test_chunked_stages_give_the_same_result(monkeypatch):
-    import simsearch.dedup_core as dedup_core
+    import simsearch.dedup._core as dedup_core
 
     rng = np.random.default_rng(9)
     words = [f"w{i}" for i in range(100)]

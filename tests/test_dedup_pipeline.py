@@ -389,7 +389,7 @@ def test_missing_input_and_unknown_extension(tmp_path):
 
 
 def test_write_failure_leaves_nothing(tmp_path, docs, monkeypatch):
-    from simsearch.pipeline import _run
+    from simsearch.dedup import _run
 
     src = write_jsonl(tmp_path / "c.jsonl", docs[:40])
 
@@ -455,7 +455,7 @@ def test_jsonl_parser_paths_agree(tmp_path):
 
 def test_blocks_smaller_than_lines(tmp_path, docs, reference, monkeypatch):
     """Reading in blocks shorter than a line (and gzip'd) changes neither results nor line numbers."""
-    from simsearch.pipeline import _io
+    from simsearch.dedup import _io
 
     monkeypatch.setattr(_io, "_BLOCK_BYTES", 97)
     src = tmp_path / "c.jsonl.gz"

@@ -106,7 +106,7 @@ def test_near_duplicates_are_ranked_filtered_and_exact_on_request(index):
     coll = index.create_collection("nd", threshold=0.5)
     docs = [Document(id=d.id, text=d.text) for d in make_docs(60, 3)]
     coll.upsert(docs)
-    from simsearch.index._accel import exact_jaccard
+    from simsearch.index._doctable import exact_jaccard
     from simsearch.shingling import shingle_hash_set
 
     for d in docs[:8]:
@@ -247,7 +247,7 @@ def test_snapshot_is_consistent_and_restorable(tmp_path):
 def test_exact_verification_same_whether_shingles_come_from_text_or_blobs(tmp_path, store_text):
     """With the text stored, shingle sets are derived from it; without, they are stored as blobs.
     Either way near_duplicates(exact=True) and find_duplicates equal the brute-force oracle."""
-    from simsearch.index._accel import exact_jaccard
+    from simsearch.index._doctable import exact_jaccard
     from simsearch.shingling import shingle_hash_set
 
     docs = [Document(id=d.id, text=d.text) for d in make_docs(80, 11)]

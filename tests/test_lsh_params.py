@@ -13,7 +13,7 @@ import simsearch
 from simsearch import lsh_error_areas, lsh_params, lsh_params_for_recall, lsh_probability
 from simsearch.cli import main
 from simsearch.errors import BackendUnavailableError, InvalidArgumentError, InvalidTypeError
-from simsearch.lsh import _lsh_params
+from simsearch.banding import _lsh_params
 
 THRESHOLDS = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99]
 
@@ -130,6 +130,6 @@ def test_cli_plot_writes_a_png(tmp_path, capsys):
 def test_cli_plot_without_matplotlib_names_the_extra(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(BackendUnavailableError, match=r"simsearch\[plot\]"):
-        simsearch.lsh.plot_s_curve(str(tmp_path / "x.png"), 0.8, 9, 13)
+        simsearch.banding.plot_s_curve(str(tmp_path / "x.png"), 0.8, 9, 13)
     assert main(["lsh-params", "--threshold", "0.8", "--plot", str(tmp_path / "x.png")]) == 2
     assert "simsearch[plot]" in capsys.readouterr().err

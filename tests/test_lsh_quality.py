@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 import simsearch
 from simsearch import LSHIndex, find_duplicates, lsh_probability
-from simsearch.dedup_core import candidate_pairs_from_band_keys, compute_band_keys
+from simsearch.dedup import candidate_pairs_from_band_keys, compute_band_keys
 
 THRESHOLDS = [0.5, 0.7, 0.8, 0.9]
 

@@ -23,7 +23,7 @@ import importlib
 import logging
 import os
 import threading
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Union, runtime_checkable
 
 import numpy as np
 
@@ -32,6 +32,7 @@ from ..errors import BackendUnavailableError
 
 __all__ = [
     "Backend",
+    "BackendLike",
     "BACKEND_NAMES",
     "KNN_BACKEND_NAMES",
     "get_backend",
@@ -63,6 +64,7 @@ class Backend(Protocol):
 
     name: str
     device: str  # "CPU", or "GPU: <device name>"
+    host: Backend  # the backend for data kept in host memory (band tables): itself on the CPU
 
     # -- text and MinHash ---------------------------------------------------------------
     def shingle_hashes(self, texts: list[str], ngram: int, shingle: str) -> tuple[np.ndarray, np.ndarray]:
@@ -107,13 +109,25 @@ class Backend(Protocol):
     def pairwise(self, x: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
         """float32 (len(x), len(y)) distances; x, y are checked C-contiguous float32 (simsearch.distance)."""
 
-    def knn(self, base: np.ndarray, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    def knn(self, base: np.ndarray, queries: np.ndarray, k: int, metric: str,
+            cache_key: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k candidates: float32 distances and int64 base rows, each (len(queries), k), sorted,
         ties to the smaller row. :func:`simsearch.distance.exact_knn` makes them exact. Memory
-        stays bounded by blocks whatever the sizes."""
+        stays bounded by blocks whatever the sizes. ``cache_key`` names an unchanged base (a
+        device backend may keep it resident between calls under that key)."""
+
+    def exact_pairs(self, x: np.ndarray, y: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                    metric: str) -> np.ndarray:
+        """float64 distances between x[rows] and y[cols], computed directly (no cancellation)."""
+
+    def unit_rows(self, x: np.ndarray) -> np.ndarray:
+        """float32 copy of x with every non-zero row scaled to unit length (zero rows stay zero)."""
 
 
-_lock = threading.Lock()
+# What public functions accept as ``backend=``: a name, or a backend object resolved earlier.
+BackendLike = Union[str, Backend]
+
+_lock = threading.RLock()
 _built: dict[str, Any] = {}
 _failed: dict[str, str] = {}
 _warned: set[str] = set()
@@ -121,7 +135,10 @@ _warned: set[str] = set()
 
 def _build(name: str) -> Any:
     module = importlib.import_module(_MODULES[name], __name__)
-    return module.create()
+    backend = module.create()
+    if name in ("cupy", "faiss"):  # composed: host-resident work goes to the CPU backend
+        backend.host = _load("numba") if backend_problem("numba") is None else _load("numpy")
+    return backend
 
 
 def _load(name: str) -> Any:

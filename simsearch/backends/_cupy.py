@@ -18,6 +18,14 @@ class CupyBackend:
     def __init__(self) -> None:
         self.simulated = D.SIM
         self.device = D.describe()
+        self.host = None  # the CPU backend for host-resident data; set by the registry
+
+    # Host-side helpers of the distance kernels: they work on host arrays, so the host twin runs them.
+    def exact_pairs(self, x, y, rows, cols, metric):
+        return self.host.exact_pairs(x, y, rows, cols, metric)
+
+    def unit_rows(self, x):
+        return self.host.unit_rows(x)
 
 
 def create() -> CupyBackend:

@@ -63,7 +63,7 @@ class FaissBackend:
                 pass  # a metric the GPU flat index lacks stays on the CPU
         return index
 
-    def knn(self, base, queries, k, metric):
+    def knn(self, base, queries, k, metric, cache_key=None):
         if metric == "cosine":
             base, queries = unit_rows(base), unit_rows(queries)
         index = self.flat_index(base.shape[1], metric)

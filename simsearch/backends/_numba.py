@@ -10,7 +10,7 @@ import numba
 import numpy as np
 
 from .. import _unicode
-from ..shingling import encode_texts
+from .._text import encode_texts
 from . import _numba_text as K
 from ._numba_lsh import NumbaLSHKernels
 
@@ -85,7 +85,15 @@ def _pipeline(texts: list[str], run) -> None:
 
 class NumbaBackend(NumbaLSHKernels):
     name = "numba"
-    device = "CPU"
+
+    @property
+    def device(self) -> str:
+        return f"CPU ({numba.get_num_threads()} threads)"
+
+    @property
+    def host(self) -> "NumbaBackend":
+        """The backend for host-resident data: this one."""
+        return self
 
     def shingle_hashes(self, texts, ngram, shingle):
         t, asc, swar, per_byte = _tables()
@@ -139,10 +147,20 @@ class NumbaBackend(NumbaLSHKernels):
 
         return _numba_distance.pairwise(x, y, metric)
 
-    def knn(self, base, queries, k, metric):
+    def knn(self, base, queries, k, metric, cache_key=None):
         from . import _numba_distance
 
         return _numba_distance.knn(base, queries, k, metric)
+
+    def unit_rows(self, x):
+        from . import _numpy_distance
+
+        return _numpy_distance.unit_rows(x)
+
+    def exact_pairs(self, x, y, rows, cols, metric):
+        from . import _numba_distance
+
+        return _numba_distance.exact_pairs(x, y, rows, cols, metric)
 
 
 def _room(hashes: np.ndarray, used: int, need: int, docs_done: int, docs: int) -> np.ndarray:

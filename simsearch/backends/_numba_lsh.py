@@ -15,7 +15,8 @@ import numba
 import numpy as np
 from numba import njit, prange, uint64
 
-from ._numpy_lsh import bucket_bits, sorted_unique
+from .._arrays import sorted_unique
+from ._numpy_lsh import bucket_bits
 
 __all__ = ["NumbaLSHKernels"]
 

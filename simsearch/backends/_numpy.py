@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..shingling import shingle_hash_set
+from .._arrays import offsets_from_sizes
+from .._text import shingle_hash_set
 from ._numpy_lsh import NumpyLSHKernels
 
 _M32 = np.uint64(0xFFFFFFFF)
@@ -30,12 +31,16 @@ def low32(hashes: np.ndarray) -> np.ndarray:
 
 class NumpyBackend(NumpyLSHKernels):
     name = "numpy"
-    device = "CPU"
+    device = "CPU (numpy)"
+
+    @property
+    def host(self) -> "NumpyBackend":
+        """The backend for host-resident data: this one."""
+        return self
 
     def shingle_hashes(self, texts, ngram, shingle):
         sets = [shingle_hash_set(t, ngram, shingle) for t in texts]
-        offsets = np.zeros(len(sets) + 1, dtype=np.int64)
-        np.cumsum([len(s) for s in sets], out=offsets[1:])
+        offsets = offsets_from_sizes(len(s) for s in sets)
         hashes = np.concatenate(sets) if sets else np.empty(0, np.uint64)
         return offsets, hashes.astype(np.uint64, copy=False)
 
@@ -68,10 +73,20 @@ class NumpyBackend(NumpyLSHKernels):
 
         return _numpy_distance.pairwise(x, y, metric)
 
-    def knn(self, base, queries, k, metric):
+    def knn(self, base, queries, k, metric, cache_key=None):
         from . import _numpy_distance
 
         return _numpy_distance.knn(base, queries, k, metric)
+
+    def unit_rows(self, x):
+        from . import _numpy_distance
+
+        return _numpy_distance.unit_rows(x)
+
+    def exact_pairs(self, x, y, rows, cols, metric):
+        from . import _numpy_distance
+
+        return _numpy_distance.exact_pairs(x, y, rows, cols, metric)
 
 
 def create() -> NumpyBackend:

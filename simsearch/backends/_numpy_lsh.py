@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._arrays import ranges, sorted_unique
+
 __all__ = ["NumpyLSHKernels", "bucket_bits", "top_bits", "unpack_pairs", "sorted_unique"]
 
 _P1 = np.uint64(11400714785074694791)
@@ -37,17 +39,6 @@ def bucket_bits(m: int) -> int:
 def top_bits(keys: np.ndarray, d: int) -> np.ndarray:
     """The top ``d`` bits of uint64 keys (0 when d == 0); shifts stay below 64."""
     return (keys >> np.uint64(1)) >> np.uint64(63 - d)
-
-
-def sorted_unique(a: np.ndarray) -> np.ndarray:
-    """``np.unique`` of a 1-d array by sorting (several times faster than numpy 2's hash-based unique)."""
-    s = np.sort(a)
-    if s.shape[0] < 2:
-        return s
-    keep = np.empty(s.shape[0], dtype=bool)
-    keep[0] = True
-    np.not_equal(s[1:], s[:-1], out=keep[1:])
-    return s[keep]
 
 
 def unpack_pairs(packed: np.ndarray) -> np.ndarray:
@@ -109,15 +100,6 @@ def _xxh64_words(words: np.ndarray, tail: np.ndarray | None, seed: np.ndarray) -
     return h ^ (h >> np.uint64(32))
 
 
-def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenation of ``arange(s, s + c)`` for each (s, c), vectorised."""
-    total = int(counts.sum())
-    if total == 0:
-        return np.empty(0, dtype=np.int64)
-    shift = np.repeat(starts.astype(np.int64) - (np.cumsum(counts) - counts), counts)
-    return shift + np.arange(total, dtype=np.int64)
-
-
 def _csr_from_packed(packed: np.ndarray, nq: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted unique packed (query << 32 | row) -> CSR offsets (nq + 1) and rows int64."""
     packed = sorted_unique(packed)
@@ -168,7 +150,7 @@ class NumpyLSHKernels:
             k = qkeys[qidx, j]
             lo = np.searchsorted(skeys[j], k, side="left")
             cnt = np.searchsorted(skeys[j], k, side="right") - lo
-            rows = srows[j, _ranges(lo, cnt)]
+            rows = srows[j, ranges(lo, cnt)]
             q = np.repeat(qidx, cnt)
             keep = mask[rows]
             parts.append(_pack(q[keep], rows[keep]))
@@ -206,7 +188,7 @@ class NumpyLSHKernels:
             pos = np.arange(k.shape[0])
             npart = ends - pos - 1
             first = np.repeat(pos, npart)
-            second = _ranges(pos + 1, npart)
+            second = ranges(pos + 1, npart)
             parts.append(_pack(rows[first], rows[second]))
         packed = np.concatenate(parts) if parts else np.empty(0, np.uint64)
         return sorted_unique(packed)
@@ -220,7 +202,7 @@ class NumpyLSHKernels:
             sa = off_a[ia[sl] + 1] - off_a[ia[sl]]
             sb = off_b[ib[sl] + 1] - off_b[ib[sl]]
             label = np.arange(sa.shape[0])
-            vals = np.concatenate([hash_a[_ranges(off_a[ia[sl]], sa)], hash_b[_ranges(off_b[ib[sl]], sb)]])
+            vals = np.concatenate([hash_a[ranges(off_a[ia[sl]], sa)], hash_b[ranges(off_b[ib[sl]], sb)]])
             labs = np.concatenate([np.repeat(label, sa), np.repeat(label, sb)])
             order = np.lexsort((vals, labs))
             vals, labs = vals[order], labs[order]

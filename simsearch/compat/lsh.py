@@ -19,7 +19,8 @@ from collections.abc import Hashable
 import numpy as np
 
 from ..errors import InvalidArgumentError, InvalidTypeError
-from ..lsh import LSHIndex, _check_weights, _lsh_params
+from ..banding import check_weights, lsh_params
+from ..lsh import LSHIndex
 
 __all__ = ["MinHashLSH", "MinHashLSHInsertionSession", "MinHashLSHDeletionSession"]
 
@@ -51,8 +52,8 @@ class MinHashLSH:
             raise InvalidArgumentError("threshold must be in [0.0, 1.0]")
         if num_perm < 2:
             raise InvalidArgumentError("Too few permutation functions")
-        weights = _check_weights(weights, "MinHashLSH")
-        b, r = params if params is not None else _lsh_params(float(threshold), int(num_perm), weights)
+        weights = check_weights(weights, "MinHashLSH")
+        b, r = params if params is not None else lsh_params(float(threshold), int(num_perm), weights)
         if b * r > num_perm:
             raise InvalidArgumentError(
                 f"The product of b and r in params is {b} * {r} = {b * r} -- it must be less than num_perm "

@@ -27,7 +27,7 @@ from ..errors import (
 )
 from ..minhash import is_empty, minhash
 from ..shingling import shingle_hashes
-from . import _accel, _cache
+from . import _doctable, _cache
 from ._storage import pack, unpack
 from ._types import (
     MAX_ID_BYTES,
@@ -115,10 +115,10 @@ class Collection:
         """(Re)load the in-memory structures: from the cache when ``use_cache`` and it matches the
         store, else from the stored rows."""
         cfg = self.config
-        self._docs = _accel.DocTable(cfg.num_perm, cfg.dim)
-        self._lsh = _accel.make_lsh(cfg, self._index.backend)
+        self._docs = _doctable.DocTable(cfg.num_perm, cfg.dim)
+        self._lsh = _doctable.make_lsh(cfg, self._index._backend)
         self._lsh_mutex = threading.Lock()  # LSHIndex is not thread-safe; readers share it
-        self._vectors = _accel.make_vector_index(cfg, self._index.backend) if cfg.dim else None
+        self._vectors = _doctable.make_vector_index(cfg, self._index._backend) if cfg.dim else None
         self._cache_state = None
         cached = None
         path = self._cache_file()
@@ -291,14 +291,14 @@ class Collection:
         if texted:
             texts = [norm[i].text for i in texted]
             if cfg.store_shingles and not cfg.store_text:  # with the text stored, shingles are derived from it
-                sets = shingle_hashes(texts, ngram=cfg.ngram, shingle=cfg.shingle, backend=self._index.backend)
-                sigs[texted] = minhash(sets, num_perm=cfg.num_perm, seed=cfg.seed, backend=self._index.backend)
+                sets = shingle_hashes(texts, ngram=cfg.ngram, shingle=cfg.shingle, backend=self._index._backend)
+                sigs[texted] = minhash(sets, num_perm=cfg.num_perm, seed=cfg.seed, backend=self._index._backend)
                 for j, i in enumerate(texted):
                     shingle_blobs[i] = pack(sets[j], np.uint64)
             else:
                 sigs[texted] = minhash(
                     texts, num_perm=cfg.num_perm, seed=cfg.seed, ngram=cfg.ngram, shingle=cfg.shingle,
-                    backend=self._index.backend,
+                    backend=self._index._backend,
                 )
         vecs = None
         vec_blobs = [None] * len(norm)
@@ -388,13 +388,13 @@ class Collection:
                     raise InvalidTypeError(f"{func} texts[{i}] must be a str. Got {type(t).__name__}.")
                 if len(t.encode("utf-8", "surrogatepass")) > self._index.max_text_bytes:
                     raise ResourceExhaustedError(f"{func} texts[{i}] is over max_text_bytes ({self._index.max_text_bytes}).")
-            sets = shingle_hashes(texts, ngram=cfg.ngram, shingle=cfg.shingle, backend=self._index.backend)
+            sets = shingle_hashes(texts, ngram=cfg.ngram, shingle=cfg.shingle, backend=self._index._backend)
             for i in range(len(texts)):
                 if not len(sets[i]):
                     raise InvalidArgumentError(
                         f"{func} texts[{i}] has no {cfg.shingle} shingles; an empty document is nobody's near-duplicate."
                     )
-            sigs = minhash(sets, num_perm=cfg.num_perm, seed=cfg.seed, backend=self._index.backend)
+            sigs = minhash(sets, num_perm=cfg.num_perm, seed=cfg.seed, backend=self._index._backend)
             return sigs, ([sets[i] for i in range(len(texts))] if want_shingles else None), [-1] * len(texts)
         ids = check_ids(ids, func, max_batch=self._index.max_batch)
         rowids = self._docs.rowids_of(ids)
@@ -428,7 +428,7 @@ class Collection:
         if derive:
             cfg = self.config
             sets = shingle_hashes([found[r][1] for r in derive], ngram=cfg.ngram, shingle=cfg.shingle,
-                                  backend=self._index.backend)
+                                  backend=self._index._backend)
             for j, r in enumerate(derive):
                 out[r] = sets[j]
         return out
@@ -473,7 +473,7 @@ class Collection:
             exact_vals = [None] * len(cands)
         else:
             sets = self._shingle_sets([int(c) for c in cands])
-            exact_vals = [_accel.exact_jaccard(shingles, sets[int(c)]) for c in cands]
+            exact_vals = [_doctable.exact_jaccard(shingles, sets[int(c)]) for c in cands]
             score = np.array(exact_vals, dtype=np.float64)
         keep = np.nonzero(score >= threshold)[0]
         ext = self._docs.ext_ids_of(cands[keep])
@@ -504,7 +504,7 @@ class Collection:
             if not len(pairs):
                 return []
             fetch = self._shingle_sets if exact else None
-            return _accel.clusters_from_pairs(self._docs, pairs, threshold, fetch)
+            return _doctable.clusters_from_pairs(self._docs, pairs, threshold, fetch, self._index._backend)
 
     # -- vectors ---------------------------------------------------------------------------
     def search(self, vector=None, *, id: str | None = None, k: int = 10, metric: str | None = None) -> list[Neighbor]:
@@ -538,7 +538,8 @@ class Collection:
             if not len(queries):
                 return []
             kk = k + (1 if ids is not None else 0)
-            dists, rows = _accel.vector_search(self._vectors, self._docs, queries, kk, metric, self.config.metric)
+            dists, rows = _doctable.vector_search(self._vectors, self._docs, queries, kk, metric, self.config.metric,
+                                                  self._index._backend)
             out = []
             for q in range(len(queries)):
                 keep = [(d, r) for d, r in zip(dists[q], rows[q]) if r >= 0 and r != exclude[q]][:k]

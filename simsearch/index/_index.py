@@ -7,7 +7,7 @@ import shutil
 import threading
 
 from .._validation import check_int, check_option
-from ..backends import resolve_backend_name
+from ..backends import BackendLike, get_backend
 from ..errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, InvalidTypeError, NotFoundError
 from ._collection import Collection
 from ._storage import DB_FILE, open_storage
@@ -39,13 +39,14 @@ class Index:
         path: str | os.PathLike | None = None,
         *,
         durability: str = "full",
-        backend: str = "auto",
+        backend: BackendLike = "auto",
         max_batch: int = 100_000,
         max_text_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         check_option(durability, "durability", ("full", "normal"), func="Index")
         self.path = None if path is None else os.fspath(path)
-        self.backend = resolve_backend_name(backend)
+        self._backend = get_backend(backend)  # resolved once; collections use the object
+        self.backend = self._backend.name
         self.max_batch = check_int(max_batch, "max_batch", 1, 10_000_000, func="Index")
         self.max_text_bytes = check_int(max_text_bytes, "max_text_bytes", 1, 1 << 31, func="Index")
         self._storage = open_storage(self.path, durability=durability)

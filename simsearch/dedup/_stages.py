@@ -1,13 +1,13 @@
 """Per-chunk steps of the dedup pipeline, shared by the local and the Ray engine.
 
-Each is a thin wrapper over the stage functions of :mod:`simsearch.dedup_core`, so both engines
-run exactly the code :func:`simsearch.find_duplicates` runs, on pieces of the corpus:
+Each calls the stage functions of :mod:`._core`, so both engines run exactly the code
+:func:`simsearch.find_duplicates` runs, on pieces of the corpus (the engines call
+``connected_components`` and ``merge_pairs`` of :mod:`._core` directly):
 
 * :func:`signature_chunk`: texts -> band keys and non-empty flags (compute_signatures, compute_band_keys);
 * :func:`band_pairs`: band keys of some documents -> candidate pairs in global ids (candidate_pairs_from_band_keys);
-* :func:`verify_material`: texts -> what verification compares (compute_shingles or compute_signatures);
-* :func:`verify_chunk`: candidate pairs -> verified pairs and Jaccard (verify_pairs);
-* :func:`components`: verified pairs -> cluster labels (connected_components).
+* :func:`verify_material`: texts -> what verification compares (shingle sets or signatures);
+* :func:`verify_chunk`: candidate pairs -> verified pairs and Jaccard (verify_pairs).
 """
 
 from __future__ import annotations
@@ -16,24 +16,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..dedup_core import (
-    candidate_pairs_from_band_keys,
-    compute_band_keys,
-    compute_shingles,
-    compute_signatures,
-    connected_components,
-    merge_pairs,
-    verify_pairs,
-)
-from ..shingling import ShingleSets
+from .._arrays import offsets_from_sizes
+from ..shingling import ShingleSets, shingle_hashes
+from ._core import candidate_pairs_from_band_keys, compute_band_keys, compute_signatures, verify_pairs
 
 __all__ = ["Params", "signature_chunk", "band_pairs", "verify_material", "concat_material", "verify_chunk",
-           "components", "representative_jaccard", "duplicate_id_groups"]
+           "representative_jaccard", "duplicate_id_groups"]
 
 
 @dataclass(frozen=True)
 class Params:
-    """The resolved options every chunk needs (picklable, sent to Ray workers)."""
+    """The resolved options every chunk needs (picklable, sent to Ray workers). ``backend`` is a
+    concrete backend name, which each process resolves to its cached backend object."""
 
     threshold: float
     num_perm: int
@@ -53,11 +47,11 @@ def signature_chunk(texts: list[str], p: Params) -> tuple[np.ndarray, np.ndarray
     return compute_band_keys(sigs, p.b, p.r, backend=p.backend)
 
 
-def band_pairs(keys: np.ndarray, valid: np.ndarray | None, docs: np.ndarray | None, backend: str) -> np.ndarray:
+def band_pairs(keys: np.ndarray, valid: np.ndarray | None, docs: np.ndarray | None, backend) -> np.ndarray:
     """Candidate pairs (ids ``docs``, default the row numbers; i < j, sorted unique) sharing a band key.
 
     ``keys`` holds any subset of the bands (columns), so bands can be split across calls or workers
-    and the results united with :func:`~simsearch.dedup_core.merge_pairs`.
+    and the results united with :func:`simsearch.dedup.merge_pairs`.
     """
     if keys.shape[0] < 2:
         return np.empty((0, 2), dtype=np.int64)
@@ -67,7 +61,7 @@ def band_pairs(keys: np.ndarray, valid: np.ndarray | None, docs: np.ndarray | No
 def verify_material(texts: list[str], p: Params):
     """What verification compares: shingle sets for verify="exact", else signatures."""
     if p.verify == "exact":
-        return compute_shingles(texts, ngram=p.ngram, shingle=p.shingle, backend=p.backend)
+        return shingle_hashes(texts, ngram=p.ngram, shingle=p.shingle, backend=p.backend)
     return compute_signatures(texts, num_perm=p.num_perm, seed=p.seed, ngram=p.ngram, shingle=p.shingle,
                               backend=p.backend)
 
@@ -81,9 +75,7 @@ def concat_material(parts: list, p: Params):
         out = np.empty((sum(len(x) for x in parts), p.num_perm), dtype=np.uint32)
         _drain_into(out, parts, lambda x: x)
         return out
-    sizes = np.concatenate([s.sizes() for s in parts]) if parts else np.empty(0, dtype=np.int64)
-    offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
-    np.cumsum(sizes, out=offsets[1:])
+    offsets = offsets_from_sizes(np.concatenate([s.sizes() for s in parts]) if parts else np.empty(0, np.int64))
     hashes = np.empty(int(offsets[-1]), dtype=np.uint64)
     _drain_into(hashes, parts, lambda x: x.hashes)
     return ShingleSets(offsets, hashes)
@@ -107,11 +99,6 @@ def verify_chunk(rows: np.ndarray, material, p: Params, threshold: float | None 
     if p.verify == "exact":
         return verify_pairs(rows, threshold=th, verify="exact", shingles=material, backend=p.backend)
     return verify_pairs(rows, threshold=th, verify=p.verify, signatures=material, backend=p.backend)
-
-
-def components(n: int, pairs: np.ndarray, backend: str) -> np.ndarray:
-    """The smallest document index of each document's cluster."""
-    return connected_components(n, pairs, backend=backend)
 
 
 def representative_jaccard(clusters: np.ndarray, needed: np.ndarray, material, p: Params):
@@ -144,7 +131,3 @@ def duplicate_id_groups(id_hashes: np.ndarray) -> list[np.ndarray]:
         groups.setdefault(int(h[k]), [int(order[k])]).append(int(order[k + 1]))
     return [np.unique(g) for g in groups.values()]
 
-
-def merge(parts: list[np.ndarray]) -> np.ndarray:
-    """Union of candidate-pair arrays (merge_pairs)."""
-    return merge_pairs(parts)

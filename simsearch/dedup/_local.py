@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import EngineResult, Progress, StageClock, check_unique_ids, needs_ids, offsets_of
+from .._arrays import offsets_from_sizes
+from ._common import EngineResult, Progress, StageClock, check_unique_ids, needs_ids
 from ._io import ReadConfig, Unit, hash_ids, read_unit
-from ._stages import Params, band_pairs, components, concat_material, merge, signature_chunk, verify_chunk, \
+from ._core import connected_components, merge_pairs
+from ._stages import Params, band_pairs, concat_material, signature_chunk, verify_chunk, \
     verify_material
 
 __all__ = ["run_local", "band_groups"]
@@ -45,7 +47,7 @@ def run_local(units: list[Unit], cfg: ReadConfig, p: Params, ui: Progress, clock
     pairs = needed[kept_rows] if kept_rows.size else np.empty((0, 2), dtype=np.int64)
     clock.lap("verify")
 
-    clusters = components(n, pairs, p.backend)
+    clusters = connected_components(n, pairs, backend=p.backend)
     clock.lap("components")
     return EngineResult(counts, int(cand.shape[0]), pairs, jac, clusters, needed, material, needed_ids)
 
@@ -79,12 +81,12 @@ def _candidates(keys: list[np.ndarray], valid: np.ndarray, n: int, p: Params, ui
             parts.append(band_pairs(cols, valid, None, p.backend))
             del cols
             bar.update(hi - lo)
-    return merge(parts)
+    return merge_pairs(parts)
 
 
 def _read_needed(units, cfg, p, counts, needed, with_ids, ui):
     """Pass 2: re-read only the documents in candidate pairs; their shingle sets (or signatures) and ids."""
-    off = offsets_of(counts)
+    off = offsets_from_sizes(counts)
     parts, ids = [], []
     with ui.bar("verify", int(needed.shape[0])) as bar:
         for k, unit in enumerate(units):

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._arrays import offsets_from_sizes
 from ..errors import InputDataError
 from ._io import ReadConfig, Unit, location, unit_ids
 from ._stages import duplicate_id_groups
@@ -62,13 +63,6 @@ class EngineResult:
     backend: str = ""
 
 
-def offsets_of(counts: np.ndarray) -> np.ndarray:
-    """Global index of each unit's first document (len(units) + 1 entries)."""
-    off = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=off[1:])
-    return off
-
-
 def needs_ids(unit_format: str, cfg: ReadConfig) -> bool:
     """Whether documents carry their own ids (else the id is the global index)."""
     return unit_format == "text" or cfg.id_field is not None
@@ -84,7 +78,7 @@ def check_unique_ids(id_hashes: np.ndarray | None, units: list[Unit], counts: np
     groups = duplicate_id_groups(id_hashes)
     if not groups:
         return
-    off = offsets_of(counts)
+    off = offsets_from_sizes(counts)
     docs = np.unique(np.concatenate(groups))
     found: dict[int, tuple[str, str, int | None]] = {}
     for k, unit in enumerate(units):

@@ -1,4 +1,4 @@
-"""In-memory acceleration structures of a collection, rebuilt from storage on open.
+"""A collection's in-memory document table and the search structures built over it on open.
 
 :class:`DocTable` holds, per live document in rowid order, its external id, label, signature and
 vector in growable numpy arrays (rowids only grow, so appends keep the order and lookups are a
@@ -12,7 +12,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..banding import choose_params
+from ..distance import knn
+from ..lsh import LSHIndex
 from ..minhash import EMPTY_HASH
+from ..vector_index import VectorIndex
 from ._types import Cluster, CollectionConfig
 
 
@@ -152,20 +156,15 @@ class DocTable:
         return ids, mat, labels
 
 
-def make_lsh(cfg: CollectionConfig, backend: str):
+def make_lsh(cfg: CollectionConfig, backend):
     """The collection's LSH index. Without explicit ``weights`` the banding is tuned for recall
-    (P(candidate) >= 0.99 at the threshold), since every candidate is scored afterwards."""
-    from ..dedup_core import choose_params
-    from ..lsh import LSHIndex
-
+    (P(candidate) >= 0.995 at the threshold), since every candidate is scored afterwards."""
     params = choose_params(cfg.threshold, cfg.num_perm, "exact", cfg.weights)
     return LSHIndex(num_perm=cfg.num_perm, params=params, seed=cfg.seed, backend=backend)
 
 
-def make_vector_index(cfg: CollectionConfig, backend: str):
-    from ..vector_index import VectorIndex
-
-    return VectorIndex(dim=cfg.dim, metric=cfg.metric, kind="flat", backend="auto" if backend == "numpy" else backend)
+def make_vector_index(cfg: CollectionConfig, backend):
+    return VectorIndex(dim=cfg.dim, metric=cfg.metric, kind="flat", backend=backend)
 
 
 def exact_jaccard(a: np.ndarray | None, b: np.ndarray | None) -> float:
@@ -176,24 +175,22 @@ def exact_jaccard(a: np.ndarray | None, b: np.ndarray | None) -> float:
     return inter / (len(a) + len(b) - inter)
 
 
-def vector_search(vindex, docs: DocTable, queries: np.ndarray, k: int, metric: str, index_metric: str):
+def vector_search(vindex, docs: DocTable, queries: np.ndarray, k: int, metric: str, index_metric: str, backend):
     """(distances, rowids) of the k nearest, -1 padded. Another metric than the index's is exact."""
     if metric == index_metric and vindex is not None:
         res = vindex.search(queries, k)
         return res.distances, res.keys
-    from ..distance import knn
-
     rowids, base = docs.live_vectors()
     if not len(rowids):
         n = len(queries)
         return np.full((n, 0), np.inf), np.full((n, 0), -1, dtype=np.int64)
     kk = min(k, len(rowids))
-    dists, pos = knn(base, queries, kk, metric)
+    dists, pos = knn(base, queries, kk, metric, backend=backend)
     return dists, rowids[pos]
 
 
 def clusters_from_pairs(docs: DocTable, pairs: np.ndarray, threshold: float,
-                        fetch: Callable[[list[int]], dict] | None) -> list[Cluster]:
+                        fetch: Callable[[list[int]], dict] | None, backend) -> list[Cluster]:
     """Verify candidate rowid pairs, join them into components, report each with its representative."""
     nodes, inv = np.unique(pairs.ravel(), return_inverse=True)
     edges = inv.reshape(-1, 2)
@@ -213,9 +210,7 @@ def clusters_from_pairs(docs: DocTable, pairs: np.ndarray, threshold: float,
     edges = edges[keep]
     if not len(edges):
         return []
-    from ..dedup_core import connected_components
-
-    roots = connected_components(len(nodes), edges)  # smallest node index = earliest rowid
+    roots = backend.host.connected_components(len(nodes), edges)  # smallest node index = earliest rowid
     members: dict[int, list[int]] = {}
     for i in np.unique(edges.ravel()):
         members.setdefault(int(roots[i]), []).append(int(i))

@@ -3,9 +3,9 @@
 The pipeline is five stages, each a plain function of arrays so that a chunked or distributed
 runner (local streaming, Ray Data) calls exactly the same code:
 
-1. :func:`compute_signatures`: texts (or shingle sets) -> uint32 MinHash signatures, and
-   :func:`compute_shingles`: texts -> sorted shingle-hash sets, which verification needs only for
-   the documents that appear in some candidate pair;
+1. :func:`compute_signatures`: texts (or shingle sets) -> uint32 MinHash signatures (and, for the
+   documents that appear in some candidate pair only, :func:`simsearch.shingle_hashes`: the sorted
+   shingle-hash sets that exact verification needs);
 2. :func:`compute_band_keys`: signatures -> (n, b) uint64 band keys (and which rows are non-empty);
 3. :func:`candidate_pairs_from_band_keys`: documents sharing a key in any band, as (i, j) pairs;
    bands are independent, so column subsets of the keys can run on different workers and their
@@ -29,19 +29,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validation import check_array, check_float, check_int, check_option, check_texts
-from .backends import get_backend
-from .backends._numpy_lsh import sorted_unique
-from .errors import InvalidArgumentError
-from .lsh import _check_weights, _lsh_params, _recall_params, lsh_kernels
-from .minhash import EMPTY_HASH, MAX_NUM_PERM, permutations
-from .shingling import SHINGLE_KINDS, ShingleSets, shingle_hashes
+from .._arrays import concat_csr, sorted_unique
+from .._validation import check_array, check_float, check_int, check_option, check_texts
+from ..backends import BackendLike, get_backend
+from ..banding import DEFAULT_MIN_PROBABILITY, VERIFY_MODES, choose_params
+from ..errors import InvalidArgumentError
+from ..minhash import EMPTY_HASH, MAX_NUM_PERM, permutations
+from ..shingling import SHINGLE_KINDS, ShingleSets, shingle_hashes
 
 __all__ = [
     "DedupResult",
     "find_duplicates",
-    "choose_params",
-    "compute_shingles",
     "compute_signatures",
     "compute_band_keys",
     "candidate_pairs_from_band_keys",
@@ -50,9 +48,7 @@ __all__ = [
     "connected_components",
 ]
 
-VERIFY_MODES = ("exact", "estimate", "none")
 _CHUNK = 1 << 16  # documents per kernel call in find_duplicates
-DEFAULT_MIN_PROBABILITY = 0.995
 
 
 @dataclass(frozen=True)
@@ -80,26 +76,8 @@ class DedupResult:
         return int((~self.keep).sum())
 
 
-def choose_params(threshold: float, num_perm: int, verify: str = "exact", weights=None,
-                  min_probability: float = DEFAULT_MIN_PROBABILITY) -> tuple[int, int]:
-    """The banding find_duplicates uses: recall-tuned unless ``weights`` is given or verify="none"."""
-    threshold = check_float(threshold, "threshold", 0.0, 1.0, func="choose_params")
-    num_perm = check_int(num_perm, "num_perm", 1, MAX_NUM_PERM, func="choose_params")
-    check_option(verify, "verify", VERIFY_MODES, func="choose_params")
-    if weights is not None:
-        return _lsh_params(threshold, num_perm, _check_weights(weights, "choose_params"))
-    if verify == "none":
-        return _lsh_params(threshold, num_perm, (0.5, 0.5))
-    return _recall_params(threshold, num_perm, float(min_probability))
-
-
-def compute_shingles(texts, *, ngram: int = 5, shingle: str = "word", backend: str = "auto") -> ShingleSets:
-    """Stage 1a: sorted unique shingle-hash sets of ``texts``."""
-    return shingle_hashes(texts, ngram=ngram, shingle=shingle, backend=backend)
-
-
 def compute_signatures(docs, *, num_perm: int = 128, seed: int = 1, ngram: int = 5, shingle: str = "word",
-                       backend: str = "auto") -> np.ndarray:
+                       backend: BackendLike = "auto") -> np.ndarray:
     """Stage 1b: uint32 (n, num_perm) signatures of texts or of a :class:`ShingleSets`."""
     a, b = permutations(num_perm, seed)
     be = get_backend(backend)
@@ -111,18 +89,18 @@ def compute_signatures(docs, *, num_perm: int = 128, seed: int = 1, ngram: int =
     return be.minhash_texts(texts, ngram, shingle, a, b)
 
 
-def compute_band_keys(signatures, b: int, r: int, *, backend: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+def compute_band_keys(signatures, b: int, r: int, *, backend: BackendLike = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Stage 2: (n, b) uint64 band keys and a bool per row, False for empty documents."""
     sigs = check_array(signatures, "signatures", dtype=np.uint32, ndim=2, allowed_kinds="ui", func="compute_band_keys")
     b = check_int(b, "b", 1, MAX_NUM_PERM, func="compute_band_keys")
     r = check_int(r, "r", 1, MAX_NUM_PERM, func="compute_band_keys")
     if b * r > sigs.shape[1]:
         raise InvalidArgumentError(f"b*r must be <= num_perm; got b={b}, r={r} for signatures of {sigs.shape[1]} values.")
-    keys = lsh_kernels(backend).band_keys(sigs, b, r)
+    keys = get_backend(backend).band_keys(sigs, b, r)
     return keys, ~(sigs == EMPTY_HASH).all(axis=1)
 
 
-def candidate_pairs_from_band_keys(keys, valid=None, *, doc_ids=None, backend: str = "auto") -> np.ndarray:
+def candidate_pairs_from_band_keys(keys, valid=None, *, doc_ids=None, backend: BackendLike = "auto") -> np.ndarray:
     """Stage 3: int64 (m, 2) pairs i < j of documents sharing a key in some band, sorted, unique.
 
     Rows with ``valid`` False (empty documents) pair with nothing. ``doc_ids`` (int64, one per
@@ -131,7 +109,7 @@ def candidate_pairs_from_band_keys(keys, valid=None, *, doc_ids=None, backend: s
     keys = check_array(keys, "keys", dtype=np.uint64, ndim=2, allowed_kinds="u", func="candidate_pairs_from_band_keys")
     n = keys.shape[0]
     valid = np.ones(n, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
-    be = lsh_kernels(backend)
+    be = get_backend(backend)
     skeys, srows, _, _ = be.bucket_sort(keys, valid)
     packed = be.self_join(skeys, srows, valid)
     pairs = np.empty((packed.shape[0], 2), dtype=np.int64)
@@ -158,7 +136,7 @@ def merge_pairs(parts) -> np.ndarray:
 
 
 def verify_pairs(pairs, *, threshold: float, verify: str = "exact", shingles: ShingleSets | None = None,
-                 signatures=None, backend: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+                 signatures=None, backend: BackendLike = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Stage 4: (kept pairs, their Jaccard). ``pairs`` index the rows of ``shingles``/``signatures``.
 
     "exact" keeps pairs whose shingle-set Jaccard >= threshold (needs ``shingles``), "estimate"
@@ -169,7 +147,7 @@ def verify_pairs(pairs, *, threshold: float, verify: str = "exact", shingles: Sh
     check_option(verify, "verify", VERIFY_MODES, func=f)
     threshold = check_float(threshold, "threshold", 0.0, 1.0, func=f)
     pairs = np.ascontiguousarray(np.asarray(pairs, dtype=np.int64).reshape(-1, 2))
-    be = lsh_kernels(backend)
+    be = get_backend(backend)
     ia, ib = pairs[:, 0], pairs[:, 1]
     if verify == "exact":
         if shingles is None:
@@ -188,24 +166,19 @@ def verify_pairs(pairs, *, threshold: float, verify: str = "exact", shingles: Sh
     return pairs[keep], jac[keep]
 
 
-def connected_components(n: int, pairs, *, backend: str = "auto") -> np.ndarray:
+def connected_components(n: int, pairs, *, backend: BackendLike = "auto") -> np.ndarray:
     """Stage 5: for each of ``n`` documents, the smallest index in its connected component."""
     n = check_int(n, "n", 0, None, func="connected_components")
     pairs = np.ascontiguousarray(np.asarray(pairs, dtype=np.int64).reshape(-1, 2))
     if pairs.size and (pairs.min() < 0 or pairs.max() >= n):
         raise InvalidArgumentError(f"connected_components: pair indices must be in [0, {n}).")
-    return lsh_kernels(backend).connected_components(n, pairs)
+    return get_backend(backend).connected_components(n, pairs)
 
 
 def _concat_sets(parts: list[ShingleSets]) -> ShingleSets:
     if len(parts) == 1:
         return parts[0]
-    if not parts:
-        return ShingleSets(np.zeros(1, np.int64), np.empty(0, np.uint64))
-    sizes = np.concatenate([p.sizes() for p in parts])
-    offsets = np.zeros(sizes.shape[0] + 1, dtype=np.int64)
-    np.cumsum(sizes, out=offsets[1:])
-    return ShingleSets(offsets, np.concatenate([p.hashes for p in parts]))
+    return ShingleSets(*concat_csr([p.offsets for p in parts], [p.hashes for p in parts]))
 
 
 def find_duplicates(
@@ -217,7 +190,7 @@ def find_duplicates(
     shingle: str = "word",
     verify: str = "exact",
     weights=None,
-    backend: str = "auto",
+    backend: BackendLike = "auto",
     seed: int = 1,
     params: tuple[int, int] | None = None,
     min_probability: float = DEFAULT_MIN_PROBABILITY,
@@ -237,8 +210,8 @@ def find_duplicates(
         b, r = choose_params(threshold, num_perm, verify, weights, min_probability)
     else:
         b, r = check_int(params[0], "params[0] (b)", 1, num_perm, func=f), check_int(params[1], "params[1] (r)", 1, num_perm, func=f)
-    be_name = get_backend(backend).name
-    stats: dict = {"docs": len(texts), "b": b, "r": r, "backend": be_name}
+    be = get_backend(backend)  # resolved once; every stage below gets the object
+    stats: dict = {"docs": len(texts), "b": b, "r": r, "backend": be.name}
     clock = time.perf_counter()
 
     def lap(name):
@@ -252,11 +225,11 @@ def find_duplicates(
     sigs = np.empty((len(texts), num_perm), dtype=np.uint32)
     for start in range(0, len(texts), _CHUNK):  # bounded UTF-8 staging buffers, reused between chunks
         sigs[start : start + _CHUNK] = compute_signatures(
-            texts[start : start + _CHUNK], num_perm=num_perm, seed=seed, ngram=ngram, shingle=shingle, backend=be_name)
+            texts[start : start + _CHUNK], num_perm=num_perm, seed=seed, ngram=ngram, shingle=shingle, backend=be)
     lap("signatures")
-    keys, valid = compute_band_keys(sigs, b, r, backend=be_name)
+    keys, valid = compute_band_keys(sigs, b, r, backend=be)
     lap("band_keys")
-    cand = candidate_pairs_from_band_keys(keys, valid, backend=be_name)
+    cand = candidate_pairs_from_band_keys(keys, valid, backend=be)
     del keys
     stats["candidates"] = int(cand.shape[0])
     lap("candidates")
@@ -264,15 +237,15 @@ def find_duplicates(
         involved = sorted_unique(cand.ravel())
         stats["verified_docs"] = int(involved.shape[0])
         sub = [texts[i] for i in involved.tolist()]
-        sets = _concat_sets([compute_shingles(sub[k : k + _CHUNK], ngram=ngram, shingle=shingle, backend=be_name)
+        sets = _concat_sets([shingle_hashes(sub[k : k + _CHUNK], ngram=ngram, shingle=shingle, backend=be)
                              for k in range(0, len(sub), _CHUNK)])
         lap("shingles")
-        local, jac = verify_pairs(np.searchsorted(involved, cand), threshold=threshold, shingles=sets, backend=be_name)
+        local, jac = verify_pairs(np.searchsorted(involved, cand), threshold=threshold, shingles=sets, backend=be)
         pairs = involved[local]
     else:
-        pairs, jac = verify_pairs(cand, threshold=threshold, verify=verify, signatures=sigs, backend=be_name)
+        pairs, jac = verify_pairs(cand, threshold=threshold, verify=verify, signatures=sigs, backend=be)
     lap("verify")
-    clusters = connected_components(len(texts), pairs, backend=be_name)
+    clusters = connected_components(len(texts), pairs, backend=be)
     lap("components")
     keep = clusters == np.arange(len(texts))
     stats["pairs"] = int(pairs.shape[0])

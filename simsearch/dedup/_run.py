@@ -15,11 +15,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .._validation import check_float, check_int, check_option
-from ..dedup_core import VERIFY_MODES, choose_params
+from ..banding import VERIFY_MODES, choose_params
 from ..errors import AlreadyExistsError, InvalidArgumentError, InvalidTypeError
 from ..minhash import MAX_NUM_PERM
 from ..shingling import SHINGLE_KINDS
-from ._common import EngineResult, Progress, StageClock, offsets_of
+from .._arrays import offsets_from_sizes
+from ._common import EngineResult, Progress, StageClock
 from ._io import FORMATS, ReadConfig, Unit, plan_units, write_unit
 from ._stages import Params, representative_jaccard
 
@@ -207,18 +208,9 @@ def _total_hint(units: list[Unit]) -> int | None:
 
 
 def _device(backend: str) -> str:
-    if backend == "cupy":
-        try:
-            import cupy as cp
+    from ..backends import get_backend
 
-            return "GPU (" + cp.cuda.runtime.getDeviceProperties(0)["name"].decode() + ")"
-        except Exception:  # noqa: BLE001 - name lookup only
-            return "GPU"
-    if backend == "numba":
-        import numba
-
-        return f"CPU ({numba.get_num_threads()} threads)"
-    return "CPU (numpy)"
+    return get_backend(backend).device
 
 
 def _write_outputs(tmp: str, units: list[Unit], cfg: ReadConfig, p: Params, res: EngineResult, ui: Progress,
@@ -230,7 +222,7 @@ def _write_outputs(tmp: str, units: list[Unit], cfg: ReadConfig, p: Params, res:
     clusters = res.clusters
     n = clusters.shape[0]
     keep = clusters == np.arange(n)
-    off = offsets_of(res.counts)
+    off = offsets_from_sizes(res.counts)
     data = os.path.join(tmp, "data")
     os.makedirs(data)
     with ui.bar("write", n) as bar:

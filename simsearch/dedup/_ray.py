@@ -25,10 +25,13 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..backends import resolve_backend_name
 from ..errors import BackendUnavailableError, SimsearchError
-from ._common import EngineResult, Progress, StageClock, check_unique_ids, needs_ids, offsets_of
+from .._arrays import offsets_from_sizes
+from ._common import EngineResult, Progress, StageClock, check_unique_ids, needs_ids
 from ._io import ReadConfig, Unit, hash_ids, read_unit
-from ._stages import Params, band_pairs, components, concat_material, merge, signature_chunk, verify_chunk, \
+from ._core import connected_components, merge_pairs
+from ._stages import Params, band_pairs, concat_material, signature_chunk, verify_chunk, \
     verify_material
 
 __all__ = ["run_ray", "import_ray"]
@@ -81,15 +84,15 @@ def _resources(ray, backend: str) -> tuple[str, bool, str]:
     if backend == "cupy" and gpus == 0:
         raise BackendUnavailableError("--backend cupy with --engine ray needs GPUs in the Ray cluster; it has none. "
                                       "Use --backend auto or numba.")
-    use_gpu = gpus > 0 and backend in ("auto", "cupy")
+    # "auto" uses the cluster's GPUs when this driver's "auto" is the GPU backend too; a CPU-only
+    # driver of a GPU cluster asks for them with --backend cupy.
+    use_gpu = gpus > 0 and (backend == "cupy" or (backend == "auto" and resolve_backend_name("auto") == "cupy"))
     worker = "cupy" if use_gpu else ("numba" if backend == "auto" else backend)
     device = f"GPU (Ray: {gpus} GPUs, {cpus} CPUs)" if use_gpu else f"CPU (Ray: {cpus} CPUs)"
     return worker, use_gpu, device
 
 
 def _run(ray, units, cfg, p_args, backend, ui, clock):
-    from ..backends import resolve_backend_name
-
     worker_backend, use_gpu, device = _resources(ray, backend)
     p = Params(backend=worker_backend, **p_args)
     driver = replace(p, backend=resolve_backend_name(backend if backend in ("numpy", "numba") else "auto"))
@@ -120,7 +123,7 @@ def _run(ray, units, cfg, p_args, backend, ui, clock):
     pairs, jac = _verify(ray, cand, needed, material, cpu_p, cpus)
     clock.lap("verify")
 
-    clusters = components(n, pairs, driver.backend)
+    clusters = connected_components(n, pairs, backend=driver.backend)
     clock.lap("components")
     res = EngineResult(counts, int(cand.shape[0]), pairs, jac, clusters, needed, material, needed_ids,
                        device=device, peak_rss_scope="driver", backend=worker_backend)
@@ -273,7 +276,7 @@ def _pass1_meta(sig_ds, nunits: int, with_ids: bool):
     counts = np.zeros(nunits, dtype=np.int64)
     for u, _, c, _, _ in rows:
         counts[u] += c
-    off = offsets_of(counts)
+    off = offsets_from_sizes(counts)
     n = int(off[-1])
     valid = np.zeros(n, dtype=bool)
     hashes = np.zeros(n, dtype=np.uint64) if with_ids else None
@@ -291,7 +294,7 @@ def _candidates(ray, sig_ds, counts, valid, p: Params, cpus: int, ui: Progress) 
     parts = max(1, math.ceil(int(valid.sum()) / _ROWS_PER_BUCKET))
     nbuckets = p.b * parts
     buckets = sig_ds.map_batches(_explode, batch_format="numpy", num_cpus=1,
-                                 fn_kwargs=dict(offsets=offsets_of(counts), b=p.b, parts=parts))
+                                 fn_kwargs=dict(offsets=offsets_from_sizes(counts), b=p.b, parts=parts))
     grouped = buckets.groupby("bucket", num_partitions=max(1, min(nbuckets, 2 * cpus)))
     joined = grouped.map_groups(_join_bucket, batch_format="numpy", fn_kwargs=dict(backend=p.backend), num_cpus=1)
     out = []
@@ -300,14 +303,14 @@ def _candidates(ray, sig_ds, counts, valid, p: Params, cpus: int, ui: Progress) 
             for pb in batch["pairs"]:
                 out.append(np.frombuffer(pb, dtype=np.int64).reshape(-1, 2))
                 bar.update(1)
-    return merge(out)
+    return merge_pairs(out)
 
 
 def _read_needed(ray, units_ds, units, cfg, p, counts, needed, with_ids, use_gpu):
     """Pass 2 on the workers: the material and ids of the documents in candidate pairs, in ``needed`` order."""
     if not needed.shape[0]:
         return concat_material([], p), ([] if with_ids else None)
-    kw = dict(units=units, cfg=cfg, p=p, with_ids=with_ids, needed_ref=ray.put(needed), offsets=offsets_of(counts))
+    kw = dict(units=units, cfg=cfg, p=p, with_ids=with_ids, needed_ref=ray.put(needed), offsets=offsets_from_sizes(counts))
     rows, errors = [], []
     for batch in _map_units(ray, units_ds, _pass2, kw, use_gpu).iter_batches(batch_format="numpy", batch_size=None):
         for u, s, c, e, sz, vals, ids in zip(batch["unit"], batch["start"], batch["count"], batch["error"],
