@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Segment", "Buffer", "build_segment", "merge_segments", "concat_csr", "nonempty"]
+from ._arrays import concat_csr, gather_csr, offsets_from_sizes
+
+__all__ = ["Segment", "Buffer", "build_segment", "merge_segments", "nonempty"]
 
 _FULL = np.uint32(0xFFFFFFFF)
 
@@ -90,15 +92,6 @@ class Segment:
         return out
 
 
-def _gather_csr(offsets: np.ndarray, hashes: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    sizes = offsets[rows + 1] - offsets[rows]
-    out_off = np.zeros(rows.shape[0] + 1, dtype=np.int64)
-    np.cumsum(sizes, out=out_off[1:])
-    starts = np.repeat(offsets[rows] - out_off[:-1], sizes)
-    idx = starts + np.arange(out_off[-1], dtype=np.int64)
-    return out_off, hashes[idx]
-
-
 def build_segment(backend, ids, sigs, keys, indexable, shingle_offsets=None, shingle_hashes=None,
                   copy: bool = False) -> Segment:
     """Seal rows into a segment: order them by id, then build the band tables.
@@ -109,13 +102,13 @@ def build_segment(backend, ids, sigs, keys, indexable, shingle_offsets=None, shi
         if copy:
             ids, sigs = ids.copy(), sigs.copy()
             if shingle_offsets is not None:
-                shingle_offsets, shingle_hashes = _gather_csr(
+                shingle_offsets, shingle_hashes = gather_csr(
                     shingle_offsets, shingle_hashes, np.arange(ids.shape[0]))
     else:
         order = np.argsort(ids, kind="stable")
         ids, sigs, keys, indexable = ids[order], sigs[order], keys[order], indexable[order]
         if shingle_offsets is not None:
-            shingle_offsets, shingle_hashes = _gather_csr(shingle_offsets, shingle_hashes, order)
+            shingle_offsets, shingle_hashes = gather_csr(shingle_offsets, shingle_hashes, order)
     table = backend.bucket_sort(keys, indexable)
     return Segment(np.ascontiguousarray(ids), np.ascontiguousarray(sigs), table, shingle_offsets, shingle_hashes)
 
@@ -132,7 +125,7 @@ def merge_segments(backend, segments: list[Segment]) -> Segment:
         keys.append(k[rows])
         has.append(h[rows])
         if store:
-            o, hs = _gather_csr(seg.shingle_offsets, seg.shingle_hashes, rows)
+            o, hs = gather_csr(seg.shingle_offsets, seg.shingle_hashes, rows)
             offs.append(o)
             hashes.append(hs)
     off = hash_ = None
@@ -141,13 +134,6 @@ def merge_segments(backend, segments: list[Segment]) -> Segment:
     return build_segment(
         backend, np.concatenate(ids), np.concatenate(sigs), np.concatenate(keys), np.concatenate(has), off, hash_
     )
-
-
-def concat_csr(offs: list[np.ndarray], hashes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    sizes = np.concatenate([np.diff(o) for o in offs]) if offs else np.empty(0, np.int64)
-    out = np.zeros(sizes.shape[0] + 1, dtype=np.int64)
-    np.cumsum(sizes, out=out[1:])
-    return out, (np.concatenate(hashes) if hashes else np.empty(0, np.uint64))
 
 
 class _Grow:
@@ -216,16 +202,14 @@ class Buffer:
     def shingle_csr(self) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
         if not self.store_shingles:
             return None, None
-        off = np.zeros(self.sh_sizes.n + 1, dtype=np.int64)
-        np.cumsum(self.sh_sizes.view, out=off[1:])
-        return off, self.sh_hashes.view
+        return offsets_from_sizes(self.sh_sizes.view), self.sh_hashes.view
 
     def take_alive(self):
         """The alive rows as arrays (ids, sigs, keys, indexable, shingle_offsets, shingle_hashes)."""
         rows = np.flatnonzero(self.alive.view)
         off, hashes = self.shingle_csr()
         if off is not None:
-            off, hashes = _gather_csr(off, hashes, rows)
+            off, hashes = gather_csr(off, hashes, rows)
         return self.ids.view[rows], self.sigs.view[rows], self.keys.view[rows], self.live.view[rows], off, hashes
 
     def nbytes(self) -> int:

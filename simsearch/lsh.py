@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._arrays import offsets_from_sizes
-from ._lsh_storage import Buffer, Segment, build_segment, concat_csr, merge_segments, nonempty
+from ._arrays import concat_csr, offsets_from_sizes
+from ._lsh_storage import Buffer, Segment, build_segment, merge_segments, nonempty
 from ._validation import check_array, check_float, check_int, check_option, check_texts
 from .backends import get_backend
 from .banding import check_weights, lsh_params

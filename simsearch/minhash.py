@@ -24,6 +24,7 @@ import functools
 import numpy as np
 import xxhash
 
+from ._arrays import offsets_from_sizes
 from ._validation import check_array, check_int, check_option, check_texts
 from .backends import get_backend
 from .errors import InvalidArgumentError, InvalidTypeError
@@ -65,8 +66,7 @@ def _check_hash_sets(texts) -> tuple[np.ndarray, np.ndarray] | None:
                     f"dtype {t.dtype} and shape {t.shape}."
                 )
             arrays.append(t.astype(np.uint64, copy=False))
-        offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
-        np.cumsum([len(t) for t in arrays], out=offsets[1:])
+        offsets = offsets_from_sizes(len(t) for t in arrays)
         return offsets, np.concatenate(arrays)
     return None
 

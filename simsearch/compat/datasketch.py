@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from .._arrays import offsets_from_sizes
 from .._validation import check_int
 from ..backends import get_backend
 from ..errors import InvalidArgumentError, InvalidTypeError
@@ -123,8 +124,7 @@ class MinHash:
                 out.append(m)
             return out
         hv = proto._hash_all(v for g in groups for v in g)
-        offsets = np.zeros(len(groups) + 1, dtype=np.int64)
-        np.cumsum([len(g) for g in groups], out=offsets[1:])
+        offsets = offsets_from_sizes(len(g) for g in groups)
         if hv.size and int(hv.max()) > 0xFFFFFFFF:
             raise InvalidArgumentError("hashfunc must return 32-bit values for scheme 'affine32'.")
         a, b_ = proto.permutations

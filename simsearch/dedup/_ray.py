@@ -327,9 +327,7 @@ def _read_needed(ray, units_ds, units, cfg, p, counts, needed, with_ids, use_gpu
         if p.verify == "exact":
             from ..shingling import ShingleSets
 
-            sizes = np.frombuffer(sz, dtype=np.int64)
-            off = np.zeros(c + 1, dtype=np.int64)
-            np.cumsum(sizes, out=off[1:])
+            off = offsets_from_sizes(np.frombuffer(sz, dtype=np.int64))
             parts.append(ShingleSets(off, np.frombuffer(vals, dtype=np.uint64)))
         else:
             parts.append(np.frombuffer(vals, dtype=np.uint32).reshape(c, p.num_perm))
