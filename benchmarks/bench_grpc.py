@@ -83,7 +83,7 @@ def _listen(cmd: list[str]):
 def start_server(data: str, workers: int, inprocess: bool):
     """(address, stop, pid) of a server over ``data``; pid is None in process."""
     if inprocess:
-        from server import ServerConfig, create_server
+        from simsearch.server import ServerConfig, create_server
 
         srv, _ = create_server(ServerConfig(data=data, port=0, workers=workers))
         srv.start()

@@ -21,11 +21,10 @@ import numpy as np
 import xxhash
 
 from ._arrays import offsets_from_sizes
-from ._validation import check_option
+from ._validation import SHINGLE_KINDS, check_param
 
 __all__ = ["SHINGLE_KINDS", "tokenize", "shingles", "shingle_hash", "shingle_hash_set", "encode_texts"]
 
-SHINGLE_KINDS = ("word", "char")
 _WORD = re.compile(r"\w+")
 
 
@@ -50,7 +49,7 @@ def shingles(text: str, ngram: int = 5, shingle: str = "word") -> set[str]:
         if len(t) < ngram:
             return {t}
         return {t[i : i + ngram] for i in range(len(t) - ngram + 1)}
-    check_option(shingle, "shingle", SHINGLE_KINDS, func="shingles")
+    check_param("shingle", shingle, func="shingles")
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -1,7 +1,11 @@
 """Declarative parameter checks shared by every public entry point.
 
-Messages follow one pattern, modelled on scikit-learn's: "The 'k' parameter of search must be an
-int in [1, 10000]. Got 0 instead." Nothing here uses ``assert``, so ``python -O`` keeps the checks.
+The limits and the constraints of the parameters many entry points share (``num_perm``, ``seed``,
+``ngram``, ``threshold``, ``k``, ``shingle``, ``verify``, ...) are declared once, in
+:data:`CONSTRAINTS`, as scikit-learn's ``validate_params`` declares them; entry points check by
+name with :func:`check_param` / :func:`check_params`. Messages follow one pattern, modelled on
+scikit-learn's: "The 'k' parameter of search must be an int in [1, 10000]. Got 0 instead." Nothing
+here uses ``assert``, so ``python -O`` keeps the checks.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,6 +21,17 @@ import numpy as np
 from .errors import InvalidArgumentError, InvalidTypeError
 
 __all__ = [
+    "MAX_NUM_PERM",
+    "MAX_NGRAM",
+    "MAX_K",
+    "MAX_DIM",
+    "SHINGLE_KINDS",
+    "VERIFY_MODES",
+    "Interval",
+    "OneOf",
+    "CONSTRAINTS",
+    "check_param",
+    "check_params",
     "check_int",
     "check_float",
     "check_option",
@@ -23,6 +39,14 @@ __all__ = [
     "check_texts",
     "check_finite",
 ]
+
+
+MAX_NUM_PERM = 8192  # permutations of a MinHash signature
+MAX_NGRAM = 1 << 16  # tokens (word mode) or code points (char mode) of a shingle
+MAX_K = 10_000  # results per query of any search (near-duplicates, kNN, classify neighbours)
+MAX_DIM = 1 << 16  # dimensions of a vector
+SHINGLE_KINDS = ("word", "char")
+VERIFY_MODES = ("exact", "estimate", "none")
 
 
 def _where(name: str, func: str | None) -> str:
@@ -151,3 +175,53 @@ def check_texts(texts: Any, name: str = "texts", *, func: str | None = None) -> 
                 f"{_where(name, func)} must contain only str. Got {type(t).__name__} at position {i}."
             )
     return out
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A number in [lo, hi] (each end open when ``*_open``; None: unbounded), int or float."""
+
+    kind: type
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def check(self, value: Any, name: str, func: str | None) -> int | float:
+        if self.kind is int:
+            return check_int(value, name, self.lo, self.hi, func=func)
+        return check_float(value, name, self.lo, self.hi, func=func, lo_open=self.lo_open, hi_open=self.hi_open)
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """One of a fixed set of strings."""
+
+    options: tuple[str, ...]
+
+    def check(self, value: Any, name: str, func: str | None) -> str:
+        return check_option(value, name, self.options, func=func)
+
+
+CONSTRAINTS: dict[str, Interval | OneOf] = {
+    "num_perm": Interval(int, 1, MAX_NUM_PERM),
+    "seed": Interval(int, 0, (1 << 32) - 1),
+    "ngram": Interval(int, 1, MAX_NGRAM),
+    "threshold": Interval(float, 0.0, 1.0),
+    "collection_threshold": Interval(float, 0.0, 1.0, lo_open=True),
+    "k": Interval(int, 1, MAX_K),
+    "dim": Interval(int, 1, MAX_DIM),
+    "shingle": OneOf(SHINGLE_KINDS),
+    "verify": OneOf(VERIFY_MODES),
+}
+
+
+def check_param(name: str, value: Any, *, func: str | None = None, rule: str | None = None) -> Any:
+    """``value`` checked against the declared constraint of parameter ``name`` (or of ``rule``,
+    for a parameter whose constraint is another's, e.g. a collection's threshold)."""
+    return CONSTRAINTS[rule or name].check(value, name, func)
+
+
+def check_params(func: str, **values: Any) -> tuple:
+    """Each keyword checked with :func:`check_param`, in order; returns the checked values."""
+    return tuple(check_param(name, value, func=func) for name, value in values.items())

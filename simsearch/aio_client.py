@@ -29,7 +29,7 @@ from .client import (
     translate_error,
 )
 from .index._classify import Classification, ClassifierInfo
-from .index._index import _check_name
+from .index import check_collection_name
 from .index._types import Cluster, CollectionInfo, Document, NearDuplicate, Neighbor, UpsertResult
 
 __all__ = ["AsyncClient", "AsyncRemoteCollection"]
@@ -171,7 +171,7 @@ class AsyncClient:
         return AsyncRemoteCollection(self, wire.info_from_pb(await self._call("CreateCollection", req)))
 
     async def get_collection(self, name: str) -> AsyncRemoteCollection:
-        req = pb.GetCollectionRequest(name=_check_name(name))
+        req = pb.GetCollectionRequest(name=check_collection_name(name))
         return AsyncRemoteCollection(self, wire.info_from_pb(await self._call("GetCollection", req)))
 
     async def list_collections(self) -> list[CollectionInfo]:
@@ -179,7 +179,7 @@ class AsyncClient:
         return [wire.info_from_pb(i) for i in resp.collections]
 
     async def drop_collection(self, name: str) -> None:
-        await self._call("DropCollection", pb.DropCollectionRequest(name=_check_name(name)))
+        await self._call("DropCollection", pb.DropCollectionRequest(name=check_collection_name(name)))
 
     async def stats(self) -> dict[str, Any]:
         return stats_from_pb(await self._call("Stats", pb.StatsRequest()))

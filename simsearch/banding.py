@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from ._validation import check_float, check_int, check_option
+from ._validation import VERIFY_MODES, check_float, check_int, check_param
 from .errors import BackendUnavailableError, InvalidArgumentError, InvalidTypeError
 from .minhash import MAX_NUM_PERM
 
@@ -39,7 +39,6 @@ __all__ = [
     "plot_s_curve",
 ]
 
-VERIFY_MODES = ("exact", "estimate", "none")
 DEFAULT_MIN_PROBABILITY = 0.995
 
 def lsh_probability(s, b: int, r: int):
@@ -139,8 +138,8 @@ def check_weights(weights, func: str) -> tuple[float, float]:
 
 
 def _check_threshold_perm(threshold, num_perm, func):
-    threshold = check_float(threshold, "threshold", 0.0, 1.0, func=func)
-    num_perm = check_int(num_perm, "num_perm", 1, MAX_NUM_PERM, func=func)
+    threshold = check_param("threshold", threshold, func=func)
+    num_perm = check_param("num_perm", num_perm, func=func)
     return threshold, num_perm
 
 
@@ -180,7 +179,7 @@ def _recall_params(threshold: float, num_perm: int, p: float) -> tuple[int, int]
 
 def lsh_error_areas(threshold: float, b: int, r: int) -> tuple[float, float]:
     """(false-positive area, false-negative area) of banding (b, r) at ``threshold``."""
-    threshold = check_float(threshold, "threshold", 0.0, 1.0, func="lsh_error_areas")
+    threshold = check_param("threshold", threshold, func="lsh_error_areas")
     b = check_int(b, "b", 1, MAX_NUM_PERM, func="lsh_error_areas")
     r = check_int(r, "r", 1, MAX_NUM_PERM, func="lsh_error_areas")
     fp, fn = _areas(threshold, np.array([float(b)]), np.array([float(r)]))
@@ -224,9 +223,9 @@ def choose_params(threshold: float, num_perm: int, verify: str = "exact", weight
     """The banding of verified dedup and of collections: recall-tuned (P(threshold) >=
     ``min_probability``, least false-positive area) unless ``weights`` is given (datasketch's
     rule with those weights) or ``verify="none"`` (datasketch's rule, equal weights)."""
-    threshold = check_float(threshold, "threshold", 0.0, 1.0, func="choose_params")
-    num_perm = check_int(num_perm, "num_perm", 1, MAX_NUM_PERM, func="choose_params")
-    check_option(verify, "verify", VERIFY_MODES, func="choose_params")
+    threshold = check_param("threshold", threshold, func="choose_params")
+    num_perm = check_param("num_perm", num_perm, func="choose_params")
+    check_param("verify", verify, func="choose_params")
     if weights is not None:
         return _lsh_params(threshold, num_perm, check_weights(weights, "choose_params"))
     if verify == "none":

@@ -59,7 +59,7 @@ def _cmd_minhash(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
-    from server import ServerConfig, read_token_file, serve
+    from .server import ServerConfig, read_token_file, serve
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = ServerConfig(

@@ -25,7 +25,7 @@ from ._wire import pb
 from .errors import GRPC_STATUS, InvalidArgumentError, ResourceExhaustedError, SimsearchError, error_for_status
 from .index import _classify
 from .index._classify import Classification, ClassifierInfo
-from .index._index import _check_name
+from .index import check_collection_name
 from .index._types import (
     METRICS,
     Cluster,
@@ -211,7 +211,7 @@ class Requests:
 def create_request(name, shingle, ngram, num_perm, seed, threshold, weights, dim, metric, store_text,
                    store_shingles, exist_ok) -> pb.CreateCollectionRequest:
     """Validated like ``Index.create_collection`` (same messages), then sent with every field set."""
-    name = _check_name(name)
+    name = check_collection_name(name)
     config = CollectionConfig(
         shingle=shingle, ngram=ngram, num_perm=num_perm, seed=seed, threshold=threshold,
         weights=tuple(weights) if isinstance(weights, list) else weights, dim=dim, metric=metric,
@@ -357,7 +357,7 @@ class Client:
         return RemoteCollection(self, wire.info_from_pb(self._call("CreateCollection", req)))
 
     def get_collection(self, name: str) -> RemoteCollection:
-        req = pb.GetCollectionRequest(name=_check_name(name))
+        req = pb.GetCollectionRequest(name=check_collection_name(name))
         return RemoteCollection(self, wire.info_from_pb(self._call("GetCollection", req)))
 
     def list_collections(self) -> list[CollectionInfo]:
@@ -365,7 +365,7 @@ class Client:
         return [wire.info_from_pb(i) for i in resp.collections]
 
     def drop_collection(self, name: str) -> None:
-        self._call("DropCollection", pb.DropCollectionRequest(name=_check_name(name)))
+        self._call("DropCollection", pb.DropCollectionRequest(name=check_collection_name(name)))
 
     def stats(self) -> dict[str, Any]:
         """Server version, uptime, limits, collections (CollectionInfo) and in-flight calls."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from ._arrays import concat_csr, offsets_from_sizes
 from ._lsh_storage import Buffer, Segment, build_segment, merge_segments, nonempty
-from ._validation import check_array, check_float, check_int, check_option, check_texts
+from ._validation import check_array, check_int, check_param, check_texts
 from .backends import get_backend
 from .banding import check_weights, lsh_params
 from .errors import (
@@ -26,7 +26,7 @@ from .errors import (
     NotFoundError,
 )
 from .minhash import MAX_NUM_PERM, permutations
-from .shingling import SHINGLE_KINDS, ShingleSets, shingle_hashes
+from .shingling import ShingleSets, shingle_hashes
 
 __all__ = [
     "LSHIndex",
@@ -154,8 +154,8 @@ class LSHIndex:
         backend: str = "auto",
     ):
         f = "LSHIndex"
-        self.num_perm = check_int(num_perm, "num_perm", 1, MAX_NUM_PERM, func=f)
-        self.threshold = check_float(threshold, "threshold", 0.0, 1.0, func=f)
+        self.num_perm = check_param("num_perm", num_perm, func=f)
+        self.threshold = check_param("threshold", threshold, func=f)
         self.weights = check_weights(weights, f)
         if params is None:
             self.b, self.r = lsh_params(self.threshold, self.num_perm, self.weights)
@@ -169,9 +169,9 @@ class LSHIndex:
                     f"b*r must be <= num_perm; got b={self.b}, r={self.r} (b*r={self.b * self.r}) with "
                     f"num_perm={self.num_perm}. Did you forget num_perm?"
                 )
-        self.seed = check_int(seed, "seed", 0, (1 << 32) - 1, func=f)
-        self.ngram = check_int(ngram, "ngram", 1, 1 << 16, func=f)
-        self.shingle = check_option(shingle, "shingle", SHINGLE_KINDS, func=f)
+        self.seed = check_param("seed", seed, func=f)
+        self.ngram = check_param("ngram", ngram, func=f)
+        self.shingle = check_param("shingle", shingle, func=f)
         self.store_shingles = bool(store_shingles)
         self.buffer_size = check_int(buffer_size, "buffer_size", 1, 1 << 24, func=f)
         self._be = get_backend(backend)  # signatures of texts
@@ -471,7 +471,7 @@ class LSHIndex:
         :class:`NearDuplicates` for a single signature.
         """
         f = "LSHIndex.query_near_duplicates"
-        threshold = self.threshold if threshold is None else check_float(threshold, "threshold", 0.0, 1.0, func=f)
+        threshold = self.threshold if threshold is None else check_param("threshold", threshold, func=f)
         if k is not None:
             k = check_int(k, "k", 1, None, func=f)
         if exact and not self.store_shingles:

@@ -25,14 +25,13 @@ import numpy as np
 import xxhash
 
 from ._arrays import offsets_from_sizes
-from ._validation import check_array, check_int, check_option, check_texts
+from ._validation import MAX_NUM_PERM, check_array, check_param, check_texts
 from .backends import get_backend
 from .errors import InvalidArgumentError, InvalidTypeError
-from .shingling import SHINGLE_KINDS, ShingleSets, shingle_hash
+from .shingling import ShingleSets, shingle_hash
 
 __all__ = ["MAX_NUM_PERM", "EMPTY_HASH", "permutations", "minhash", "jaccard", "is_empty", "MinHash"]
 
-MAX_NUM_PERM = 8192
 EMPTY_HASH = np.uint32(0xFFFFFFFF)
 
 
@@ -48,8 +47,8 @@ def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def permutations(num_perm: int = 128, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """The (a, b) uint32 permutation parameters for ``num_perm`` and ``seed`` (read-only, cached)."""
-    num_perm = check_int(num_perm, "num_perm", 1, MAX_NUM_PERM, func="permutations")
-    seed = check_int(seed, "seed", 0, (1 << 32) - 1, func="permutations")
+    num_perm = check_param("num_perm", num_perm, func="permutations")
+    seed = check_param("seed", seed, func="permutations")
     return _permutations(num_perm, seed)
 
 
@@ -86,8 +85,8 @@ def minhash(
     list of uint64/uint32 arrays), in which case ``ngram`` and ``shingle`` are not used.
     """
     a, b = permutations(num_perm, seed)
-    ngram = check_int(ngram, "ngram", 1, 1 << 16, func="minhash")
-    check_option(shingle, "shingle", SHINGLE_KINDS, func="minhash")
+    ngram = check_param("ngram", ngram, func="minhash")
+    check_param("shingle", shingle, func="minhash")
     be = get_backend(backend)
     ready = _check_hash_sets(texts)
     if ready is not None:

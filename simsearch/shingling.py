@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._text import SHINGLE_KINDS, encode_texts, shingle_hash, shingle_hash_set, shingles, tokenize
-from ._validation import check_int, check_option, check_texts
+from ._validation import check_param, check_texts
 from .backends import get_backend
 
 __all__ = [
@@ -60,7 +60,7 @@ class ShingleSets:
 def shingle_hashes(texts, *, ngram: int = 5, shingle: str = "word", backend: str = "auto") -> ShingleSets:
     """Sorted unique shingle-hash sets of many texts, computed on ``backend``."""
     texts = check_texts(texts, func="shingle_hashes")
-    ngram = check_int(ngram, "ngram", 1, 1 << 16, func="shingle_hashes")
-    check_option(shingle, "shingle", SHINGLE_KINDS, func="shingle_hashes")
+    ngram = check_param("ngram", ngram, func="shingle_hashes")
+    check_param("shingle", shingle, func="shingle_hashes")
     offsets, hashes = get_backend(backend).shingle_hashes(texts, ngram, shingle)
     return ShingleSets(offsets, hashes)

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import check_array, check_int, check_option
+from ._validation import check_array, check_int, check_option, check_param
 from .backends import KNN_BACKEND_NAMES, get_knn_backend
 from .distance import _vectors, exact_knn, max_row_norm, normalize_metric, polish, unit_rows
 from .errors import (
@@ -70,7 +70,6 @@ KINDS = ("flat", "ivf", "hnsw")
 FORMAT_VERSION = 1
 _MAGIC = b"SSVECIDX"
 _DIGEST = 16  # blake2b digest bytes at the end of the serialised form
-_MAX_K = 100_000
 _BATCH = 8192  # queries per search batch
 _MIN_TRAIN = 1024  # vectors before an auto-nlist IVF trains
 
@@ -196,7 +195,7 @@ class VectorIndex:
             check_option(backend, "backend", ("auto",) + KNN_BACKEND_NAMES, func=f)
         self._be = get_knn_backend(backend)  # resolved once; its name is what to_bytes records
         self.backend = backend if isinstance(backend, str) else self._be.name
-        self.seed = check_int(seed, "seed", 0, 2**32 - 1, func=f)
+        self.seed = check_param("seed", seed, func=f)
         if self.kind != "flat" and not _faiss_accepts(self.kind, self.metric):
             raise InvalidArgumentError(
                 f"The installed faiss cannot build kind={self.kind!r} for metric={self.metric!r}. "
@@ -454,7 +453,7 @@ class VectorIndex:
     def search(self, queries: Any, k: int = 10, *, exact: bool = False) -> Matches | BatchMatches:
         """The k nearest stored vectors of each query: :class:`Matches` for one query vector (1-d),
         :class:`BatchMatches` for a 2-d batch. ``exact=True`` is brute force (the oracle)."""
-        k = check_int(k, "k", 1, _MAX_K, func="search")
+        k = check_param("k", k, func="search")
         q = _one_row(queries)
         single = q is not queries
         q, qmax = _vectors(q, "queries", dim=self.dim, func="search")

@@ -81,7 +81,7 @@ def grpc_server(tmp_path):
 
     Yields the started :class:`server.SimsearchServer`; ``grpc_server.address`` is the target.
     """
-    from server import ServerConfig, create_server
+    from simsearch.server import ServerConfig, create_server
 
     server, _ = create_server(ServerConfig(data=str(tmp_path / "grpc-server"), port=0, grace_s=2.0, workers=8))
     server.start()

@@ -10,7 +10,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server import ServerConfig, create_server
+from simsearch.server import ServerConfig, create_server
 from simsearch._proto.v1 import simsearch_pb2 as pb
 
 TOKEN = "matrix-token"

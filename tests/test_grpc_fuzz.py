@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server import ServerConfig, create_server
+from simsearch.server import ServerConfig, create_server
 from simsearch._proto.v1 import simsearch_pb2 as pb
 
 METHODS = {m.name: m for m in pb.DESCRIPTOR.services_by_name["SimSearch"].methods}

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server import ServerConfig, create_server
+from simsearch.server import ServerConfig, create_server
 from simsearch._proto.v1 import simsearch_pb2 as pb
 from simsearch._proto.v1 import simsearch_pb2_grpc as pb_grpc
 from simsearch.client import Client, RemoteError
@@ -233,8 +233,8 @@ def test_deadline_expired_in_queue_is_not_run(tmp_path, monkeypatch):
 
 
 def test_servicer_refuses_expired_calls():
-    from server._interceptors import StatusError
-    from server._servicer import _guard
+    from simsearch.server._interceptors import StatusError
+    from simsearch.server._servicer import _guard
 
     class Ctx:
         def time_remaining(self):

@@ -16,10 +16,9 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from .._arrays import offsets_from_sizes
-from .._validation import check_int
+from .._validation import check_param
 from ..backends import get_backend
 from ..errors import InvalidArgumentError, InvalidTypeError
-from ..minhash import MAX_NUM_PERM
 from ..minhash import permutations as _affine32_params
 
 __all__ = ["MinHash", "sha1_hash32"]
@@ -66,8 +65,8 @@ class MinHash:
             raise InvalidArgumentError(f"scheme must be one of {_SCHEMES}; got {scheme!r} ('affine64' is not supported).")
         if hashvalues is not None:
             num_perm = len(hashvalues)
-        self.num_perm = check_int(num_perm, "num_perm", 1, MAX_NUM_PERM, func="MinHash")
-        self.seed = check_int(seed, "seed", 0, (1 << 32) - 1, func="MinHash")
+        self.num_perm = check_param("num_perm", num_perm, func="MinHash")
+        self.seed = check_param("seed", seed, func="MinHash")
         self.scheme = scheme
         if hashfunc is not None and not callable(hashfunc):
             raise InvalidTypeError("The hashfunc must be a callable.")

@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._arrays import concat_csr, sorted_unique
-from .._validation import check_array, check_float, check_int, check_option, check_texts
+from .._validation import check_array, check_int, check_param, check_texts
 from ..backends import BackendLike, get_backend
-from ..banding import DEFAULT_MIN_PROBABILITY, VERIFY_MODES, choose_params
+from ..banding import DEFAULT_MIN_PROBABILITY, choose_params
 from ..errors import InvalidArgumentError
 from ..minhash import EMPTY_HASH, MAX_NUM_PERM, permutations
-from ..shingling import SHINGLE_KINDS, ShingleSets, shingle_hashes
+from ..shingling import ShingleSets, shingle_hashes
 
 __all__ = [
     "DedupResult",
@@ -144,8 +144,8 @@ def verify_pairs(pairs, *, threshold: float, verify: str = "exact", shingles: Sh
     reports the estimate when signatures are given (else NaN).
     """
     f = "verify_pairs"
-    check_option(verify, "verify", VERIFY_MODES, func=f)
-    threshold = check_float(threshold, "threshold", 0.0, 1.0, func=f)
+    check_param("verify", verify, func=f)
+    threshold = check_param("threshold", threshold, func=f)
     pairs = np.ascontiguousarray(np.asarray(pairs, dtype=np.int64).reshape(-1, 2))
     be = get_backend(backend)
     ia, ib = pairs[:, 0], pairs[:, 1]
@@ -202,10 +202,10 @@ def find_duplicates(
     """
     f = "find_duplicates"
     texts = check_texts(texts, func=f)
-    threshold = check_float(threshold, "threshold", 0.0, 1.0, func=f)
-    num_perm = check_int(num_perm, "num_perm", 1, MAX_NUM_PERM, func=f)
-    check_option(shingle, "shingle", SHINGLE_KINDS, func=f)
-    check_option(verify, "verify", VERIFY_MODES, func=f)
+    threshold = check_param("threshold", threshold, func=f)
+    num_perm = check_param("num_perm", num_perm, func=f)
+    check_param("shingle", shingle, func=f)
+    check_param("verify", verify, func=f)
     if params is None:
         b, r = choose_params(threshold, num_perm, verify, weights, min_probability)
     else:

@@ -14,11 +14,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .._validation import check_float, check_int, check_option
-from ..banding import VERIFY_MODES, choose_params
+from .._validation import check_int, check_option, check_param
+from ..banding import choose_params
 from ..errors import AlreadyExistsError, InvalidArgumentError, InvalidTypeError
-from ..minhash import MAX_NUM_PERM
-from ..shingling import SHINGLE_KINDS
 from .._arrays import offsets_from_sizes
 from ._common import EngineResult, Progress, StageClock
 from ._io import FORMATS, ReadConfig, Unit, plan_units, write_unit
@@ -108,18 +106,18 @@ def run(
     output = os.path.abspath(os.fspath(output))
     if format is not None:
         check_option(format, "format", FORMATS, func=f)
-    check_option(shingle, "shingle", SHINGLE_KINDS, func=f)
-    check_option(verify, "verify", VERIFY_MODES, func=f)
+    check_param("shingle", shingle, func=f)
+    check_param("verify", verify, func=f)
     check_option(engine, "engine", ENGINES, func=f)
     check_option(backend, "backend", _BACKENDS, func=f)
     for name, val in (("text_field", text_field), ("id_field", id_field)):
         if val is not None and (not isinstance(val, str) or not val):
             raise InvalidTypeError(f"The '{name}' parameter of {f} must be a non-empty str. Got {val!r} instead.")
-    threshold = check_float(threshold, "threshold", 0.0, 1.0, func=f)
-    num_perm = check_int(num_perm, "num_perm", 1, MAX_NUM_PERM, func=f)
-    ngram = check_int(ngram, "ngram", 1, 1 << 16, func=f)
+    threshold = check_param("threshold", threshold, func=f)
+    num_perm = check_param("num_perm", num_perm, func=f)
+    ngram = check_param("ngram", ngram, func=f)
     batch_size = check_int(batch_size, "batch_size", 1, 1 << 24, func=f)
-    seed = check_int(seed, "seed", 0, 2**32 - 1, func=f)
+    seed = check_param("seed", seed, func=f)
     _check_output(output, inputs, overwrite)
     fmt, units = plan_units(inputs, format, batch_size)
 

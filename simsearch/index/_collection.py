@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .._rwlock import RWLock
-from .._validation import check_float, check_int, check_option
+from .._validation import check_option, check_param
 from ..errors import (
     FailedPreconditionError,
     InvalidArgumentError,
@@ -42,7 +42,6 @@ from ._types import (
     UpsertResult,
 )
 
-MAX_K = 10_000
 
 
 _META_ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, sort_keys=True)
@@ -444,9 +443,9 @@ class Collection:
                               exact: bool = False) -> list[list[NearDuplicate]]:
         self._check_alive()
         func = "near_duplicates"
-        threshold = self.config.threshold if threshold is None else check_float(threshold, "threshold", 0.0, 1.0, func=func)
+        threshold = self.config.threshold if threshold is None else check_param("threshold", threshold, func=func)
         if k is not None:
-            k = check_int(k, "k", 1, MAX_K, func=func)
+            k = check_param("k", k, func=func)
         if not isinstance(exact, bool):
             raise InvalidTypeError(f"The 'exact' parameter of {func} must be a bool.")
         if exact and not self.config.store_shingles:
@@ -494,7 +493,7 @@ class Collection:
         earliest-inserted document of each cluster.
         """
         self._check_alive()
-        threshold = self.config.threshold if threshold is None else check_float(threshold, "threshold", 0.0, 1.0, func="find_duplicates")
+        threshold = self.config.threshold if threshold is None else check_param("threshold", threshold, func="find_duplicates")
         exact = self.config.store_shingles if exact is None else exact
         if exact and not self.config.store_shingles:
             raise FailedPreconditionError(f"collection {self.name!r} does not store shingles; use exact=False.")
@@ -518,7 +517,7 @@ class Collection:
         func = "search"
         if self.config.dim is None:
             raise FailedPreconditionError(f"collection {self.name!r} has no vectors (created with dim=None).")
-        k = check_int(k, "k", 1, MAX_K, func=func)
+        k = check_param("k", k, func=func)
         metric = self.config.metric if metric is None else check_option(metric, "metric", METRICS, func=func)
         if (vectors is None) == (ids is None):
             raise InvalidArgumentError(f"{func} takes either vectors or ids, not both and not neither.")
@@ -630,7 +629,7 @@ class Collection:
         self._check_alive()
         func = "classify"
         name = _classify.check_model_name(model)
-        k = check_int(k, "k", 1, MAX_K, func=func)
+        k = check_param("k", k, func=func)
         if (vectors is None) == (ids is None):
             raise InvalidArgumentError(f"{func} takes either vectors or ids, not both and not neither.")
         if vectors is not None:

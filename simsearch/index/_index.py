@@ -16,7 +16,9 @@ from ._types import MAX_NAME_BYTES, CollectionConfig, CollectionInfo
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
 
-def _check_name(name) -> str:
+def check_collection_name(name) -> str:
+    """``name`` if it is a valid collection name (1 to MAX_NAME_BYTES characters of [A-Za-z0-9_.-]),
+    else a typed error."""
     if not isinstance(name, str):
         raise InvalidTypeError(f"A collection name must be a str. Got {type(name).__name__}.")
     if not 1 <= len(name) <= MAX_NAME_BYTES or not set(name) <= _NAME_CHARS:
@@ -96,7 +98,7 @@ class Index:
         with a different config raises AlreadyExistsError.
         """
         self._check_open()
-        name = _check_name(name)
+        name = check_collection_name(name)
         config = CollectionConfig(
             shingle=shingle, ngram=ngram, num_perm=num_perm, seed=seed, threshold=threshold,
             weights=tuple(weights) if isinstance(weights, list) else weights, dim=dim, metric=metric,
@@ -115,7 +117,7 @@ class Index:
     def get_collection(self, name: str) -> Collection:
         self._check_open()
         try:
-            return self._collections[_check_name(name)]
+            return self._collections[check_collection_name(name)]
         except KeyError:
             raise NotFoundError(f"collection {name!r} does not exist") from None
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_float, check_int, check_option
+from .._validation import check_float, check_option, check_param
 from ..errors import InvalidArgumentError, InvalidTypeError
 
 __all__ = [
@@ -34,7 +34,6 @@ METRICS = ("cosine", "euclidean", "sqeuclidean", "manhattan")
 MAX_ID_BYTES = 256
 MAX_METADATA_BYTES = 64 * 1024
 MAX_LABEL_BYTES = 256
-MAX_DIM = 65536
 MAX_NAME_BYTES = 128
 
 
@@ -54,11 +53,11 @@ class CollectionConfig:
     store_shingles: bool = True
 
     def validated(self) -> "CollectionConfig":
-        check_option(self.shingle, "shingle", ("word", "char"), func="create_collection")
-        check_int(self.ngram, "ngram", 1, 64, func="create_collection")
-        check_int(self.num_perm, "num_perm", 1, 8192, func="create_collection")
-        check_int(self.seed, "seed", 0, (1 << 32) - 1, func="create_collection")
-        check_float(self.threshold, "threshold", 0.0, 1.0, lo_open=True, func="create_collection")
+        check_param("shingle", self.shingle, func="create_collection")
+        check_param("ngram", self.ngram, func="create_collection")
+        check_param("num_perm", self.num_perm, func="create_collection")
+        check_param("seed", self.seed, func="create_collection")
+        check_param("threshold", self.threshold, func="create_collection", rule="collection_threshold")
         weights = self.weights
         if weights is not None:
             if not isinstance(weights, (list, tuple)) or len(weights) != 2:
@@ -69,7 +68,7 @@ class CollectionConfig:
             if not math.isclose(sum(weights), 1.0, abs_tol=1e-9):
                 raise InvalidArgumentError(f"The 'weights' of create_collection must sum to 1. Got {weights!r}.")
         if self.dim is not None:
-            check_int(self.dim, "dim", 1, MAX_DIM, func="create_collection")
+            check_param("dim", self.dim, func="create_collection")
         check_option(self.metric, "metric", METRICS, func="create_collection")
         for name in ("store_text", "store_shingles"):
             if not isinstance(getattr(self, name), bool):

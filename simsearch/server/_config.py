@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from simsearch._validation import check_float, check_int, check_option
 from simsearch.errors import InvalidArgumentError
-from simsearch.index._collection import MAX_K
+from simsearch.index import MAX_K
 
 MiB = 1024 * 1024
 

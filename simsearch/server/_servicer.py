@@ -19,7 +19,7 @@ from simsearch import _wire as wire
 from simsearch._wire import pb
 from simsearch.errors import InvalidArgumentError, ResourceExhaustedError
 from simsearch.index import Index
-from simsearch.index._collection import MAX_K
+from simsearch.index import MAX_K
 from simsearch.index._types import CollectionInfo
 
 from ._config import ServerConfig
