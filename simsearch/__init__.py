@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 from . import errors
-from .backends import available_backends, get_backend
+from ._version import __version__
+from .backends import Backend, available_backends, get_backend
+from .errors import SimsearchError
 from . import dedup  # simsearch.dedup.run: the batch pipeline
-from .dedup import DedupResult, find_duplicates
-from .index import Collection, Document, Index
+from .dedup import DedupResult, DedupSummary, find_duplicates
+from .index import (
+    Classification,
+    ClassifierInfo,
+    Cluster,
+    Collection,
+    CollectionConfig,
+    CollectionInfo,
+    Document,
+    Index,
+    NearDuplicate,
+    Neighbor,
+    UpsertResult,
+)
 from .banding import lsh_error_areas, lsh_params, lsh_params_for_recall, lsh_probability
 from .lsh import BatchNearDuplicates, Candidates, LSHIndex, NearDuplicates
 from .minhash import MinHash, jaccard, minhash, permutations
@@ -15,10 +29,15 @@ from . import distance
 from . import models
 from .vector_index import BatchMatches, Matches, VectorIndex
 
-__version__ = "0.1.0"
 
 # The gRPC clients import grpc, so they load on first use (simsearch.Client, ...).
-_REMOTE = {"Client": "client", "RemoteCollection": "client", "RemoteError": "client", "AsyncClient": "aio_client"}
+_REMOTE = {
+    "Client": "client",
+    "RemoteCollection": "client",
+    "RemoteError": "client",
+    "AsyncClient": "aio_client",
+    "AsyncRemoteCollection": "aio_client",
+}
 
 
 def __getattr__(name: str):
@@ -31,11 +50,21 @@ def __getattr__(name: str):
 __all__ = [
     "__version__",
     "errors",
+    "SimsearchError",
+    "Backend",
     "available_backends",
     "get_backend",
     "Index",
     "Collection",
+    "CollectionConfig",
+    "CollectionInfo",
     "Document",
+    "NearDuplicate",
+    "Neighbor",
+    "Cluster",
+    "UpsertResult",
+    "Classification",
+    "ClassifierInfo",
     "MinHash",
     "jaccard",
     "minhash",
@@ -60,9 +89,11 @@ __all__ = [
     "BatchNearDuplicates",
     "find_duplicates",
     "DedupResult",
+    "DedupSummary",
     "dedup",
     "Client",
     "AsyncClient",
     "RemoteCollection",
     "RemoteError",
+    "AsyncRemoteCollection",
 ]

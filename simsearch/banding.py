@@ -41,7 +41,7 @@ __all__ = [
 
 DEFAULT_MIN_PROBABILITY = 0.995
 
-def lsh_probability(s, b: int, r: int):
+def lsh_probability(s, b: int, r: int) -> float | np.ndarray:
     """P(candidate) = 1 - (1 - s**r)**b for Jaccard similarity ``s`` (float or array)."""
     b = check_int(b, "b", 1, MAX_NUM_PERM, func="lsh_probability")
     r = check_int(r, "r", 1, MAX_NUM_PERM, func="lsh_probability")

@@ -9,6 +9,7 @@ texts are computed on the backend itself (the GPU, where it is one).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,7 +54,7 @@ class Candidates:
     def __getitem__(self, i: int) -> np.ndarray:
         return self.ids[self.offsets[i] : self.offsets[i + 1]]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[np.ndarray]:
         return (self[i] for i in range(len(self)))
 
     def sizes(self) -> np.ndarray:
@@ -62,13 +63,14 @@ class Candidates:
 
 @dataclass(frozen=True)
 class NearDuplicate:
-    id: int
-    estimated: float
-    exact: float | None
+    """One near-duplicate hit, the same type for :class:`LSHIndex` (int ``id``) and for collections
+    (str ``id``): ``jaccard`` is the ranking score, the exact Jaccard when it was computed, else the
+    estimate from the signatures."""
 
-    @property
-    def score(self) -> float:
-        return self.estimated if self.exact is None else self.exact
+    id: int | str
+    jaccard: float
+    estimated_jaccard: float
+    exact_jaccard: float | None = None
 
 
 @dataclass(frozen=True)
@@ -88,11 +90,11 @@ class NearDuplicates:
         return self.ids.shape[0]
 
     def __getitem__(self, i: int) -> NearDuplicate:
-        return NearDuplicate(
-            int(self.ids[i]), float(self.estimated[i]), None if self.exact is None else float(self.exact[i])
-        )
+        exact = None if self.exact is None else float(self.exact[i])
+        est = float(self.estimated[i])
+        return NearDuplicate(int(self.ids[i]), est if exact is None else exact, est, exact)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[NearDuplicate]:
         return (self[i] for i in range(len(self)))
 
 
@@ -112,7 +114,7 @@ class BatchNearDuplicates:
         sl = slice(self.offsets[i], self.offsets[i + 1])
         return NearDuplicates(self.ids[sl], self.estimated[sl], None if self.exact is None else self.exact[sl])
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[NearDuplicates]:
         return (self[i] for i in range(len(self)))
 
 
@@ -409,7 +411,7 @@ class LSHIndex:
         sigs = self._check_sigs(arr[None, :] if single else arr, None, func)
         return sigs, single
 
-    def query(self, signatures):
+    def query(self, signatures) -> Candidates | np.ndarray:
         """Candidates of each query signature: a :class:`Candidates` for (nq, num_perm) input,
         or an int64 array of ids for one (num_perm,) signature. Ids ascend within a query."""
         sigs, single = self._query_sigs(signatures, "LSHIndex.query")
@@ -459,7 +461,8 @@ class LSHIndex:
             out[sel] = sigs[row[sel]]
         return out
 
-    def query_near_duplicates(self, queries, *, threshold=None, k=None, exact=False, shingles=None, exclude_ids=None):
+    def query_near_duplicates(self, queries, *, threshold=None, k=None, exact=False, shingles=None,
+                              exclude_ids=None) -> BatchNearDuplicates | NearDuplicates:
         """Ranked near-duplicates of each query, filtered by ``threshold`` (default: the index's).
 
         ``queries`` is a list of texts (shingled and signed with this index's settings), a

@@ -164,7 +164,8 @@ class MinHash:
             )
 
     @classmethod
-    def from_text(cls, text: str, *, num_perm: int = 128, seed: int = 1, ngram: int = 5, shingle: str = "word"):
+    def from_text(cls, text: str, *, num_perm: int = 128, seed: int = 1, ngram: int = 5,
+                  shingle: str = "word") -> MinHash:
         sig = minhash([text], num_perm=num_perm, seed=seed, ngram=ngram, shingle=shingle, backend="numpy")
         return cls(num_perm, seed, hashvalues=sig[0])
 

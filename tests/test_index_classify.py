@@ -103,3 +103,25 @@ def test_failed_training_changes_nothing_and_inputs_are_typed(iris_index):
     # unset seeds default to 0: the same data and params give the same model
     coll.train_classifier("again", kind="svm", params={"kernel": "linear"})
     assert coll.classify(Xt, model="again", k=3) == before[1]
+
+
+def test_filtered_training_reads_past_max_batch():
+    """train_classifier(filter=...) reads the metadata of every vector-bearing document; with
+    100,001 labelled vectors that is more than max_batch (100,000), which get() refuses. The
+    model must still train, on exactly the filtered documents."""
+    n = 100_001
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n, 2)).astype(np.float32)
+    picked = np.zeros(n, dtype=bool)
+    picked[rng.choice(n, 300, replace=False)] = True
+    picked[-1] = True  # past the first max_batch documents
+    with Index() as idx:
+        c = idx.create_collection("big", dim=2, metric="euclidean")
+        labels = np.where(X[:, 0] > 0, "pos", "neg")
+        for lo in range(0, n, 50_000):
+            c.upsert([Document(id=str(i), vector=X[i], label=str(labels[i]),
+                               metadata={"keep": bool(picked[i])}) for i in range(lo, min(n, lo + 50_000))])
+        info = c.train_classifier("f", kind="svm", params={"kernel": "linear"}, filter={"keep": True})
+        assert info.n_samples == int(picked.sum())
+        probe = np.array([[3.0, 0.0], [-3.0, 0.0]], np.float32)
+        assert [r.label for r in c.classify(probe, model="f", k=1)] == ["pos", "neg"]

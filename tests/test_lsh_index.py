@@ -189,7 +189,7 @@ def test_query_near_duplicates_ranked_exact_and_estimated(backend):
         qs = simsearch.shingles(texts[q], 3)
         for item in r:
             want = len(qs & sets[item.id]) / len(qs | sets[item.id])
-            assert item.exact == want and item.score == item.exact
+            assert item.exact_jaccard == want and item.jaccard == item.exact_jaccard
         sig = simsearch.minhash([texts[q]], num_perm=64, ngram=3)
         np.testing.assert_array_equal(
             r.estimated, simsearch.jaccard(np.repeat(sig, len(r), 0), index.get_signatures(r.ids)))

@@ -337,10 +337,6 @@ def _parse_fast(payload: bytes, rows: int, cfg: ReadConfig, with_ids: bool):
     return None
 
 
-def _batch(rows, texts, ids, lines, with_ids: bool) -> Batch:
-    return Batch(np.asarray(rows, dtype=np.int64), texts, ids if with_ids else None, np.asarray(lines, dtype=np.int64))
-
-
 def _parquet_file(path: str):
     import pyarrow as pa
     import pyarrow.parquet as pq

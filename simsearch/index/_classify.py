@@ -91,8 +91,8 @@ def training_data(collection, kind: str, flt: dict | None):
     """(X, y) for training; y is None for a gmm. Raises FailedPrecondition when there is nothing to learn."""
     ids, X, labels = collection.vectors_and_labels(require_labels=(kind == "svm"))
     if flt is not None:
-        docs = collection.get(ids) if ids else []
-        keep = [i for i, d in enumerate(docs) if _matches(d.metadata, flt)]
+        metadata = collection._metadata_of(ids)  # every vector-bearing document: no batch limit
+        keep = [i for i, m in enumerate(metadata) if _matches(m, flt)]
         X, labels = X[keep], [labels[i] for i in keep]
     if not len(X):
         what = "labelled vectors" if kind == "svm" else "vectors"

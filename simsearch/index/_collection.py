@@ -28,6 +28,7 @@ from ..errors import (
 from ..minhash import is_empty, minhash
 from ..shingling import shingle_hashes
 from . import _doctable, _cache
+from ._classify import Classification, ClassifierInfo
 from ._storage import pack, unpack
 from ._types import (
     MAX_ID_BYTES,
@@ -125,7 +126,7 @@ class Collection:
             state = self._storage.state(self._cid)
             cached = _cache.load(path, state, cfg.num_perm, cfg.dim)
         if cached is not None:
-            self._docs.reserve(len(cached[0]))
+            self._docs.grow(len(cached[0]))
             self._docs.append(*cached)
             self._cache_state = state
         else:
@@ -138,7 +139,7 @@ class Collection:
         cfg = self.config
         empty_sig = pack(self._docs.empty_sig, np.uint32)
         nan_vec = pack(self._docs.nan_vec, np.float32) if cfg.dim else None
-        self._docs.reserve(self._storage.count(self._cid))
+        self._docs.grow(self._storage.count(self._cid))
         for rowids, ext_ids, labels, vectors, signatures in self._storage.load_index_data(self._cid):
             rowids = np.array(rowids, dtype=np.int64)
             # one join + one frombuffer per chunk instead of an array per row
@@ -360,6 +361,18 @@ class Collection:
             raise NotFoundError(f"get: {len(missing)} unknown id(s) in collection {self.name!r}, e.g. {missing[0]!r}")
         return [self._to_document(rows[i]) for i in ids]
 
+    def _metadata_of(self, ids: list[str]) -> list[dict]:
+        """The metadata of stored documents ``ids``, in order, read in chunks (no ``max_batch``
+        limit: internal callers such as training read every vector-bearing document)."""
+        out: list[dict] = []
+        step = self._index.max_batch
+        for lo in range(0, len(ids), step):
+            chunk = ids[lo : lo + step]
+            with self._lock.read():
+                rows = {r.ext_id: r.metadata for r in self._storage.fetch(self._cid, ext_ids=set(chunk))}
+            out.extend(json.loads(rows[i]) if i in rows else {} for i in chunk)
+        return out
+
     @staticmethod
     def _to_document(row) -> Document:
         return Document(
@@ -569,7 +582,8 @@ class Collection:
             return self._docs.labelled_vectors(require_labels)
 
     # -- classifiers -----------------------------------------------------------------------
-    def train_classifier(self, name: str, kind: str = "svm", params: dict | None = None, filter: dict | None = None):
+    def train_classifier(self, name: str, kind: str = "svm", params: dict | None = None,
+                         filter: dict | None = None) -> ClassifierInfo:
         """Train an ``svm`` (needs labels, >= 2 classes) or ``gmm`` on the collection's vectors and
         store it under ``name`` (replacing a model of that name). Returns a ClassifierInfo.
         ``filter`` keeps the documents whose metadata has all of its key/value pairs. A failed
@@ -604,7 +618,7 @@ class Collection:
             model = self._models[name] = _classify.LoadedModel(name, payload)
         return model
 
-    def list_classifiers(self):
+    def list_classifiers(self) -> list[ClassifierInfo]:
         """Info of every stored model, by name."""
         self._check_alive()
         with self._lock.read():
@@ -621,7 +635,7 @@ class Collection:
                 raise NotFoundError(f"model {name!r} does not exist in collection {self.name!r}")
             self._models.pop(name, None)
 
-    def classify(self, vectors=None, *, ids=None, model: str, k: int = 10):
+    def classify(self, vectors=None, *, ids=None, model: str, k: int = 10) -> list[Classification]:
         """Apply the stored model ``model`` to each query vector (or stored document's vector) and
         return, per query, a Classification holding the prediction and the k nearest neighbours."""
         from . import _classify

@@ -39,7 +39,8 @@ class DocTable:
     def size(self) -> int:
         return len(self._by_ext)
 
-    def _grow(self, need: int) -> None:
+    def grow(self, need: int) -> None:
+        """Room for ``need`` rows in all (amortised doubling), so that loading a collection allocates once."""
         cap = len(self._rowids)
         if need <= cap:
             return
@@ -56,17 +57,13 @@ class DocTable:
         if self._vecs is not None:
             self._vecs = grown(self._vecs, np.nan)
 
-    def reserve(self, n: int) -> None:
-        """Room for ``n`` rows in all, so that loading a collection allocates once."""
-        self._grow(n)
-
     def append(self, rowids, ext_ids, labels, sigs, vecs) -> None:
         m = len(rowids)
         if not m:
             return
         if self._n and rowids[0] <= self._rowids[self._n - 1]:
             raise AssertionError("rowids must grow")  # storage guarantees AUTOINCREMENT order
-        self._grow(self._n + m)
+        self.grow(self._n + m)
         s = slice(self._n, self._n + m)
         self._rowids[s] = rowids
         self._alive[s] = True

@@ -34,6 +34,7 @@ from typing import Protocol
 
 import numpy as np
 
+from .._version import __version__
 from ..errors import FailedPreconditionError, NotFoundError, StorageCorruptionError, UnsupportedFormatError
 from ._types import CollectionConfig
 
@@ -240,8 +241,6 @@ class SQLiteStorage:
             return
         if tables - {"sqlite_sequence"}:
             raise StorageCorruptionError(f"{self._where} is an SQLite database but not a simsearch index.")
-        from .. import __version__
-
         with self._write_lock:
             conn.executescript(
                 "BEGIN IMMEDIATE;"

@@ -15,6 +15,7 @@ import numpy as np
 
 from .._validation import check_float, check_option, check_param
 from ..errors import InvalidArgumentError, InvalidTypeError
+from ..lsh import NearDuplicate  # noqa: F401  (one type for LSHIndex and collection hits; re-exported)
 
 __all__ = [
     "Document",
@@ -118,16 +119,6 @@ class Document:
         )
 
     __hash__ = None
-
-
-@dataclass(frozen=True)
-class NearDuplicate:
-    """One near-duplicate hit: ``jaccard`` is the exact value when asked for, else the estimate."""
-
-    id: str
-    jaccard: float
-    estimated_jaccard: float
-    exact_jaccard: float | None = None
 
 
 @dataclass(frozen=True)
