@@ -120,9 +120,10 @@ def _one_row(x: Any) -> Any:
 def _faiss():
     try:
         import faiss
-    except ImportError as exc:  # pragma: no cover - faiss-cpu is a default dependency
+    except ImportError as exc:
         raise BackendUnavailableError(
-            f"kind='ivf'/'hnsw' needs faiss ({exc}). Install faiss-cpu (default install) or simsearch[gpu]."
+            f"kind='ivf'/'hnsw' needs faiss ({exc}). Install one of the extras simsearch[cpu] (faiss-cpu) "
+            "or simsearch[gpu] (faiss-gpu); kind='flat' works without it."
         ) from exc
     return faiss
 

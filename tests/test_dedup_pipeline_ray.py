@@ -21,7 +21,7 @@ pytest.importorskip("ray.data")
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)  # CPU workers, on any host
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
