@@ -106,6 +106,10 @@ def _errstate_in_sim_threads() -> None:
 
 if SIM:
     _errstate_in_sim_threads()
+else:  # pragma: no cover - device only
+    # Small batches (one query, a short text) launch grids far below the device's occupancy on
+    # purpose; numba-cuda would warn at every such launch (an error under warnings-as-errors).
+    _numba_config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
 
 
 def kernel(fn: Callable) -> Any:
@@ -221,14 +225,16 @@ def empty(shape, dtype) -> Any:
 
 
 def zeros(shape, dtype) -> Any:
-    out = empty(shape, dtype)
-    out[...] = 0
-    return out
+    """A zeroed device array, filled on the calling thread's stream."""
+    return full(shape, 0, dtype)
 
 
 def full(shape, value, dtype) -> Any:
+    """A device array filled with ``value`` on the calling thread's stream (in order with the
+    thread's copies and launches)."""
     out = empty(shape, dtype)
-    out[...] = value
+    with stream():
+        out[...] = value
     return out
 
 
