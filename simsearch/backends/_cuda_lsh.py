@@ -758,63 +758,76 @@ def _renumber(ia, ib, same: bool):
     return ua, ub, la, lb
 
 
-class _SetPairs:
-    """CSR sets of pairs on the device: both whole when they fit half the plan, else per chunk
-    of pairs only the sets it reads."""
+class _PairInputs:
+    """The inputs of a one-thread-per-pair kernel: uploaded whole once when they fit half the
+    plan (and the device), else uploaded per chunk of pairs, only the rows or sets it reads."""
 
     def __init__(self, a, b, same: bool, ia, ib) -> None:
         self.a, self.b, self.same, self.ia, self.ib = a, b, same, ia, ib
         budget = _budget() // 2
-        if sum(x.nbytes for x in (a if same else a + b)) <= budget:
-            self.whole = _whole("pair_jaccard_sets", lambda: self._upload(a, b))
+        self.whole = None
+        if self.nbytes() <= budget:
+            try:
+                self.whole = self.upload(a, b)
+            except Exception as exc:
+                if not D.is_oom(exc):
+                    raise
+                D.release_cached()
+        if self.whole is not None:
             self.chunks = _chunks(ia.shape[0], budget // 24)
         else:
-            self.whole = None
-            sizes = (a[0][ia + 1] - a[0][ia]) + (b[0][ib + 1] - b[0][ib])
-            self.chunks = _weighted_chunks(8 * sizes + 40, budget)
+            self.chunks = _weighted_chunks(self.weights(), budget)
 
-    def _upload(self, a, b) -> tuple:
-        da = (D.to_device(a[0]), D.to_device(a[1]))
-        return da + (da if self.same else (D.to_device(b[0]), D.to_device(b[1])))
+    def upload(self, a, b) -> tuple:
+        da = self.to_device(a)
+        return da + (da if self.same else self.to_device(b))
 
     def prepare(self, lo: int, hi: int):
         ia, ib = self.ia[lo:hi], self.ib[lo:hi]
         if self.whole is not None:
             return self.whole, ia, ib
         ua, ub, la, lb = _renumber(ia, ib, self.same)
-        sub_a = _sub_csr(*self.a, ua)
-        return self._upload(sub_a, sub_a if self.same else _sub_csr(*self.b, ub)), la, lb
+        sub_a = self.subset(self.a, ua)
+        return self.upload(sub_a, sub_a if self.same else self.subset(self.b, ub)), la, lb
 
 
-def _sub_csr(off, hashes, ids):
-    """The CSR sets ``ids`` of (off, hashes), renumbered 0..len(ids)-1."""
-    sizes = off[ids + 1] - off[ids]
-    sub = np.zeros(ids.shape[0] + 1, dtype=np.int64)
-    np.cumsum(sizes, out=sub[1:])
-    return sub, hashes[_ranges(off[ids], sizes)]
+class _SetPairs(_PairInputs):
+    """CSR sets (offsets, hashes) of A and B."""
+
+    def nbytes(self) -> int:
+        return sum(x.nbytes for x in (self.a if self.same else self.a + self.b))
+
+    def weights(self) -> np.ndarray:
+        (oa, _), (ob, _) = self.a, self.b
+        return 8 * ((oa[self.ia + 1] - oa[self.ia]) + (ob[self.ib + 1] - ob[self.ib])) + 40
+
+    @staticmethod
+    def to_device(x) -> tuple:
+        return D.to_device(x[0]), D.to_device(x[1])
+
+    @staticmethod
+    def subset(x, ids):
+        """The sets ``ids`` of CSR x, renumbered 0..len(ids)-1."""
+        off, hashes = x
+        sizes = off[ids + 1] - off[ids]
+        sub = np.zeros(ids.shape[0] + 1, dtype=np.int64)
+        np.cumsum(sizes, out=sub[1:])
+        return sub, hashes[_ranges(off[ids], sizes)]
 
 
-class _SigPairs:
-    """Signatures of pairs on the device: whole when they fit half the plan, else per chunk of
-    pairs only the rows it reads."""
+class _SigPairs(_PairInputs):
+    """Signature matrices of A and B."""
 
-    def __init__(self, sig_a, sig_b, same: bool, ia, ib) -> None:
-        self.sig_a, self.sig_b, self.same, self.ia, self.ib = sig_a, sig_b, same, ia, ib
-        budget = _budget() // 2
-        if sig_a.nbytes + (0 if same else sig_b.nbytes) <= budget:
-            self.whole = _whole("pair_jaccard_sigs", lambda: self._upload(sig_a, sig_b))
-            self.chunks = _chunks(ia.shape[0], budget // 24)
-        else:
-            self.whole = None
-            self.chunks = _chunks(ia.shape[0], budget // (8 * sig_a.shape[1] + 40))
+    def nbytes(self) -> int:
+        return self.a.nbytes + (0 if self.same else self.b.nbytes)
 
-    def _upload(self, a, b) -> tuple:
-        da = D.to_device(a)
-        return da, (da if self.same else D.to_device(b))
+    def weights(self) -> np.ndarray:
+        return np.full(self.ia.shape[0], 8 * self.a.shape[1] + 40, dtype=np.int64)
 
-    def prepare(self, lo: int, hi: int):
-        ia, ib = self.ia[lo:hi], self.ib[lo:hi]
-        if self.whole is not None:
-            return self.whole, ia, ib
-        ua, ub, la, lb = _renumber(ia, ib, self.same)
-        return self._upload(self.sig_a[ua], self.sig_b[ub]), la, lb
+    @staticmethod
+    def to_device(x) -> tuple:
+        return (D.to_device(x),)
+
+    @staticmethod
+    def subset(x, ids):
+        return x[ids]
