@@ -60,23 +60,12 @@ def _top(key, d):
 
 
 @D.device_function
-def _lower(a, j, lo, hi, k):
-    """First p in [lo, hi) with a[j, p] >= k (a[j] sorted)."""
+def _search(a, j, lo, hi, k, past):
+    """First p in [lo, hi) with a[j, p] >= k, or > k when ``past`` (a[j] sorted)."""
     while lo < hi:
         mid = (lo + hi) // 2
-        if a[j, mid] < k:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-@D.device_function
-def _upper(a, j, lo, hi, k):
-    """First p in [lo, hi) with a[j, p] > k (a[j] sorted)."""
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if a[j, mid] <= k:
+        v = a[j, mid]
+        if v < k or (past and v == k):
             lo = mid + 1
         else:
             hi = mid
@@ -152,8 +141,8 @@ def _k_probe(skeys, directory, d, qkeys, qvalid, pos, cnt):
         k = qkeys[q, j]
         u = _top(k, d)
         hi = int64(directory[j, u + 1])
-        a = _lower(skeys, j, int64(directory[j, u]), hi, k)
-        c = _upper(skeys, j, a, hi, k) - a
+        a = _search(skeys, j, int64(directory[j, u]), hi, k, False)
+        c = _search(skeys, j, a, hi, k, True) - a
         if qvalid[q] == 0:
             c = 0
         pos[t] = a
@@ -349,6 +338,17 @@ def _fit(what: str, need: int, budget: int) -> None:
         )
 
 
+def _unless_oom(build: Callable[[], object]):
+    """``build()``, or None when it runs out of device memory."""
+    try:
+        return build()
+    except Exception as exc:
+        if not D.is_oom(exc):
+            raise
+        D.release_cached()
+        return None
+
+
 def _whole(what: str, build: Callable[[], object]):
     """``build()`` for something that cannot be split (out of memory: ResourceExhaustedError)."""
     return D.split_on_oom(lambda lo, hi: build(), 0, 1, what)[0]
@@ -379,25 +379,21 @@ def _sort_unique(x):
 
 
 class _Pieces:
-    """An input cut into pieces along one axis by a memory plan. A single piece is built
-    (uploaded) once and kept; several are built again on every pass, so that only one is on the
-    device at a time. A single planned piece that does not fit is halved."""
+    """An input cut into pieces along one axis by a memory plan of ``size`` items a piece. A
+    single piece is built (uploaded) once and kept; several are built again on every pass, at
+    most two at a time (the next is built while the last is still referenced), so they get half
+    the size each. A single planned piece that does not fit is halved."""
 
     def __init__(self, n: int, size: int, build: Callable[[int, int], object], what: str) -> None:
         self.ranges = _chunks(n, size)
+        if len(self.ranges) > 1:
+            self.ranges = _chunks(n, max(1, int(size)) // 2)
         self.size = self.ranges[0][1] - self.ranges[0][0]
         self._build = build
         self._kept = None
         if len(self.ranges) == 1:
-            try:
-                self._kept = build(0, n)
-            except Exception as exc:
-                if not D.is_oom(exc):
-                    raise
-                D.release_cached()
-                if n <= 1:
-                    raise ResourceExhaustedError(f"{what}: one piece needs more device memory than is free "
-                                                 f"({exc}). Use a smaller input or backend='numba'.") from None
+            self._kept = _whole(what, lambda: build(0, n)) if n == 1 else _unless_oom(lambda: build(0, n))
+            if self._kept is None:
                 self.ranges = _chunks(n, (n + 1) // 2)
                 self.size = self.ranges[0][1]
 
@@ -417,18 +413,24 @@ def _candidates(nq: int, group: int, cap: int, pieces: _Pieces, count, sort: boo
     than ``cap`` candidates is halved; ``sort``: candidates need a sort-unique (they always do
     when they come from several pieces)."""
 
-    def run(lo, hi):
+    def gather(lo, hi):  # the device buffers of packed candidates, or None beyond the plan
         parts, total = [], 0
         for span, piece in pieces:
             cnt, fill = count(lo, hi, span, piece)
             off, n = _exclusive(cnt)
             total += n
             if total > cap and hi - lo > 1:
-                mid = (lo + hi) // 2
-                return run(lo, mid) + run(mid, hi)
+                return None
             if n:
                 parts.append(D.empty(n, np.uint64))
                 fill(off, n, parts[-1])
+        return parts
+
+    def run(lo, hi):
+        parts = gather(lo, hi)
+        if parts is None:  # more candidates than planned: halve the group
+            mid = (lo + hi) // 2
+            return run(lo, mid) + run(mid, hi)
         if not parts:
             return [(np.zeros(hi - lo, np.int64), np.empty(0, np.int64))]
         packed = parts[0] if len(parts) == 1 else xp.concatenate(parts)
@@ -765,14 +767,7 @@ class _PairInputs:
     def __init__(self, a, b, same: bool, ia, ib) -> None:
         self.a, self.b, self.same, self.ia, self.ib = a, b, same, ia, ib
         budget = _budget() // 2
-        self.whole = None
-        if self.nbytes() <= budget:
-            try:
-                self.whole = self.upload(a, b)
-            except Exception as exc:
-                if not D.is_oom(exc):
-                    raise
-                D.release_cached()
+        self.whole = _unless_oom(lambda: self.upload(a, b)) if self.nbytes() <= budget else None
         if self.whole is not None:
             self.chunks = _chunks(ia.shape[0], budget // 24)
         else:
