@@ -54,6 +54,20 @@ def launches(monkeypatch):
 
 
 @pytest.fixture
+def pieces(monkeypatch):
+    """Into how many pieces each kernel cut an input too big to keep whole: [(what, count)]."""
+    seen: list = []
+
+    class Spy(L._Pieces):
+        def __init__(self, n, size, build, what):
+            super().__init__(n, size, build, what)
+            seen.append((what, len(self.ranges)))
+
+    monkeypatch.setattr(L, "_Pieces", Spy)
+    return seen
+
+
+@pytest.fixture
 def tight(monkeypatch):
     """``tight(nbytes)``: plan for a device of ``nbytes`` (on the simulator its allocations are
     also refused above that)."""
@@ -220,16 +234,18 @@ def test_lookup_and_scan_edges(gpu, case):
     _same(gpu.scan(keys, mask, qkeys, qvalid), REF.scan(keys, mask, qkeys, qvalid))
 
 
-def test_lookup_and_scan_in_pieces(gpu, tight, launches):
+def test_lookup_and_scan_in_pieces(gpu, tight, launches, pieces):
     """Band pieces of the table, row pieces of the append buffer, and query groups halved when
     their candidates exceed the plan."""
     keys, valid, mask, qkeys, qvalid = _lookup_case(7, n=100, nq=10)
     table = REF.bucket_sort(keys, valid)
     want_l, want_s = REF.lookup(*table, mask, qkeys, qvalid), REF.scan(keys, mask, qkeys, qvalid)
-    tight(6000)
+    tight(8000)
     _same(gpu.lookup(*table, mask, qkeys, qvalid), want_l)
     _same(gpu.scan(keys, mask, qkeys, qvalid), want_s)
-    assert launches["_k_probe"] > 4 and launches["_k_scan_count"] > 2
+    cut = dict(pieces)
+    assert cut["lookup"] > 1 and cut["scan"] > 1
+    assert launches["_k_probe"] > cut["lookup"] and launches["_k_scan_count"] > cut["scan"]  # groups halved
 
 
 def test_lookup_rejects_mismatched_queries(gpu):
@@ -271,7 +287,7 @@ def test_self_join_edges(gpu, case):
     _same(gpu.self_join(skeys, srows, mask), REF.self_join(skeys, srows, mask))
 
 
-def test_self_join_long_run_in_pieces(gpu, tight, launches):
+def test_self_join_long_run_in_pieces(gpu, tight, launches, pieces):
     """One run of 150 equal keys (11175 pairs) under a plan for ~700 pairs: processed in pieces
     of first rows, none truncated."""
     keys = np.full((150, 1), 42, np.uint64)
@@ -282,10 +298,11 @@ def test_self_join_long_run_in_pieces(gpu, tight, launches):
     want = REF.self_join(skeys, srows, mask)
     tight(64 << 10)
     _same(gpu.self_join(skeys, srows, mask), want)
+    assert dict(pieces)["self_join"] == 1  # the band is kept; its pairs come in pieces
     assert launches["_k_emit_pairs"] >= 8
 
 
-def test_self_join_in_band_pieces(gpu, tight, launches):
+def test_self_join_in_band_pieces(gpu, tight, launches, pieces):
     """A plan that holds one band at a time and a few hundred pairs: bands are prepared again
     for every piece of first rows."""
     rng = np.random.default_rng(4)
@@ -294,7 +311,8 @@ def test_self_join_in_band_pieces(gpu, tight, launches):
     want = REF.self_join(skeys, srows, valid)
     tight(24000)
     _same(gpu.self_join(skeys, srows, valid), want)
-    assert launches["_k_emit_pairs"] >= 8
+    assert dict(pieces)["self_join"] == 4
+    assert launches["_k_emit_pairs"] > 4  # several pieces of first rows, each over the 4 bands
 
 
 # -- pair Jaccard -----------------------------------------------------------------------------
@@ -333,9 +351,27 @@ def test_pair_jaccard_no_pairs_and_bad_ids(gpu):
         gpu.pair_jaccard_sigs(sigs, sigs, np.array([0]), np.array([-1]))
 
 
+def _spy_compaction(monkeypatch) -> list:
+    """Records, for each pair kernel call, whether its inputs were uploaded per chunk."""
+    seen: list = []
+
+    def spy(base):
+        class Spy(base):
+            def __init__(self, *args):
+                super().__init__(*args)
+                seen.append(self.whole is None)
+
+        return Spy
+
+    for name in ("_SetPairs", "_SigPairs"):
+        monkeypatch.setattr(L, name, spy(getattr(L, name)))
+    return seen
+
+
 @pytest.mark.parametrize("shared", [True, False])
-def test_pair_jaccard_compacted_chunks(gpu, tight, launches, shared):
+def test_pair_jaccard_compacted_chunks(gpu, tight, launches, monkeypatch, shared):
     """Inputs bigger than half the plan: each chunk of pairs uploads only the sets it reads."""
+    compacted = _spy_compaction(monkeypatch)
     rng = np.random.default_rng(9)
     off_a, hash_a = _sets(rng, 60, universe=200, most=60)
     off_b, hash_b = (off_a, hash_a) if shared else _sets(rng, 50, universe=200, most=60)
@@ -346,6 +382,7 @@ def test_pair_jaccard_compacted_chunks(gpu, tight, launches, shared):
     tight(8000)
     _same(gpu.pair_jaccard_sets(off_a, hash_a, off_b, hash_b, ia, ib), want[0])
     _same(gpu.pair_jaccard_sigs(sig_a, sig_b, ia, ib), want[1])
+    assert compacted == [True, True]
     assert launches["_k_jaccard_sets"] >= 3 and launches["_k_jaccard_sigs"] >= 3
 
 
@@ -368,12 +405,12 @@ def test_connected_components_edges(gpu):
         gpu.connected_components(3, np.array([[0, 3]]))
 
 
-def test_connected_components_edge_pieces(gpu, tight, launches):
+def test_connected_components_edge_pieces(gpu, tight, pieces):
     pairs = np.random.default_rng(5).integers(0, 50, (60, 2))
     want = REF.connected_components(50, pairs)
     tight(1200)
     _same(gpu.connected_components(50, pairs), want)
-    assert launches["_k_hook"] >= 4
+    assert dict(pieces)["connected_components"] > 1
 
 
 # -- out of memory ----------------------------------------------------------------------------

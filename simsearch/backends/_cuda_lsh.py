@@ -10,11 +10,10 @@ long run of equal keys costs no more than many short ones. Lookups and the self-
 packed ``(hi << 32) | lo`` uint64 values and sort and deduplicate them on the device.
 
 Memory: every device buffer is sized by a plan from :func:`._device.free_bytes`. An input too big
-to keep whole (a band table, an append buffer, the pairs of a join) is cut into pieces that are
-uploaded again on each pass; batches (rows, queries, pairs) are cut into chunks; each chunk runs
-under :func:`._device.split_on_oom`, so an allocation that still fails halves the chunk. The
-self-join cuts its output by ranges of the first row of a pair, so a run of equal keys whose
-pairs do not fit is processed in pieces and no piece needs a merge with another.
+to keep whole (a band table, an append buffer, edges) is cut into pieces uploaded again on each
+pass; batches (rows, queries, pairs) are cut into chunks, each run under
+:func:`._device.split_on_oom`. The self-join cuts its output by ranges of first rows, so a run
+of equal keys whose pairs do not fit is processed in pieces that never need merging.
 """
 
 from __future__ import annotations
@@ -106,8 +105,7 @@ def _k_band_keys(sigs, b, r, out):
     """out[i, j]: the band key of band j of signature i (one thread per (document, band))."""
     n = out.shape[0]
     for t in range(cuda.grid(1), n * b, cuda.gridsize(1)):
-        i = t // b
-        j = t - i * b
+        i, j = t // b, t % b
         out[i, j] = _band_hash(sigs, i, j * r, r, uint64(j))
 
 
@@ -115,12 +113,10 @@ def _k_band_keys(sigs, b, r, out):
 def _k_directory(skeys, d, directory):
     """directory[j, u] = first position whose key has top-d bits >= u; item (j, p) writes the
     entries u in (top(p - 1), top(p)], so each entry is written once."""
-    nb = skeys.shape[0]
-    m = skeys.shape[1]
+    nb, m = skeys.shape
     last = directory.shape[1] - 1
     for t in range(cuda.grid(1), nb * (m + 1), cuda.gridsize(1)):
-        j = t // (m + 1)
-        p = t - j * (m + 1)
+        j, p = t // (m + 1), t % (m + 1)
         lo = 0
         if p > 0:
             lo = _top(skeys[j, p - 1], d) + 1
@@ -136,8 +132,7 @@ def _k_probe(skeys, directory, d, qkeys, qvalid, pos, cnt):
     """For each (query, band): where its key's run starts in the band column, and its length."""
     nb = qkeys.shape[1]
     for t in range(cuda.grid(1), qkeys.shape[0] * nb, cuda.gridsize(1)):
-        q = t // nb
-        j = t - q * nb
+        q, j = t // nb, t % nb
         k = qkeys[q, j]
         u = _top(k, d)
         hi = int64(directory[j, u + 1])
@@ -168,8 +163,7 @@ def _k_scan_count(keys, mask, qkeys, qvalid, cnt):
     m = keys.shape[0]
     tiles = (m + _TILE - 1) // _TILE
     for t in range(cuda.grid(1), qkeys.shape[0] * tiles, cuda.gridsize(1)):
-        q = t // tiles
-        r0 = (t - q * tiles) * _TILE
+        q, r0 = t // tiles, (t % tiles) * _TILE
         c = 0
         if qvalid[q] != 0:
             for row in range(r0, min(m, r0 + _TILE)):
@@ -184,8 +178,7 @@ def _k_scan_fill(keys, mask, qkeys, qvalid, off, row0, out):
     m = keys.shape[0]
     tiles = (m + _TILE - 1) // _TILE
     for t in range(cuda.grid(1), qkeys.shape[0] * tiles, cuda.gridsize(1)):
-        q = t // tiles
-        r0 = (t - q * tiles) * _TILE
+        q, r0 = t // tiles, (t % tiles) * _TILE
         w = off[t]
         if qvalid[q] != 0:
             for row in range(r0, min(m, r0 + _TILE)):
@@ -209,17 +202,14 @@ def _k_emit_pairs(rows, perm, off, e0, e1, t0, n, base, out):
 def _k_jaccard_sets(off_a, hash_a, off_b, hash_b, ia, ib, out):
     """Exact Jaccard of sorted unique sets, one merge-intersection per thread."""
     for k in range(cuda.grid(1), ia.shape[0], cuda.gridsize(1)):
-        p = off_a[ia[k]]
-        pe = off_a[ia[k] + 1]
-        q = off_b[ib[k]]
-        qe = off_b[ib[k] + 1]
+        p, pe = off_a[ia[k]], off_a[ia[k] + 1]
+        q, qe = off_b[ib[k]], off_b[ib[k] + 1]
         union = (pe - p) + (qe - q)
         res = 0.0
         if pe > p and qe > q:
             inter = 0
             while p < pe and q < qe:
-                x = hash_a[p]
-                y = hash_b[q]
+                x, y = hash_a[p], hash_b[q]
                 if x == y:
                     inter += 1
                     p += 1
@@ -237,14 +227,10 @@ def _k_jaccard_sigs(sig_a, sig_b, ia, ib, out):
     """Equal positions / num_perm; 0.0 when either signature is all 0xFFFFFFFF."""
     k = sig_a.shape[1]
     for t in range(cuda.grid(1), ia.shape[0], cuda.gridsize(1)):
-        a = ia[t]
-        b = ib[t]
-        eq = 0
-        full_a = 1
-        full_b = 1
+        a, b = ia[t], ib[t]
+        eq, full_a, full_b = 0, 1, 1
         for j in range(k):
-            x = sig_a[a, j]
-            y = sig_b[b, j]
+            x, y = sig_a[a, j], sig_b[b, j]
             if x == y:
                 eq += 1
             if x != _FULL:
@@ -261,8 +247,7 @@ def _k_jaccard_sigs(sig_a, sig_b, ia, ib, out):
 def _k_hook(a, b, labels, changed):
     """For each edge whose ends have different labels, hook the larger label onto the smaller."""
     for t in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
-        la = labels[a[t]]
-        lb = labels[b[t]]
+        la, lb = labels[a[t]], labels[b[t]]
         if la != lb:
             cuda.atomic.min(labels, max(la, lb), min(la, lb))
             changed[0] = 1
@@ -332,10 +317,8 @@ def _weighted_chunks(weights: np.ndarray, cap: int) -> list[tuple[int, int]]:
 def _fit(what: str, need: int, budget: int) -> None:
     """Raise ResourceExhaustedError when the smallest piece of the plan exceeds its budget."""
     if need > budget:
-        raise ResourceExhaustedError(
-            f"{what}: the smallest piece needs {need} bytes of device memory and the plan has {budget}. "
-            "Use a smaller input or backend='numba'."
-        )
+        raise ResourceExhaustedError(f"{what}: the smallest piece needs {need} bytes of device memory and the "
+                                     f"plan has {budget}. Use a smaller input or backend='numba'.")
 
 
 def _unless_oom(build: Callable[[], object]):
@@ -611,7 +594,7 @@ class CudaLSHKernels:
         _check_ids(ib, b[0].shape[0] - 1, "ib")
         out = np.zeros(ia.shape[0], dtype=np.float64)
         if ia.shape[0]:
-            _pairs(_k_jaccard_sets, _SetPairs(a, b, same, ia, ib), out, "pair_jaccard_sets")
+            _SetPairs(a, b, same, ia, ib).run(_k_jaccard_sets, out, "pair_jaccard_sets")
         return out
 
     @_on_stream
@@ -629,7 +612,7 @@ class CudaLSHKernels:
         _check_ids(ib, sig_b.shape[0], "ib")
         out = np.zeros(ia.shape[0], dtype=np.float64)
         if ia.shape[0]:
-            _pairs(_k_jaccard_sigs, _SigPairs(sig_a, sig_b, same, ia, ib), out, "pair_jaccard_sigs")
+            _SigPairs(sig_a, sig_b, same, ia, ib).run(_k_jaccard_sigs, out, "pair_jaccard_sigs")
         return out
 
     @_on_stream
@@ -736,20 +719,6 @@ def _join_piece(bands: _Pieces, ecum, lo: int, hi: int) -> np.ndarray:
 # -- pair-kernel internals --------------------------------------------------------------------
 
 
-def _pairs(kern, inputs, out: np.ndarray, what: str) -> None:
-    """Run a one-thread-per-pair kernel over the chunks of ``inputs``; ``inputs.prepare(lo, hi)``
-    gives the device inputs of pairs [lo, hi) and the pairs' indices into them."""
-
-    def run(lo, hi):
-        args, la, lb = inputs.prepare(lo, hi)
-        dia, dib, dout = D.to_device(la), D.to_device(lb), D.empty(hi - lo, np.float64)
-        _launch(kern, hi - lo, *args, dia, dib, dout)
-        D.to_host(dout, out=out[lo:hi])
-
-    for lo, hi in inputs.chunks:
-        D.split_on_oom(run, lo, hi, what)
-
-
 def _renumber(ia, ib, same: bool):
     """(ids of A, ids of B, local ia, local ib): the rows a chunk of pairs reads, renumbered."""
     if same:
@@ -772,6 +741,18 @@ class _PairInputs:
             self.chunks = _chunks(ia.shape[0], budget // 24)
         else:
             self.chunks = _weighted_chunks(self.weights(), budget)
+
+    def run(self, kern, out: np.ndarray, what: str) -> None:
+        """``kern(*inputs, ia, ib, out)`` over the chunks of pairs, into the host array ``out``."""
+
+        def chunk(lo, hi):
+            args, la, lb = self.prepare(lo, hi)
+            dia, dib, dout = D.to_device(la), D.to_device(lb), D.empty(hi - lo, np.float64)
+            _launch(kern, hi - lo, *args, dia, dib, dout)
+            D.to_host(dout, out=out[lo:hi])
+
+        for lo, hi in self.chunks:
+            D.split_on_oom(chunk, lo, hi, what)
 
     def upload(self, a, b) -> tuple:
         da = self.to_device(a)
