@@ -365,7 +365,7 @@ class _Pieces:
     """An input cut into pieces along one axis by a memory plan of ``size`` items a piece. A
     single piece is built (uploaded) once and kept; several are built again on every pass, at
     most two at a time (the next is built while the last is still referenced), so they get half
-    the size each. A single planned piece that does not fit is halved."""
+    the size each. A single planned piece that does not fit is cut in four."""
 
     def __init__(self, n: int, size: int, build: Callable[[int, int], object], what: str) -> None:
         self.ranges = _chunks(n, size)
@@ -376,8 +376,8 @@ class _Pieces:
         self._kept = None
         if len(self.ranges) == 1:
             self._kept = _whole(what, lambda: build(0, n)) if n == 1 else _unless_oom(lambda: build(0, n))
-            if self._kept is None:
-                self.ranges = _chunks(n, (n + 1) // 2)
+            if self._kept is None:  # pieces of a quarter: two halves may be alive at once
+                self.ranges = _chunks(n, (n + 3) // 4)
                 self.size = self.ranges[0][1]
 
     def __iter__(self) -> Iterator[tuple[tuple[int, int], object]]:
