@@ -10,9 +10,10 @@ the numpy backend (integers) or equal within tolerance (floats).
 from __future__ import annotations
 
 from . import _device as D
+from ._cuda_lsh import CudaLSHKernels
 
 
-class CupyBackend:
+class CupyBackend(CudaLSHKernels):
     name = "cupy"
 
     def __init__(self) -> None:
