@@ -27,7 +27,8 @@ from numba import cuda, float64, int64, uint64
 from ..errors import InvalidArgumentError, ResourceExhaustedError
 from . import _device as D
 from ._hashprims import compile_all
-from ._numpy_lsh import _ranges, bucket_bits
+from .._arrays import ranges
+from ._numpy_lsh import bucket_bits
 
 __all__ = ["CudaLSHKernels"]
 
@@ -788,7 +789,7 @@ class _SetPairs(_PairInputs):
         sizes = off[ids + 1] - off[ids]
         sub = np.zeros(ids.shape[0] + 1, dtype=np.int64)
         np.cumsum(sizes, out=sub[1:])
-        return sub, hashes[_ranges(off[ids], sizes)]
+        return sub, hashes[ranges(off[ids], sizes)]
 
 
 class _SigPairs(_PairInputs):
