@@ -10,9 +10,10 @@ the numpy backend (integers) or equal within tolerance (floats).
 from __future__ import annotations
 
 from . import _device as D
+from ._cuda_text import CudaTextKernels
 
 
-class CupyBackend:
+class CupyBackend(CudaTextKernels):
     name = "cupy"
 
     def __init__(self) -> None:
