@@ -43,7 +43,6 @@ _DOC_COST = 96  # per document: offsets, unit and shingle offsets, counts
 _HASH_DOC_COST = 16  # per document of minhash_hashes: offsets
 _TILE = 256  # mixed hashes per shared-memory tile of the MinHash kernel
 _PERMS_PER_THREAD = 4
-_EMPTY = np.uint32(0xFFFFFFFF)
 
 _shingle_x = T.GPU.shingle_x
 _perm32 = T.GPU.perm32
@@ -192,8 +191,9 @@ def _minhash_on_device(off, hashes, a, b) -> np.ndarray:
     ndocs, nperm = off.shape[0] - 1, a.shape[0]
     sigs = D.empty((ndocs, nperm), np.uint32)
     if ndocs:
-        threads = -(-nperm // _PERMS_PER_THREAD)  # one pass over the permutations when it can
-        block = D.block_for(min(256, -(-threads // 32) * 32))
+        # one pass over the permutations when they fit: a block smaller than a warp costs the
+        # same lanes as a full one, and a larger block than needed would only idle
+        block = D.block_for(min(256, -(-nperm // _PERMS_PER_THREAD)))
         D.launch(_minhash_kernel, D.grid_for(ndocs, 1), block, off, hashes, a, b, sigs)
     return D.to_host(sigs)
 
@@ -240,8 +240,48 @@ def _sorted_unique(stream: T.ShingleStream) -> tuple[np.ndarray, np.ndarray]:
 # -- the mixin --------------------------------------------------------------------------------
 
 
-def _perms(a, b) -> tuple:
-    return D.to_device(np.ascontiguousarray(a, np.uint32)), D.to_device(np.ascontiguousarray(b, np.uint32))
+def _perms(a, b, what: str) -> tuple:
+    """The permutation parameters on the device (raises ResourceExhaustedError when they do not fit)."""
+    try:
+        with D.on_stream():
+            return D.to_device(np.ascontiguousarray(a, np.uint32)), D.to_device(np.ascontiguousarray(b, np.uint32))
+    except Exception as exc:
+        if not D.is_oom(exc):
+            raise
+        raise ResourceExhaustedError(
+            f"{what}: {len(a)} permutations need more device memory than the GPU has free ({exc}). Use "
+            "fewer permutations or backend='numba'."
+        ) from None
+
+
+def _minhash_csr(offsets: np.ndarray, hashes: np.ndarray, perms: tuple, what: str) -> np.ndarray:
+    """Signatures of host CSR hash sets, in chunks that fit the plan; a document over the plan, or
+    one that runs out of memory alone, is done in pieces of its hashes whose minima combine."""
+    n, nperm, size = len(offsets) - 1, len(perms[0]), hashes.itemsize
+    sigs = np.empty((n, nperm), dtype=np.uint32)
+    budget = _budget()
+    per_doc = _HASH_DOC_COST + 4 * nperm
+    step = max(1, (budget - per_doc) // size)
+
+    def run_piece(lo: int, hi: int) -> np.ndarray:  # hashes lo..hi of one document
+        with D.on_stream():
+            off = D.to_device(np.array([0, hi - lo], np.int64))
+            return _minhash_on_device(off, D.to_device(hashes[lo:hi]), *perms)
+
+    def run(lo: int, hi: int) -> np.ndarray:  # documents lo..hi
+        h0, h1 = int(offsets[lo]), int(offsets[hi])
+        if hi - lo == 1:
+            parts = []
+            for p in range(h0, max(h1, h0 + 1), step):
+                parts.extend(D.split_on_oom(run_piece, p, min(h1, p + step), what))
+            return np.minimum.reduce(np.concatenate(parts), axis=0, keepdims=True)
+        with D.on_stream():
+            off = D.to_device(offsets[lo : hi + 1] - h0)
+            return _minhash_on_device(off, D.to_device(hashes[h0:h1]), *perms)
+
+    for lo, hi in cuts(offsets - offsets[0], size, per_doc, budget):
+        sigs[lo:hi] = np.concatenate(D.split_on_oom(run, lo, hi, what))
+    return sigs
 
 
 class CudaTextKernels:
@@ -268,8 +308,7 @@ class CudaTextKernels:
         if len(texts) == 0:
             return np.empty((0, nperm), np.uint32)
         tables = device_tables()
-        with D.on_stream():
-            perms = _perms(a, b)
+        perms = _perms(a, b, "minhash_texts")
 
         def run(data, offs):
             with D.on_stream():
@@ -284,31 +323,6 @@ class CudaTextKernels:
         hashes = np.asarray(hashes)
         if hashes.dtype != np.uint32:
             hashes = hashes.astype(np.uint64, copy=False)
-        n, nperm = len(offsets) - 1, len(a)
-        sigs = np.full((n, nperm), _EMPTY, dtype=np.uint32)
-        with D.on_stream():
-            perms = _perms(a, b)
-
-        def run(lo, hi):  # documents lo..hi
-            with D.on_stream():
-                h = D.to_device(hashes[offsets[lo] : offsets[hi]])
-                return _minhash_on_device(D.to_device(offsets[lo : hi + 1] - offsets[lo]), h, *perms)
-
-        def run_piece(lo, hi):  # hashes lo..hi of one document
-            with D.on_stream():
-                return _minhash_on_device(D.to_device(np.array([0, hi - lo], np.int64)), D.to_device(hashes[lo:hi]), *perms)
-
-        budget = _budget()
-        per_doc = _HASH_DOC_COST + 4 * nperm
-        for lo, hi in cuts(offsets - offsets[0], hashes.itemsize, per_doc, budget):
-            h0, h1 = int(offsets[lo]), int(offsets[hi])
-            if hi - lo == 1 and (h1 - h0) * hashes.itemsize + per_doc > budget:
-                # one document over the plan: its hashes in pieces, whose minima are combined
-                step = max(1, (budget - per_doc) // hashes.itemsize)
-                pieces = []
-                for p in range(h0, h1, step):
-                    pieces.extend(D.split_on_oom(run_piece, p, min(h1, p + step), "minhash_hashes"))
-                sigs[lo] = np.minimum.reduce(np.concatenate(pieces), axis=0)
-            else:
-                sigs[lo:hi] = np.concatenate(D.split_on_oom(run, lo, hi, "minhash_hashes"))
-        return sigs
+        if len(offsets) <= 1:
+            return np.empty((0, len(a)), dtype=np.uint32)
+        return _minhash_csr(offsets, hashes, _perms(a, b, "minhash_hashes"), "minhash_hashes")
