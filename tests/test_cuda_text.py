@@ -97,6 +97,15 @@ def test_hand_written_cases(gpu, kind, ngram):
     check(gpu, HAND, ngram, kind, num_perm=4)
 
 
+@pytest.mark.parametrize("kind", ["word", "char"])
+def test_two_slots_per_byte_give_the_same_results(gpu, monkeypatch, kind):
+    """The slot layout is general: with 2 slots per byte (a future Unicode whose lowering makes
+    more code points than bytes) every code point leaves more holes, and nothing changes."""
+    one = _cuda_text.device_tables()
+    monkeypatch.setattr(_cuda_text, "device_tables", lambda: one._replace(slot_shift=one.slot_shift + 1))
+    check(gpu, SIGMA[:8] + DOTTED_I[:4] + EDGES, 2, kind, num_perm=4)
+
+
 def test_documents_are_independent(gpu):
     """Each document alone gives the row it gives in a batch (no context crosses a document)."""
     texts = ["ΑΣ", "Α", "x İ", "y", "ab ", " cd"]

@@ -71,7 +71,7 @@ def device_tables() -> T.DeviceTables:
                         D.to_device(host.lower),
                         D.to_device(host.multi),
                         D.to_device(host.flags),
-                        lowered_per_byte(host.lower, host.multi),
+                        (lowered_per_byte(host.lower, host.multi) - 1).bit_length(),
                     )
                     D.synchronize()  # other threads' streams read them from now on
             except Exception as exc:
@@ -121,8 +121,7 @@ def _text_steps(texts: list[str], per_byte: int, per_doc: int, budget: int) -> I
 def _chunked_texts(texts, kind: str, per_doc: int, run: Callable, what: str) -> list:
     """``run(data, offsets)`` (host arrays of one chunk) over chunks of the texts that fit the plan,
     each split further when it runs out of device memory; the results in document order."""
-    k = device_tables().per_byte
-    per_byte = _BYTE_COST + _SLOT_COST[kind] * k
+    per_byte = _BYTE_COST + (_SLOT_COST[kind] << device_tables().slot_shift)
     budget = _budget()
     results = []
     for _, data, offsets in _text_steps(texts, per_byte, per_doc, budget):
@@ -233,7 +232,7 @@ def _sorted_unique(stream: T.ShingleStream) -> tuple[np.ndarray, np.ndarray]:
     kpos = T.scan(keep)
     out = D.empty(T.last(kpos), np.uint64)
     T.launch(_compact, h.shape[0], h, keep, kpos, out)
-    uoff = T.gather_excl(kpos, stream.offsets, 1)
+    uoff = T.gather_excl(kpos, stream.offsets)
     return np.diff(D.to_host(uoff)), D.to_host(out)
 
 

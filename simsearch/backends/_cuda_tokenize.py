@@ -1,8 +1,8 @@
 """GPU tokenizer: UTF-8 text of a chunk of documents to the XXH64 hashes of their shingles.
 
 Data-parallel throughout, so that a long document is spread over many threads like many short
-ones. Each input byte owns ``K`` *slots* (``K`` = :func:`._numba_text.lowered_per_byte`, 1 on
-every Unicode version so far); the thread of a code point's lead byte writes its lowered code
+ones. Each input byte owns ``2**ks`` *slots* (at least :func:`._numba_text.lowered_per_byte`, 1 on
+every Unicode version so far; a power of two, so slot arithmetic is shifts); the thread of a code point's lead byte writes its lowered code
 point(s) into its own slots and ``-1`` (a *hole*) into the rest, so ``str.lower`` needs no scan.
 A thread per slot then decides, from its neighbours (holes skipped, never across a document
 start), how many bytes and *units* it emits: in word mode a unit is a ``\\w+`` token and every
@@ -45,7 +45,7 @@ class DeviceTables(NamedTuple):
     lower: Any  # int32 (0x110000,)
     multi: Any  # int32 (m, 3)
     flags: Any  # uint8 (0x110000,)
-    per_byte: int  # slots per input byte
+    slot_shift: int  # log2 of the slots per input byte
 
 
 class ShingleStream(NamedTuple):
@@ -167,10 +167,16 @@ def _final_sigma(data, starts, p, flags):
 
 
 @D.device_function
-def _prev_flags(low, starts, flags, k, s):
+def _doc_starts_at(starts, ks, t):
+    """Whether slot ``t`` is the first slot of a document."""
+    return (t & ((int64(1) << ks) - 1)) == 0 and starts[t >> ks] != 0
+
+
+@D.device_function
+def _prev_flags(low, starts, flags, ks, s):
     """Flags of the lowered code point before slot ``s`` in its document (0 when none)."""
     t = s
-    while t > 0 and not (t % k == 0 and starts[t // k] != 0):
+    while t > 0 and not _doc_starts_at(starts, ks, t):
         t -= 1
         c = low[t]
         if c >= 0:
@@ -179,10 +185,10 @@ def _prev_flags(low, starts, flags, k, s):
 
 
 @D.device_function
-def _next_flags(low, starts, flags, k, s):
+def _next_flags(low, starts, flags, ks, s):
     """Flags of the lowered code point after slot ``s`` in its document (0 when none)."""
     t = s + 1
-    while t < low.shape[0] and not (t % k == 0 and starts[t // k] != 0):
+    while t < low.shape[0] and not _doc_starts_at(starts, ks, t):
         c = low[t]
         if c >= 0:
             return flags[c]
@@ -221,14 +227,14 @@ def _mark_starts(offsets, starts):
 
 
 @D.kernel
-def _lower_slots(data, starts, lower, multi, flags, k, low):
+def _lower_slots(data, starts, lower, multi, flags, ks, low):
     """``str.lower`` per code point into its lead byte's slots (``-1`` fills the rest)."""
     p = int64(cuda.grid(1))
     stride = int64(cuda.gridsize(1))
     while p < data.shape[0]:
         if (int64(data[p]) & 0xC0) != 0x80:
             c, n = _decode(data, p)
-            base = p * k
+            base = p << ks
             m = int64(0)
             if c == CAPITAL_SIGMA:
                 low[base] = int32(0x3C2) if _final_sigma(data, starts, p, flags) else int32(0x3C3)
@@ -245,14 +251,14 @@ def _lower_slots(data, starts, lower, multi, flags, k, low):
                         if x >= 0:
                             low[base + m] = x
                             m += 1
-            while m < n * k:
+            while m < (n << ks):
                 low[base + m] = -1
                 m += 1
         p += stride
 
 
 @D.kernel
-def _word_count(low, starts, flags, k, nbytes, units):
+def _word_count(low, starts, flags, ks, nbytes, units):
     """Bytes each slot emits in word mode (a word code point, plus the space after a token's
     last one) and 1 where a token starts."""
     s = int64(cuda.grid(1))
@@ -263,9 +269,9 @@ def _word_count(low, starts, flags, k, nbytes, units):
         first = 0
         if c >= 0 and (flags[c] & WORD) != 0:
             emit = _utf8_len(c)
-            if (_next_flags(low, starts, flags, k, s) & WORD) == 0:
+            if (_next_flags(low, starts, flags, ks, s) & WORD) == 0:
                 emit += 1
-            if (_prev_flags(low, starts, flags, k, s) & WORD) == 0:
+            if (_prev_flags(low, starts, flags, ks, s) & WORD) == 0:
                 first = 1
         nbytes[s] = emit
         units[s] = first
@@ -293,7 +299,7 @@ def _word_emit(low, nbytes, pos, units, upos, buf, tstart, tend):
 
 
 @D.kernel
-def _char_count(low, starts, flags, k, nbytes, units):
+def _char_count(low, starts, flags, ks, nbytes, units):
     """Bytes and code points each slot emits in char mode: a non-space code point, after one
     space when whitespace precedes it."""
     s = int64(cuda.grid(1))
@@ -304,7 +310,7 @@ def _char_count(low, starts, flags, k, nbytes, units):
         cps = 0
         if c >= 0 and (flags[c] & SPACE) == 0:
             cps = 1
-            if (_prev_flags(low, starts, flags, k, s) & SPACE) != 0:
+            if (_prev_flags(low, starts, flags, ks, s) & SPACE) != 0:
                 cps = 2
             emit = _utf8_len(c) + cps - 1
         nbytes[s] = emit
@@ -333,24 +339,24 @@ def _char_emit(low, nbytes, pos, units, upos, buf, marks):
 
 
 @D.device_function
-def _excl(inclusive, offsets, k, d):
-    """The exclusive prefix sum of ``inclusive`` at slot ``offsets[d] * k``."""
-    s = offsets[d] * k
+def _excl(inclusive, offsets, ks, d):
+    """The exclusive prefix sum of ``inclusive`` at slot ``offsets[d] << ks``."""
+    s = offsets[d] << ks
     return inclusive[s - 1] if s > 0 else int64(0)
 
 
 @D.kernel
-def _doc_units(upos, offsets, k, ngram, char_mode, buf, marks, off, first, counts):
+def _doc_units(upos, offsets, ks, ngram, char_mode, buf, marks, off, first, counts):
     """Per document: its unit offsets, its first unit (a char-mode leading space dropped) and its
     shingle count (none without units, one below ``ngram`` units, else units - ngram + 1)."""
     d = int64(cuda.grid(1))
     stride = int64(cuda.gridsize(1))
     ndocs = first.shape[0]
     while d <= ndocs:
-        lo = _excl(upos, offsets, k, d)
+        lo = _excl(upos, offsets, ks, d)
         off[d] = lo
         if d < ndocs:
-            hi = _excl(upos, offsets, k, d + 1)
+            hi = _excl(upos, offsets, ks, d + 1)
             if char_mode and hi > lo and buf[marks[lo]] == _SPACE_BYTE:
                 lo += 1
             m = hi - lo
@@ -365,12 +371,12 @@ def _doc_units(upos, offsets, k, ngram, char_mode, buf, marks, off, first, count
 
 
 @D.kernel
-def _gather_excl(inclusive, offsets, k, out):
-    """out[d] = the exclusive prefix sum of ``inclusive`` at slot ``offsets[d] * k``."""
+def _gather_excl(inclusive, offsets, ks, out):
+    """out[d] = the exclusive prefix sum of ``inclusive`` at slot ``offsets[d] << ks``."""
     d = int64(cuda.grid(1))
     stride = int64(cuda.gridsize(1))
     while d < offsets.shape[0]:
-        out[d] = _excl(inclusive, offsets, k, d)
+        out[d] = _excl(inclusive, offsets, ks, d)
         d += stride
 
 
@@ -404,24 +410,25 @@ def _hash_shingles(off, first, sh_off, ustart, uend, shift, buf, ngram, want_doc
 # -- the pipeline -----------------------------------------------------------------------------
 
 
-def gather_excl(inclusive: Any, offsets: Any, k: int) -> Any:
-    """Exclusive prefix sums of ``inclusive`` at ``offsets * k``, as an int64 device array."""
+def gather_excl(inclusive: Any, offsets: Any, ks: int = 0) -> Any:
+    """Exclusive prefix sums of ``inclusive`` at ``offsets << ks``, as an int64 device array."""
     out = D.empty(offsets.shape, np.int64)
-    launch(_gather_excl, offsets.shape[0], inclusive, offsets, k, out)
+    launch(_gather_excl, offsets.shape[0], inclusive, offsets, ks, out)
     return out
 
 
 def _units(data: Any, offsets: Any, tables: DeviceTables, char_mode: bool):
     """Lower and tokenise a chunk: the emitted bytes, each unit's first (and, in word mode, end)
     byte, and the inclusive scan of units per slot."""
-    nb, k = data.shape[0], tables.per_byte
+    ks = tables.slot_shift
+    nb, slots = data.shape[0], data.shape[0] << tables.slot_shift
     starts = D.zeros(nb, np.uint8)
     launch(_mark_starts, offsets.shape[0] - 1, offsets, starts)
-    low = D.empty(nb * k, np.int32)
-    launch(_lower_slots, nb, data, starts, tables.lower, tables.multi, tables.flags, k, low)
-    nbytes = D.empty(nb * k, np.uint8)
-    units = D.empty(nb * k, np.uint8)
-    launch(_char_count if char_mode else _word_count, nb * k, low, starts, tables.flags, k, nbytes, units)
+    low = D.empty(slots, np.int32)
+    launch(_lower_slots, nb, data, starts, tables.lower, tables.multi, tables.flags, ks, low)
+    nbytes = D.empty(slots, np.uint8)
+    units = D.empty(slots, np.uint8)
+    launch(_char_count if char_mode else _word_count, slots, low, starts, tables.flags, ks, nbytes, units)
     del starts
     pos = scan(nbytes)
     upos = scan(units)
@@ -429,13 +436,13 @@ def _units(data: Any, offsets: Any, tables: DeviceTables, char_mode: bool):
     buf = D.empty(max(total_bytes, 1), np.uint8)
     if char_mode:
         ustart = uend = D.empty(total_units + 1, np.int64)
-        launch(_char_emit, nb * k, low, nbytes, pos, units, upos, buf, ustart)
+        launch(_char_emit, slots, low, nbytes, pos, units, upos, buf, ustart)
         ustart[total_units] = total_bytes
         ustart = ustart[:total_units]
     else:
         ustart = D.empty(total_units, np.int64)
         uend = D.empty(total_units, np.int64)
-        launch(_word_emit, nb * k, low, nbytes, pos, units, upos, buf, ustart, uend)
+        launch(_word_emit, slots, low, nbytes, pos, units, upos, buf, ustart, uend)
     return buf, ustart, uend, upos
 
 
@@ -449,8 +456,7 @@ def shingle_stream(data: Any, offsets: Any, tables: DeviceTables, ngram: int, ch
     first = D.empty(ndocs, np.int64)
     counts = D.empty(ndocs, np.int64)
     marks = uend if char_mode else D.empty(1, np.int64)  # read only in char mode
-    k = tables.per_byte
-    launch(_doc_units, ndocs + 1, upos, offsets, k, ngram, char_mode, buf, marks, off, first, counts)
+    launch(_doc_units, ndocs + 1, upos, offsets, tables.slot_shift, ngram, char_mode, buf, marks, off, first, counts)
     del upos
     sh_off = D.zeros(ndocs + 1, np.int64)
     if ndocs:
