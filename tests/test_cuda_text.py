@@ -178,7 +178,9 @@ def test_hash_sets_over_the_plan_go_in_pieces(gpu, monkeypatch):
     hashes = np.random.default_rng(4).integers(0, 1 << 64, 3010, dtype=np.uint64, endpoint=False)
     uploads: list[int] = []
     real = D.to_device
-    monkeypatch.setattr(D, "to_device", lambda h: (uploads.append(h.size) if h.dtype == np.uint64 else None, real(h))[1])
+    monkeypatch.setattr(
+        D, "to_device", lambda h: (uploads.append(h.size) if h.dtype == np.uint64 else None, real(h))[1]
+    )
     a, b = permutations(4, 9)
     _same(gpu.minhash_hashes(offsets, hashes, a, b), REF.minhash_hashes(offsets, hashes, a, b))
     assert max(uploads) < 1100 and sum(uploads) == hashes.size

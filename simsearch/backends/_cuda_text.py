@@ -34,7 +34,7 @@ from ._numba_text import lowered_per_byte
 __all__ = ["CudaTextKernels"]
 
 _PLAN_SHARE = 0.5  # of the free device memory that one call's chunks may use
-# Device bytes per slot of text (an input byte, K slots each) a chunk needs at its peak: bytes,
+# Device bytes per slot (2**slot_shift slots per text byte) a chunk needs at its peak: bytes,
 # slot arrays and scans (22), emitted text (5), unit marks (8), hashes (8) and, for sets, the
 # documents of the hashes and the segmented sort's indices and temporaries (about 40 more).
 _SLOT_COST = {"minhash": 48, "sets": 96}
@@ -52,7 +52,7 @@ _tables: dict[int, T.DeviceTables] = {}  # device id -> its read-only copy of th
 
 
 def _device_id() -> int:
-    return 0 if D.SIM else int(D.xp.cuda.Device().id)  # pragma: no branch
+    return 0 if D.SIM else int(D.xp.cuda.Device().id)
 
 
 def device_tables() -> T.DeviceTables:
@@ -108,14 +108,13 @@ def cuts(prefix: np.ndarray, per_item: int, per_doc: int, budget: int) -> list[t
     return out
 
 
-def _text_steps(texts: list[str], per_byte: int, per_doc: int, budget: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """Encode the texts a step at a time (about one plan of characters each): yields the first
-    document of the step, its UTF-8 bytes and offsets."""
+def _text_steps(texts: list[str], per_byte: int, per_doc: int, budget: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Encode the texts a step at a time (about one plan of characters each, so that the host
+    never holds the whole batch encoded): yields each step's UTF-8 bytes and offsets."""
     lengths = np.zeros(len(texts) + 1, dtype=np.int64)
     np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)), out=lengths[1:])
     for lo, hi in cuts(lengths, per_byte, per_doc, budget):
-        data, offsets = encode_texts(texts[lo:hi])
-        yield lo, data, offsets
+        yield encode_texts(texts[lo:hi])
 
 
 def _chunked_texts(texts, kind: str, per_doc: int, run: Callable, what: str) -> list:
@@ -124,7 +123,7 @@ def _chunked_texts(texts, kind: str, per_doc: int, run: Callable, what: str) -> 
     per_byte = _BYTE_COST + (_SLOT_COST[kind] << device_tables().slot_shift)
     budget = _budget()
     results = []
-    for _, data, offsets in _text_steps(texts, per_byte, per_doc, budget):
+    for data, offsets in _text_steps(texts, per_byte, per_doc, budget):
 
         def attempt(lo: int, hi: int, data=data, offsets=offsets):
             b0, b1 = int(offsets[lo]), int(offsets[hi])

@@ -29,7 +29,7 @@ from .._unicode import CAPITAL_SIGMA, CASED, IGNORABLE, SPACE, WORD
 from . import _device as D
 from . import _hashprims
 
-__all__ = ["GPU", "DeviceTables", "ShingleStream", "launch", "scan", "last", "shingle_stream", "gather_excl"]
+__all__ = ["GPU", "DeviceTables", "ShingleStream", "gather_excl", "last", "launch", "scan", "shingle_stream"]
 
 # The shared hash primitives, compiled as device functions (they run on the simulator too).
 GPU = _hashprims.compile_all(D.device_function)
