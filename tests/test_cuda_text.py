@@ -6,22 +6,30 @@ per CUDA thread); under ``-m "gpu or cuda"`` on a GPU host the same bodies run o
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import xxhash
-from conftest import require_backend
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import cuda, int64
 
-from simsearch.backends import _cuda_text, _cuda_tokenize, get_backend
-from simsearch.backends import _device as D
+from simsearch.backends import backend_problem, get_backend
 from simsearch.backends._numba_xxh64 import CPU
 from simsearch.errors import ResourceExhaustedError
 from simsearch.minhash import permutations
+
+REQUIRE_GPU = os.environ.get("SIMSEARCH_REQUIRE_GPU", "") not in ("", "0")
+try:  # the device runtime needs CuPy on a device (never under the simulator)
+    from simsearch.backends import _cuda_text, _cuda_tokenize
+    from simsearch.backends import _device as D
+except ImportError as exc:
+    if REQUIRE_GPU:
+        raise
+    pytest.skip(f"the GPU backend cannot be imported here: {exc}", allow_module_level=True)
 
 pytestmark = pytest.mark.cuda
 
@@ -55,9 +63,16 @@ HAND = SIGMA + DOTTED_I + EDGES
 
 @pytest.fixture(scope="module")
 def gpu():
-    backend = get_backend(require_backend("cupy"))
+    """The GPU backend (a skip where it cannot run, a failure under SIMSEARCH_REQUIRE_GPU=1, as
+    conftest's require_backend does)."""
+    problem = backend_problem("cupy")
+    if problem is not None:
+        why = f"backend 'cupy' is not available here: {problem}"
+        if REQUIRE_GPU:
+            pytest.fail(why + " (SIMSEARCH_REQUIRE_GPU=1)")
+        pytest.skip(why)
     _cuda_text.device_tables()  # uploaded before any test shrinks the simulated memory
-    return backend
+    return get_backend("cupy")
 
 
 def _same(got, want) -> None:
