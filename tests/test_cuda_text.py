@@ -93,13 +93,13 @@ def check(gpu, texts, ngram, kind, num_perm=8, seed=7) -> None:
 # -- exactness ---------------------------------------------------------------------------------
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(texts=TEXTS, ngram=st.integers(1, 6))
 def test_word_mode_equals_numpy_on_unicode(gpu, texts, ngram):
     check(gpu, texts, ngram, "word")
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(texts=TEXTS, ngram=st.integers(1, 6))
 def test_char_mode_equals_numpy_on_unicode(gpu, texts, ngram):
     check(gpu, texts, ngram, "char")
