@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from . import _device as D
 from ._cuda_lsh import CudaLSHKernels
+from ._cuda_text import CudaTextKernels
 
 
-class CupyBackend(CudaLSHKernels):
+class CupyBackend(CudaTextKernels, CudaLSHKernels):
     name = "cupy"
 
     def __init__(self) -> None:

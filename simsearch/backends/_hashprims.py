@@ -123,6 +123,56 @@ def band_hash(sig, i, start, r, seed):
     return xxh64_avalanche(h)
 
 
+def load_le(buf, p, nbytes):
+    """The little-endian unsigned value of the ``nbytes`` (at most 8) bytes ``buf[p:p + nbytes]``
+    of a uint8 array, assembled from byte loads (any alignment, no intrinsics)."""
+    v = uint64(0)
+    for j in range(nbytes):
+        v |= uint64(buf[p + j]) << uint64(8 * j)
+    return v
+
+
+def xxh64_bytes(buf, start, end, seed):
+    """XXH64 (seeded) of the bytes ``buf[start:end]`` of a uint8 array; reads nothing outside them.
+
+    The GPU's shingle hash (the CPU kernels use the SIMD version in ``_numba_xxh64``)."""
+    p = start
+    length = uint64(end - start)
+    seed = uint64(seed)
+    if length >= uint64(32):
+        v1 = uint64(seed + P1 + P2)
+        v2 = uint64(seed + P2)
+        v3 = seed
+        v4 = uint64(seed - P1)
+        while p + 32 <= end:
+            v1 = xxh64_round(v1, load_le(buf, p, 8))
+            v2 = xxh64_round(v2, load_le(buf, p + 8, 8))
+            v3 = xxh64_round(v3, load_le(buf, p + 16, 8))
+            v4 = xxh64_round(v4, load_le(buf, p + 24, 8))
+            p += 32
+        h = uint64(rotl64(v1, 1) + rotl64(v2, 7) + rotl64(v3, 12) + rotl64(v4, 18))
+        h = xxh64_merge(h, v1)
+        h = xxh64_merge(h, v2)
+        h = xxh64_merge(h, v3)
+        h = xxh64_merge(h, v4)
+    else:
+        h = uint64(seed + P5)
+    h = uint64(h + length)
+    while p + 8 <= end:
+        h ^= xxh64_round(uint64(0), load_le(buf, p, 8))
+        h = uint64(rotl64(h, 27) * P1 + P4)
+        p += 8
+    if p + 4 <= end:
+        h ^= uint64(load_le(buf, p, 4) * P1)
+        h = uint64(rotl64(h, 23) * P2 + P3)
+        p += 4
+    while p < end:
+        h ^= uint64(uint64(buf[p]) * P5)
+        h = uint64(rotl64(h, 11) * P1)
+        p += 1
+    return xxh64_avalanche(h)
+
+
 # Callees before their callers.
 PRIMITIVES = (
     "rotl64",
@@ -135,6 +185,8 @@ PRIMITIVES = (
     "perm32",
     "band_word",
     "band_hash",
+    "load_le",
+    "xxh64_bytes",
 )
 
 
