@@ -34,13 +34,14 @@ def _doc(rng: np.random.Generator, thread: int, slot: int, version: int) -> Docu
                     vector=rng.normal(size=DIM).astype(np.float32), label=f"t{thread}")
 
 
-def _worker(address: str, thread: int, acked: list, written: set, lock: threading.Lock, errors: list) -> None:
+def _worker(address: str, thread: int, acked: list, written: set, lock: threading.Lock, errors: list,
+            ops: int = OPS) -> None:
     rng = np.random.default_rng(1000 + thread)
     state: dict[str, Document] = {}  # this thread's ids as its acknowledged writes left them
     try:
         with Client(address, timeout=30) as client:
             coll = client.get_collection("c")
-            for version in range(OPS):
+            for version in range(ops):
                 op = rng.choice(["upsert", "upsert", "delete", "bad", "near", "search"])
                 if op == "upsert":
                     slots = rng.choice(8, size=rng.integers(1, 4), replace=False)
