@@ -10,9 +10,10 @@ the numpy backend (integers) or equal within tolerance (floats).
 from __future__ import annotations
 
 from . import _device as D
+from ._cuda_distance import CudaDistanceKernels
 
 
-class CupyBackend:
+class CupyBackend(CudaDistanceKernels):
     name = "cupy"
 
     def __init__(self) -> None:
