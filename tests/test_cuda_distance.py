@@ -71,6 +71,14 @@ def assert_same_knn(got, want):
     assert got[0].dtype == np.float32 and got[1].dtype == np.int64
 
 
+@pytest.fixture(params=["heaps", "sorted"])
+def topk_path(request, monkeypatch):
+    """Both selections: per-(query, part) heaps (k <= HEAP_KMAX) and sorted packed keys (larger k)."""
+    if request.param == "sorted":
+        monkeypatch.setattr(C, "HEAP_KMAX", 0)
+    return request.param
+
+
 def tiny_blocks(monkeypatch, qblock=4, bblock=16, part_min=1):
     """Several query blocks, base blocks and parts per block even on tiny inputs."""
     monkeypatch.setattr(C, "QBLOCK", qblock)
@@ -136,9 +144,14 @@ def test_pairwise_empty(cu):
 # -- knn through simsearch.distance -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("metric", METRICS)
-def test_knn_ties_and_duplicates_across_blocks(cu, monkeypatch, metric):
+@pytest.mark.parametrize(
+    ("metric", "path"),
+    [(m, "heaps") for m in METRICS] + [(m, "sorted") for m in ("sqeuclidean", "manhattan", "cosine", "ip")],
+)
+def test_knn_ties_and_duplicates_across_blocks(cu, monkeypatch, metric, path):
     tiny_blocks(monkeypatch)  # 16-row base blocks, 4-query blocks, up to 16 parts per block
+    if path == "sorted":
+        monkeypatch.setattr(C, "HEAP_KMAX", 0)
     base = small_ints(7, 80, 4)
     queries = small_ints(8, 6, 4)
     dup = [3, 17, 33, 64]  # one copy in each of four other base blocks
@@ -153,7 +166,7 @@ def test_knn_ties_and_duplicates_across_blocks(cu, monkeypatch, metric):
 
 @pytest.mark.parametrize("k", [3, 20])
 @pytest.mark.parametrize("metric", ["sqeuclidean", "manhattan", "ip"])
-def test_raw_candidates_break_ties_to_the_smaller_row(cu, npb, monkeypatch, metric, k):
+def test_raw_candidates_break_ties_to_the_smaller_row(cu, npb, monkeypatch, topk_path, metric, k):
     """Small integers rank exactly, so the backend's own candidates (before exact_knn) must equal
     numpy's, tie order included, across base blocks and strided parts."""
     tiny_blocks(monkeypatch)
@@ -172,7 +185,7 @@ def test_knn_floats_match_numpy(cu, metric):
 
 @pytest.mark.parametrize("k", [1, 37, 40])
 @pytest.mark.parametrize("metric", ["sqeuclidean", "manhattan", "cosine"])
-def test_knn_small_and_large_k(cu, metric, k):
+def test_knn_small_and_large_k(cu, topk_path, metric, k):
     """k = 1, k close to n, and k = n (every row is a candidate; one part per query)."""
     base, queries = small_ints(11, 40, 3), small_ints(12, 3, 3)
     assert_same_knn(*knn_both(base, queries, k, metric))
@@ -226,11 +239,13 @@ def test_knn_matches_numpy_on_open_ended_inputs(cu, metric, n, nq, d, kfrac, int
 # -- memory plans and running out of memory --------------------------------------------------------
 
 
-@pytest.mark.parametrize("metric", ["sqeuclidean", "manhattan"])
-def test_knn_under_a_tiny_memory_plan(cu, monkeypatch, metric):
+@pytest.mark.parametrize(("metric", "path"), [("sqeuclidean", "heaps"), ("manhattan", "heaps"), ("cosine", "sorted")])
+def test_knn_under_a_tiny_memory_plan(cu, monkeypatch, metric, path):
     """The base is streamed block by block and queries go a few at a time; same answer."""
-    base, queries = floats(17, 40, 5), floats(18, 4, 5)
-    monkeypatch.setattr(D, "SIM_MEMORY", 1600)  # the prepared base (960 bytes) is over half of it
+    if path == "sorted":
+        monkeypatch.setattr(C, "HEAP_KMAX", 0)
+    base, queries = floats(17, 30, 5), floats(18, 4, 5)
+    monkeypatch.setattr(D, "SIM_MEMORY", 1200)  # the prepared base (720 bytes) is over half of it
     rows, bn = C._knn_plan(len(queries), len(base), 5, 14, streamed=True)
     assert rows < len(queries) and bn < len(base)
     prepared = []
@@ -242,7 +257,7 @@ def test_knn_under_a_tiny_memory_plan(cu, monkeypatch, metric):
     assert_same_knn(got, distance.knn(base, queries, 5, metric, backend="numpy"))
 
 
-def test_knn_splits_blocks_that_run_out_of_memory(cu, monkeypatch):
+def test_knn_splits_blocks_that_run_out_of_memory(cu, monkeypatch, topk_path):
     """A plan that believes in more memory than there is: blocks fail and are split until they fit."""
     base, queries = floats(19, 50, 4), floats(20, 8, 4)
     want = distance.knn(base, queries, 4, "euclidean", backend="numpy")

@@ -17,6 +17,12 @@ smaller row; :func:`simsearch.distance.exact_knn` recomputes them exactly.
   end :func:`_sort_heaps` sorts each and :func:`_merge_lists` merges :data:`FANIN` lists at a
   time by (value, row) until one remains. Work per insertion is O(log k), memory
   ``rows x parts x k`` entries, both bounded by the plan.
+* **Large k** (above :data:`HEAP_KMAX`, e.g. exact_knn asking again for a long tie group): one
+  thread's O(k log k) heapsort would serialise, so each block's ranks are packed into unique
+  uint64 keys (order-preserving float bits, column), sorted along the row with ``D.xp`` (thrust
+  on a device; equal keys cannot occur, so stability does not matter), and the block's first k
+  merged with the running list by :func:`_merge_two`. Keys, the sort's scratch and three
+  (rows, k) lists are in the plan.
 * **Memory**: every buffer of a call is sized by a plan from ``D.free_bytes()`` (query rows per
   block, base rows per block, parts), blocks of queries run under ``D.split_on_oom``, and a base
   too big to keep on the device is streamed block by block. ``pairwise`` fills its host output
@@ -41,7 +47,7 @@ from collections import OrderedDict
 from typing import Any, NamedTuple
 
 import numpy as np
-from numba import cuda, float32, float64, int64
+from numba import cuda, float32, float64, int64, uint64
 
 from . import _device as D
 from . import _numpy_distance as ref
@@ -60,6 +66,11 @@ CACHE_FRACTION = 0.25  # of device memory the resident-base cache may hold
 _THREADS = 128
 _L1_THREADS = 256
 _EMPTY = np.iinfo(np.int64).max  # the row of an unfilled slot (sorts last)
+_INF = float32(np.inf)
+_SIGN = uint64(0x80000000)
+_LOW32 = uint64(0xFFFFFFFF)
+HEAP_KMAX = 1024  # larger k: sort each block's ranks (packed keys) instead of per-thread heaps
+SORT_OVERHEAD = 3  # device bytes a row sort needs per byte of keys, beyond the keys (a bound)
 _MODES = {"l2": 0, "cos": 1, "raw": 2}  # how _prepare_rows prepares a base for a metric
 
 # L1 tiles: TM query rows x TN base rows, TK dimensions per shared-memory slab, 4 x 4 per thread.
@@ -170,6 +181,59 @@ def _merge_lists(sv, si, dv, di, fanin):
             dv[i, o, r] = bv
             di[i, o, r] = bi
             heads[best - p0] += 1
+
+
+@D.kernel
+def _pack_keys(gbits, keys):
+    """keys[i, j] = (order-preserving bits of the float32 rank g[i, j]) << 32 | j: sorting a row
+    of keys sorts its ranks, ties to the smaller column. ``gbits`` is the ranks' uint32 view."""
+    nb = gbits.shape[1]
+    for t in range(cuda.grid(1), gbits.shape[0] * nb, cuda.gridsize(1)):
+        i = t // nb
+        j = t - i * nb
+        u = uint64(gbits[i, j])
+        if u == _SIGN:
+            u = uint64(0)  # -0.0 ranks as +0.0
+        if u & _SIGN:
+            u = ~u & _LOW32
+        else:
+            u = u | _SIGN
+        keys[i, j] = (u << uint64(32)) | uint64(j)
+
+
+@D.kernel
+def _unpack_top(keys, g, offset, dv, di):
+    """dv/di[i, r] = (rank, row) of the r-th smallest key of row i; placeholders past its width."""
+    nb = keys.shape[1]
+    k = dv.shape[1]
+    for t in range(cuda.grid(1), keys.shape[0] * k, cuda.gridsize(1)):
+        i = t // k
+        r = t - i * k
+        if r < nb:
+            j = int64(keys[i, r] & _LOW32)
+            dv[i, r] = g[i, j]
+            di[i, r] = offset + j
+        else:
+            dv[i, r] = _INF
+            di[i, r] = _EMPTY
+
+
+@D.kernel
+def _merge_two(av, ai, bv, bi, dv, di):
+    """dv/di[i] = the k smallest (value, row) of the sorted lists a[i] and b[i]."""
+    k = av.shape[1]
+    for i in range(cuda.grid(1), av.shape[0], cuda.gridsize(1)):
+        p = 0
+        q = 0
+        for r in range(k):
+            if q >= k or (p < k and not _greater(av[i, p], ai[i, p], bv[i, q], bi[i, q])):
+                dv[i, r] = av[i, p]
+                di[i, r] = ai[i, p]
+                p += 1
+            else:
+                dv[i, r] = bv[i, q]
+                di[i, r] = bi[i, q]
+                q += 1
 
 
 @D.kernel
@@ -407,8 +471,12 @@ def _heap_bytes(rows: int, k: int, parts: int) -> int:
 def _knn_bytes(rows: int, d: int, bn: int, n: int, k: int, streamed: bool) -> int:
     """Device bytes one query block of ``rows`` needs with base blocks of ``bn`` rows."""
     bn = min(bn, n)
-    need = 4 * rows * d + 4 * rows * bn + _heap_bytes(rows, k, _parts(rows, bn, n, k))
-    return need + (_prepared_bytes(bn, d) if streamed else 4 * bn)
+    need = 4 * rows * d + 4 * rows * bn
+    if k > HEAP_KMAX:  # keys and the sort's scratch, three (rows, k) lists
+        need += 8 * rows * bn * (1 + SORT_OVERHEAD) + 3 * 12 * rows * k
+    else:
+        need += _heap_bytes(rows, k, _parts(rows, bn, n, k))
+    return need + (_prepared_bytes(bn, d) if streamed else 0)
 
 
 def _knn_plan(nq: int, n: int, d: int, k: int, streamed: bool) -> tuple[int, int]:
@@ -484,22 +552,52 @@ def _merge_all(hv_flat, hi_flat, rows: int, parts: int, k: int) -> tuple[Any, An
     return src[0][:, 0], src[1][:, 0]
 
 
+def _blocks(entry, base, kind, q_dev, bn, gemm, buf):
+    """Yield (first base row, ranks or L1 distances of the queries against the block) per block."""
+    n = len(base)
+    for b0 in range(0, n, bn):
+        b1 = min(b0 + bn, n)
+        rows_b, bterm_b = _base_block(entry, base, kind, b0, b1)
+        yield b0, _block_values(q_dev, rows_b, gemm, buf), bterm_b
+
+
+def _topk_heaps(entry, base, kind, q_dev, k, bn, gemm):
+    """Top-k of each query by per-(query, part) heaps folded block by block, then merged."""
+    rows, n = q_dev.shape[0], len(base)
+    parts = _parts(rows, min(bn, n), n, k)
+    hv = D.full(rows * parts * k, np.inf, np.float32)
+    hi = D.full(rows * parts * k, _EMPTY, np.int64)
+    heaps = (hv.reshape(rows, parts, k), hi.reshape(rows, parts, k))
+    buf = D.empty(rows * min(bn, n), np.float32)
+    for b0, g, bterm_b in _blocks(entry, base, kind, q_dev, bn, gemm, buf):
+        _launch(_fold, rows * parts, _THREADS, g, bterm_b, b0, *heaps)
+    return _merge_all(hv, hi, rows, parts, k)
+
+
+def _topk_sorted(entry, base, kind, q_dev, k, bn, gemm):
+    """Top-k of each query for large k: each block's ranks are packed into unique uint64 keys and
+    sorted along the row (D.xp), and its first k merged into the running list."""
+    rows, n = q_dev.shape[0], len(base)
+    run, new, top = ((D.full((rows, k), np.inf, np.float32), D.full((rows, k), _EMPTY, np.int64)) for _ in range(3))
+    buf = D.empty(rows * min(bn, n), np.float32)
+    keys_buf = D.empty(rows * min(bn, n), np.uint64)
+    for b0, g, bterm_b in _blocks(entry, base, kind, q_dev, bn, gemm, buf):
+        g += bterm_b[None, :]
+        keys = keys_buf[: g.size].reshape(g.shape)
+        _launch(_pack_keys, g.size, _THREADS, g.view(np.uint32), keys)
+        keys.sort(axis=1)
+        _launch(_unpack_top, rows * k, _THREADS, keys, g, b0, *top)
+        _launch(_merge_two, rows, _THREADS, *run, *top, *new)
+        run, new = new, run
+    return run
+
+
 def _knn_rows(entry, base, kind, q, k, bn, gemm) -> tuple[np.ndarray, np.ndarray]:
     """Top-k ranks and rows of one block of prepared queries against the whole base."""
-    rows, n = len(q), len(base)
-    parts = _parts(rows, min(bn, n), n, k)
     with D.on_stream():
         q_dev = D.to_device(q)
-        hv = D.full(rows * parts * k, np.inf, np.float32)
-        hi = D.full(rows * parts * k, _EMPTY, np.int64)
-        heaps = (hv.reshape(rows, parts, k), hi.reshape(rows, parts, k))
-        buf = D.empty(rows * min(bn, n), np.float32)
-        for b0 in range(0, n, bn):
-            b1 = min(b0 + bn, n)
-            rows_b, bterm_b = _base_block(entry, base, kind, b0, b1)
-            g = _block_values(q_dev, rows_b, gemm, buf)
-            _launch(_fold, rows * parts, _THREADS, g, bterm_b, b0, *heaps)
-        top_v, top_i = _merge_all(hv, hi, rows, parts, k)
+        topk = _topk_sorted if k > HEAP_KMAX else _topk_heaps
+        top_v, top_i = topk(entry, base, kind, q_dev, k, bn, gemm)
         return D.to_host(top_v), D.to_host(top_i)
 
 
