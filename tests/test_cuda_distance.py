@@ -79,6 +79,22 @@ def topk_path(request, monkeypatch):
     return request.param
 
 
+def limit_memory(monkeypatch, nbytes: int, free: int | None = None) -> None:
+    """A device that cannot allocate more than ``nbytes`` at once and reports ``free`` (default
+    ``nbytes``) free to the plans: the simulator's budget, and the same limits on a real device."""
+    real = D.empty
+
+    def empty(shape, dtype):
+        want = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        if want > nbytes:
+            raise D.DeviceOutOfMemory(f"{want} bytes asked for, {nbytes} allowed")
+        return real(shape, dtype)
+
+    monkeypatch.setattr(D, "SIM_MEMORY", nbytes)
+    monkeypatch.setattr(D, "empty", empty)
+    monkeypatch.setattr(D, "free_bytes", lambda: nbytes if free is None else free)
+
+
 def tiny_blocks(monkeypatch, qblock=4, bblock=16, part_min=1):
     """Several query blocks, base blocks and parts per block even on tiny inputs."""
     monkeypatch.setattr(C, "QBLOCK", qblock)
@@ -130,7 +146,7 @@ def test_pairwise_l1_tile_edges_and_slabs(cu, npb):
 @pytest.mark.parametrize("metric", ["euclidean", "manhattan", "cosine"])
 def test_pairwise_in_blocks_under_a_small_plan(cu, npb, monkeypatch, metric):
     x, y = floats(5, 7, 6), floats(6, 30, 6)
-    monkeypatch.setattr(D, "SIM_MEMORY", 1024)  # y (840 bytes prepared) is streamed, x goes in blocks
+    limit_memory(monkeypatch, 1024)  # y (840 bytes prepared) is streamed, x goes in blocks
     rows, cols = C._pairwise_plan(len(x), len(y), 6, streamed=True)
     assert rows < len(x) and cols < len(y)
     np.testing.assert_allclose(cu.pairwise(x, y, metric), npb.pairwise(x, y, metric), rtol=2e-5, atol=2e-5)
@@ -245,7 +261,7 @@ def test_knn_under_a_tiny_memory_plan(cu, monkeypatch, metric, path):
     if path == "sorted":
         monkeypatch.setattr(C, "HEAP_KMAX", 0)
     base, queries = floats(17, 30, 5), floats(18, 4, 5)
-    monkeypatch.setattr(D, "SIM_MEMORY", 1200)  # the prepared base (720 bytes) is over half of it
+    limit_memory(monkeypatch, 1200)  # the prepared base (720 bytes) is over half of it
     rows, bn = C._knn_plan(len(queries), len(base), 5, 14, streamed=True)
     assert rows < len(queries) and bn < len(base)
     prepared = []
@@ -261,8 +277,7 @@ def test_knn_splits_blocks_that_run_out_of_memory(cu, monkeypatch, topk_path):
     """A plan that believes in more memory than there is: blocks fail and are split until they fit."""
     base, queries = floats(19, 50, 4), floats(20, 8, 4)
     want = distance.knn(base, queries, 4, "euclidean", backend="numpy")
-    monkeypatch.setattr(D, "SIM_MEMORY", 1000)
-    monkeypatch.setattr(D, "free_bytes", lambda: 1 << 40)
+    limit_memory(monkeypatch, 1000, free=1 << 40)
     calls = []
     real = C._knn_rows
     monkeypatch.setattr(C, "_knn_rows", lambda *a: calls.append(len(a[3])) or real(*a))
@@ -273,7 +288,7 @@ def test_knn_splits_blocks_that_run_out_of_memory(cu, monkeypatch, topk_path):
 
 def test_one_query_that_cannot_fit_raises_resource_exhausted(cu, monkeypatch):
     base, queries = floats(21, 30, 4), floats(22, 2, 4)
-    monkeypatch.setattr(D, "SIM_MEMORY", 8)  # not even one query row
+    limit_memory(monkeypatch, 8)  # not even one query row
     with pytest.raises(ResourceExhaustedError, match="knn"):
         cu.knn(base, queries, 5, "sqeuclidean")
     with pytest.raises(ResourceExhaustedError, match="pairwise"):
@@ -321,7 +336,8 @@ def test_cache_never_answers_from_a_stale_base(cu):
 
 def test_cache_is_bounded_by_bytes(cu, monkeypatch):
     one = C._prepared_bytes(40, 4)
-    monkeypatch.setattr(C, "CACHE_FRACTION", 2.5 * one / D.SIM_MEMORY)  # room for two bases
+    monkeypatch.setattr(C, "device_bytes", lambda: 1 << 20)
+    monkeypatch.setattr(C, "CACHE_FRACTION", 2.5 * one / (1 << 20))  # room for two bases
     queries = floats(28, 2, 4)
     bases = [floats(30 + i, 40, 4) for i in range(4)]
     for i, b in enumerate(bases):
