@@ -381,7 +381,7 @@ def test_sixteen_threads_match_serial_bit_for_bit(cu, monkeypatch):
         try:
             start.wait()
             results[t] = work(t)
-        except Exception as exc:  # reported below
+        except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(t,)) for t in range(16)]

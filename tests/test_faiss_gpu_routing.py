@@ -9,18 +9,19 @@ CPU index, give the CPU answer, and give each thread its own resources.
 from __future__ import annotations
 
 import threading
+from typing import ClassVar
 
 import numpy as np
 import pytest
 
 faiss = pytest.importorskip("faiss")
 
-from simsearch import distance  # noqa: E402
-from simsearch.backends import _faiss as F  # noqa: E402
+from simsearch import distance
+from simsearch.backends import _faiss as F
 
 
 class FakeResources:
-    made: list[FakeResources] = []
+    made: ClassVar[list[FakeResources]] = []
 
     def __init__(self) -> None:
         self.owner = threading.get_ident()
@@ -31,7 +32,7 @@ class FakeResources:
 class FakeGpuIndex:
     """A CPU flat index behind faiss-GPU's k limit."""
 
-    searches: list[int] = []
+    searches: ClassVar[list[int]] = []
 
     def __init__(self, res: FakeResources, index, limit: int) -> None:
         self.res, self.index, self.limit = res, index, limit
@@ -114,7 +115,7 @@ def test_every_thread_has_its_own_gpu_resources(gpu_faiss):
             start.wait()
             for _ in range(3):
                 be.knn(base, queries, 5, "ip")
-        except BaseException as exc:  # reported below
+        except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=run) for _ in range(8)]

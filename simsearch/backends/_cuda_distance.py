@@ -52,7 +52,7 @@ from numba import cuda, float32, float64, int64, uint64
 from . import _device as D
 from . import _numpy_distance as ref
 
-__all__ = ["CudaDistanceKernels", "pairwise", "knn", "RESIDENT"]
+__all__ = ["RESIDENT", "CudaDistanceKernels", "knn", "pairwise"]
 
 QBLOCK = 4096  # queries per block at most
 BBLOCK = 1 << 16  # base rows per block with a full query block (more when there are few queries)

@@ -20,8 +20,7 @@ import numpy as np
 import pytest
 
 from simsearch.errors import InvalidArgumentError
-from simsearch.models import GaussianMixture
-from simsearch.models import _gmm
+from simsearch.models import GaussianMixture, _gmm
 
 COLLAPSED = np.repeat(np.array([[0.0, 0.0], [5.0, 5.0]]), 10, axis=0)
 NOT_PD = np.array([[1.0, 2.0], [2.0, 1.0]])  # eigenvalues 3 and -1
