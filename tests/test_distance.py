@@ -339,17 +339,17 @@ def test_pairwise_bad_inputs():
 def test_cupy_matches_numpy_on_blocks(metric):
     if "cupy" not in available_backends():
         pytest.skip("CuPy sees no GPU here")
-    from simsearch.backends import _cupy_distance
+    from simsearch.backends import _cuda_distance
 
     base, queries = data(21, 20_000, 48, 700)
     base[9000:9010] = base[1]
     queries[0] = base[1]
-    old = (_cupy_distance.QBLOCK, _cupy_distance.BBLOCK)
+    old = (_cuda_distance.QBLOCK, _cuda_distance.BBLOCK)
     try:
-        _cupy_distance.QBLOCK, _cupy_distance.BBLOCK = 256, 4096  # several query and base blocks
+        _cuda_distance.QBLOCK, _cuda_distance.BBLOCK = 256, 4096  # several query and base blocks
         dist, idx = distance.knn(base, queries, 16, metric, backend="cupy")
     finally:
-        _cupy_distance.QBLOCK, _cupy_distance.BBLOCK = old
+        _cuda_distance.QBLOCK, _cuda_distance.BBLOCK = old
     assert_knn_matches(base, queries, 16, metric, dist, idx)
     ref_d, ref_i = distance.knn(base, queries, 16, metric, backend="numpy")
     np.testing.assert_allclose(dist, ref_d, rtol=1e-5, atol=1e-6)

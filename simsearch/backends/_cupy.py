@@ -10,11 +10,12 @@ the numpy backend (integers) or equal within tolerance (floats).
 from __future__ import annotations
 
 from . import _device as D
+from ._cuda_distance import CudaDistanceKernels
 from ._cuda_lsh import CudaLSHKernels
 from ._cuda_text import CudaTextKernels
 
 
-class CupyBackend(CudaTextKernels, CudaLSHKernels):
+class CupyBackend(CudaTextKernels, CudaLSHKernels, CudaDistanceKernels):
     name = "cupy"
 
     def __init__(self) -> None:

@@ -9,6 +9,7 @@ random responsibilities or random points; ``means_init`` starts from given means
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from typing import Any
@@ -121,9 +122,22 @@ _ILL_DEFINED = (
 )
 
 
+def _linalg_raises(xp):
+    """A context in which ``xp.linalg`` raises ``numpy.linalg.LinAlgError`` on a matrix that is not
+    positive definite (cholesky) or is singular (solve), as numpy always does. CuPy does not look at
+    cuSOLVER's status (and returns garbage) unless ``cupyx.errstate(linalg="raise")`` is set;
+    cupyx is imported only when the arrays already are CuPy arrays."""
+    if getattr(xp, "__name__", "").split(".")[0] != "cupy":
+        return contextlib.nullcontext()
+    import cupyx
+
+    return cupyx.errstate(linalg="raise")
+
+
 def _cholesky_lower(xp, A):
     try:
-        L = xp.linalg.cholesky(A)
+        with _linalg_raises(xp):
+            L = xp.linalg.cholesky(A)
     except np.linalg.LinAlgError:
         raise InvalidArgumentError(_ILL_DEFINED) from None
     if not bool(xp.isfinite(L).all()):
@@ -142,7 +156,8 @@ def _precision_cholesky(xp, cov, cov_type: str):
     eye = xp.eye(mats.shape[-1], dtype=mats.dtype)
     for k in range(mats.shape[0]):
         L = _cholesky_lower(xp, mats[k])
-        out[k] = xp.tril(xp.linalg.solve(L, eye)).T
+        with _linalg_raises(xp):
+            out[k] = xp.tril(xp.linalg.solve(L, eye)).T
     return out[0] if cov_type == "tied" else out
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
+import os
 
 import numpy as np
 import pytest
@@ -24,21 +26,58 @@ def _one_blas_thread():
         yield
 
 
+# cudaErrorInsufficientDriver (no NVIDIA driver at all) and cudaErrorNoDevice: "no GPU here".
+_NO_DEVICE_STATUS = (35, 100)
+
+
+def _require_gpu() -> bool:
+    return os.environ.get("SIMSEARCH_REQUIRE_GPU", "") not in ("", "0")
+
+
+def _no_gpu(why: str):
+    """Skip: there is no GPU to test on here; a failure instead under SIMSEARCH_REQUIRE_GPU=1."""
+    if _require_gpu():
+        pytest.fail(f"{why} (SIMSEARCH_REQUIRE_GPU=1)")
+    pytest.skip(why)
+
+
+def _cupy_installed() -> bool:
+    try:
+        return importlib.util.find_spec("cupy") is not None
+    except (ImportError, ValueError):  # a parent import failed, or the import is blocked
+        return False
+
+
 def cupy_or_skip():
-    """Return the cupy module, or skip the test when CuPy or a CUDA device is missing."""
+    """Return the cupy module. Skip when CuPy is not installed or sees no CUDA device; fail when
+    it is installed but broken (it does not import, the runtime raises anything but "no device",
+    a first array operation fails), and fail instead of skipping under SIMSEARCH_REQUIRE_GPU=1."""
+    if not _cupy_installed():
+        _no_gpu("CuPy is not installed")
     try:
         import cupy
-
-        if cupy.cuda.runtime.getDeviceCount() < 1:
-            raise RuntimeError("no device")
-    except Exception as exc:  # ImportError, CUDARuntimeError, ...
-        pytest.skip(f"CuPy with a CUDA device is not available ({exc})")
+    except Exception as exc:  # noqa: BLE001 - any failure of an installed CuPy is a broken install
+        pytest.fail(f"CuPy is installed but does not import: {type(exc).__name__}: {exc}")
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # noqa: BLE001 - only "no device" skips; anything else fails
+        if getattr(exc, "status", None) in _NO_DEVICE_STATUS:
+            _no_gpu(f"CuPy sees no CUDA device ({exc})")
+        pytest.fail(f"CuPy's CUDA runtime is broken: {type(exc).__name__}: {exc}")
+    if count < 1:
+        _no_gpu("CuPy sees no CUDA device")
+    try:
+        total = int(cupy.arange(4).sum())
+    except Exception as exc:  # noqa: BLE001 - a device that cannot run a kernel is broken
+        pytest.fail(f"CuPy sees {count} device(s) but cannot run a kernel: {type(exc).__name__}: {exc}")
+    if total != 6:
+        pytest.fail(f"CuPy computed sum(arange(4)) = {total}, not 6")
     return cupy
 
 
 @pytest.fixture
 def cp():
-    """The cupy module; skips the test when CuPy or a CUDA device is missing."""
+    """The cupy module; skips the test when CuPy or a CUDA device is missing (see cupy_or_skip)."""
     return cupy_or_skip()
 
 
