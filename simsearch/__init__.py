@@ -27,6 +27,7 @@ from .minhash import MinHash, jaccard, minhash, permutations
 from .shingling import ShingleSets, shingle_hash, shingle_hashes, shingles, tokenize
 from . import distance
 from . import models
+from .models import SVC, GaussianMixture
 from .vector_index import BatchMatches, Matches, VectorIndex
 
 
@@ -76,6 +77,8 @@ __all__ = [
     "tokenize",
     "distance",
     "models",
+    "SVC",
+    "GaussianMixture",
     "VectorIndex",
     "Matches",
     "BatchMatches",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import numbers
 import sys
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -34,11 +34,13 @@ class ConvergenceWarning(UserWarning):
     """An iterative solver stopped at ``max_iter`` before meeting ``tol``."""
 
 
+_Model = TypeVar("_Model", bound="BaseModel")
+
 def _is_cupy(a: Any) -> bool:
     return type(a).__module__.split(".", 1)[0] == "cupy"
 
 
-def get_namespace(*arrays: Any):
+def get_namespace(*arrays: Any) -> Any:
     """Return the array module (``numpy`` or ``cupy``) that the given arrays live in.
 
     ``None``, Python scalars and lists count as numpy-compatible and never force a namespace.
@@ -189,7 +191,7 @@ class BaseModel:
         """Return the constructor arguments as a dict (``deep`` is accepted for scikit-learn)."""
         return {name: getattr(self, name) for name in self._get_param_names()}
 
-    def set_params(self, **params: Any):
+    def set_params(self: _Model, **params: Any) -> _Model:
         """Set constructor arguments by name and return ``self``; unknown names raise."""
         valid = self._get_param_names()
         for key, value in params.items():
@@ -220,9 +222,6 @@ class BaseModel:
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate "
                 "arguments before using this estimator."
             )
-
-    def _namespace_of_fit(self):
-        return get_namespace(getattr(self, self._required_fitted))
 
     def _fitted_in(self, xp, *names: str):
         """Fitted arrays moved to ``xp`` (cached), so a model fitted on one device predicts on another."""
@@ -267,7 +266,7 @@ class BaseModel:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, namespace: str = "numpy"):
+    def from_dict(cls: type[_Model], data: dict[str, Any], *, namespace: str = "numpy") -> _Model:
         """Rebuild an estimator written by :meth:`to_dict`; arrays land in ``namespace`` ("numpy" or "cupy")."""
         if not isinstance(data, dict) or data.get("format") != "simsearch.models":
             raise InvalidArgumentError("from_dict expects a dict written by to_dict (with format 'simsearch.models').")

@@ -298,12 +298,12 @@ class GaussianMixture(BaseModel):
 
     # -- EM -----------------------------------------------------------------------------------
 
-    def fit(self, X, y=None):
+    def fit(self, X, y=None) -> GaussianMixture:
         """Estimate the parameters with EM (``n_init`` runs, the best lower bound wins); returns ``self``."""
         self._fit(X, "GaussianMixture.fit")
         return self
 
-    def fit_predict(self, X, y=None):
+    def fit_predict(self, X, y=None) -> Any:
         """Fit, then return the component of each sample (consistent with ``fit(X).predict(X)``)."""
         xp, X = self._fit(X, "GaussianMixture.fit_predict")
         return xp.argmax(self._log_resp(xp, X)[1], axis=1)
@@ -391,7 +391,7 @@ class GaussianMixture(BaseModel):
         xp = get_namespace(X)
         return xp, check_X(xp, X, func=func, n_features=self.n_features_in_)
 
-    def score_samples(self, X):
+    def score_samples(self, X) -> Any:
         """Log-likelihood log p(x) of each sample under the mixture, shape (n,)."""
         xp, X = self._checked(X, "GaussianMixture.score_samples")
         return self._log_resp(xp, X)[0]
@@ -400,12 +400,12 @@ class GaussianMixture(BaseModel):
         """Mean log-likelihood per sample."""
         return float(self.score_samples(X).mean())
 
-    def predict(self, X):
+    def predict(self, X) -> Any:
         """Most probable component of each sample, shape (n,)."""
         xp, X = self._checked(X, "GaussianMixture.predict")
         return xp.argmax(self._log_resp(xp, X)[1], axis=1)
 
-    def predict_proba(self, X):
+    def predict_proba(self, X) -> Any:
         """Posterior probability of each component for each sample, shape (n, n_components)."""
         xp, X = self._checked(X, "GaussianMixture.predict_proba")
         return xp.exp(self._log_resp(xp, X)[1])

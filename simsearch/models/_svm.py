@@ -177,7 +177,7 @@ class SVC(BaseModel):
 
     # -- fit --------------------------------------------------------------------------------
 
-    def fit(self, X, y):
+    def fit(self, X, y) -> SVC:
         """Train on ``X`` (n, d) and labels ``y`` (n,) with at least two classes; returns ``self``."""
         func = "SVC.fit"
         xp = get_namespace(X, y)
@@ -306,7 +306,7 @@ class SVC(BaseModel):
 
     # -- partial_fit ------------------------------------------------------------------------
 
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X, y, classes=None) -> SVC:
         """Update the model with one mini-batch (averaged SGD); ``classes`` is required on the first call.
 
         The linear kernel updates ``coef_`` directly; the RBF kernel works in random Fourier
@@ -412,12 +412,12 @@ class SVC(BaseModel):
         model = dict(zip(names, self._fitted_in(xp, *names)))
         return xp, self._decision(xp, X, self.solver_, model)
 
-    def decision_function(self, X):
+    def decision_function(self, X) -> Any:
         """Signed distances to the one-vs-rest hyperplanes: shape (n,) for two classes, else (n, n_classes)."""
         xp, dec = self._raw_decision(X, "SVC.decision_function")
         return dec[:, 0] if dec.shape[1] == 1 else dec
 
-    def predict(self, X):
+    def predict(self, X) -> Any:
         """The class with the largest decision value (for two classes: classes_[1] where it is > 0)."""
         xp, dec = self._raw_decision(X, "SVC.predict")
         idx = (dec[:, 0] > 0).astype(xp.int64) if dec.shape[1] == 1 else xp.argmax(dec, axis=1)
@@ -425,7 +425,7 @@ class SVC(BaseModel):
             return self.classes_[to_numpy(idx)]
         return self._fitted_in(xp, "classes_")[idx]
 
-    def predict_proba(self, X):
+    def predict_proba(self, X) -> Any:
         """Class probabilities (n, n_classes) from the Platt sigmoids; rows sum to 1.
 
         Needs ``probability=True`` at fit time. As in scikit-learn, ``predict`` follows the decision
@@ -447,7 +447,7 @@ class SVC(BaseModel):
         p = xp.maximum(p, 1e-300)
         return p / p.sum(axis=1, keepdims=True)
 
-    def predict_log_proba(self, X):
+    def predict_log_proba(self, X) -> Any:
         """Natural log of :meth:`predict_proba`."""
         return get_namespace(X).log(self.predict_proba(X))
 
