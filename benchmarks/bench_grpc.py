@@ -100,7 +100,7 @@ def echo_server(workers: int, dim: int) -> None:
 
     import grpc
 
-    from simsearch._wire import SERVICE, info_to_pb, pb
+    from simsearch.wire import SERVICE, info_to_pb, pb
     from simsearch.index import CollectionConfig, CollectionInfo
 
     info = info_to_pb(CollectionInfo("bench", CollectionConfig(dim=dim), 0))

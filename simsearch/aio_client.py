@@ -15,8 +15,8 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from . import _wire as wire
-from ._wire import pb
+from . import wire
+from .wire import pb
 from .client import (
     CHANNEL_OPTIONS,
     DEFAULT_TARGET,
@@ -28,9 +28,18 @@ from .client import (
     stats_from_pb,
     translate_error,
 )
-from .index._classify import Classification, ClassifierInfo
-from .index import check_collection_name
-from .index._types import Cluster, CollectionInfo, Document, NearDuplicate, Neighbor, UpsertResult
+from .index import (
+    Classification,
+    ClassifierInfo,
+    Cluster,
+    CollectionInfo,
+    Document,
+    NearDuplicate,
+    Neighbor,
+    UpsertResult,
+    check_collection_name,
+)
+
 
 __all__ = ["AsyncClient", "AsyncRemoteCollection"]
 

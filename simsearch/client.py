@@ -20,14 +20,20 @@ from typing import Any
 
 import grpc
 
-from . import _wire as wire
-from ._wire import pb
-from .errors import GRPC_STATUS, InvalidArgumentError, ResourceExhaustedError, SimsearchError, error_for_status
-from .index import _classify
-from .index._classify import Classification, ClassifierInfo
-from .index import check_collection_name
-from .index._types import (
-    METRICS,
+from . import wire
+from .wire import pb
+from .errors import (
+    GRPC_STATUS,
+    InvalidArgumentError,
+    InvalidTypeError,
+    ResourceExhaustedError,
+    SimsearchError,
+    error_for_status,
+)
+from .index import (
+    MAX_K,
+    Classification,
+    ClassifierInfo,
     Cluster,
     CollectionConfig,
     CollectionInfo,
@@ -35,13 +41,20 @@ from .index._types import (
     NearDuplicate,
     Neighbor,
     UpsertResult,
+    check_collection_name,
+    check_documents,
 )
+
+# TEMPORARY (issue 13): private names, until simsearch.index exports them (asked of the owner of
+# index/_classify.py): the classifier argument checks and the collection metrics.
+from .index._classify import check_filter, check_kind, check_model_name, check_params  # TEMPORARY
+from .index._types import METRICS  # TEMPORARY
+
 
 __all__ = ["Client", "RemoteCollection", "RemoteError"]
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 _TABLE_STATUSES = frozenset(GRPC_STATUS.values())
-_MAX_K = 10_000
 
 
 class RemoteError(SimsearchError, ConnectionError):
@@ -90,7 +103,7 @@ def channel_credentials(tls: Any) -> grpc.ChannelCredentials | None:
     if isinstance(tls, (str, os.PathLike)):
         with open(tls, "rb") as fh:
             return grpc.ssl_channel_credentials(root_certificates=fh.read())
-    raise wire.InvalidTypeError(
+    raise InvalidTypeError(
         f"tls must be None, True, a CA certificate path, PEM bytes or grpc.ChannelCredentials. Got {type(tls).__name__}."
     )
 
@@ -119,38 +132,41 @@ class Requests:
     config: CollectionConfig
 
     def _upsert_request(self, docs) -> pb.UpsertRequest:
-        return pb.UpsertRequest(collection=self.name, documents=wire.encode_documents(docs, self.config.dim, self.name))
+        """Checked by the library's ``check_documents``, as ``Collection.upsert`` checks (the
+        server applies its own max_batch and max_text_bytes); metadata is JSON-encoded there, once."""
+        docs = check_documents(docs, dim=self.config.dim, collection=self.name)
+        return wire.upsert_request(self.name, docs, self.config.dim)
 
     def _delete_request(self, ids, missing_ok) -> pb.DeleteRequest:
-        return pb.DeleteRequest(collection=self.name, ids=wire.encode_ids(ids, "delete").values, missing_ok=bool(missing_ok))
+        return pb.DeleteRequest(collection=self.name, ids=wire.encode_ids(ids, "delete"), missing_ok=bool(missing_ok))
 
     def _get_request(self, ids) -> pb.GetRequest:
-        return pb.GetRequest(collection=self.name, ids=wire.encode_ids(ids, "get").values)
+        return pb.GetRequest(collection=self.name, ids=wire.encode_ids(ids, "get"))
 
     def _near_request(self, texts, ids, threshold, k, exact) -> pb.QueryNearDuplicatesRequest:
         func = "near_duplicates"
         if not isinstance(exact, bool):
-            raise wire.InvalidTypeError(f"The 'exact' parameter of {func} must be a bool.")
+            raise InvalidTypeError(f"The 'exact' parameter of {func} must be a bool.")
         req = pb.QueryNearDuplicatesRequest(
             collection=self.name, exact=exact, threshold=wire.encode_float(threshold, "threshold", 0.0, 1.0, func),
-            k=wire.encode_int(k, "k", 1, _MAX_K, func),
+            k=wire.encode_int(k, "k", 1, MAX_K, func),
         )
         if texts is not None:
             req.texts.CopyFrom(wire.encode_texts(texts, func))
         if ids is not None:
-            req.ids.CopyFrom(wire.encode_ids(ids, func))
+            req.ids.CopyFrom(pb.StringList(values=wire.encode_ids(ids, func)))
         return req
 
     def _search_request(self, vectors, ids, k, metric) -> pb.SearchVectorsRequest:
         func = "search"
         req = pb.SearchVectorsRequest(
-            collection=self.name, k=wire.encode_int(k, "k", 1, _MAX_K, func, optional=False),
+            collection=self.name, k=wire.encode_int(k, "k", 1, MAX_K, func, optional=False),
             metric=wire.encode_option(metric, "metric", METRICS, func),
         )
         if vectors is not None:
-            req.vectors.CopyFrom(wire.encode_vectors(vectors, func, self.config.dim, self.name))
+            wire.encode_vectors(vectors, func, self.config.dim, self.name, req.packed_vectors)
         if ids is not None:
-            req.ids.CopyFrom(wire.encode_ids(ids, func))
+            req.ids.CopyFrom(pb.StringList(values=wire.encode_ids(ids, func)))
         return req
 
     def _find_request(self, threshold, exact) -> pb.FindDuplicatesRequest:
@@ -162,13 +178,13 @@ class Requests:
     def _train_request(self, name, kind, params, filter) -> pb.TrainClassifierRequest:
         """Checked as ``Collection.train_classifier`` checks its arguments, in the same order."""
         func = "train_classifier"
-        name = _classify.check_model_name(name)
+        name = check_model_name(name)
         if not isinstance(kind, str):
-            _classify.check_kind(kind)  # raises the library's message
-        params = _classify.check_params(params)
-        filter = _classify.check_filter(filter)
+            check_kind(kind)  # raises the library's message
+        params = check_params(params)
+        filter = check_filter(filter)
         return pb.TrainClassifierRequest(
-            collection=self.name, name=name, kind=wire._string(kind, f"The 'kind' parameter of {func}"),
+            collection=self.name, name=name, kind=wire.encode_string(kind, f"The 'kind' parameter of {func}"),
             params_json=wire.encode_json_object(params, "params", func),
             filter_json=wire.encode_json_object(filter, "filter", func),
         )
@@ -176,18 +192,18 @@ class Requests:
     def _classify_request(self, vectors, ids, model, k) -> pb.ClassifyRequest:
         """Checked as ``Collection.classify`` checks its arguments, in the same order."""
         func = "classify"
-        req = pb.ClassifyRequest(collection=self.name, model=_classify.check_model_name(model),
-                                 k=wire.encode_int(k, "k", 1, _MAX_K, func, optional=False))
+        req = pb.ClassifyRequest(collection=self.name, model=check_model_name(model),
+                                 k=wire.encode_int(k, "k", 1, MAX_K, func, optional=False))
         if (vectors is None) == (ids is None):
             raise InvalidArgumentError(f"{func} takes either vectors or ids, not both and not neither.")
         if vectors is not None:
-            req.vectors.CopyFrom(wire.encode_vectors(vectors, func, self.config.dim, self.name))
+            wire.encode_vectors(vectors, func, self.config.dim, self.name, req.packed_vectors)
         else:
-            req.ids.CopyFrom(wire.encode_ids(ids, func))
+            req.ids.CopyFrom(pb.StringList(values=wire.encode_ids(ids, func)))
         return req
 
     def _model_request(self, cls, name):
-        return cls(collection=self.name, name=_classify.check_model_name(name))
+        return cls(collection=self.name, name=check_model_name(name))
 
     def _stream_requests(self, batches, failure: list):
         """UpsertRequests from ``batches``; a batch that cannot be encoded ends the stream cleanly

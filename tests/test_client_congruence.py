@@ -16,7 +16,7 @@ import pytest
 from simsearch.aio_client import AsyncClient
 from simsearch.client import Client
 from simsearch.errors import SimsearchError
-from simsearch.index import Collection, Document, Index
+from simsearch.index import Collection, Document, Index, MetadataJSON
 
 WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa".split()
 
@@ -116,6 +116,10 @@ def run_scenario(api) -> list:
     step("upsert replace", lambda: c.upsert(docs[25:]))
     step("upsert dicts", lambda: c.upsert([{"id": "x1", "text": "a tiny doc"}, {"id": "x2", "metadata": {"k": None}}]))
     step("upsert plain", lambda: plain.upsert([Document(id=d.id, text=d.text) for d in docs]))
+    step("upsert metadata text", lambda: c.upsert([Document(id="mj", metadata=MetadataJSON('{"z": [1, 2],  "a": "b"}'),
+                                                            vector=np.arange(8, dtype=np.float64))]))
+    step("get metadata text", lambda: c.get(["mj"]))
+    step("upsert bad metadata text", lambda: c.upsert([Document(id="mj", metadata=MetadataJSON('{"a": NaN}'))]))
     bad_docs = {
         "empty batch": [],
         "duplicate ids": [{"id": "a"}, {"id": "a"}],
@@ -132,6 +136,12 @@ def run_scenario(api) -> list:
         "metadata list": [{"id": "a", "metadata": [1, 2]}],
         "metadata nan": [{"id": "a", "metadata": {"x": math.nan}}],
         "metadata set": [{"id": "a", "metadata": {"x": {1}}}],
+        "metadata inf": [{"id": "a", "metadata": {"x": [math.inf]}}],
+        "metadata big": [{"id": "a", "metadata": {"x": "y" * 70_000}}],
+        "metadata json str": [{"id": "a", "metadata": '{"x": 1}'}],
+        "ragged vectors": [{"id": "a", "vector": [1.0] * 8}, {"id": "b", "vector": [1.0] * 9}],
+        "bool vector": [{"id": "a", "vector": [True] * 8}],
+        "huge vector": [{"id": "a", "vector": [1e39] * 8}],
         "long label": [{"id": "a", "label": "l" * 300}],
         "int id": [{"id": 5}],
         "int text": [{"id": "a", "text": 5}],
@@ -186,6 +196,12 @@ def run_scenario(api) -> list:
     step("search batch", lambda: c.search_batch(vectors=np.stack([docs[1].vector, docs[2].vector]), k=2))
     step("search batch ids", lambda: c.search_batch(ids=["d1", "d2"], k=2, metric="manhattan"))
     step("search batch empty", lambda: c.search_batch(vectors=[], k=2))
+    step("search batch float64", lambda: c.search_batch(vectors=np.stack([docs[1].vector, v]).astype(np.float64), k=3))
+    step("search batch lists", lambda: c.search_batch(vectors=[list(map(float, v)), [0.5] * 8], k=3))
+    step("search batch ragged", lambda: c.search_batch(vectors=[v, v[:3]], k=2))
+    step("search batch 3-d", lambda: c.search_batch(vectors=np.ones((2, 2, 8)), k=2))
+    step("search batch inf", lambda: c.search_batch(vectors=[v, np.full(8, np.inf)], k=2))
+    step("search batch ints", lambda: c.search_batch(vectors=np.ones((1, 8), dtype=np.int64), k=2))
     for label, kw in {"k=0": {"k": 0}, "k big": {"k": 10_001}, "metric bogus": {"metric": "bogus"},
                       "metric int": {"metric": 3}, "k none": {"k": None}}.items():
         step(f"search {label}", lambda kw=kw: c.search(v, **kw))

@@ -7,11 +7,12 @@ from __future__ import annotations
 import math
 
 import grpc
+import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from simsearch.server import ServerConfig, create_server
-from simsearch._proto.v1 import simsearch_pb2 as pb
+from simsearch.wire import pb
 
 TOKEN = "matrix-token"
 C = grpc.StatusCode
@@ -166,6 +167,57 @@ TC = pb.TrainClassifierRequest
 CL = pb.ClassifyRequest
 V4 = pb.VectorList(values=[_vec([1, 2, 3, 4])])
 
+
+def _mat(rows, dim, values=None, nbytes=None):
+    """A packed Matrix; ``nbytes`` overrides the length of its data (to make it inconsistent)."""
+    data = np.asarray(values if values is not None else np.ones(rows * dim), dtype="<f4").tobytes()
+    return pb.Matrix(rows=rows, dim=dim, data=data if nbytes is None else (data * 2)[:nbytes])
+
+
+def _packed_upsert(docs, matrix, coll="docs"):
+    return pb.UpsertRequest(collection=coll, documents=docs, packed_vectors=matrix)
+
+
+def _row(doc_id, row, **kw):
+    return pb.Document(id=doc_id, vector_row=row, **kw)
+
+
+M4 = _mat(1, 4)
+INF = math.inf
+
+# packed vector batches: inconsistent matrices, rows that no document or two documents name, and
+# the library's own checks (dim, NaN, infinity) on packed vectors
+MATRIX += [
+    ("Upsert", _packed_upsert([_row("w", 0)], _mat(1, 4, nbytes=15)), C.INVALID_ARGUMENT),
+    ("Upsert", _packed_upsert([_row("w", 0)], _mat(1, 4, nbytes=17)), C.INVALID_ARGUMENT),
+    ("Upsert", _packed_upsert([_row("w", 0)], _mat(2, 2, nbytes=8)), C.INVALID_ARGUMENT),
+    ("Upsert", _packed_upsert([_row("w", 0)], pb.Matrix(rows=3, dim=0)), C.INVALID_ARGUMENT),
+    ("Upsert", _packed_upsert([_row("w", 0)], pb.Matrix(rows=4_000_000_000, dim=1)), C.INVALID_ARGUMENT),
+    ("Upsert", _packed_upsert([_row("w", 1)], M4), C.INVALID_ARGUMENT),  # row out of range
+    ("Upsert", pb.UpsertRequest(collection="docs", documents=[_row("w", 0)]), C.INVALID_ARGUMENT),  # no matrix
+    ("Upsert", _packed_upsert([_row("w", 0), _row("x", 0)], _mat(2, 4)), C.INVALID_ARGUMENT),  # a row twice
+    ("Upsert", _packed_upsert([_row("w", 0)], _mat(2, 4)), C.INVALID_ARGUMENT),  # a row nobody names
+    ("Upsert", _packed_upsert([pb.Document(id="w")], M4), C.INVALID_ARGUMENT),
+    ("Upsert", _packed_upsert([_row("w", 0, vector=_vec([1, 2, 3, 4]))], M4), C.INVALID_ARGUMENT),  # both forms
+    ("Upsert", _packed_upsert([_row("w", 0)], _mat(1, 3)), C.INVALID_ARGUMENT),  # wrong dim
+    ("Upsert", _packed_upsert([_row("w", 0)], _mat(1, 4, [1, NAN, 0, 0])), C.INVALID_ARGUMENT),
+    ("Upsert", _packed_upsert([_row("w", 0)], _mat(1, 4, [1, 0, -INF, 0])), C.INVALID_ARGUMENT),
+    ("Upsert", _packed_upsert([_row("w", 0)], M4, coll="plain"), C.INVALID_ARGUMENT),  # no vectors there
+    ("UpsertStream", [_packed_upsert([_row("s0", 0)], M4), _packed_upsert([_row("w", 0)], _mat(1, 4, nbytes=3))],
+     C.INVALID_ARGUMENT),
+    ("UpsertStream", [_packed_upsert([_row("w", 0)], _mat(1, 4, [INF] * 4))], C.INVALID_ARGUMENT),
+    ("SearchVectors", SV(collection="docs", packed_vectors=_mat(2, 4, nbytes=31)), C.INVALID_ARGUMENT),
+    ("SearchVectors", SV(collection="docs", packed_vectors=pb.Matrix(rows=5, dim=0)), C.INVALID_ARGUMENT),
+    ("SearchVectors", SV(collection="docs", packed_vectors=_mat(1, 2)), C.INVALID_ARGUMENT),
+    ("SearchVectors", SV(collection="docs", packed_vectors=_mat(1, 4, [NAN] * 4)), C.INVALID_ARGUMENT),
+    ("SearchVectors", SV(collection="docs", packed_vectors=_mat(2, 4, [1] * 7 + [INF])), C.INVALID_ARGUMENT),
+    ("SearchVectors", SV(collection="docs", packed_vectors=M4, vectors=pb.VectorList(values=[_vec([1, 2, 3, 4])])),
+     C.INVALID_ARGUMENT),
+    ("SearchVectors", SV(collection="docs", packed_vectors=M4, ids=pb.StringList(values=["d1"])), C.INVALID_ARGUMENT),
+    ("SearchVectors", SV(collection="docs", packed_vectors=_mat(101, 4)), C.RESOURCE_EXHAUSTED),
+    ("SearchVectors", SV(collection="plain", packed_vectors=_mat(1, 1)), C.FAILED_PRECONDITION),
+]
+
 MATRIX += [
     # classifiers: training (each under the existing name "m", which must survive every failure)
     ("TrainClassifier", TC(collection="nope", name="m"), C.NOT_FOUND),
@@ -214,6 +266,12 @@ MATRIX += [
     ("Classify", CL(collection="labelled", model="m", ids=pb.StringList(values=["zzz"])), C.NOT_FOUND),
     ("Classify", CL(collection="docs", model="g", ids=pb.StringList(values=["novec"])), C.FAILED_PRECONDITION),
     ("Classify", CL(collection="plain", model="m", vectors=pb.VectorList(values=[_vec([1.0])])), C.FAILED_PRECONDITION),
+    ("Classify", CL(collection="labelled", model="m", packed_vectors=_mat(1, 4, nbytes=12)), C.INVALID_ARGUMENT),
+    ("Classify", CL(collection="labelled", model="m", packed_vectors=_mat(1, 2)), C.INVALID_ARGUMENT),
+    ("Classify", CL(collection="labelled", model="m", packed_vectors=_mat(1, 4, [0, NAN, 0, 0])), C.INVALID_ARGUMENT),
+    ("Classify", CL(collection="labelled", model="m", packed_vectors=_mat(1, 4, [0, 0, INF, 0])), C.INVALID_ARGUMENT),
+    ("Classify", CL(collection="labelled", model="m", packed_vectors=M4, vectors=V4), C.INVALID_ARGUMENT),
+    ("Classify", CL(collection="labelled", model="m", packed_vectors=_mat(101, 4)), C.RESOURCE_EXHAUSTED),
     # deleting
     ("DeleteClassifier", pb.DeleteClassifierRequest(collection="nope", name="m"), C.NOT_FOUND),
     ("DeleteClassifier", pb.DeleteClassifierRequest(collection="labelled", name="nope"), C.NOT_FOUND),

@@ -4,12 +4,13 @@ UNKNOWN, i.e. every bad request is refused with a status that says what was wron
 from __future__ import annotations
 
 import grpc
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simsearch.server import ServerConfig, create_server
-from simsearch._proto.v1 import simsearch_pb2 as pb
+from simsearch.wire import pb
 
 METHODS = {m.name: m for m in pb.DESCRIPTOR.services_by_name["SimSearch"].methods}
 BAD = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
@@ -84,7 +85,21 @@ def _msg(cls, **fields):
 
 good_vectors = st.builds(pb.Vector, values=st.lists(st.floats(-10, 10, width=32), min_size=3, max_size=3))
 vectors = _mostly(good_vectors, st.builds(pb.Vector, values=st.lists(floats, max_size=5)))
-documents = _msg(pb.Document, id=ids, text=texts, metadata_json=json_texts, vector=vectors, label=_opt(ids))
+documents = _msg(pb.Document, id=ids, text=texts, metadata_json=json_texts, vector=vectors,
+                 vector_row=st.integers(0, 3) | st.sampled_from([2**32 - 1]), label=_opt(ids))
+
+
+def _packed(rows: int, dim: int, values: list[float]) -> pb.Matrix:
+    return pb.Matrix(rows=rows, dim=dim, data=np.asarray(values[: rows * dim], dtype="<f4").tobytes())
+
+
+good_matrices = st.integers(0, 3).flatmap(lambda rows: st.builds(
+    _packed, st.just(rows), st.just(3), st.lists(st.floats(-10, 10, width=32), min_size=3 * rows, max_size=3 * rows)))
+matrices = _mostly(good_matrices, st.builds(pb.Matrix, rows=st.sampled_from([0, 1, 2, 2**32 - 1]) | st.integers(0, 9),
+                                            dim=st.sampled_from([0, 1, 3, 2**32 - 1]) | st.integers(0, 9),
+                                            data=st.binary(max_size=64))
+                   | st.integers(1, 3).flatmap(lambda rows: st.builds(
+                       _packed, st.just(rows), st.sampled_from([2, 3, 4]), st.lists(floats, min_size=12, max_size=12))))
 string_lists = st.builds(pb.StringList, values=st.lists(texts, max_size=4))
 id_lists = st.builds(pb.StringList, values=st.lists(ids, max_size=4))
 configs = _msg(pb.CollectionConfig, shingle=st.sampled_from(["word", "char", "x"]), ngram=ints, num_perm=ints,
@@ -98,7 +113,7 @@ params_texts = json_texts | st.sampled_from([
     '{"n_components": 2}', '{"n_components": 0}', '{"n_components": 1e3}', '{"covariance_type": "tied"}',
     '{"reg_covar": 0}', '{"max_iter": 0}', '{"means_init": [[0, 0, 0]]}', '{"random_state": -1}',
     '{"solver": "nystroem", "n_components": 4}', '{"tol": NaN}', '{"no_such": 1}'])
-upserts = _msg(pb.UpsertRequest, collection=names, documents=st.lists(documents, max_size=4))
+upserts = _msg(pb.UpsertRequest, collection=names, documents=st.lists(documents, max_size=4), packed_vectors=matrices)
 
 REQUESTS = {
     "CreateCollection": _msg(pb.CreateCollectionRequest, name=names, config=configs, exist_ok=st.booleans()),
@@ -115,7 +130,7 @@ REQUESTS = {
                                 threshold=doubles, k=ints, exact=st.booleans()),
     "SearchVectors": _msg(pb.SearchVectorsRequest, collection=names,
                           vectors=st.builds(pb.VectorList, values=st.lists(vectors, max_size=3)), ids=id_lists,
-                          k=ints, metric=metrics),
+                          packed_vectors=matrices, k=ints, metric=metrics),
     "FindDuplicates": _msg(pb.FindDuplicatesRequest, collection=names, threshold=doubles, exact=st.booleans()),
     "Stats": st.just(pb.StatsRequest()),
     "TrainClassifier": _msg(pb.TrainClassifierRequest, collection=names, name=models,
@@ -123,7 +138,8 @@ REQUESTS = {
                             filter_json=json_texts | st.sampled_from(['{"i": 1}', '{"i": 2}'])),
     "ListClassifiers": _msg(pb.ListClassifiersRequest, collection=names),
     "Classify": _msg(pb.ClassifyRequest, collection=names, model=models,
-                     vectors=st.builds(pb.VectorList, values=st.lists(vectors, max_size=3)), ids=id_lists, k=ints),
+                     vectors=st.builds(pb.VectorList, values=st.lists(vectors, max_size=3)), ids=id_lists,
+                     packed_vectors=matrices, k=ints),
     "DeleteClassifier": _msg(pb.DeleteClassifierRequest, collection=names, name=models),
 }
 calls = st.one_of([st.tuples(st.just(name), strategy) for name, strategy in REQUESTS.items()])

@@ -158,3 +158,20 @@ def test_serve_refuses_a_port_in_use(tmp_path, grpc_server):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
+
+
+def test_wheel_installs_the_server_as_simsearch_server_only(tmp_path):
+    """``pip install .`` puts one top-level package on sys.path: ``import server`` cannot work."""
+    import zipfile
+    from importlib import util
+
+    if util.find_spec("hatchling") is None:
+        pytest.skip("hatchling is not installed (needed to build the wheel without network)")
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                           "-w", str(tmp_path), str(root)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (wheel,) = tmp_path.glob("simsearch-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"simsearch"}
+    assert {"simsearch/server/__init__.py", "simsearch/wire.py"} <= set(names)

@@ -18,8 +18,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from simsearch.server import ServerConfig, create_server
-from simsearch._proto.v1 import simsearch_pb2 as pb
-from simsearch._proto.v1 import simsearch_pb2_grpc as pb_grpc
+from simsearch.wire import pb
+from simsearch.wire import pb_grpc
 from simsearch.client import Client, RemoteError
 from simsearch.errors import (
     FailedPreconditionError,
@@ -192,6 +192,8 @@ def test_limits_name_themselves_and_server_keeps_serving(tmp_path):
                 c.search([0.0, 1.0, 0.0, 0.0], k=51)
             assert len(c.search([0.0, 1.0, 0.0, 0.0], k=50)) == 10
             with pytest.raises(ResourceExhaustedError, match="max message size.*--max-message-mb"):
+                c.upsert([{"id": "huge", "text": "word " * 60_000}])  # the client leaves text limits to the server
+            with pytest.raises(InvalidArgumentError, match="over 65536 bytes"):  # the library's check, client side
                 c.upsert([{"id": "huge", "metadata": {"blob": "x" * 300_000}}])
             stats = client.stats()
             assert stats["limits"] == {"max_message_bytes": 262144, "max_batch": 20, "max_k": 50,

@@ -3,6 +3,7 @@
 from .._validation import MAX_K
 from ._classify import Classification, ClassifierInfo
 from ._collection import Collection
+from ._document import MetadataJSON, check_document, check_documents, check_id, check_ids, check_vector
 from ._index import Index, check_collection_name
 from ._types import Cluster, CollectionConfig, CollectionInfo, Document, NearDuplicate, Neighbor, UpsertResult
 
@@ -20,4 +21,10 @@ __all__ = [
     "ClassifierInfo",
     "MAX_K",
     "check_collection_name",
+    "MetadataJSON",
+    "check_document",
+    "check_documents",
+    "check_id",
+    "check_ids",
+    "check_vector",
 ]

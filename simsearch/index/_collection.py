@@ -29,11 +29,9 @@ from ..minhash import is_empty, minhash
 from ..shingling import shingle_hashes
 from . import _doctable, _cache
 from ._classify import Classification, ClassifierInfo
+from ._document import check_documents, check_ids
 from ._storage import pack, unpack
 from ._types import (
-    MAX_ID_BYTES,
-    MAX_LABEL_BYTES,
-    MAX_METADATA_BYTES,
     METRICS,
     Cluster,
     CollectionConfig,
@@ -44,33 +42,11 @@ from ._types import (
 )
 
 
-
-_META_ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, sort_keys=True)
-
-
 def _row_blobs(matrix: np.ndarray, dtype: str, present: list[bool]) -> list[bytes | None]:
     """Each row of ``matrix`` as little-endian bytes (what storage.pack writes), None where absent."""
     raw = np.ascontiguousarray(matrix, dtype=dtype).tobytes()
     w = len(raw) // len(matrix) if len(matrix) else 0
     return [raw[i * w : (i + 1) * w] if p else None for i, p in enumerate(present)]
-
-
-def _check_id(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise InvalidTypeError(f"{where}: a document id must be a str. Got {type(value).__name__} instead.")
-    n = len(value.encode("utf-8", "surrogatepass"))
-    if not 1 <= n <= MAX_ID_BYTES:
-        raise InvalidArgumentError(f"{where}: a document id must be 1 to {MAX_ID_BYTES} UTF-8 bytes. Got {n} bytes.")
-    return value
-
-
-def check_ids(ids: Any, func: str, *, max_batch: int) -> list[str]:
-    if isinstance(ids, str) or not isinstance(ids, Iterable):
-        raise InvalidTypeError(f"The 'ids' parameter of {func} must be a list of str. Got {type(ids).__name__}.")
-    ids = list(ids)
-    if len(ids) > max_batch:
-        raise ResourceExhaustedError(f"{func} got {len(ids)} ids; the limit max_batch is {max_batch}.")
-    return [_check_id(v, f"{func} ids[{i}]") for i, v in enumerate(ids)]
 
 
 class Collection:
@@ -188,49 +164,6 @@ class Collection:
         self._index._check_open()
 
     # -- validation ------------------------------------------------------------------------
-    def _normalise(self, doc: Any, i: int) -> Document:
-        where = f"upsert docs[{i}]"
-        if isinstance(doc, dict):
-            unknown = set(doc) - {"id", "text", "metadata", "vector", "label"}
-            if unknown:
-                raise InvalidArgumentError(f"{where}: unknown fields {sorted(unknown)}")
-            if "id" not in doc:
-                raise InvalidArgumentError(f"{where}: missing 'id'")
-            doc = Document(**doc)
-        elif not isinstance(doc, Document):
-            raise InvalidTypeError(f"{where}: expected a Document or dict. Got {type(doc).__name__}.")
-        _check_id(doc.id, where)
-        text = doc.text
-        if text is not None:
-            if not isinstance(text, str):
-                raise InvalidTypeError(f"{where}: text must be a str or None. Got {type(text).__name__}.")
-            if not text:
-                raise InvalidArgumentError(f"{where}: text is empty; pass text=None for a document without text.")
-            # UTF-8 takes at most 4 bytes per code point (1 for ASCII): encode only near the limit
-            nbytes = len(text) if text.isascii() or 4 * len(text) <= self._index.max_text_bytes else len(
-                text.encode("utf-8", "surrogatepass"))
-            if nbytes > self._index.max_text_bytes:
-                raise ResourceExhaustedError(
-                    f"{where}: text is {nbytes} bytes; the limit max_text_bytes is {self._index.max_text_bytes}."
-                )
-        metadata = {} if doc.metadata is None else doc.metadata
-        if not isinstance(metadata, dict):
-            raise InvalidTypeError(f"{where}: metadata must be a JSON object (dict). Got {type(metadata).__name__}.")
-        try:
-            meta_json = _META_ENCODER.encode(metadata) if metadata else "{}"
-        except (TypeError, ValueError) as exc:
-            raise InvalidArgumentError(f"{where}: metadata is not JSON-serialisable: {exc}") from None
-        if len(meta_json) * 4 > MAX_METADATA_BYTES and len(meta_json.encode("utf-8", "surrogatepass")) > MAX_METADATA_BYTES:
-            raise InvalidArgumentError(f"{where}: metadata is over {MAX_METADATA_BYTES} bytes as JSON.")
-        if doc.label is not None:
-            if not isinstance(doc.label, str):
-                raise InvalidTypeError(f"{where}: label must be a str or None. Got {type(doc.label).__name__}.")
-            if not 1 <= len(doc.label.encode("utf-8", "surrogatepass")) <= MAX_LABEL_BYTES:
-                raise InvalidArgumentError(f"{where}: label must be 1 to {MAX_LABEL_BYTES} UTF-8 bytes.")
-        if doc.vector is not None and self.config.dim is None:
-            raise InvalidArgumentError(f"{where}: collection {self.name!r} has no vectors (created with dim=None).")
-        return Document(doc.id, text, meta_json, doc.vector, doc.label)  # metadata as its JSON text; vector unchecked
-
     def _check_vectors(self, values: list, where: str) -> np.ndarray:
         """``values`` (each an array-like or None) as one float32 matrix, NaN rows for None."""
         dim = self.config.dim
@@ -271,19 +204,8 @@ class Collection:
     def upsert(self, docs: Sequence[Document | dict]) -> UpsertResult:
         """Insert or replace a batch of documents atomically; returns after the commit."""
         self._check_alive()
-        if isinstance(docs, (Document, dict)) or not isinstance(docs, Iterable):
-            raise InvalidTypeError("upsert takes a list of Document or dict.")
-        docs = list(docs)
-        if not docs:
-            raise InvalidArgumentError("upsert got an empty batch.")
-        if len(docs) > self._index.max_batch:
-            raise ResourceExhaustedError(f"upsert got {len(docs)} documents; the limit max_batch is {self._index.max_batch}.")
-        norm = [self._normalise(d, i) for i, d in enumerate(docs)]
-        seen: dict[str, int] = {}
-        for i, d in enumerate(norm):
-            if d.id in seen:
-                raise InvalidArgumentError(f"upsert: duplicate id {d.id!r} at positions {seen[d.id]} and {i} of one batch.")
-            seen[d.id] = i
+        norm = check_documents(docs, dim=self.config.dim, collection=self.name, max_batch=self._index.max_batch,
+                               max_text_bytes=self._index.max_text_bytes)  # metadata as its JSON text
         cfg = self.config
         texted = [i for i, d in enumerate(norm) if d.text is not None]
         sigs = np.full((len(norm), cfg.num_perm), 0xFFFFFFFF, dtype=np.uint32)

@@ -20,7 +20,7 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from simsearch._wire import SERVICE, pb
+from simsearch.wire import SERVICE, pb
 from simsearch.errors import FailedPreconditionError
 from simsearch.index import Document, Index
 

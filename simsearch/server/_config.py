@@ -6,9 +6,12 @@ import logging
 import os
 from dataclasses import dataclass
 
-from simsearch._validation import check_float, check_int, check_option
 from simsearch.errors import InvalidArgumentError
 from simsearch.index import MAX_K
+
+# TEMPORARY (issue 13): a private module, until the scalar checks have a public home (asked of
+# the owner of simsearch/_validation.py).
+from simsearch._validation import check_float, check_int, check_option  # TEMPORARY
 
 MiB = 1024 * 1024
 

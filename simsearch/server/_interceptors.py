@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import grpc
 
-from simsearch._wire import ERROR_CLASS_KEY, SERVICE
+from simsearch.wire import ERROR_CLASS_KEY, SERVICE
 from simsearch.errors import status_for_exception
 
 log = logging.getLogger("simsearch.server")

@@ -15,12 +15,10 @@ import grpc
 from google.protobuf.message import DecodeError
 
 import simsearch
-from simsearch import _wire as wire
-from simsearch._wire import pb
+from simsearch import wire
 from simsearch.errors import InvalidArgumentError, ResourceExhaustedError
-from simsearch.index import Index
-from simsearch.index import MAX_K
-from simsearch.index._types import CollectionInfo
+from simsearch.index import MAX_K, CollectionInfo, Index
+from simsearch.wire import pb
 
 from ._config import ServerConfig
 from ._interceptors import StatusError
@@ -79,7 +77,7 @@ class SimSearchServicer:
     # -- writes ----------------------------------------------------------------------------
     def _upsert(self, request):
         coll = self._coll(request.collection)
-        return coll.upsert([wire.decode_document(d, i) for i, d in enumerate(request.documents)])
+        return coll.upsert(wire.documents_from_pb(request))
 
     def Upsert(self, request, context):
         r = self._upsert(request)
@@ -130,7 +128,7 @@ class SimSearchServicer:
             kwargs["k"] = k
         if request.HasField("metric"):
             kwargs["metric"] = request.metric
-        vectors = [wire.decode_vector(v) for v in request.vectors.values] if request.HasField("vectors") else None
+        vectors = wire.vectors_from_pb(request, "search")
         ids = list(request.ids.values) if request.HasField("ids") else None
         return wire.neighbors_to_pb(coll.search_batch(vectors=vectors, ids=ids, **kwargs))
 
@@ -161,7 +159,7 @@ class SimSearchServicer:
     def Classify(self, request, context):
         coll = self._coll(request.collection)
         k = self._k(request)
-        vectors = [wire.decode_vector(v) for v in request.vectors.values] if request.HasField("vectors") else None
+        vectors = wire.vectors_from_pb(request, "classify")
         ids = list(request.ids.values) if request.HasField("ids") else None
         results = coll.classify(vectors, ids=ids, model=request.model, **({} if k is None else {"k": k}))
         return wire.classifications_to_pb(results)

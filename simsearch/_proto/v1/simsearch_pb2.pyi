@@ -12,6 +12,16 @@ class Vector(_message.Message):
     values: _containers.RepeatedScalarFieldContainer[float]
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
+class Matrix(_message.Message):
+    __slots__ = ("rows", "dim", "data")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    dim: int
+    data: bytes
+    def __init__(self, rows: _Optional[int] = ..., dim: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
 class StringList(_message.Message):
     __slots__ = ("values",)
     VALUES_FIELD_NUMBER: _ClassVar[int]
@@ -25,18 +35,20 @@ class VectorList(_message.Message):
     def __init__(self, values: _Optional[_Iterable[_Union[Vector, _Mapping]]] = ...) -> None: ...
 
 class Document(_message.Message):
-    __slots__ = ("id", "text", "metadata_json", "vector", "label")
+    __slots__ = ("id", "text", "metadata_json", "vector", "vector_row", "label")
     ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     METADATA_JSON_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_ROW_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     id: str
     text: str
     metadata_json: str
     vector: Vector
+    vector_row: int
     label: str
-    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., metadata_json: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., label: _Optional[str] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., metadata_json: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., vector_row: _Optional[int] = ..., label: _Optional[str] = ...) -> None: ...
 
 class Weights(_message.Message):
     __slots__ = ("false_positive", "false_negative")
@@ -147,12 +159,14 @@ class DropCollectionResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class UpsertRequest(_message.Message):
-    __slots__ = ("collection", "documents")
+    __slots__ = ("collection", "documents", "packed_vectors")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    PACKED_VECTORS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     documents: _containers.RepeatedCompositeFieldContainer[Document]
-    def __init__(self, collection: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ...) -> None: ...
+    packed_vectors: Matrix
+    def __init__(self, collection: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ..., packed_vectors: _Optional[_Union[Matrix, _Mapping]] = ...) -> None: ...
 
 class UpsertResponse(_message.Message):
     __slots__ = ("upserted", "replaced")
@@ -243,18 +257,20 @@ class QueryNearDuplicatesResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[NearDuplicateList, _Mapping]]] = ...) -> None: ...
 
 class SearchVectorsRequest(_message.Message):
-    __slots__ = ("collection", "vectors", "ids", "k", "metric")
+    __slots__ = ("collection", "vectors", "packed_vectors", "ids", "k", "metric")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
+    PACKED_VECTORS_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
     collection: str
     vectors: VectorList
+    packed_vectors: Matrix
     ids: StringList
     k: int
     metric: str
-    def __init__(self, collection: _Optional[str] = ..., vectors: _Optional[_Union[VectorList, _Mapping]] = ..., ids: _Optional[_Union[StringList, _Mapping]] = ..., k: _Optional[int] = ..., metric: _Optional[str] = ...) -> None: ...
+    def __init__(self, collection: _Optional[str] = ..., vectors: _Optional[_Union[VectorList, _Mapping]] = ..., packed_vectors: _Optional[_Union[Matrix, _Mapping]] = ..., ids: _Optional[_Union[StringList, _Mapping]] = ..., k: _Optional[int] = ..., metric: _Optional[str] = ...) -> None: ...
 
 class NeighborList(_message.Message):
     __slots__ = ("neighbors",)
@@ -321,18 +337,20 @@ class ListClassifiersResponse(_message.Message):
     def __init__(self, classifiers: _Optional[_Iterable[_Union[ClassifierInfo, _Mapping]]] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("collection", "model", "vectors", "ids", "k")
+    __slots__ = ("collection", "model", "vectors", "packed_vectors", "ids", "k")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
+    PACKED_VECTORS_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     collection: str
     model: str
     vectors: VectorList
+    packed_vectors: Matrix
     ids: StringList
     k: int
-    def __init__(self, collection: _Optional[str] = ..., model: _Optional[str] = ..., vectors: _Optional[_Union[VectorList, _Mapping]] = ..., ids: _Optional[_Union[StringList, _Mapping]] = ..., k: _Optional[int] = ...) -> None: ...
+    def __init__(self, collection: _Optional[str] = ..., model: _Optional[str] = ..., vectors: _Optional[_Union[VectorList, _Mapping]] = ..., packed_vectors: _Optional[_Union[Matrix, _Mapping]] = ..., ids: _Optional[_Union[StringList, _Mapping]] = ..., k: _Optional[int] = ...) -> None: ...
 
 class Classification(_message.Message):
     __slots__ = ("label", "probability", "component", "log_likelihood", "outlier", "neighbors")
