@@ -21,7 +21,7 @@ import numpy as np
 import xxhash
 
 from ._arrays import offsets_from_sizes
-from ._validation import SHINGLE_KINDS, check_param
+from .validation import SHINGLE_KINDS, check_param
 
 __all__ = ["SHINGLE_KINDS", "tokenize", "shingles", "shingle_hash", "shingle_hash_set", "encode_texts"]
 

@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from ._validation import VERIFY_MODES, check_float, check_int, check_param
+from .validation import VERIFY_MODES, check_float, check_int, check_param
 from .errors import BackendUnavailableError, InvalidArgumentError, InvalidTypeError
 from .minhash import MAX_NUM_PERM
 

@@ -32,6 +32,7 @@ from .errors import (
 )
 from .index import (
     MAX_K,
+    METRICS,
     Classification,
     ClassifierInfo,
     Cluster,
@@ -43,13 +44,11 @@ from .index import (
     UpsertResult,
     check_collection_name,
     check_documents,
+    check_filter,
+    check_kind,
+    check_model_name,
+    check_params,
 )
-
-# TEMPORARY (issue 13): private names, until simsearch.index exports them (asked of the owner of
-# index/_classify.py): the classifier argument checks and the collection metrics.
-from .index._classify import check_filter, check_kind, check_model_name, check_params  # TEMPORARY
-from .index._types import METRICS  # TEMPORARY
-
 
 __all__ = ["Client", "RemoteCollection", "RemoteError"]
 

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import check_array, check_finite, check_int, check_option
+from .validation import check_array, check_finite, check_int, check_option
 from .backends import get_knn_backend
 from .errors import InvalidArgumentError
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from ._arrays import concat_csr, offsets_from_sizes
 from ._lsh_storage import Buffer, Segment, build_segment, merge_segments, nonempty
-from ._validation import check_array, check_int, check_param, check_texts
+from .validation import check_array, check_int, check_param, check_texts
 from .backends import get_backend
 from .banding import check_weights, lsh_params
 from .errors import (

@@ -25,7 +25,7 @@ import numpy as np
 import xxhash
 
 from ._arrays import offsets_from_sizes
-from ._validation import MAX_NUM_PERM, check_array, check_param, check_texts
+from .validation import MAX_NUM_PERM, check_array, check_param, check_texts
 from .backends import get_backend
 from .errors import InvalidArgumentError, InvalidTypeError
 from .shingling import ShingleSets, shingle_hash

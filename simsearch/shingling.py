@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._text import SHINGLE_KINDS, encode_texts, shingle_hash, shingle_hash_set, shingles, tokenize
-from ._validation import check_param, check_texts
+from .validation import check_param, check_texts
 from .backends import get_backend
 
 __all__ = [

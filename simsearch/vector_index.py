@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import check_array, check_int, check_option, check_param
+from .validation import check_array, check_int, check_option, check_param
 from .backends import KNN_BACKEND_NAMES, get_knn_backend
 from .distance import _vectors, exact_knn, max_row_norm, normalize_metric, polish, unit_rows
 from .errors import (

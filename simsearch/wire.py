@@ -29,7 +29,7 @@ import numpy as np
 
 from ._proto.v1 import simsearch_pb2 as pb
 from ._proto.v1 import simsearch_pb2_grpc as pb_grpc
-from ._validation import check_float, check_int, check_option
+from .validation import check_float, check_int, check_option
 from .errors import InvalidArgumentError, InvalidTypeError
 from .index import (
     Classification,

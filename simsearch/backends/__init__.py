@@ -27,7 +27,7 @@ from typing import Any, Protocol, Union, runtime_checkable
 
 import numpy as np
 
-from .._validation import check_option
+from ..validation import check_option
 from ..errors import BackendUnavailableError
 
 __all__ = [

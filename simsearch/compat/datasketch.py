@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from .._arrays import offsets_from_sizes
-from .._validation import check_param
+from ..validation import check_param
 from ..backends import get_backend
 from ..errors import InvalidArgumentError, InvalidTypeError
 from ..minhash import permutations as _affine32_params

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._arrays import concat_csr, sorted_unique
-from .._validation import check_array, check_int, check_param, check_texts
+from ..validation import check_array, check_int, check_param, check_texts
 from ..backends import BackendLike, get_backend
 from ..banding import DEFAULT_MIN_PROBABILITY, choose_params
 from ..errors import InvalidArgumentError

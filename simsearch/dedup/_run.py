@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .._validation import check_int, check_option, check_param
+from ..validation import check_int, check_option, check_param
 from ..banding import choose_params
 from ..errors import AlreadyExistsError, InvalidArgumentError, InvalidTypeError
 from .._arrays import offsets_from_sizes

@@ -1,11 +1,20 @@
 """The durable index: collections on embedded SQLite (WAL) with LSH and vector search in memory."""
 
-from .._validation import MAX_K
-from ._classify import Classification, ClassifierInfo
+from ..validation import MAX_K
+from ._classify import Classification, ClassifierInfo, check_filter, check_kind, check_model_name, check_params
 from ._collection import Collection
 from ._document import MetadataJSON, check_document, check_documents, check_id, check_ids, check_vector
 from ._index import Index, check_collection_name
-from ._types import Cluster, CollectionConfig, CollectionInfo, Document, NearDuplicate, Neighbor, UpsertResult
+from ._types import (
+    METRICS,
+    Cluster,
+    CollectionConfig,
+    CollectionInfo,
+    Document,
+    NearDuplicate,
+    Neighbor,
+    UpsertResult,
+)
 
 __all__ = [
     "Index",
@@ -27,4 +36,9 @@ __all__ = [
     "check_id",
     "check_ids",
     "check_vector",
+    "check_model_name",
+    "check_kind",
+    "check_params",
+    "check_filter",
+    "METRICS",
 ]

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_int, check_option
+from ..validation import check_int, check_option
 from ..errors import FailedPreconditionError, InvalidArgumentError, InvalidTypeError
 from ._types import Neighbor
 

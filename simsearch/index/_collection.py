@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .._rwlock import RWLock
-from .._validation import check_option, check_param
+from ..validation import check_option, check_param
 from ..errors import (
     FailedPreconditionError,
     InvalidArgumentError,

@@ -6,7 +6,7 @@ import os
 import shutil
 import threading
 
-from .._validation import check_int, check_option
+from ..validation import check_int, check_option
 from ..backends import BackendLike, get_backend
 from ..errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, InvalidTypeError, NotFoundError
 from ._collection import Collection

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_float, check_option, check_param
+from ..validation import check_float, check_option, check_param
 from ..errors import InvalidArgumentError, InvalidTypeError
 from ..lsh import NearDuplicate  # noqa: F401  (one type for LSHIndex and collection hits; re-exported)
 

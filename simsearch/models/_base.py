@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .._validation import check_array
+from ..validation import check_array
 from ..errors import (
     BackendUnavailableError,
     InvalidArgumentError,

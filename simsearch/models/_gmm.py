@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_float, check_int, check_option
+from ..validation import check_float, check_int, check_option
 from ..errors import InvalidArgumentError
 from ._base import BaseModel, ConvergenceWarning, check_random_state, check_X, get_namespace, logsumexp, to_numpy
 

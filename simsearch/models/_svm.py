@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_float, check_int, check_option
+from ..validation import check_float, check_int, check_option
 from ..errors import FailedPreconditionError, InvalidArgumentError, InvalidTypeError, NotFittedError
 from ._base import BaseModel, ConvergenceWarning, check_random_state, check_X, get_namespace, to_numpy
 from ._svm_solvers import KernelRows, fit_hinge_dual, fit_squared_hinge_warm, rbf_kernel, row_chunks, sgd_step, sigmoid_train

@@ -9,9 +9,7 @@ from dataclasses import dataclass
 from simsearch.errors import InvalidArgumentError
 from simsearch.index import MAX_K
 
-# TEMPORARY (issue 13): a private module, until the scalar checks have a public home (asked of
-# the owner of simsearch/_validation.py).
-from simsearch._validation import check_float, check_int, check_option  # TEMPORARY
+from simsearch.validation import check_float, check_int, check_option
 
 MiB = 1024 * 1024
 
