@@ -98,9 +98,9 @@ def bench_minhash(rep: Reporter, args) -> None:
 
 
 def bench_dedup(rep: Reporter, args) -> None:
-    words = 200
-    per_doc = 1350  # bytes of JSONL per ~200-word document of bench_dedup's vocabulary, measured
-    n = max(2_000, int(args.dedup_gb * 1e9 / per_doc))
+    words = args.dedup_words
+    per_doc = 1350 * words / 200  # bytes of JSONL per ~200-word document of bench_dedup's vocabulary
+    n = max(50, int(args.dedup_gb * 1e9 / per_doc))
     docs, groups = BD.make_corpus(n, words, 0.2, args.seed)
     truth = BD.ground_truth(docs, groups, args.threshold)
     vocab = BD.make_vocab(np.random.default_rng(args.seed))
@@ -213,6 +213,7 @@ def main(argv=None) -> int:
     p.add_argument("--gb", type=float, default=2.0, help="GB of text for the MinHash run")
     p.add_argument("--check-docs", type=int, default=10_000)
     p.add_argument("--dedup-gb", type=float, default=2.0, help="GB of JSONL for the dedup run")
+    p.add_argument("--dedup-words", type=int, default=200, help="words per document of the dedup corpus")
     p.add_argument("--threshold", type=float, default=0.8)
     p.add_argument("--shards", type=int, default=16)
     p.add_argument("--n", type=int, default=1_000_000)
@@ -225,7 +226,7 @@ def main(argv=None) -> int:
     p.add_argument("--smoke", action="store_true", help="tiny sizes (runs on the CUDA simulator too)")
     args = p.parse_args(argv)
     if args.smoke:
-        args.gb, args.check_docs, args.dedup_gb, args.shards = 0.00005, 20, 0.0001, 2
+        args.gb, args.check_docs, args.dedup_gb, args.dedup_words, args.shards = 0.00005, 20, 0.00001, 30, 2
         args.n, args.queries, args.dim, args.repeats = 300, 7, 8, 1
     rep = Reporter("bench_gpu", "cupy-cuda13x", "cupy-cuda12x", "numba-cuda", "faiss-cpu", "faiss-gpu", "torch")
     for part in args.only or ["minhash", "dedup", "knn"]:
