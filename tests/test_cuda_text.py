@@ -185,6 +185,41 @@ def test_small_plans_make_many_chunks_and_a_long_document_its_own(gpu, monkeypat
     assert chunks.count(len(long_doc.encode())) == 2  # the long document went alone
 
 
+@pytest.mark.parametrize("kind", ["word", "char"])
+def test_steps_encoded_ahead_on_a_helper_thread(gpu, monkeypatch, kind):
+    """A batch of several encoding steps is encoded one step ahead on a helper thread while the
+    device works on the previous step; the results are those of one step."""
+    texts = [f"doc {i} alpha beta gamma Σίσυφος {i % 5}" for i in range(24)]
+    monkeypatch.setattr(_cuda_text, "_STEP_CHARS", 64)
+    names = []
+    real = _cuda_text.encode_texts
+
+    def spy(batch):
+        names.append(threading.current_thread().name)
+        return real(batch)
+
+    monkeypatch.setattr(_cuda_text, "encode_texts", spy)
+    check(gpu, texts, 2, kind, num_perm=4)
+    assert len(names) >= 8 and set(names) == {"simsearch-gpu-encode"}
+
+
+def test_an_encoding_error_on_the_helper_thread_reaches_the_caller(gpu, monkeypatch):
+    monkeypatch.setattr(_cuda_text, "_STEP_CHARS", 64)
+    calls = []
+
+    def failing(batch):
+        calls.append(len(batch))
+        if len(calls) == 3:
+            raise UnicodeEncodeError("utf-8", "x", 0, 1, "planted")
+        return _cuda_text._text_encode(batch)
+
+    monkeypatch.setattr(_cuda_text, "_text_encode", _cuda_text.encode_texts, raising=False)
+    monkeypatch.setattr(_cuda_text, "encode_texts", failing)
+    with pytest.raises(UnicodeEncodeError, match="planted"):
+        gpu.minhash_texts([f"doc {i} alpha beta gamma" for i in range(24)], 2, "word", *permutations(4, 1))
+    assert threading.active_count() < 50 and not [t for t in threading.enumerate() if t.name == "simsearch-gpu-encode"]
+
+
 @SIM_ONLY
 def test_hash_sets_over_the_plan_go_in_pieces(gpu, monkeypatch):
     """minhash_hashes splits one document's hashes safely (the minimum of the pieces' minima)."""

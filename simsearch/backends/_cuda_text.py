@@ -108,13 +108,60 @@ def cuts(prefix: np.ndarray, per_item: int, per_doc: int, budget: int) -> list[t
     return out
 
 
+_STEP_CHARS = 1 << 28  # characters encoded per step at most, so that encoding overlaps the device
+
+
 def _text_steps(texts: list[str], per_byte: int, per_doc: int, budget: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Encode the texts a step at a time (about one plan of characters each, so that the host
-    never holds the whole batch encoded): yields each step's UTF-8 bytes and offsets."""
+    """Encode the texts a step at a time (at most a plan, and at most ``_STEP_CHARS`` characters,
+    so that the host never holds the whole batch encoded): yields each step's UTF-8 bytes and
+    offsets."""
     lengths = np.zeros(len(texts) + 1, dtype=np.int64)
     np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)), out=lengths[1:])
-    for lo, hi in cuts(lengths, per_byte, per_doc, budget):
+    for lo, hi in cuts(lengths, per_byte, per_doc, min(budget, _STEP_CHARS * per_byte)):
         yield encode_texts(texts[lo:hi])
+
+
+def _prefetched(steps: Iterator) -> Iterator:
+    """``steps``, each produced on a helper thread while the caller works on the previous one: the
+    host encodes step i + 1 (holding the GIL) while the device works on step i (the caller waits
+    on the device without it). At most one step is held ahead; the helper's errors re-raise here."""
+    import queue
+
+    q: queue.Queue = queue.Queue(maxsize=1)
+    done = object()
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            for item in steps:
+                if not put(item):
+                    return
+            put(done)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            put(exc)
+
+    worker = threading.Thread(target=produce, name="simsearch-gpu-encode", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 def _chunked_texts(texts, kind: str, per_doc: int, run: Callable, what: str) -> list:
@@ -123,7 +170,10 @@ def _chunked_texts(texts, kind: str, per_doc: int, run: Callable, what: str) -> 
     per_byte = _BYTE_COST + (_SLOT_COST[kind] << device_tables().slot_shift)
     budget = _budget()
     results = []
-    for data, offsets in _text_steps(texts, per_byte, per_doc, budget):
+    steps = _text_steps(texts, per_byte, per_doc, budget)
+    if len(texts) > 1 and sum(map(len, texts[:64])) * len(texts) > 64 * _STEP_CHARS:
+        steps = _prefetched(steps)  # several steps: encode the next while the device works
+    for data, offsets in steps:
 
         def attempt(lo: int, hi: int, data=data, offsets=offsets):
             b0, b1 = int(offsets[lo]), int(offsets[hi])
