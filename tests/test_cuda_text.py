@@ -24,7 +24,7 @@ from simsearch.minhash import permutations
 
 REQUIRE_GPU = os.environ.get("SIMSEARCH_REQUIRE_GPU", "") not in ("", "0")
 try:  # the device runtime needs CuPy on a device (never under the simulator)
-    from simsearch.backends import _cuda_text, _cuda_tokenize
+    from simsearch.backends import _cuda_prims, _cuda_text, _cuda_tokenize
     from simsearch.backends import _device as D
 except ImportError as exc:
     if REQUIRE_GPU:
@@ -307,7 +307,7 @@ def _xxh64_lengths(buf, starts, out):
     i = int64(cuda.grid(1))
     stride = int64(cuda.gridsize(1))
     while i < out.shape[0]:
-        out[i] = _cuda_tokenize.GPU.xxh64_bytes(buf, starts[i], starts[i] + i, 0)
+        out[i] = _cuda_prims.GPU.xxh64_bytes(buf, starts[i], starts[i] + i, 0)
         i += stride
 
 

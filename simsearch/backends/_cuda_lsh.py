@@ -26,13 +26,14 @@ from numba import cuda, float64, int64, uint64
 
 from ..errors import InvalidArgumentError, ResourceExhaustedError
 from . import _device as D
-from ._hashprims import compile_all
+from ._cuda_prims import GPU
 from .._arrays import ranges
 from ._numpy_lsh import bucket_bits
 
 __all__ = ["CudaLSHKernels"]
 
-_band_hash = compile_all(D.device_function).band_hash
+_band_hash = GPU.band_hash
+_intersection = GPU.sorted_intersection_size
 xp = D.xp  # CuPy on a device, numpy under the simulator
 
 _BLOCK = 256  # preferred threads per block
@@ -208,17 +209,7 @@ def _k_jaccard_sets(off_a, hash_a, off_b, hash_b, ia, ib, out):
         union = (pe - p) + (qe - q)
         res = 0.0
         if pe > p and qe > q:
-            inter = 0
-            while p < pe and q < qe:
-                x, y = hash_a[p], hash_b[q]
-                if x == y:
-                    inter += 1
-                    p += 1
-                    q += 1
-                elif x < y:
-                    p += 1
-                else:
-                    q += 1
+            inter = _intersection(hash_a, p, pe, hash_b, q, qe)
             res = float64(inter) / float64(union - inter)
         out[k] = res
 

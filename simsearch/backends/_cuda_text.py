@@ -29,6 +29,7 @@ from ..errors import ResourceExhaustedError
 from .._text import encode_texts
 from . import _cuda_tokenize as T
 from . import _device as D
+from ._cuda_prims import GPU
 from ._numba_text import lowered_per_byte
 
 __all__ = ["CudaTextKernels"]
@@ -44,8 +45,8 @@ _HASH_DOC_COST = 16  # per document of minhash_hashes: offsets
 _TILE = 256  # mixed hashes per shared-memory tile of the MinHash kernel
 _PERMS_PER_THREAD = 4
 
-_shingle_x = T.GPU.shingle_x
-_perm32 = T.GPU.perm32
+_shingle_x = GPU.shingle_x
+_perm32 = GPU.perm32
 
 _tables_lock = threading.Lock()
 _tables: dict[int, T.DeviceTables] = {}  # device id -> its read-only copy of the tables

@@ -27,12 +27,11 @@ from numba import cuda, int32, int64, uint8
 
 from .._unicode import CAPITAL_SIGMA, CASED, IGNORABLE, SPACE, WORD
 from . import _device as D
-from . import _hashprims
+from ._cuda_prims import GPU
 
 __all__ = ["GPU", "DeviceTables", "ShingleStream", "gather_excl", "last", "launch", "scan", "shingle_stream"]
 
 # The shared hash primitives, compiled as device functions (they run on the simulator too).
-GPU = _hashprims.compile_all(D.device_function)
 _xxh64_bytes = GPU.xxh64_bytes
 
 _THREADS = 256  # preferred threads per block of the per-byte and per-unit kernels

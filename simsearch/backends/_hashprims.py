@@ -1,7 +1,8 @@
 """The hash primitives every compiled backend shares, written once as plain Python.
 
-fmix32 (MurmurHash3's finaliser), the affine permutation of MinHash, the XXH64 rounds and
-avalanche, and the LSH band hash are defined here and nowhere else. :func:`compile_all` compiles
+fmix32 (MurmurHash3's finaliser), the affine permutation of MinHash, the XXH64 rounds,
+convergence and avalanche, the LSH band hash, and the sorted-set intersection that exact
+verification counts with are defined here and nowhere else. :func:`compile_all` compiles
 them for one target: ``numba.njit(inline="always")`` for the CPU kernels
 (:data:`simsearch.backends._numba_xxh64.CPU`) and ``numba.cuda.jit(device=True)`` for the GPU
 kernels, which also run on numba's CUDA simulator. Each compiled function calls the compiled
@@ -52,6 +53,33 @@ def xxh64_avalanche(h):
     h = uint64(h * P3)
     h ^= h >> uint64(32)
     return h
+
+
+def xxh64_converge(v1, v2, v3, v4):
+    """XXH64's converged hash of its four stripe accumulators (inputs of 32 bytes or more)."""
+    h = uint64(rotl64(v1, 1) + rotl64(v2, 7) + rotl64(v3, 12) + rotl64(v4, 18))
+    h = xxh64_merge(h, v1)
+    h = xxh64_merge(h, v2)
+    h = xxh64_merge(h, v3)
+    return xxh64_merge(h, v4)
+
+
+def sorted_intersection_size(a, p, pe, b, q, qe):
+    """How many values the sorted unique runs ``a[p:pe]`` and ``b[q:qe]`` share (a merge walk):
+    the heart of exact Jaccard verification on every compiled backend."""
+    inter = 0
+    while p < pe and q < qe:
+        x = a[p]
+        y = b[q]
+        if x == y:
+            inter += 1
+            p += 1
+            q += 1
+        elif x < y:
+            p += 1
+        else:
+            q += 1
+    return inter
 
 
 def select64(cond, x, y):
@@ -105,11 +133,7 @@ def band_hash(sig, i, start, r, seed):
             v3 = xxh64_round(v3, band_word(sig, i, p + 4))
             v4 = xxh64_round(v4, band_word(sig, i, p + 6))
             p += 8
-        h = uint64(rotl64(v1, 1) + rotl64(v2, 7) + rotl64(v3, 12) + rotl64(v4, 18))
-        h = xxh64_merge(h, v1)
-        h = xxh64_merge(h, v2)
-        h = xxh64_merge(h, v3)
-        h = xxh64_merge(h, v4)
+        h = xxh64_converge(v1, v2, v3, v4)
     else:
         h = uint64(seed + P5)
     h = uint64(h + length)
@@ -150,11 +174,7 @@ def xxh64_bytes(buf, start, end, seed):
             v3 = xxh64_round(v3, load_le(buf, p + 16, 8))
             v4 = xxh64_round(v4, load_le(buf, p + 24, 8))
             p += 32
-        h = uint64(rotl64(v1, 1) + rotl64(v2, 7) + rotl64(v3, 12) + rotl64(v4, 18))
-        h = xxh64_merge(h, v1)
-        h = xxh64_merge(h, v2)
-        h = xxh64_merge(h, v3)
-        h = xxh64_merge(h, v4)
+        h = xxh64_converge(v1, v2, v3, v4)
     else:
         h = uint64(seed + P5)
     h = uint64(h + length)
@@ -179,6 +199,8 @@ PRIMITIVES = (
     "xxh64_round",
     "xxh64_merge",
     "xxh64_avalanche",
+    "xxh64_converge",
+    "sorted_intersection_size",
     "select64",
     "fmix32",
     "shingle_x",

@@ -41,6 +41,7 @@ def _twin(fn):
 from ._numba_xxh64 import CPU  # noqa: E402  (the shared hash primitives, compiled for the CPU)
 
 _band_hash = CPU.band_hash
+_intersection = CPU.sorted_intersection_size
 
 
 @_twin
@@ -338,18 +339,7 @@ def _pair_jaccard_sets(off_a, hash_a, off_b, hash_b, ia, ib):
         nb = qe - q
         if na == 0 or nb == 0:
             continue
-        inter = 0
-        while p < pe and q < qe:
-            x = hash_a[p]
-            y = hash_b[q]
-            if x == y:
-                inter += 1
-                p += 1
-                q += 1
-            elif x < y:
-                p += 1
-            else:
-                q += 1
+        inter = _intersection(hash_a, p, pe, hash_b, q, qe)
         out[k] = inter / (na + nb - inter)
     return out
 

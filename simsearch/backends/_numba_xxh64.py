@@ -23,9 +23,9 @@ from ._hashprims import compile_all
 CPU = compile_all(njit(inline="always"))
 _rotl = CPU.rotl64
 _round = CPU.xxh64_round
-_merge = CPU.xxh64_merge
 _select = CPU.select64
 _avalanche = CPU.xxh64_avalanche
+_converge = CPU.xxh64_converge
 
 PAD = 64  # bytes readable past the end of every hashed range
 
@@ -98,11 +98,7 @@ def xxh64(buf, start, end):
             v3 = _round(v3, load64(buf, p + 16))
             v4 = _round(v4, load64(buf, p + 24))
             p += 32
-        h = _rotl(v1, 1) + _rotl(v2, 7) + _rotl(v3, 12) + _rotl(v4, 18)
-        h = _merge(h, v1)
-        h = _merge(h, v2)
-        h = _merge(h, v3)
-        h = _merge(h, v4)
+        h = _converge(v1, v2, v3, v4)
     else:
         h = _P5
     h += uint64(n)
@@ -140,8 +136,7 @@ def _xxh64_lanes(lanes, cnt, out, o):
         v2 = _round(_P2, lanes[1, i])
         v3 = _round(uint64(0), lanes[2, i])
         v4 = _round(uint64(0) - _P1, lanes[3, i])
-        hs = _rotl(v1, 1) + _rotl(v2, 7) + _rotl(v3, 12) + _rotl(v4, 18)
-        hs = _merge(_merge(_merge(_merge(hs, v1), v2), v3), v4)
+        hs = _converge(v1, v2, v3, v4)
         h = _select(n >= uint64(32), hs, _P5) + n
         for j in range(3):
             h = _select(k > uint64(j), _rotl(h ^ _round(uint64(0), lanes[4 + j, i]), 27) * _P1 + _P4, h)
