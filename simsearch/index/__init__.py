@@ -3,6 +3,7 @@
 from ..validation import MAX_K
 from ._classify import Classification, ClassifierInfo, check_filter, check_kind, check_model_name, check_params
 from ._collection import Collection
+from ._filter import Column, Filter, build_columns, parse as parse_filter
 from ._document import MetadataJSON, check_document, check_documents, check_id, check_ids, check_vector
 from ._index import Index, check_collection_name
 from ._types import (
@@ -41,4 +42,8 @@ __all__ = [
     "check_params",
     "check_filter",
     "METRICS",
+    "Filter",
+    "Column",
+    "parse_filter",
+    "build_columns",
 ]

@@ -4,7 +4,8 @@
 trains :class:`simsearch.models.GaussianMixture` on all vectors (labels are not needed). A GMM
 also stores an outlier threshold: the 1st percentile of the training log-likelihoods, so a query
 scoring below it is flagged as an outlier. Models are stored as versioned JSON in the ``models``
-table and survive restarts.
+table and survive restarts. ``filter`` picks the training documents in the filter language of
+:mod:`simsearch.index._filter` (a plain ``{key: value}`` dict is the metadata equality it always was).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from ..validation import check_int, check_option
 from ..errors import FailedPreconditionError, InvalidArgumentError, InvalidTypeError
+from ._filter import build_columns, parse
 from ._types import Neighbor
 
 MODEL_KINDS = ("svm", "gmm")
@@ -78,25 +80,27 @@ def check_params(params: Any) -> dict:
 
 
 def check_filter(flt: Any) -> dict | None:
-    if flt is not None and (not isinstance(flt, dict) or not all(isinstance(k, str) for k in flt)):
-        raise InvalidTypeError("The 'filter' of train_classifier must be a dict of metadata equalities.")
-    return flt
+    """The 'filter' of train_classifier (a dict or its JSON text in the filter language of
+    ``_filter``, whose ``{key: value, ...}`` dicts are the metadata equalities it always took),
+    checked, as its canonical dict; None when it matches everything. The remote clients send
+    this dict as JSON."""
+    flt = parse(flt)
+    return None if flt is None else flt.to_dict()
 
 
-def _matches(metadata: dict, flt: dict) -> bool:
-    return all(metadata.get(k) == v for k, v in flt.items())
-
-
-def training_data(collection, kind: str, flt: dict | None):
+def training_data(collection, kind: str, flt: dict | str | None):
     """(X, y) for training; y is None for a gmm. Raises FailedPrecondition when there is nothing to learn."""
     ids, X, labels = collection.vectors_and_labels(require_labels=(kind == "svm"))
+    flt = parse(flt)
     if flt is not None:
-        metadata = collection._metadata_of(ids)  # every vector-bearing document: no batch limit
-        keep = [i for i, m in enumerate(metadata) if _matches(m, flt)]
-        X, labels = X[keep], [labels[i] for i in keep]
+        # every vector-bearing document (no batch limit), decoded once; the columns live for this call only
+        needs_metadata = set(flt.fields) - {"$id", "$label"}
+        metadata = collection._metadata_of(ids) if needs_metadata else [None] * len(ids)
+        keep = flt.mask(build_columns(metadata, flt.fields, ids=ids, labels=labels), len(ids))
+        X, labels = X[keep], [label for label, k in zip(labels, keep) if k]
     if not len(X):
         what = "labelled vectors" if kind == "svm" else "vectors"
-        raise FailedPreconditionError(f"collection {collection.name!r} has no {what} to train on" + (" (after the filter)" if flt else ""))
+        raise FailedPreconditionError(f"collection {collection.name!r} has no {what} to train on" + (" (after the filter)" if flt is not None else ""))
     if kind == "svm":
         classes = sorted(set(labels))
         if len(classes) < 2:
