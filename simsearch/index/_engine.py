@@ -83,6 +83,7 @@ class Engine:
         self._shingle_bytes = 0
         self._shingle_mutex = threading.Lock()
         self._merge_wake = threading.Event()
+        self._merge_mutex = threading.Lock()
         self._merge_stop = False
         self._merger: threading.Thread | None = None
         self.merge_error: BaseException | None = None
@@ -369,7 +370,13 @@ class Engine:
 
     def merge_once(self) -> bool:
         """One background merge step; True when it merged something. The inputs stay mapped and
-        served until the new manifest names the merged segment instead."""
+        served until the new manifest names the merged segment instead. Merges run one at a time."""
+        with self._merge_mutex:
+            if self._merge_stop and threading.current_thread().name.startswith("simsearch-merge"):
+                return False
+            return self._merge_step()
+
+    def _merge_step(self) -> bool:
         with self.lock.read():
             pick = self._pick_merge()
             if not pick:
@@ -428,11 +435,16 @@ class Engine:
         while self.merge_once():
             pass
 
-    def close(self, *, remove: bool = False) -> None:
+    def stop_merger(self) -> None:
+        """Stop the background merges (after the one in progress); :meth:`merge_once` still works."""
         self._merge_stop = True
         self._merge_wake.set()
         if self._merger is not None and self._merger is not threading.current_thread():
             self._merger.join()
+        self._merger = None
+
+    def close(self, *, remove: bool = False) -> None:
+        self.stop_merger()
         for seg in self.segments:
             seg.close()
         if remove and self.dir is not None:

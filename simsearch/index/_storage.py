@@ -173,7 +173,7 @@ def _is_full(exc: BaseException) -> bool:
     return "disk is full" in str(exc)
 
 
-def _corruption(exc: sqlite3.DatabaseError, where: str) -> StorageCorruptionError:
+def _corruption(exc: BaseException, where: str) -> StorageCorruptionError:
     return StorageCorruptionError(f"The index storage at {where} is corrupt or not a simsearch database: {exc}")
 
 
@@ -225,7 +225,7 @@ class SQLiteStorage:
         try:
             self._writer = self._connect()
             self._init_schema()
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # damaged pages can hold bad text
             self.close()
             raise _corruption(exc, self._where) from None
 
@@ -260,9 +260,15 @@ class SQLiteStorage:
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLITE_FULL (and a few others) roll back by themselves
+                    conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
+            try:
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
     def _init_schema(self) -> None:
         conn = self._writer
@@ -319,6 +325,8 @@ class SQLiteStorage:
     def _guard(self, fn, *args):
         try:
             return fn(*args)
+        except UnicodeDecodeError as exc:  # a damaged page decoded as text
+            raise _corruption(exc, self._where) from None
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.IntegrityError):
                 raise
