@@ -7,13 +7,13 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from simsearch.errors import ResourceExhaustedError, StorageCorruptionError
-from simsearch.index import Document, Index
-from simsearch.index import _engine, _manifest
+from simsearch.index import Document, Index, _engine, _manifest
 from simsearch.index._storage import DB_FILE, FORMAT_VERSION
 
 WORDS = [f"w{i}" for i in range(300)]
@@ -131,19 +131,19 @@ def test_reopen_after_kill_equals_clean_close(tmp_path, small_memtable):
 
 
 def _damage(path, how):
-    data = open(path, "rb").read()
+    data = Path(path).read_bytes()
     if how == "flip":
         pos = len(data) // 2
         data = data[:pos] + bytes([data[pos] ^ 0x5A]) + data[pos + 1:]
-        open(path, "wb").write(data)
+        Path(path).write_bytes(data)
     elif how == "flip-tail":
-        open(path, "wb").write(data[:-1] + bytes([data[-1] ^ 1]))
+        Path(path).write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     elif how == "truncate":
-        open(path, "wb").write(data[: len(data) // 3])
+        Path(path).write_bytes(data[: len(data) // 3])
     elif how == "delete":
         os.remove(path)
     elif how == "empty":
-        open(path, "wb").write(b"")
+        Path(path).write_bytes(b"")
 
 
 @pytest.mark.parametrize("target", ["segment", "tombstones", "manifest"])
@@ -186,19 +186,18 @@ def test_sqlite_damage_is_storage_corruption(tmp_path, small_memtable):
     with Index(tmp_path / "idx") as idx:
         churn(idx.create_collection("c", dim=8, threshold=0.5), 5, rounds=3)
     db = os.path.join(tmp_path, "idx", DB_FILE)
-    raw = bytearray(open(db, "rb").read())
+    raw = bytearray(Path(db).read_bytes())
     for pos in range(4096 * 2, len(raw), 997):  # scribble over the pages after the first two
         raw[pos] ^= 0xFF
-    open(db, "wb").write(bytes(raw))
-    with pytest.raises(StorageCorruptionError):
-        with Index(tmp_path / "idx") as idx:
-            c = idx.get_collection("c")
-            c.get([f"r0-{i}" for i in range(10)])
-            # segments mapped from the manifest may answer, but a rebuild reads the rows
-            import shutil
+    Path(db).write_bytes(bytes(raw))
+    with pytest.raises(StorageCorruptionError), Index(tmp_path / "idx") as idx:
+        c = idx.get_collection("c")
+        c.get([f"r0-{i}" for i in range(10)])
+        # segments mapped from the manifest may answer, but a rebuild reads the rows
+        import shutil
 
-            shutil.rmtree(c._engine.dir)
-            c._rebuild()
+        shutil.rmtree(c._engine.dir)
+        c._rebuild()
 
 
 def _enospc(*args, **kwargs):
@@ -211,13 +210,13 @@ def test_disk_full_during_a_flush_fails_that_write_and_keeps_serving(tmp_path, s
     docs = make_docs(40, 3)
     c.upsert(docs)  # 40 rows in the memtable: the next write flushes first
     before = answers(c, docs)
-    manifest = open(os.path.join(c._engine.dir, _manifest.MANIFEST), "rb").read()
+    manifest = Path(os.path.join(c._engine.dir, _manifest.MANIFEST)).read_bytes()
     monkeypatch.setattr(_engine, "write_segment", _enospc)
     more = make_docs(5, 4, prefix="late")
     with pytest.raises(ResourceExhaustedError, match="full"):
         c.upsert(more)
     assert answers(c, docs) == before  # nothing applied, still served
-    assert open(os.path.join(c._engine.dir, _manifest.MANIFEST), "rb").read() == manifest
+    assert Path(os.path.join(c._engine.dir, _manifest.MANIFEST)).read_bytes() == manifest
     assert not [n for n in os.listdir(c._engine.dir) if n.endswith(".tmp")]
     monkeypatch.undo()
     monkeypatch.setattr(_engine, "MEMTABLE_ROWS", 32)

@@ -10,14 +10,12 @@ between.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from .._rwlock import RWLock
-from ..validation import check_option, check_param
 from ..errors import (
     FailedPreconditionError,
     InvalidArgumentError,
@@ -28,10 +26,11 @@ from ..errors import (
 )
 from ..minhash import is_empty, minhash
 from ..shingling import shingle_hashes
+from ..validation import check_option, check_param
 from . import _doctable
-from ._engine import Engine
 from ._classify import Classification, ClassifierInfo
 from ._document import check_documents, check_ids
+from ._engine import Engine
 from ._storage import pack, unpack
 from ._types import (
     METRICS,

@@ -41,8 +41,16 @@ from .._lsh_storage import nonempty
 from .._version import __version__
 from ..errors import StorageCorruptionError
 
-__all__ = ["SEGMENT_FORMAT", "Segment", "SegmentData", "build_segment", "write_segment", "open_segment",
-           "segment_in_memory", "hash_ids"]
+__all__ = [
+    "SEGMENT_FORMAT",
+    "Segment",
+    "SegmentData",
+    "build_segment",
+    "hash_ids",
+    "open_segment",
+    "segment_in_memory",
+    "write_segment",
+]
 
 MAGIC = b"SIMSSEG\n"
 SEGMENT_FORMAT = 1
@@ -86,7 +94,7 @@ class SegmentData:
         return len(self.rowids)
 
     @classmethod
-    def from_rows(cls, rowids, ext_ids, labels, sigs, keys, indexable, vecs) -> "SegmentData":
+    def from_rows(cls, rowids, ext_ids, labels, sigs, keys, indexable, vecs) -> SegmentData:
         """From python ids and labels; ``vecs`` (n, dim) has NaN rows for documents without one."""
         ext_off, ext = _strings(ext_ids)
         lab_off, lab = _strings(labels)
@@ -98,7 +106,7 @@ class SegmentData:
                    np.fromiter((x is not None for x in labels), np.uint8, len(labels)), vec_rows, vecs)
 
     @classmethod
-    def merged(cls, parts: list, band_keys) -> "SegmentData":
+    def merged(cls, parts: list, band_keys) -> SegmentData:
         """The rows alive in ``parts`` ((segment, alive) pairs), in rowid order. ``band_keys``
         recomputes the band keys of signatures."""
         rowids, sigs, hashes, ext, lab, has_label, vec_of_row, vecs = [], [], [], [], [], [], [], []
@@ -186,7 +194,7 @@ def build_segment(seg_id: int, data: SegmentData, cfg, b: int, r: int, backend) 
     return header, sections
 
 
-def segment_in_memory(header: dict, sections: dict) -> "Segment":
+def segment_in_memory(header: dict, sections: dict) -> Segment:
     """A segment over in-memory sections (an index without a directory)."""
     return Segment(None, header, None, sections)
 

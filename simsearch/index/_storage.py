@@ -56,7 +56,7 @@ from ..errors import (
 )
 from ._types import CollectionConfig
 
-__all__ = ["FORMAT_VERSION", "DB_FILE", "Row", "Storage", "SQLiteStorage", "open_storage"]
+__all__ = ["DB_FILE", "FORMAT_VERSION", "Row", "SQLiteStorage", "Storage", "open_storage"]
 
 FORMAT_VERSION = 2
 DB_FILE = "simsearch.db"
