@@ -51,7 +51,7 @@ REBUILD_ROWS = 1 << 18  # rows per segment when building from the stored rows
 MERGE_FACTOR = 4
 SEGMENTS_DIR = "segments"
 SHINGLE_CACHE_BYTES = 64 << 20
-_GATHER_DEAD = 64  # a vector block with more removed rows than this is gathered, not scanned whole
+_GATHER_DEAD = 256  # a vector block with more removed rows than this is gathered, not scanned whole
 
 
 def segments_dir(index_path: str, cid: int) -> str:
