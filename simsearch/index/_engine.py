@@ -327,6 +327,25 @@ class Engine:
             while self._merge_once_in_memory():
                 pass
 
+    def snapshot_into(self, dest_index: str, database: str) -> None:
+        """Copy the current manifest's files into the index at ``dest_index`` (hard links where
+        possible: the files are immutable), with a manifest naming the copy's ``database``. The
+        caller holds the write lock. Without a manifest nothing is copied (the copy rebuilds)."""
+        if self.dir is None:
+            return
+        body = _manifest.read_manifest(self.dir)
+        if body is None:
+            return
+        dest = segments_dir(dest_index, self.cid)
+        os.makedirs(dest, exist_ok=True)
+        for name in _manifest.referenced(body) - {_manifest.MANIFEST}:
+            src, dst = os.path.join(self.dir, name), os.path.join(dest, name)
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copyfile(src, dst)
+        _manifest.write_manifest(dest, dict(body, database=database), self.fsync)
+
     def flush_on_close(self) -> None:
         """Flush the memtable so the next open replays nothing (best effort: a failure only
         means that open replays these rows from SQLite)."""
