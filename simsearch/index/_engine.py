@@ -442,10 +442,10 @@ class Engine:
                 while not self._merge_stop and self.merge_once():
                     pass
 
+        # A merge due at open waits for the first timer tick (or the next flush): the first
+        # queries after a restart should not compete with it.
         self._merger = threading.Thread(target=run, name=f"simsearch-merge-c{self.cid}", daemon=True)
         self._merger.start()
-        if self._pick_merge():
-            self._merge_wake.set()
 
     def wait_merges(self) -> None:
         """Run merges until none is due (tests, benchmarks)."""
