@@ -107,7 +107,8 @@ if mode in ("baseline", "open"):  # load the backend and its compiled kernels: a
         w.search(np.ones(dim, np.float32), k=10)
 t_warm = time.perf_counter()
 if mode == "baseline":
-    print(json.dumps(B.smaps()))
+    import simsearch
+    print(json.dumps({**B.smaps(), "simsearch_from": simsearch.__file__}))
     sys.exit(0)
 if mode == "crash":  # one more batch, unflushed, then SIGKILL
     idx = Index(path)
@@ -139,8 +140,9 @@ os._exit(0)
 
 def child(path, mode, args) -> dict:
     here = str(Path(__file__).resolve().parent)
-    out = subprocess.run([sys.executable, "-c", CHILD, path, mode, str(args.queries), str(args.dim), here],
-                         capture_output=True, text=True)
+    # cwd: not a checkout, so the child imports the simsearch the parent does (PYTHONPATH), not ./simsearch
+    out = subprocess.run([sys.executable, "-c", CHILD, os.path.abspath(path), mode, str(args.queries), str(args.dim),
+                          here], capture_output=True, text=True, cwd=tempfile.gettempdir())
     if mode == "crash":
         assert out.returncode == -signal.SIGKILL and "acked" in out.stdout, out.stderr[-2000:]
         return {}
@@ -188,6 +190,7 @@ def main(argv=None) -> None:
                 seconds=res["merge_tail_s"])
     rep.add(metric="bytes on disk per doc", value=round(dir_bytes(path) / args.docs, 1))
     base = child(path, "baseline", args)
+    rep.add(metric="simsearch imported from " + os.path.dirname(os.path.dirname(base.pop("simsearch_from"))))
     report_open(rep, "clean close", child(path, "open", args), base, args.docs, args)
     child(path, "crash", args)
     report_open(rep, "after kill -9", child(path, "open", args), base, args.docs, args)
