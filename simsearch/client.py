@@ -147,7 +147,8 @@ class Requests:
         if not isinstance(exact, bool):
             raise InvalidTypeError(f"The 'exact' parameter of {func} must be a bool.")
         req = pb.QueryNearDuplicatesRequest(
-            collection=self.name, exact=exact, threshold=wire.encode_float(threshold, "threshold", 0.0, 1.0, func),
+            collection=self.name, exact=exact,
+            threshold=wire.encode_float(threshold, "threshold", 0.0, 1.0, func, lo_open=True),
             k=wire.encode_int(k, "k", 1, MAX_K, func),
         )
         if texts is not None:
@@ -170,7 +171,8 @@ class Requests:
 
     def _find_request(self, threshold, exact) -> pb.FindDuplicatesRequest:
         return pb.FindDuplicatesRequest(
-            collection=self.name, threshold=wire.encode_float(threshold, "threshold", 0.0, 1.0, "find_duplicates"),
+            collection=self.name, threshold=wire.encode_float(threshold, "threshold", 0.0, 1.0, "find_duplicates",
+                                                          lo_open=True),
             exact=None if exact is None else bool(exact),
         )
 

@@ -131,11 +131,11 @@ def encode_int(value: Any, name: str, lo: int, hi: int, func: str, *, optional: 
     return int(value)
 
 
-def encode_float(value: Any, name: str, lo: float, hi: float, func: str) -> float | None:
+def encode_float(value: Any, name: str, lo: float, hi: float, func: str, *, lo_open: bool = False) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        check_float(value, name, lo, hi, func=func)
+        check_float(value, name, lo, hi, lo_open=lo_open, func=func)
     return float(value)
 
 

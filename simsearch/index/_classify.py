@@ -41,7 +41,9 @@ class ClassifierInfo:
 @dataclass(frozen=True)
 class Classification:
     """One query's result: an svm fills ``label``/``probability``, a gmm ``component``,
-    ``log_likelihood`` and ``outlier``. ``neighbors`` are the k nearest stored documents."""
+    ``log_likelihood`` and ``outlier``, and also ``label`` = ``str(component)``, so that for either
+    kind ``label`` is one of the model's ``ClassifierInfo.classes``. ``neighbors`` are the k nearest
+    stored documents."""
 
     label: str | None
     probability: float | None
@@ -196,7 +198,7 @@ class LoadedModel:
         ll = self.model.score_samples(X)
         for i in range(len(X)):
             out.append(Classification(
-                label=None, probability=None, component=int(comp[i]), log_likelihood=float(ll[i]),
+                label=str(int(comp[i])), probability=None, component=int(comp[i]), log_likelihood=float(ll[i]),
                 outlier=bool(ll[i] < self.threshold), neighbors=tuple(neighbors[i]),
             ))
         return out

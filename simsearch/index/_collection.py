@@ -378,7 +378,8 @@ class Collection:
                               exact: bool = False) -> list[list[NearDuplicate]]:
         self._check_alive()
         func = "near_duplicates"
-        threshold = self.config.threshold if threshold is None else check_param("threshold", threshold, func=func)
+        threshold = (self.config.threshold if threshold is None
+                     else check_param("threshold", threshold, func=func, rule="collection_threshold"))
         if k is not None:
             k = check_param("k", k, func=func)
         if not isinstance(exact, bool):
@@ -428,7 +429,8 @@ class Collection:
         earliest-inserted document of each cluster.
         """
         self._check_alive()
-        threshold = self.config.threshold if threshold is None else check_param("threshold", threshold, func="find_duplicates")
+        threshold = (self.config.threshold if threshold is None
+                     else check_param("threshold", threshold, func="find_duplicates", rule="collection_threshold"))
         exact = self.config.store_shingles if exact is None else exact
         if exact and not self.config.store_shingles:
             raise FailedPreconditionError(f"collection {self.name!r} does not store shingles; use exact=False.")

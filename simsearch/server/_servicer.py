@@ -53,8 +53,9 @@ class SimSearchServicer:
 
     def _k(self, msg) -> int | None:
         k = wire.optional(msg, "k")
-        if k is not None and self.max_k < MAX_K and k > self.max_k:
-            raise ResourceExhaustedError(f"k={k} is over this server's limit max_k={self.max_k}.")
+        if k is not None and self.max_k < MAX_K and k > self.max_k:  # the same status as the library's own ceiling
+            raise InvalidArgumentError(f"The 'k' parameter must be an int in [1, {self.max_k}] on this server "
+                                       f"(max_k={self.max_k}). Got {k} instead.")
         return k
 
     # -- collections -----------------------------------------------------------------------
@@ -206,18 +207,43 @@ def _checked(request):
     return request
 
 
-def _guard(behaviour: Callable, request_streaming: bool) -> Callable:
-    """Refuse malformed requests and calls whose deadline passed while they were queued."""
+def _sized(response, limit: int | None):
+    """``response`` if it fits the message limit. gRPC would refuse a larger one with a status that
+    neither this server's interceptors nor its access log see; raising here gives the client the
+    same RESOURCE_EXHAUSTED, with a message saying what to change, and the log the true status."""
+    if limit is None:
+        return response
+    size = response.ByteSize()
+    if size > limit:
+        raise ResourceExhaustedError(
+            f"the response is {size} bytes, larger than max_message_bytes={limit} of this server (--max-message-mb); "
+            "ask for fewer results per call (smaller k, fewer queries or ids)."
+        )
+    return response
+
+
+def _guard(behaviour: Callable, request_streaming: bool, response_streaming: bool = False,
+           limit: int | None = None) -> Callable:
+    """Refuse malformed requests, calls whose deadline passed while they were queued, and
+    responses over the message limit."""
+    if response_streaming:
+        def streamed(request, context):
+            _check_deadline(context)
+            for response in behaviour(_checked(request), context):
+                yield _sized(response, limit)
+
+        return streamed
+
     if request_streaming:
         def stream_call(requests, context):
             _check_deadline(context)
-            return behaviour((_checked(r) for r in requests), context)
+            return _sized(behaviour((_checked(r) for r in requests), context), limit)
 
         return stream_call
 
     def call(request, context):
         _check_deadline(context)
-        return behaviour(_checked(request), context)
+        return _sized(behaviour(_checked(request), context), limit)
 
     return call
 
@@ -236,7 +262,8 @@ def method_handlers(servicer: SimSearchServicer) -> dict[str, grpc.RpcMethodHand
     for m in pb.DESCRIPTOR.services_by_name["SimSearch"].methods:
         factory = _FACTORIES[(m.client_streaming, m.server_streaming)]
         out[m.name] = factory(
-            _guard(getattr(servicer, m.name), m.client_streaming),
+            _guard(getattr(servicer, m.name), m.client_streaming, m.server_streaming,
+                   servicer.state.config.max_message_bytes),
             request_deserializer=_parser(getattr(pb, m.input_type.name)),
             response_serializer=getattr(pb, m.output_type.name).SerializeToString,
         )
