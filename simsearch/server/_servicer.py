@@ -31,6 +31,7 @@ class ServerState:
         self.config = config
         self.started = time.monotonic()
         self.draining = threading.Event()
+        self.warm = threading.Event()  # set once the kernels are compiled and health is SERVING
         self.in_flight: Callable[[], int] = lambda: 0
 
 
