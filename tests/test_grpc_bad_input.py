@@ -276,6 +276,11 @@ MATRIX += [
     ("DeleteClassifier", pb.DeleteClassifierRequest(collection="nope", name="m"), C.NOT_FOUND),
     ("DeleteClassifier", pb.DeleteClassifierRequest(collection="labelled", name="nope"), C.NOT_FOUND),
     ("DeleteClassifier", pb.DeleteClassifierRequest(collection="labelled", name=""), C.INVALID_ARGUMENT),
+    # snapshots (this server has no --snapshot-dir; test_snapshots_rpc.py has one)
+    ("Snapshot", pb.SnapshotRequest(name="s"), C.FAILED_PRECONDITION),
+    ("Snapshot", pb.SnapshotRequest(name="../s"), C.FAILED_PRECONDITION),
+    ("ListSnapshots", pb.ListSnapshotsRequest(), C.FAILED_PRECONDITION),
+    ("DeleteSnapshot", pb.DeleteSnapshotRequest(name="s"), C.FAILED_PRECONDITION),
 ]
 
 # every RPC with a wrong token and with none
@@ -293,6 +298,8 @@ GOOD = {
     "ListClassifiers": pb.ListClassifiersRequest(collection="labelled"),
     "Classify": CL(collection="labelled", model="m", vectors=V4),
     "DeleteClassifier": pb.DeleteClassifierRequest(collection="labelled", name="m"),
+    "Snapshot": pb.SnapshotRequest(name="s"), "ListSnapshots": pb.ListSnapshotsRequest(),
+    "DeleteSnapshot": pb.DeleteSnapshotRequest(name="s"),
 }
 
 

@@ -69,6 +69,7 @@ def test_service_declares_every_rpc():
         "CreateCollection", "GetCollection", "ListCollections", "DropCollection", "Upsert", "UpsertStream", "Delete",
         "Get", "Count", "QueryNearDuplicates", "SearchVectors", "FindDuplicates", "Stats",
         "TrainClassifier", "ListClassifiers", "Classify", "DeleteClassifier",
+        "Snapshot", "ListSnapshots", "DeleteSnapshot",
     }
     assert pb.DESCRIPTOR.package == "simsearch.v1"
 

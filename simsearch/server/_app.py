@@ -14,7 +14,6 @@ import os
 import signal
 import threading
 import time
-from concurrent import futures
 
 import grpc
 import numpy as np
@@ -25,6 +24,7 @@ from simsearch.errors import FailedPreconditionError
 from simsearch.index import Document, Index
 
 from ._config import ServerConfig
+from ._metrics import CountingExecutor, ServerMetrics, start_metrics_http
 from ._reflection import enable_reflection
 from ._interceptors import AccessLogInterceptor, AuthInterceptor, ErrorInterceptor
 from ._servicer import ServerState, SimSearchServicer, method_handlers
@@ -46,6 +46,8 @@ class SimsearchServer:
         self._state = state
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
+        self._metrics_http = None
+        self.metrics_port: int | None = None  # the bound metrics port once started (--metrics-port)
 
     @property
     def address(self) -> str:
@@ -56,6 +58,14 @@ class SimsearchServer:
     def start(self, *, serving: bool = True) -> "SimsearchServer":
         """Start taking calls. With ``serving=False`` health stays NOT_SERVING (calls are still
         served) until :meth:`set_serving`; ``serve`` does that while the kernels warm up."""
+        if self.config.metrics_port is not None and self._metrics_http is None:
+            try:
+                self._metrics_http = start_metrics_http(self._state.metrics, self.config.metrics_host,
+                                                        self.config.metrics_port)
+            except OSError as exc:
+                raise FailedPreconditionError(
+                    f"cannot serve metrics on {self.config.metrics_host}:{self.config.metrics_port}: {exc}") from None
+            self.metrics_port = self._metrics_http.server_port
         self.grpc_server.start()
         if serving:
             self.set_serving()
@@ -80,6 +90,9 @@ class SimsearchServer:
                 self._state.draining.set()
                 self._health.enter_graceful_shutdown()
                 self.grpc_server.stop(grace).wait()
+                if self._metrics_http is not None:
+                    self._metrics_http.shutdown()
+                    self._metrics_http.server_close()
                 if self._owns_index:
                     self.index.close()
                 self._stopped.set()
@@ -118,12 +131,13 @@ def create_server(config: ServerConfig, *, index: Index | None = None) -> tuple[
                       max_batch=config.max_batch, max_text_bytes=config.max_text_bytes)
     try:
         state = ServerState(config)
-        access = AccessLogInterceptor()
+        state.metrics = ServerMetrics(index)
+        access = AccessLogInterceptor(state.metrics)
         state.in_flight = lambda: access.in_flight
         interceptors = ([AuthInterceptor(config.token)] if config.token else []) + [ErrorInterceptor(), access]
         limit = config.max_message_bytes
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="simsearch-rpc"),
+            CountingExecutor(max_workers=config.workers, thread_name_prefix="simsearch-rpc", gauge=state.metrics.queued),
             interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", limit),

@@ -159,23 +159,31 @@ def received_status(method: str, context, exc: BaseException | None) -> str:
 
 
 class AccessLogInterceptor(grpc.ServerInterceptor):
-    """One INFO line per call on ``simsearch.server.access``: method, status, milliseconds, peer."""
+    """One INFO line per call on ``simsearch.server.access``: method, status, milliseconds, peer; and
+    the same call in the server's metrics (count by status, latency, in flight)."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics=None) -> None:
         self._lock = threading.Lock()
         self.in_flight = 0
+        self._metrics = metrics
 
     def _enter(self) -> float:
         with self._lock:
             self.in_flight += 1
+        if self._metrics is not None:
+            self._metrics.in_flight.inc()
         return time.perf_counter()
 
     def _leave(self, method: str, start: float, context, exc: BaseException | None) -> None:
+        seconds = time.perf_counter() - start
         with self._lock:
             self.in_flight -= 1
+        code = received_status(method, context, exc)
+        if self._metrics is not None:
+            self._metrics.in_flight.dec()
+            self._metrics.observe_call(method, code, seconds)
         if access_log.isEnabledFor(logging.INFO):
-            code = received_status(method, context, exc)
-            access_log.info("%s %s %.2fms peer=%s", method, code, 1e3 * (time.perf_counter() - start), context.peer())
+            access_log.info("%s %s %.2fms peer=%s", method, code, 1e3 * seconds, context.peer())
 
     def intercept_service(self, continuation, details):
         method = details.method

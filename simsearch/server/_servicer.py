@@ -20,8 +20,10 @@ from simsearch.errors import InvalidArgumentError, ResourceExhaustedError
 from simsearch.index import MAX_K, CollectionInfo, Index
 from simsearch.wire import pb
 
-from ._config import ServerConfig
+from ._config import MiB, ServerConfig
 from ._interceptors import StatusError
+from ._metrics import ServerMetrics, directory_bytes
+from ._snapshots import Snapshots
 
 
 class ServerState:
@@ -33,6 +35,8 @@ class ServerState:
         self.draining = threading.Event()
         self.warm = threading.Event()  # set once the kernels are compiled and health is SERVING
         self.in_flight: Callable[[], int] = lambda: 0
+        self.metrics = ServerMetrics()  # create_server replaces it with one that sees the index
+        self.snapshots = Snapshots(config.snapshot_dir)
 
 
 def _check_deadline(context: grpc.ServicerContext) -> None:
@@ -79,7 +83,9 @@ class SimSearchServicer:
     # -- writes ----------------------------------------------------------------------------
     def _upsert(self, request):
         coll = self._coll(request.collection)
-        return coll.upsert(wire.documents_from_pb(request))
+        result = coll.upsert(wire.documents_from_pb(request))
+        self.state.metrics.observe_ingest(result.upserted)
+        return result
 
     def Upsert(self, request, context):
         r = self._upsert(request)
@@ -182,7 +188,52 @@ class SimSearchServicer:
             requests_in_flight=self.state.in_flight(),
             auth_required=cfg.token is not None,
             tls=cfg.tls_cert is not None,
+            **self._server_stats(),
         )
+
+    def _server_stats(self) -> dict:
+        m, cfg = self.state.metrics, self.state.config
+        rpcs = []
+        for method, e in sorted(m.rpc_table().items()):
+            buckets = sorted(e["buckets"])
+            rpcs.append(pb.RpcStats(method=method, calls_by_code=e["codes"], latency_seconds_sum=e["sum"],
+                                    latency_bucket_bounds=[b for b, _ in buckets],
+                                    latency_bucket_counts=[c for _, c in buckets]))
+        colls = []
+        if m.index_collector is not None:
+            for name, st in m.index_collector.index_stats():
+                colls.append(pb.CollectionStats(name=name, documents=st["documents"], segments=st["segments"],
+                                                bytes_on_disk=st["bytes_on_disk"],
+                                                bytes_in_memory=st["bytes_in_memory"]))
+        return dict(
+            warm=self.state.warm.is_set(), rpcs=rpcs, collection_stats=colls,
+            index_bytes_on_disk=directory_bytes(self.index.path),
+            requests_queued=max(0, int(m.value(m.queued))),
+            ingested_documents=int(m.value(m.ingested)),
+            ingest_documents_per_second=m.ingest_per_second(),
+            training_jobs_running=int(m.value(m.training_running)),
+            training_jobs_waiting=int(m.value(m.training_waiting)),
+            training_limits=pb.TrainingLimits(
+                max_training_jobs=cfg.max_training_jobs,
+                max_kernel_cache_bytes=int(cfg.max_kernel_cache_mb * MiB),
+                max_nystroem_components=cfg.max_nystroem_components,
+                max_training_bytes=int(cfg.max_training_mb * MiB)),
+        )
+
+    # -- snapshots -------------------------------------------------------------------------
+    def Snapshot(self, request, context):
+        return _snapshot_pb(self.state.snapshots.create(self.index, request.name))
+
+    def ListSnapshots(self, request, context):
+        return pb.ListSnapshotsResponse(snapshots=[_snapshot_pb(s) for s in self.state.snapshots.list()])
+
+    def DeleteSnapshot(self, request, context):
+        self.state.snapshots.delete(request.name)
+        return pb.DeleteSnapshotResponse()
+
+
+def _snapshot_pb(info) -> pb.SnapshotInfo:
+    return pb.SnapshotInfo(name=info.name, size_bytes=info.size_bytes, created_unix_seconds=info.created_unix_seconds)
 
 
 class _Malformed:

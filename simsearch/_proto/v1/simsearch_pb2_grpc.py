@@ -119,6 +119,21 @@ class SimSearchStub:
                 request_serializer=simsearch_dot_v1_dot_simsearch__pb2.DeleteClassifierRequest.SerializeToString,
                 response_deserializer=simsearch_dot_v1_dot_simsearch__pb2.DeleteClassifierResponse.FromString,
                 _registered_method=True)
+        self.Snapshot = channel.unary_unary(
+                '/simsearch.v1.SimSearch/Snapshot',
+                request_serializer=simsearch_dot_v1_dot_simsearch__pb2.SnapshotRequest.SerializeToString,
+                response_deserializer=simsearch_dot_v1_dot_simsearch__pb2.SnapshotInfo.FromString,
+                _registered_method=True)
+        self.ListSnapshots = channel.unary_unary(
+                '/simsearch.v1.SimSearch/ListSnapshots',
+                request_serializer=simsearch_dot_v1_dot_simsearch__pb2.ListSnapshotsRequest.SerializeToString,
+                response_deserializer=simsearch_dot_v1_dot_simsearch__pb2.ListSnapshotsResponse.FromString,
+                _registered_method=True)
+        self.DeleteSnapshot = channel.unary_unary(
+                '/simsearch.v1.SimSearch/DeleteSnapshot',
+                request_serializer=simsearch_dot_v1_dot_simsearch__pb2.DeleteSnapshotRequest.SerializeToString,
+                response_deserializer=simsearch_dot_v1_dot_simsearch__pb2.DeleteSnapshotResponse.FromString,
+                _registered_method=True)
 
 
 class SimSearchServicer:
@@ -238,6 +253,26 @@ class SimSearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Snapshot(self, request, context):
+        """Snapshots: consistent online copies of the whole index, written under the server's
+        --snapshot-dir (every snapshot RPC is FAILED_PRECONDITION when it is not set).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSnapshots(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSnapshot(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SimSearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -325,6 +360,21 @@ def add_SimSearchServicer_to_server(servicer, server):
                     servicer.DeleteClassifier,
                     request_deserializer=simsearch_dot_v1_dot_simsearch__pb2.DeleteClassifierRequest.FromString,
                     response_serializer=simsearch_dot_v1_dot_simsearch__pb2.DeleteClassifierResponse.SerializeToString,
+            ),
+            'Snapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.Snapshot,
+                    request_deserializer=simsearch_dot_v1_dot_simsearch__pb2.SnapshotRequest.FromString,
+                    response_serializer=simsearch_dot_v1_dot_simsearch__pb2.SnapshotInfo.SerializeToString,
+            ),
+            'ListSnapshots': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSnapshots,
+                    request_deserializer=simsearch_dot_v1_dot_simsearch__pb2.ListSnapshotsRequest.FromString,
+                    response_serializer=simsearch_dot_v1_dot_simsearch__pb2.ListSnapshotsResponse.SerializeToString,
+            ),
+            'DeleteSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSnapshot,
+                    request_deserializer=simsearch_dot_v1_dot_simsearch__pb2.DeleteSnapshotRequest.FromString,
+                    response_serializer=simsearch_dot_v1_dot_simsearch__pb2.DeleteSnapshotResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -786,6 +836,87 @@ class SimSearch:
             '/simsearch.v1.SimSearch/DeleteClassifier',
             simsearch_dot_v1_dot_simsearch__pb2.DeleteClassifierRequest.SerializeToString,
             simsearch_dot_v1_dot_simsearch__pb2.DeleteClassifierResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Snapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simsearch.v1.SimSearch/Snapshot',
+            simsearch_dot_v1_dot_simsearch__pb2.SnapshotRequest.SerializeToString,
+            simsearch_dot_v1_dot_simsearch__pb2.SnapshotInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSnapshots(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simsearch.v1.SimSearch/ListSnapshots',
+            simsearch_dot_v1_dot_simsearch__pb2.ListSnapshotsRequest.SerializeToString,
+            simsearch_dot_v1_dot_simsearch__pb2.ListSnapshotsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simsearch.v1.SimSearch/DeleteSnapshot',
+            simsearch_dot_v1_dot_simsearch__pb2.DeleteSnapshotRequest.SerializeToString,
+            simsearch_dot_v1_dot_simsearch__pb2.DeleteSnapshotResponse.FromString,
             options,
             channel_credentials,
             insecure,
