@@ -454,7 +454,7 @@ def cluster_to_pb(c: Cluster) -> pb.Cluster:
 
 def classifier_info_to_pb(info: ClassifierInfo) -> pb.ClassifierInfo:
     return pb.ClassifierInfo(name=info.name, kind=info.kind, version=info.version, n_samples=info.n_samples,
-                             dim=info.dim, classes=info.classes)
+                             dim=info.dim, classes=info.classes, n_unlabelled=info.n_unlabelled)
 
 
 def classifications_to_pb(results: list[Classification]) -> pb.ClassifyResponse:
@@ -503,7 +503,7 @@ def upsert_result_from_pb(msg) -> UpsertResult:
 
 def classifier_info_from_pb(msg: pb.ClassifierInfo) -> ClassifierInfo:
     return ClassifierInfo(name=msg.name, kind=msg.kind, version=msg.version, n_samples=msg.n_samples, dim=msg.dim,
-                          classes=tuple(msg.classes))
+                          classes=tuple(msg.classes), n_unlabelled=msg.n_unlabelled)
 
 
 def classifications_from_pb(msg: pb.ClassifyResponse) -> list[Classification]:

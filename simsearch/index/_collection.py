@@ -507,11 +507,13 @@ class Collection:
 
     # -- classifiers -----------------------------------------------------------------------
     def train_classifier(self, name: str, kind: str = "svm", params: dict | None = None,
-                         filter: dict | None = None) -> ClassifierInfo:
+                         filter: dict | None = None, *, fit=None) -> ClassifierInfo:
         """Train an ``svm`` (needs labels, >= 2 classes) or ``gmm`` on the collection's vectors and
         store it under ``name`` (replacing a model of that name). Returns a ClassifierInfo.
         ``filter`` keeps the documents whose metadata has all of its key/value pairs. A failed
-        training leaves the stored models as they were."""
+        training leaves the stored models as they were. ``fit(estimator, X, y)``, when given,
+        runs the fit and returns the fitted estimator (the server's runs it in a worker process
+        it can stop); by default the estimator fits in this thread."""
         from . import _classify
 
         self._check_alive()
@@ -521,7 +523,7 @@ class Collection:
         filter = _classify.check_filter(filter)
         if self.config.dim is None:
             raise FailedPreconditionError(f"collection {self.name!r} has no vectors (created with dim=None).")
-        payload, info = _classify.train(self, name, kind, params, filter)
+        payload, info = _classify.train(self, name, kind, params, filter, fit=fit or _classify.fit_here)
         with self._lock.write():
             self._check_alive()
             self._storage.put_model(self._cid, name, kind, info.version, payload)

@@ -26,6 +26,7 @@ from simsearch.index import Document, Index
 from ._config import ServerConfig
 from ._metrics import CountingExecutor, ServerMetrics, start_metrics_http
 from ._reflection import enable_reflection
+from ._training import TrainingRunner
 from ._interceptors import AccessLogInterceptor, AuthInterceptor, ErrorInterceptor
 from ._servicer import ServerState, SimSearchServicer, method_handlers
 
@@ -132,6 +133,7 @@ def create_server(config: ServerConfig, *, index: Index | None = None) -> tuple[
     try:
         state = ServerState(config)
         state.metrics = ServerMetrics(index)
+        state.training = TrainingRunner(config, state.metrics)
         access = AccessLogInterceptor(state.metrics)
         state.in_flight = lambda: access.in_flight
         interceptors = ([AuthInterceptor(config.token)] if config.token else []) + [ErrorInterceptor(), access]

@@ -24,6 +24,7 @@ from ._config import MiB, ServerConfig
 from ._interceptors import StatusError
 from ._metrics import ServerMetrics, directory_bytes
 from ._snapshots import Snapshots
+from ._training import TrainingRunner
 
 
 class ServerState:
@@ -37,6 +38,7 @@ class ServerState:
         self.in_flight: Callable[[], int] = lambda: 0
         self.metrics = ServerMetrics()  # create_server replaces it with one that sees the index
         self.snapshots = Snapshots(config.snapshot_dir)
+        self.training = TrainingRunner(config, self.metrics)
 
 
 def _check_deadline(context: grpc.ServicerContext) -> None:
@@ -154,9 +156,9 @@ class SimSearchServicer:
         coll = self._coll(request.collection)
         func = "train_classifier"
         kwargs = {"kind": request.kind} if request.HasField("kind") else {}
-        info = coll.train_classifier(
-            request.name, params=wire.decode_json_object(request.params_json, "params_json", func),
-            filter=wire.decode_json_object(request.filter_json, "filter_json", func), **kwargs,
+        info = self.state.training.train(
+            coll, request.name, kwargs, wire.decode_json_object(request.params_json, "params_json", func),
+            wire.decode_json_object(request.filter_json, "filter_json", func), context,
         )
         return wire.classifier_info_to_pb(info)
 
