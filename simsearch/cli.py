@@ -174,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUTDIR")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary table")
     p.set_defaults(func=_cmd_dedup)
+
+    from ._cli_client import add_commands
+
+    add_commands(sub)  # collections, ingest, query, search, export, snapshot: a client of a running server
     return parser
 
 
@@ -198,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import SimsearchError
 
     args = build_parser().parse_args(argv)
+    from ._cli_client import COMMANDS, run
+
+    if args.command in COMMANDS:
+        return run(args)
     try:
         return args.func(args)
     except (SimsearchError, OSError) as exc:
