@@ -395,17 +395,13 @@ class Client:
     # -- snapshots (on the server's disk, under its --snapshot-dir) -------------------------
     def snapshot(self, name: str = "") -> SnapshotInfo:
         """Write a consistent online snapshot of the whole index on the server; "" picks a name."""
-        if not isinstance(name, str):
-            raise InvalidTypeError(f"A snapshot name must be a str. Got {type(name).__name__}.")
-        return _snapshot_info(self._call("Snapshot", pb.SnapshotRequest(name=name)))
+        return _snapshot_info(self._call("Snapshot", snapshot_request(name)))
 
     def list_snapshots(self) -> list[SnapshotInfo]:
         return [_snapshot_info(s) for s in self._call("ListSnapshots", pb.ListSnapshotsRequest()).snapshots]
 
     def delete_snapshot(self, name: str) -> None:
-        if not isinstance(name, str):
-            raise InvalidTypeError(f"A snapshot name must be a str. Got {type(name).__name__}.")
-        self._call("DeleteSnapshot", pb.DeleteSnapshotRequest(name=name))
+        self._call("DeleteSnapshot", pb.DeleteSnapshotRequest(name=snapshot_request(name).name))
 
 
 @dataclass(frozen=True)
@@ -415,6 +411,13 @@ class SnapshotInfo:
     name: str
     size_bytes: int
     created_unix_seconds: float
+
+
+def snapshot_request(name: Any) -> pb.SnapshotRequest:
+    """The name is checked by the server (its rules depend on its --snapshot-dir); here only its type."""
+    if not isinstance(name, str):
+        raise InvalidTypeError(f"A snapshot name must be a str. Got {type(name).__name__}.")
+    return pb.SnapshotRequest(name=wire.encode_string(name, "A snapshot name"))
 
 
 def _snapshot_info(msg: pb.SnapshotInfo) -> SnapshotInfo:

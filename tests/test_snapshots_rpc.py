@@ -117,3 +117,29 @@ def test_symlink_in_snapshot_dir_is_not_followed(tmp_path):
     finally:
         server.stop(0)
     assert (outside / "keep").exists()
+
+
+def test_async_client_snapshots(tmp_path):
+    import asyncio
+
+    from simsearch.aio_client import AsyncClient
+
+    server, _ = create_server(ServerConfig(data=None, port=0, snapshot_dir=str(tmp_path / "s")))
+    server.start()
+
+    async def go():
+        async with AsyncClient(server.address, timeout=30) as client:
+            coll = await client.create_collection("c")
+            await coll.upsert(_batch(0))
+            info = await client.snapshot("a1")
+            assert info.name == "a1" and info.size_bytes > 0
+            assert [s.name for s in await client.list_snapshots()] == ["a1"]
+            with pytest.raises(InvalidArgumentError):
+                await client.snapshot("../x")
+            await client.delete_snapshot("a1")
+            assert await client.list_snapshots() == []
+
+    try:
+        asyncio.run(go())
+    finally:
+        server.stop(0)
