@@ -274,7 +274,7 @@ def test_exact_verification_same_whether_shingles_come_from_text_or_blobs(tmp_pa
     if store_text:
         with Index(tmp_path / "idx") as idx:
             with pytest.raises(StorageCorruptionError, match="checksum"):
-                idx.get_collection("c").near_duplicates(id=docs[1].id, threshold=0.0, exact=True)
+                idx.get_collection("c").near_duplicates(id=docs[1].id, threshold=0.01, exact=True)
 
 
 def test_newer_format_and_corruption_give_clear_errors(tmp_path):
