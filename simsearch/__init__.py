@@ -36,6 +36,7 @@ _REMOTE = {
     "Client": "client",
     "RemoteCollection": "client",
     "RemoteError": "client",
+    "SnapshotInfo": "client",
     "AsyncClient": "aio_client",
     "AsyncRemoteCollection": "aio_client",
 }
@@ -98,5 +99,6 @@ __all__ = [
     "AsyncClient",
     "RemoteCollection",
     "RemoteError",
+    "SnapshotInfo",
     "AsyncRemoteCollection",
 ]

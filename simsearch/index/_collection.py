@@ -316,7 +316,8 @@ class Collection:
                               exact: bool = False) -> list[list[NearDuplicate]]:
         self._check_alive()
         func = "near_duplicates"
-        threshold = self.config.threshold if threshold is None else check_param("threshold", threshold, func=func)
+        threshold = (self.config.threshold if threshold is None
+                     else check_param("threshold", threshold, func=func, rule="collection_threshold"))
         if k is not None:
             k = check_param("k", k, func=func)
         if not isinstance(exact, bool):
@@ -397,7 +398,8 @@ class Collection:
         earliest-inserted document of each cluster.
         """
         self._check_alive()
-        threshold = self.config.threshold if threshold is None else check_param("threshold", threshold, func="find_duplicates")
+        threshold = (self.config.threshold if threshold is None
+                     else check_param("threshold", threshold, func="find_duplicates", rule="collection_threshold"))
         exact = self.config.store_shingles if exact is None else exact
         if exact and not self.config.store_shingles:
             raise FailedPreconditionError(f"collection {self.name!r} does not store shingles; use exact=False.")
@@ -479,11 +481,13 @@ class Collection:
 
     # -- classifiers -----------------------------------------------------------------------
     def train_classifier(self, name: str, kind: str = "svm", params: dict | None = None,
-                         filter: dict | None = None) -> ClassifierInfo:
+                         filter: dict | None = None, *, fit=None) -> ClassifierInfo:
         """Train an ``svm`` (needs labels, >= 2 classes) or ``gmm`` on the collection's vectors and
         store it under ``name`` (replacing a model of that name). Returns a ClassifierInfo.
         ``filter`` keeps the documents whose metadata has all of its key/value pairs. A failed
-        training leaves the stored models as they were."""
+        training leaves the stored models as they were. ``fit(estimator, X, y)``, when given,
+        runs the fit and returns the fitted estimator (the server's runs it in a worker process
+        it can stop); by default the estimator fits in this thread."""
         from . import _classify
 
         self._check_alive()
@@ -493,7 +497,7 @@ class Collection:
         filter = _classify.check_filter(filter)
         if self.config.dim is None:
             raise FailedPreconditionError(f"collection {self.name!r} has no vectors (created with dim=None).")
-        payload, info = _classify.train(self, name, kind, params, filter)
+        payload, info = _classify.train(self, name, kind, params, filter, fit=fit or _classify.fit_here)
         with self._lock.write():
             self._check_alive()
             self._storage.put_model(self._cid, name, kind, info.version, payload)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import threading
@@ -27,6 +28,13 @@ def check_collection_name(name) -> str:
             f"A collection name must be 1 to {MAX_NAME_BYTES} characters from [A-Za-z0-9_.-]. Got {name!r}."
         )
     return name
+
+
+def _config_difference(existing: CollectionConfig, asked: CollectionConfig) -> str:
+    """``" with a different config: ..."`` naming each field that differs, or "" when none does."""
+    diffs = [f"{f.name}={getattr(existing, f.name)!r} (asked {getattr(asked, f.name)!r})"
+             for f in dataclasses.fields(existing) if getattr(existing, f.name) != getattr(asked, f.name)]
+    return f" with a different config: {', '.join(diffs)}" if diffs else ""
 
 
 class Index:
@@ -115,7 +123,7 @@ class Index:
                 existing = self._collections[name]
                 if exist_ok and existing.config == config:
                     return existing
-                raise AlreadyExistsError(f"collection {name!r} already exists")
+                raise AlreadyExistsError(f"collection {name!r} already exists" + _config_difference(existing.config, config))
             cid = self._storage.create_collection(name, config)
             coll = self._collections[name] = Collection(self, cid, name, config)
             return coll
