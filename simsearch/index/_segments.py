@@ -259,6 +259,7 @@ class Segment:
         self.alive = np.ones(self.n, dtype=bool)
         self.n_dead = 0
         self.tomb: dict | None = None  # the tombstone file the manifest names for it, if any
+        self.flat_copy = None  # a heap copy of ``vecs`` for flat scans (see Engine._flat_vectors)
         self.ann = None  # hook: a per-segment ANN structure over ``vecs`` (simsearch.index._ann)
 
     def __len__(self) -> int:
@@ -314,7 +315,7 @@ class Segment:
     def close(self) -> None:
         """Drop the arrays and the mapping (a no-op while numpy views of it are still referenced)."""
         for attr in ("rowids", "sigs", "id_hash", "id_row", "ext_off", "ext", "lab_off", "lab", "has_label",
-                     "vec_rows", "vecs"):
+                     "vec_rows", "vecs", "flat_copy"):
             setattr(self, attr, None)
         self.table = None
         mm, self._mm = self._mm, None
