@@ -23,7 +23,7 @@ import time
 import grpc
 
 from simsearch.errors import ResourceExhaustedError
-from simsearch.models import SVC
+from simsearch import SVC
 
 from ._config import MiB, ServerConfig
 from ._interceptors import StatusError
