@@ -349,21 +349,21 @@ class Collection:
         nq = len(sigs)
         exclude = np.asarray(exclude, np.int64)
         if cand_lists is None:
-            q, src, rows = eng.candidates(sigs)
+            q, src, rows, cand_rowids, est = eng.scored_candidates(sigs)
         else:
             q = np.repeat(np.arange(nq, dtype=np.int64), [len(c) for c in cand_lists])
             flat = np.concatenate(cand_lists).astype(np.int64) if cand_lists else np.empty(0, np.int64)
             src, rows = eng.locate_rowids(flat)
             ok = src >= 0
-            q, src, rows = q[ok], src[ok], rows[ok]
-        keep = eng.rowids_at(src, rows) != exclude[q]
-        q, src, rows = q[keep], src[keep], rows[keep]
-        est = eng.estimate(sigs, q, src, rows)
+            q, src, rows, cand_rowids = q[ok], src[ok], rows[ok], flat[ok]
+            est = eng.estimate(sigs, q, src, rows)
+        keep = cand_rowids != exclude[q]
+        if not keep.all():
+            q, src, rows, cand_rowids, est = q[keep], src[keep], rows[keep], cand_rowids[keep], est[keep]
         exa = None
         if shingles is not None and len(q):
             from .._arrays import offsets_from_sizes
 
-            cand_rowids = eng.rowids_at(src, rows)
             uniq, inv = np.unique(cand_rowids, return_inverse=True)
             sets = self._shingle_sets(uniq.tolist())
             c_sets = [sets[int(r)] for r in uniq]
