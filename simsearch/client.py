@@ -264,6 +264,14 @@ class RemoteCollection(Requests):
     def __repr__(self) -> str:
         return f"RemoteCollection({self.name!r}, target={self._client.target!r})"
 
+    def __reduce__(self):
+        """Pickles as what reconnects to it (target, token, TLS, timeout, name), e.g. for Ray workers;
+        TLS given as grpc.ChannelCredentials cannot be pickled."""
+        if isinstance(self._client._args[2], grpc.ChannelCredentials):
+            raise InvalidTypeError("a RemoteCollection whose Client has tls=grpc.ChannelCredentials cannot be "
+                                   "pickled; pass tls as True, a CA path or PEM bytes.")
+        return _reconnect, (self._client._args, self.name)
+
     # -- writes ----------------------------------------------------------------------------
     def upsert(self, docs: Sequence[Document | dict], *, on_duplicate: str = "insert",
                threshold: float | None = None) -> UpsertResult:
@@ -358,6 +366,7 @@ class Client:
                  timeout: float | None = None, options: Sequence[tuple[str, Any]] = ()) -> None:
         self.target = target
         self.timeout = timeout
+        self._args = (target, token, tls, timeout, tuple(options))
         creds = channel_credentials(tls)
         opts = CHANNEL_OPTIONS + list(options)
         self._channel = grpc.secure_channel(target, creds, opts) if creds else grpc.insecure_channel(target, opts)
@@ -424,6 +433,12 @@ class Client:
     def stats(self) -> dict[str, Any]:
         """Server version, uptime, limits, collections (CollectionInfo) and in-flight calls."""
         return stats_from_pb(self._call("Stats", pb.StatsRequest()))
+
+
+def _reconnect(args, name: str) -> RemoteCollection:
+    target, token, tls, timeout, options = args
+    client = Client(target, token, tls, timeout=timeout, options=options)
+    return client.get_collection(name)
 
 
 def stats_from_pb(msg: pb.StatsResponse) -> dict[str, Any]:
