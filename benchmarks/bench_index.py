@@ -43,6 +43,39 @@ def percentile(xs, q):
     return float(np.percentile(np.asarray(xs), q))
 
 
+def _skip_upsert_row(rep, idx, args, texts) -> None:
+    """Issue 15: on_duplicate="skip" against a plain upsert of the same documents, batches and
+    vectors into two fresh collections of this index, batch for batch in alternation (after one
+    warm-up batch of each), so both see the same machine state; target ratio >= 0.7."""
+    plain = idx.create_collection("bench-plain", dim=args.dim, metric="cosine", threshold=0.8)
+    skip = idx.create_collection("bench-skip", dim=args.dim, metric="cosine", threshold=0.8)
+    warm = [Document(id=f"warm-{i}", text=texts[-1 - i], vector=np.ones(args.dim, np.float32)) for i in range(50)]
+    plain.upsert(warm)
+    skip.upsert(warm, on_duplicate="skip")
+    rng = np.random.default_rng(0)
+    seconds = {"plain": 0.0, "skip": 0.0}
+    skipped = 0
+    for start in range(0, args.docs, args.batch):
+        n = min(args.batch, args.docs - start)
+        vecs = rng.normal(size=(n, args.dim)).astype(np.float32)
+        docs = [Document(id=f"doc-{start + i}", text=texts[(start + i) % len(texts)], metadata={"n": start + i},
+                         vector=vecs[i]) for i in range(n)]
+        t = time.perf_counter()
+        plain.upsert(docs)
+        seconds["plain"] += time.perf_counter() - t
+        t = time.perf_counter()
+        skipped += skip.upsert(docs, on_duplicate="skip").skipped
+        seconds["skip"] += time.perf_counter() - t
+    ratio = seconds["plain"] / seconds["skip"]
+    rep.add(metric="upsert (plain, paired with skip)", docs=args.docs, batch=args.batch,
+            docs_per_s=round(args.docs / seconds["plain"], 1))
+    rep.add(metric="upsert on_duplicate=skip", docs=args.docs, batch=args.batch,
+            docs_per_s=round(args.docs / seconds["skip"], 1), value=round(ratio, 3), ratio_vs_plain_upsert=round(ratio, 3),
+            skipped=skipped)
+    idx.drop_collection("bench-plain")
+    idx.drop_collection("bench-skip")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--docs", type=int, default=200_000)
@@ -52,6 +85,7 @@ def main(argv=None) -> None:
     p.add_argument("--dir", default=None, help="where to build the index (default: a temp dir)")
     p.add_argument("--durability", choices=["full", "normal"], default="full")
     p.add_argument("--smoke", action="store_true")
+    p.add_argument("--no-skip-row", action="store_true", help="leave out the on_duplicate=skip row (issue 15)")
     args = p.parse_args(argv)
     if args.smoke:
         args.docs, args.batch, args.queries = 2_000, 500, 20
@@ -115,6 +149,8 @@ def main(argv=None) -> None:
         lat.append(time.perf_counter() - t)
     rep.add(metric="search (kNN) latency", p50_ms=round(percentile(lat, 50) * 1e3, 3),
             p99_ms=round(percentile(lat, 99) * 1e3, 3), qps=round(1 / statistics.mean(lat), 1))
+    if not args.no_skip_row:
+        _skip_upsert_row(rep, idx, args, texts)
     idx.close()
     if args.dir is None:
         shutil.rmtree(root, ignore_errors=True)

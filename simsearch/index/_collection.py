@@ -223,18 +223,13 @@ class Collection:
         texted = [i for i, d in enumerate(norm) if d.text is not None]
         sigs = np.full((len(norm), cfg.num_perm), 0xFFFFFFFF, dtype=np.uint32)
         shingle_blobs: list[bytes | None] = [None] * len(norm)
-        sets = None  # by batch position, for on_duplicate's exact Jaccard
         if texted:
             texts = [norm[i].text for i in texted]
-            keep_blobs = cfg.store_shingles and not cfg.store_text  # with the text stored, shingles are derived from it
-            if keep_blobs or (dedup and cfg.store_shingles):
-                tsets = shingle_hashes(texts, ngram=cfg.ngram, shingle=cfg.shingle, backend=self._index._backend)
-                sigs[texted] = minhash(tsets, num_perm=cfg.num_perm, seed=cfg.seed, backend=self._index._backend)
-                if keep_blobs:
-                    for j, i in enumerate(texted):
-                        shingle_blobs[i] = pack(tsets[j], np.uint64)
-                if dedup:
-                    sets = _ingest.by_position(tsets, texted, len(norm))
+            if cfg.store_shingles and not cfg.store_text:  # with the text stored, shingles are derived from it
+                sets = shingle_hashes(texts, ngram=cfg.ngram, shingle=cfg.shingle, backend=self._index._backend)
+                sigs[texted] = minhash(sets, num_perm=cfg.num_perm, seed=cfg.seed, backend=self._index._backend)
+                for j, i in enumerate(texted):
+                    shingle_blobs[i] = pack(sets[j], np.uint64)
             else:
                 sigs[texted] = minhash(
                     texts, num_perm=cfg.num_perm, seed=cfg.seed, ngram=cfg.ngram, shingle=cfg.shingle,
@@ -257,7 +252,8 @@ class Collection:
         with self._lock.write():
             self._check_alive()
             if dedup:
-                decision = _ingest.decide(self, ids, sigs, sets, on_duplicate, threshold)
+                decision = _ingest.decide(self, ids, [d.text for d in norm], sigs, on_duplicate, threshold,
+                                          cfg.store_shingles)
                 duplicates = tuple(Duplicate(ids[j], of, jac) for j, (of, jac) in sorted(decision.matches.items()))
                 if on_duplicate == "tag":
                     for j, (of, jac) in decision.matches.items():
@@ -469,11 +465,18 @@ class Collection:
             sigs, shingles, exclude = self._query_signatures(texts, ids, want_shingles=exact, func=func)
             return self._ranked_matches(sigs, shingles if exact else None, exclude, threshold, k)
 
-    def _ranked_matches(self, sigs, shingles, exclude: list[int], threshold: float, k: int | None):
-        """Per query signature: its ranked stored near-duplicates (rowid ``exclude[q]`` left out;
-        exact Jaccard when ``shingles`` is given). The caller holds the read or write lock."""
+    def _candidate_lists(self, sigs) -> list[np.ndarray]:
+        """LSH candidate rowids of each query signature. The caller holds the read or write lock."""
         with self._lsh_mutex:
-            cand_lists = list(self._lsh.query(sigs))
+            return list(self._lsh.query(sigs))
+
+    def _ranked_matches(self, sigs, shingles, exclude: list[int], threshold: float, k: int | None,
+                        cand_lists: list[np.ndarray] | None = None):
+        """Per query signature: its ranked stored near-duplicates (rowid ``exclude[q]`` left out;
+        exact Jaccard when ``shingles`` is given), from ``cand_lists`` or the LSH index. The
+        caller holds the read or write lock."""
+        if cand_lists is None:
+            cand_lists = self._candidate_lists(sigs)
         out = []
         for q, cands in enumerate(cand_lists):
             cands = cands[cands != exclude[q]]

@@ -27,9 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..lsh import LSHIndex
 from ..minhash import is_empty
-from ..shingling import ShingleSets
+from ..shingling import ShingleSets, shingle_hashes
 from ..validation import check_option, check_param
 
 __all__ = ["ON_DUPLICATE", "DUPLICATE_OF_FIELD", "DUPLICATE_JACCARD_FIELD", "Decision", "check_on_duplicate",
@@ -61,11 +60,13 @@ def check_on_duplicate(on_duplicate, threshold, default_threshold: float, func: 
     return on_duplicate, check_param("threshold", threshold, func=func, rule="collection_threshold")
 
 
-def decide(coll, ids: list[str], sigs: np.ndarray, sets, mode: str, threshold: float) -> Decision:
+def decide(coll, ids: list[str], texts: list[str | None], sigs: np.ndarray, mode: str, threshold: float,
+           exact: bool) -> Decision:
     """The on_duplicate decision for one batch; the caller holds ``coll``'s write lock.
 
-    ``sigs`` (n, num_perm) are the batch's signatures (empty rows for documents without shingles),
-    ``sets`` their shingle sets by position (None: rank by the signature estimate).
+    ``sigs`` (n, num_perm) are the batch's signatures (empty rows for documents without shingles).
+    With ``exact``, shingle sets are computed only for the documents that have a candidate (in
+    the collection or in the batch), so a batch without near-duplicates costs one LSH probe.
     """
     n = len(ids)
     has = np.flatnonzero(~is_empty(sigs)) if n else np.zeros(0, np.int64)
@@ -74,11 +75,23 @@ def decide(coll, ids: list[str], sigs: np.ndarray, sets, mode: str, threshold: f
     if not len(has):
         return Decision(matches, stored)
     own = coll._docs.rowids_of([ids[i] for i in has])
-    hits = coll._ranked_matches(sigs[has], None if sets is None else [sets[int(i)] for i in has],
-                                [int(r) for r in own], threshold, 1)
-    best = {int(i): (h[0].jaccard, h[0].id) for i, h in zip(has, hits) if h}
-    earlier = _batch_pairs(coll, has, sigs, sets, threshold)
-    for j in has.tolist():
+    cands = [c[c != o] for c, o in zip(coll._candidate_lists(sigs[has]), own.tolist())]
+    with_cands = [k for k, c in enumerate(cands) if len(c)]
+    ia, ib = _batch_candidates(coll, has, sigs)
+    need = np.union1d(has[with_cands], np.r_[ia, ib]).astype(np.int64)
+    sets = None
+    if exact and len(need):
+        cfg = coll.config
+        sets = by_position(shingle_hashes([texts[i] for i in need], ngram=cfg.ngram, shingle=cfg.shingle,
+                                          backend=coll._index._backend), need.tolist(), n)
+    best = {}
+    if with_cands:
+        rows = has[with_cands]
+        hits = coll._ranked_matches(sigs[rows], None if sets is None else [sets[int(i)] for i in rows],
+                                    [-1] * len(rows), threshold, 1, cand_lists=[cands[k] for k in with_cands])
+        best = {int(i): (h[0].jaccard, h[0].id) for i, h in zip(rows, hits) if h}
+    earlier = _verify_pairs(coll, ia, ib, sigs, sets, threshold)
+    for j in sorted(set(best) | set(earlier)):
         options = [best[j]] if j in best else []
         options += [(jac, ids[i]) for i, jac in earlier.get(j, ()) if stored[i]]
         if options:
@@ -88,19 +101,38 @@ def decide(coll, ids: list[str], sigs: np.ndarray, sets, mode: str, threshold: f
     return Decision(matches, stored)
 
 
-def _batch_pairs(coll, has: np.ndarray, sigs: np.ndarray, sets, threshold: float) -> dict[int, list[tuple[int, float]]]:
-    """j -> [(i, Jaccard)] for verified pairs i < j within the batch (positions), from the
-    collection's banding."""
+def _batch_candidates(coll, has: np.ndarray, sigs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pairs (i < j, batch positions, unique) of the batch itself: documents sharing a
+    band key under the collection's banding (the keys its LSH index uses)."""
+    e = np.empty(0, np.int64)
     if len(has) < 2:
-        return {}
-    cfg = coll.config
+        return e, e
     b, r = coll._lsh.params
-    lsh = LSHIndex(num_perm=cfg.num_perm, params=(b, r), seed=cfg.seed, backend=coll._index._backend.name)
-    lsh.insert(has.astype(np.int64), sigs[has])
-    pairs = lsh.candidate_pairs()
-    if not len(pairs):
+    keys = coll._index._backend.host.band_keys(np.ascontiguousarray(sigs[has]), b, r)
+    pairs = []
+    for j in range(keys.shape[1]):
+        order = np.argsort(keys[:, j], kind="stable")
+        k = keys[order, j]
+        same = np.flatnonzero(k[1:] == k[:-1])
+        if not len(same):
+            continue
+        starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+        ends = np.r_[starts[1:], len(k)]
+        for lo, hi in zip(starts.tolist(), ends.tolist()):
+            if hi - lo > 1:
+                grp = np.sort(has[order[lo:hi]])
+                a, c = np.triu_indices(len(grp), 1)
+                pairs.append(np.stack([grp[a], grp[c]], axis=1))
+    if not pairs:
+        return e, e
+    uniq = np.unique(np.concatenate(pairs), axis=0)
+    return uniq[:, 0], uniq[:, 1]
+
+
+def _verify_pairs(coll, ia, ib, sigs, sets, threshold: float) -> dict[int, list[tuple[int, float]]]:
+    """j -> [(i, Jaccard)] of the candidate pairs that reach ``threshold`` (exact with ``sets``)."""
+    if not len(ia):
         return {}
-    ia, ib = pairs.min(axis=1), pairs.max(axis=1)
     be = coll._index._backend
     if sets is None:
         jac = be.pair_jaccard_sigs(sigs, sigs, ia, ib)
