@@ -227,6 +227,9 @@ def _against_rows(args, work: str, src: str, rep: Reporter) -> None:
 
     with Index(ix) as index:
         index.create_collection("kept", threshold=args.threshold, num_perm=args.num_perm)
+        index.create_collection("warm", threshold=args.threshold, num_perm=args.num_perm)
+    for extra in (["--against", ix, "--collection", "warm", "--add"], ["--rule", "first-kept"], []):
+        run_measured([exe, "dedup", files[0], "-o", os.path.join(work, "against-warm"), *common, *extra])  # warm-up
     runs = {}
     for name, inputs, extra in (
         ("whole, components rule", files, []),

@@ -273,3 +273,28 @@ def test_estimate_against_a_collection_without_shingles(tmp_path):
                       verify="estimate", rule="first-kept", quiet=True)
     assert _kept_ids(tmp_path / "o0") + _kept_ids(tmp_path / "o1") == _kept_ids(tmp_path / "whole")
     assert whole.docs_out == len(_kept_ids(tmp_path / "whole"))
+
+
+@pytest.mark.slow  # starts Ray (~30-80 s on 2 shared cores)
+@pytest.mark.ray
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:ray")
+def test_ray_engine_queries_the_server_from_its_workers(tmp_path, grpc_server):
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'simsearch[ray]')")
+    pytest.importorskip("ray.data")
+    docs = _corpus(10, 160)
+    whole = dedup.run(_write(tmp_path / "all.jsonl", docs), tmp_path / "whole", id_field="id", rule="first-kept",
+                      threshold=T, quiet=True)
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
+    try:
+        with Client(grpc_server.address) as client:
+            coll = client.create_collection("crawl", threshold=T)
+            kept = []
+            for k, part in enumerate((docs[:80], docs[80:])):
+                s = dedup.run(_write(tmp_path / f"p{k}.jsonl", part), tmp_path / f"o{k}", id_field="id", threshold=T,
+                              against=coll, add=True, engine="ray", quiet=True)
+                assert s.engine == "ray" and s.added == s.docs_out
+                kept += _kept_ids(tmp_path / f"o{k}")
+            assert coll.count() == len(kept)
+    finally:
+        ray.shutdown()
+    assert kept == _kept_ids(tmp_path / "whole") and len(kept) == whole.docs_out

@@ -35,7 +35,8 @@ import numpy as np
 from .._arrays import offsets_from_sizes
 from ..errors import FailedPreconditionError, InvalidArgumentError, InvalidTypeError
 from ..index import Collection
-from ..shingling import shingle_hashes
+from ..backends import get_backend
+from ..shingling import ShingleSets, shingle_hashes
 from ._io import ReadConfig, Unit, read_unit
 from ._stages import Params
 
@@ -101,20 +102,60 @@ def check_compatible(coll, *, ngram: int, shingle: str, num_perm: int, seed: int
 
 def match_batch(coll, texts: list[str], own_ids: list[str], p: Params, exact: bool) -> tuple[list[int], list[str], list[float]]:
     """(positions, collection ids, Jaccard) of the texts that near-duplicate a collection document
-    other than the one of their own id."""
-    sizes = shingle_hashes(texts, ngram=p.ngram, shingle=p.shingle, backend=p.backend).sizes()
-    ask = np.flatnonzero(sizes > 0).tolist()  # a text without shingles duplicates nothing
+    other than the one of their own id: the best match, ties to the smaller id.
+
+    With ``exact`` and a collection that stores its texts, every LSH candidate is fetched once per
+    batch (``get``) and verified here in one batched kernel call, as the pipeline verifies its own
+    pairs; otherwise the collection ranks (``near_duplicates_batch``)."""
+    sets = shingle_hashes(texts, ngram=p.ngram, shingle=p.shingle, backend=p.backend)
+    ask = np.flatnonzero(sets.sizes() > 0).tolist()  # a text without shingles duplicates nothing
     pos, ids, jac = [], [], []
+    batched = exact and coll.config.store_text
     for lo in range(0, len(ask), _QUERY_DOCS):
         chunk = ask[lo : lo + _QUERY_DOCS]
-        hits = coll.near_duplicates_batch(texts=[texts[i] for i in chunk], threshold=p.threshold, k=2, exact=exact)
-        for i, h in zip(chunk, hits):
-            other = [x for x in h if x.id != own_ids[i]]
-            if other:
-                pos.append(i)
-                ids.append(other[0].id)
-                jac.append(other[0].jaccard)
+        if batched:
+            found = _verified_matches(coll, sets, texts, chunk, own_ids, p)
+        else:
+            hits = coll.near_duplicates_batch(texts=[texts[i] for i in chunk], threshold=p.threshold, k=2,
+                                              exact=exact)
+            found = []
+            for i, h in zip(chunk, hits):
+                other = [x for x in h if x.id != own_ids[i]]
+                if other:
+                    found.append((i, other[0].id, other[0].jaccard))
+        for i, of, v in found:
+            pos.append(i)
+            ids.append(of)
+            jac.append(v)
     return pos, ids, jac
+
+
+# Below every LSH candidate's signature estimate (a candidate shares r of num_perm values), above 0.
+_ALL_CANDIDATES = 1e-6
+
+
+def _verified_matches(coll, sets: ShingleSets, texts: list[str], chunk: list[int], own_ids: list[str], p: Params):
+    """[(position, collection id, exact Jaccard)] of the best verified match of each text in ``chunk``."""
+    hits = coll.near_duplicates_batch(texts=[texts[i] for i in chunk], threshold=_ALL_CANDIDATES, exact=False)
+    cand = [[x.id for x in h if x.id != own_ids[i]] for i, h in zip(chunk, hits)]
+    uniq = sorted({c for cs in cand for c in cs})
+    if not uniq:
+        return []
+    stored = coll.get(uniq)
+    theirs = shingle_hashes([d.text for d in stored], ngram=p.ngram, shingle=p.shingle, backend=p.backend)
+    col = {c: k for k, c in enumerate(uniq)}
+    qa = np.array([q for q, cs in enumerate(cand) for _ in cs], dtype=np.int64)
+    qb = np.array([col[c] for cs in cand for c in cs], dtype=np.int64)
+    mine = np.asarray(chunk, dtype=np.int64)
+    be = get_backend(p.backend)
+    v = be.pair_jaccard_sets(sets.offsets, sets.hashes, theirs.offsets, theirs.hashes, mine[qa], qb)
+    best: dict[int, tuple[float, str]] = {}
+    for q, c, x in zip(qa.tolist(), qb.tolist(), v.tolist()):
+        if x >= p.threshold:
+            key = (-x, uniq[c])
+            if q not in best or key < best[q]:
+                best[q] = key
+    return [(chunk[q], of, -negj) for q, (negj, of) in sorted(best.items())]
 
 
 def _unit_matches(coll, unit: Unit, cfg: ReadConfig, p: Params, exact: bool, offset: int, with_ids: bool) -> Matches:
