@@ -51,7 +51,10 @@ class Index:
         self.backend = self._backend.name
         self.max_batch = check_int(max_batch, "max_batch", 1, 10_000_000, func="Index")
         self.max_text_bytes = check_int(max_text_bytes, "max_text_bytes", 1, 1 << 31, func="Index")
+        self._fsync = durability == "full"  # segment files and manifests are fsynced too
         self._storage = open_storage(self.path, durability=durability)
+        if self.path is not None:  # the close-time cache of format 1 is retired (segments replace it)
+            shutil.rmtree(os.path.join(self.path, "cache"), ignore_errors=True)
         self._lock = threading.RLock()
         self._closed = False
         self._collections: dict[str, Collection] = {}
@@ -59,6 +62,8 @@ class Index:
             for cid, name, config in self._storage.collections():
                 self._collections[name] = Collection(self, cid, name, config)
         except BaseException:
+            for c in self._collections.values():
+                c._engine.close()
             self._storage.close()
             raise
 
@@ -134,9 +139,7 @@ class Index:
             with coll._lock.write():
                 self._storage.drop_collection(coll._cid)
                 coll._dropped = True
-                path = coll._cache_file()
-                if path is not None and os.path.exists(path):
-                    os.remove(path)
+            coll._engine.close(remove=True)
             del self._collections[name]
 
     # -- maintenance -----------------------------------------------------------------------
@@ -171,6 +174,7 @@ class Index:
             try:
                 for c in self._collections.values():
                     with c._lock.write():  # waits for in-flight writes
-                        c._save_cache()
+                        c._engine.flush_on_close()
+                    c._engine.close()  # stops its merger
             finally:
                 self._storage.close()

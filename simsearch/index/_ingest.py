@@ -74,22 +74,24 @@ def decide(coll, ids: list[str], texts: list[str | None], sigs: np.ndarray, mode
     matches: dict[int, tuple[str, float]] = {}
     if not len(has):
         return Decision(matches, stored)
-    own = coll._docs.rowids_of([ids[i] for i in has])
-    cands = [c[c != o] for c, o in zip(coll._candidate_lists(sigs[has]), own.tolist())]
-    with_cands = [k for k, c in enumerate(cands) if len(c)]
-    ia, ib = _batch_candidates(coll, has, sigs)
-    need = np.union1d(has[with_cands], np.r_[ia, ib]).astype(np.int64)
+    eng = coll._engine
+    own = eng.rowids_of([ids[i] for i in has])
+    q, src, rows = eng.candidates(sigs[has])
+    q = q[eng.rowids_at(src, rows) != own[q]]  # the stored document of the same id is replaced, not matched
+    with_cands = has[np.unique(q)]
+    ia, ib = _batch_candidates(eng, has, sigs)
+    need = np.union1d(with_cands, np.r_[ia, ib]).astype(np.int64)
     sets = None
     if exact and len(need):
         cfg = coll.config
         sets = by_position(shingle_hashes([texts[i] for i in need], ngram=cfg.ngram, shingle=cfg.shingle,
                                           backend=coll._index._backend), need.tolist(), n)
     best = {}
-    if with_cands:
-        rows = has[with_cands]
-        hits = coll._ranked_matches(sigs[rows], None if sets is None else [sets[int(i)] for i in rows],
-                                    [-1] * len(rows), threshold, 1, cand_lists=[cands[k] for k in with_cands])
-        best = {int(i): (h[0].jaccard, h[0].id) for i, h in zip(rows, hits) if h}
+    if len(with_cands):
+        exclude = eng.rowids_of([ids[i] for i in with_cands])
+        hits = coll._rank(sigs[with_cands], None if sets is None else [sets[int(i)] for i in with_cands],
+                          np.asarray(exclude, np.int64), threshold, 1)
+        best = {int(i): (h[0].jaccard, h[0].id) for i, h in zip(with_cands, hits) if h}
     earlier = _verify_pairs(coll, ia, ib, sigs, sets, threshold)
     for j in sorted(set(best) | set(earlier)):
         options = [best[j]] if j in best else []
@@ -101,14 +103,13 @@ def decide(coll, ids: list[str], texts: list[str | None], sigs: np.ndarray, mode
     return Decision(matches, stored)
 
 
-def _batch_candidates(coll, has: np.ndarray, sigs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _batch_candidates(eng, has: np.ndarray, sigs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Candidate pairs (i < j, batch positions, unique) of the batch itself: documents sharing a
-    band key under the collection's banding (the keys its LSH index uses)."""
+    band key under the collection's banding (the keys its engine uses)."""
     e = np.empty(0, np.int64)
     if len(has) < 2:
         return e, e
-    b, r = coll._lsh.params
-    keys = coll._index._backend.host.band_keys(np.ascontiguousarray(sigs[has]), b, r)
+    keys = eng.k.band_keys(np.ascontiguousarray(sigs[has]), eng.b, eng.r)
     pairs = []
     for j in range(keys.shape[1]):
         order = np.argsort(keys[:, j], kind="stable")
