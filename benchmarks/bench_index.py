@@ -86,6 +86,7 @@ def main(argv=None) -> None:
     p.add_argument("--durability", choices=["full", "normal"], default="full")
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--no-skip-row", action="store_true", help="leave out the on_duplicate=skip row (issue 15)")
+    p.add_argument("--only-skip-row", action="store_true", help="run only the on_duplicate=skip row (issue 15)")
     args = p.parse_args(argv)
     if args.smoke:
         args.docs, args.batch, args.queries = 2_000, 500, 20
@@ -97,6 +98,12 @@ def main(argv=None) -> None:
     rng = np.random.default_rng(0)
     rss0 = rss_bytes()
 
+    if args.only_skip_row:
+        with Index(path, durability=args.durability) as idx:
+            _skip_upsert_row(rep, idx, args, texts)
+        print()
+        print(rep.table(["metric", "docs", "batch", "docs_per_s", "value", "skipped"]))
+        return
     idx = Index(path, durability=args.durability)
     coll = idx.create_collection("bench", dim=args.dim, metric="cosine", threshold=0.8)
     upsert_time = 0.0

@@ -76,10 +76,11 @@ def decide(coll, ids: list[str], texts: list[str | None], sigs: np.ndarray, mode
         return Decision(matches, stored)
     eng = coll._engine
     own = eng.rowids_of([ids[i] for i in has])
-    q, src, rows = eng.candidates(sigs[has])
+    keys = eng.k.band_keys(np.ascontiguousarray(sigs[has]), eng.b, eng.r)
+    q, src, rows = eng.candidates(sigs[has], keys)
     q = q[eng.rowids_at(src, rows) != own[q]]  # the stored document of the same id is replaced, not matched
     with_cands = has[np.unique(q)]
-    ia, ib = _batch_candidates(eng, has, sigs)
+    ia, ib = _batch_candidates(has, keys)
     need = np.union1d(with_cands, np.r_[ia, ib]).astype(np.int64)
     sets = None
     if exact and len(need):
@@ -103,13 +104,12 @@ def decide(coll, ids: list[str], texts: list[str | None], sigs: np.ndarray, mode
     return Decision(matches, stored)
 
 
-def _batch_candidates(eng, has: np.ndarray, sigs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _batch_candidates(has: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Candidate pairs (i < j, batch positions, unique) of the batch itself: documents sharing a
-    band key under the collection's banding (the keys its engine uses)."""
+    band key (``keys``, one row per position in ``has``, under the collection's banding)."""
     e = np.empty(0, np.int64)
     if len(has) < 2:
         return e, e
-    keys = eng.k.band_keys(np.ascontiguousarray(sigs[has]), eng.b, eng.r)
     pairs = []
     for j in range(keys.shape[1]):
         order = np.argsort(keys[:, j], kind="stable")
