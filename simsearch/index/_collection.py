@@ -388,7 +388,8 @@ class Collection:
                               exact: bool = False) -> list[list[NearDuplicate]]:
         self._check_alive()
         func = "near_duplicates"
-        threshold = self.config.threshold if threshold is None else check_param("threshold", threshold, func=func)
+        threshold = (self.config.threshold if threshold is None
+                     else check_param("threshold", threshold, func=func, rule="collection_threshold"))
         if k is not None:
             k = check_param("k", k, func=func)
         if not isinstance(exact, bool):
@@ -399,14 +400,34 @@ class Collection:
             )
         with self._lock.read():
             sigs, shingles, exclude = self._query_signatures(texts, ids, want_shingles=exact, func=func)
-            return self._rank(sigs, shingles, np.asarray(exclude, np.int64), threshold, k)
+            return self._ranked_matches(sigs, shingles, exclude, threshold, k)
 
-    def _rank(self, sigs, shingles, exclude, threshold, k) -> list[list[NearDuplicate]]:
-        """Candidates (source, row) of every query -> scores (the pair-Jaccard kernels) -> kept,
-        ranked by score then id. The caller holds the read lock."""
+    def _candidate_lists(self, sigs) -> list[np.ndarray]:
+        """LSH candidate rowids (ascending) of each query signature. The caller holds the read or
+        write lock."""
+        q, src, rows = self._engine.candidates(sigs)
+        rowids = self._engine.rowids_at(src, rows)
+        order = np.lexsort((rowids, q))
+        q, rowids = q[order], rowids[order]
+        bounds = np.searchsorted(q, np.arange(len(sigs) + 1))
+        return [rowids[bounds[i] : bounds[i + 1]] for i in range(len(sigs))]
+
+    def _ranked_matches(self, sigs, shingles, exclude, threshold, k, cand_lists=None) -> list[list[NearDuplicate]]:
+        """Per query signature, its ranked stored near-duplicates: candidates (source, row) from
+        the LSH (or ``cand_lists``, rowids per query) -> rowid ``exclude[q]`` left out -> scores
+        (the pair-Jaccard kernels; exact when ``shingles`` is given) -> kept -> ranked by score
+        then id. The caller holds the read or write lock."""
         eng = self._engine
         nq = len(sigs)
-        q, src, rows = eng.candidates(sigs)
+        exclude = np.asarray(exclude, np.int64)
+        if cand_lists is None:
+            q, src, rows = eng.candidates(sigs)
+        else:
+            q = np.repeat(np.arange(nq, dtype=np.int64), [len(c) for c in cand_lists])
+            flat = np.concatenate(cand_lists).astype(np.int64) if cand_lists else np.empty(0, np.int64)
+            src, rows = eng.locate_rowids(flat)
+            ok = src >= 0
+            q, src, rows = q[ok], src[ok], rows[ok]
         keep = eng.rowids_at(src, rows) != exclude[q]
         q, src, rows = q[keep], src[keep], rows[keep]
         est = eng.estimate(sigs, q, src, rows)
@@ -449,7 +470,8 @@ class Collection:
         earliest-inserted document of each cluster.
         """
         self._check_alive()
-        threshold = self.config.threshold if threshold is None else check_param("threshold", threshold, func="find_duplicates")
+        threshold = (self.config.threshold if threshold is None
+                     else check_param("threshold", threshold, func="find_duplicates", rule="collection_threshold"))
         exact = self.config.store_shingles if exact is None else exact
         if exact and not self.config.store_shingles:
             raise FailedPreconditionError(f"collection {self.name!r} does not store shingles; use exact=False.")
@@ -531,11 +553,13 @@ class Collection:
 
     # -- classifiers -----------------------------------------------------------------------
     def train_classifier(self, name: str, kind: str = "svm", params: dict | None = None,
-                         filter: dict | None = None) -> ClassifierInfo:
+                         filter: dict | None = None, *, fit=None) -> ClassifierInfo:
         """Train an ``svm`` (needs labels, >= 2 classes) or ``gmm`` on the collection's vectors and
         store it under ``name`` (replacing a model of that name). Returns a ClassifierInfo.
         ``filter`` keeps the documents whose metadata has all of its key/value pairs. A failed
-        training leaves the stored models as they were."""
+        training leaves the stored models as they were. ``fit(estimator, X, y)``, when given,
+        runs the fit and returns the fitted estimator (the server's runs it in a worker process
+        it can stop); by default the estimator fits in this thread."""
         from . import _classify
 
         self._check_alive()
@@ -545,7 +569,7 @@ class Collection:
         filter = _classify.check_filter(filter)
         if self.config.dim is None:
             raise FailedPreconditionError(f"collection {self.name!r} has no vectors (created with dim=None).")
-        payload, info = _classify.train(self, name, kind, params, filter)
+        payload, info = _classify.train(self, name, kind, params, filter, fit=fit or _classify.fit_here)
         with self._lock.write():
             self._check_alive()
             self._storage.put_model(self._cid, name, kind, info.version, payload)

@@ -90,7 +90,7 @@ def decide(coll, ids: list[str], texts: list[str | None], sigs: np.ndarray, mode
     best = {}
     if len(with_cands):
         exclude = eng.rowids_of([ids[i] for i in with_cands])
-        hits = coll._rank(sigs[with_cands], None if sets is None else [sets[int(i)] for i in with_cands],
+        hits = coll._ranked_matches(sigs[with_cands], None if sets is None else [sets[int(i)] for i in with_cands],
                           np.asarray(exclude, np.int64), threshold, 1)
         best = {int(i): (h[0].jaccard, h[0].id) for i, h in zip(with_cands, hits) if h}
     earlier = _verify_pairs(coll, ia, ib, sigs, sets, threshold)
