@@ -20,6 +20,8 @@ from .index import (
     NearDuplicate,
     Neighbor,
     UpsertResult,
+    Duplicate,
+    ScrollPage,
 )
 from .banding import lsh_error_areas, lsh_params, lsh_params_for_recall, lsh_probability
 from .lsh import BatchNearDuplicates, Candidates, LSHIndex, NearDuplicates
@@ -65,6 +67,8 @@ __all__ = [
     "Neighbor",
     "Cluster",
     "UpsertResult",
+    "Duplicate",
+    "ScrollPage",
     "Classification",
     "ClassifierInfo",
     "MinHash",

@@ -15,7 +15,10 @@ from ._types import (
     NearDuplicate,
     Neighbor,
     UpsertResult,
+    Duplicate,
+    ScrollPage,
 )
+from ._ingest import DUPLICATE_JACCARD_FIELD, DUPLICATE_OF_FIELD, ON_DUPLICATE, check_on_duplicate
 
 __all__ = [
     "Index",
@@ -27,6 +30,11 @@ __all__ = [
     "NearDuplicate",
     "Neighbor",
     "UpsertResult",
+    "Duplicate",
+    "ScrollPage",
+    "ON_DUPLICATE",
+    "DUPLICATE_OF_FIELD",
+    "DUPLICATE_JACCARD_FIELD",
     "Classification",
     "ClassifierInfo",
     "MAX_K",
@@ -41,6 +49,7 @@ __all__ = [
     "check_kind",
     "check_params",
     "check_filter",
+    "check_on_duplicate",
     "METRICS",
     "Filter",
     "Column",
