@@ -7,7 +7,8 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simsearch.distance import knn
 from simsearch.errors import InvalidArgumentError, StorageCorruptionError

@@ -49,13 +49,22 @@ import numpy as np
 import xxhash
 
 from ..backends import get_knn_backend
-from ..distance import _vectors, exact_knn, max_row_norm, normalize_metric, polish, unit_rows
+from ..distance import check_vectors, exact_knn, max_row_norm, normalize_metric, polish, unit_rows
 from ..errors import BackendUnavailableError, InvalidArgumentError, StorageCorruptionError, UnsupportedFormatError
 from ..validation import check_int, check_option
 
 __all__ = [
-    "AnnParams", "AnnBlock", "AnnResult", "resolve_kind", "check_ann_params", "VECTOR_INDEX_KINDS",
-    "AUTO_FLAT_BELOW", "EXACT_SCAN_MAX", "MIN_SELECTIVITY", "MAX_EF_BOOST", "FORMAT_VERSION",
+    "AUTO_FLAT_BELOW",
+    "EXACT_SCAN_MAX",
+    "FORMAT_VERSION",
+    "MAX_EF_BOOST",
+    "MIN_SELECTIVITY",
+    "VECTOR_INDEX_KINDS",
+    "AnnBlock",
+    "AnnParams",
+    "AnnResult",
+    "check_ann_params",
+    "resolve_kind",
 ]
 
 VECTOR_INDEX_KINDS = ("auto", "flat", "hnsw", "ivf")
@@ -169,7 +178,7 @@ class AnnBlock:
         kind = check_option(kind, "kind", VECTOR_INDEX_KINDS, func="AnnBlock.build")
         rows = np.ascontiguousarray(rows, dtype=np.int64).reshape(-1)
         if len(rows):
-            vectors, _ = _vectors(vectors, "vectors", dim=None, func="AnnBlock.build")
+            vectors = check_vectors(vectors, "vectors", func="AnnBlock.build")
         else:
             vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(0, np.shape(vectors)[-1])
         if vectors.ndim != 2 or len(vectors) != len(rows):
@@ -196,7 +205,8 @@ class AnnBlock:
                ef_search: int | None = None, nprobe: int | None = None, backend: Any = "auto") -> AnnResult:
         """The k nearest allowed rows of each query. ``allow``: a bool array over the block's
         positions (None: all). ``exact=True`` scans (the oracle)."""
-        q, qmax = _vectors(queries, "queries", dim=self.dim, func="search")
+        q = check_vectors(queries, "queries", dim=self.dim, func="search")
+        qmax = float(np.abs(q).max()) if q.size else 0.0
         k = check_int(k, "k", 1, None, func="search")
         nq = len(q)
         dist = np.full((nq, k), np.inf, np.float32)
