@@ -174,9 +174,14 @@ class AsyncClient:
     async def create_collection(self, name: str, *, shingle: str = "word", ngram: int = 5, num_perm: int = 128,
                                 seed: int = 1, threshold: float = 0.8, weights: tuple[float, float] | None = None,
                                 dim: int | None = None, metric: str = "cosine", store_text: bool = True,
-                                store_shingles: bool = True, exist_ok: bool = False) -> AsyncRemoteCollection:
+                                store_shingles: bool = True, vector_index: str = "auto", hnsw_m: int = 32,
+                                ef_construction: int = 80, ef_search: int = 64, nlist: int | None = None,
+                                nprobe: int | None = None, indexed_fields: Sequence[str] = (),
+                                exist_ok: bool = False) -> AsyncRemoteCollection:
         req = create_request(name, shingle, ngram, num_perm, seed, threshold, weights, dim, metric, store_text,
-                             store_shingles, exist_ok)
+                             store_shingles, exist_ok, vector_index=vector_index, hnsw_m=hnsw_m,
+                             ef_construction=ef_construction, ef_search=ef_search, nlist=nlist, nprobe=nprobe,
+                             indexed_fields=indexed_fields)
         return AsyncRemoteCollection(self, wire.info_from_pb(await self._call("CreateCollection", req)))
 
     async def get_collection(self, name: str) -> AsyncRemoteCollection:

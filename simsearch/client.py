@@ -224,13 +224,13 @@ class Requests:
 
 
 def create_request(name, shingle, ngram, num_perm, seed, threshold, weights, dim, metric, store_text,
-                   store_shingles, exist_ok) -> pb.CreateCollectionRequest:
+                   store_shingles, exist_ok, **index_options) -> pb.CreateCollectionRequest:
     """Validated like ``Index.create_collection`` (same messages), then sent with every field set."""
     name = check_collection_name(name)
     config = CollectionConfig(
         shingle=shingle, ngram=ngram, num_perm=num_perm, seed=seed, threshold=threshold,
         weights=tuple(weights) if isinstance(weights, list) else weights, dim=dim, metric=metric,
-        store_text=store_text, store_shingles=store_shingles,
+        store_text=store_text, store_shingles=store_shingles, **index_options,
     ).validated()
     return pb.CreateCollectionRequest(name=name, config=wire.config_to_pb(config), exist_ok=bool(exist_ok))
 
@@ -366,9 +366,14 @@ class Client:
     def create_collection(self, name: str, *, shingle: str = "word", ngram: int = 5, num_perm: int = 128,
                           seed: int = 1, threshold: float = 0.8, weights: tuple[float, float] | None = None,
                           dim: int | None = None, metric: str = "cosine", store_text: bool = True,
-                          store_shingles: bool = True, exist_ok: bool = False) -> RemoteCollection:
+                          store_shingles: bool = True, vector_index: str = "auto", hnsw_m: int = 32,
+                          ef_construction: int = 80, ef_search: int = 64, nlist: int | None = None,
+                          nprobe: int | None = None, indexed_fields: Sequence[str] = (),
+                          exist_ok: bool = False) -> RemoteCollection:
         req = create_request(name, shingle, ngram, num_perm, seed, threshold, weights, dim, metric, store_text,
-                             store_shingles, exist_ok)
+                             store_shingles, exist_ok, vector_index=vector_index, hnsw_m=hnsw_m,
+                             ef_construction=ef_construction, ef_search=ef_search, nlist=nlist, nprobe=nprobe,
+                             indexed_fields=indexed_fields)
         return RemoteCollection(self, wire.info_from_pb(self._call("CreateCollection", req)))
 
     def get_collection(self, name: str) -> RemoteCollection:

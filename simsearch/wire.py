@@ -392,7 +392,10 @@ def document_from_pb(msg: pb.Document) -> Document:
 # -- server side: messages -> arguments -------------------------------------------------------
 def config_kwargs(msg: pb.CollectionConfig) -> dict[str, Any]:
     """The keyword arguments of ``create_collection`` that the message sets; the rest default."""
-    out = {name: getattr(msg, name) for name in _CONFIG_FIELDS if name != "weights" and msg.HasField(name)}
+    out = {name: getattr(msg, name) for name in _CONFIG_FIELDS
+           if name not in ("weights", "indexed_fields") and msg.HasField(name)}
+    if msg.indexed_fields:
+        out["indexed_fields"] = tuple(msg.indexed_fields)
     if msg.HasField("weights"):
         out["weights"] = (msg.weights.false_positive, msg.weights.false_negative)
     return out
@@ -418,8 +421,13 @@ def config_to_pb(config: CollectionConfig) -> pb.CollectionConfig:
     msg = pb.CollectionConfig(
         shingle=config.shingle, ngram=config.ngram, num_perm=config.num_perm, seed=config.seed,
         threshold=config.threshold, metric=config.metric, store_text=config.store_text,
-        store_shingles=config.store_shingles,
+        store_shingles=config.store_shingles, vector_index=config.vector_index, hnsw_m=config.hnsw_m,
+        ef_construction=config.ef_construction, ef_search=config.ef_search, indexed_fields=config.indexed_fields,
     )
+    if config.nlist is not None:
+        msg.nlist = config.nlist
+    if config.nprobe is not None:
+        msg.nprobe = config.nprobe
     if config.dim is not None:
         msg.dim = config.dim
     if config.weights is not None:

@@ -51,7 +51,7 @@ import xxhash
 from ..backends import get_knn_backend
 from ..distance import check_vectors, exact_knn, max_row_norm, normalize_metric, polish, unit_rows
 from ..errors import BackendUnavailableError, InvalidArgumentError, StorageCorruptionError, UnsupportedFormatError
-from ..validation import check_int, check_option
+from ..validation import VECTOR_INDEX_KINDS, check_int, check_option, check_param
 
 __all__ = [
     "AUTO_FLAT_BELOW",
@@ -67,7 +67,6 @@ __all__ = [
     "resolve_kind",
 ]
 
-VECTOR_INDEX_KINDS = ("auto", "flat", "hnsw", "ivf")
 AUTO_FLAT_BELOW = 20_000  # auto: a flat scan below this many vectors, HNSW from there on
 EXACT_SCAN_MAX = 20_000  # a filter keeping at most this many rows is answered by an exact scan
 MIN_SELECTIVITY = 0.01  # ... and so is one keeping less than this fraction of the block
@@ -96,13 +95,13 @@ def check_ann_params(*, vector_index: str = "auto", hnsw_m: int = 32, ef_constru
                      ef_search: int = 64, nlist: int | None = None, nprobe: int | None = None,
                      func: str = "create_collection") -> tuple[str, AnnParams]:
     """The validated kind and :class:`AnnParams` of a collection's vector index options."""
-    kind = check_option(vector_index, "vector_index", VECTOR_INDEX_KINDS, func=func)
+    kind = check_param("vector_index", vector_index, func=func)
     params = AnnParams(
-        hnsw_m=check_int(hnsw_m, "hnsw_m", 2, 512, func=func),
-        ef_construction=check_int(ef_construction, "ef_construction", 1, 1 << 16, func=func),
-        ef_search=check_int(ef_search, "ef_search", 1, 1 << 16, func=func),
-        nlist=None if nlist is None else check_int(nlist, "nlist", 1, 1 << 20, func=func),
-        nprobe=None if nprobe is None else check_int(nprobe, "nprobe", 1, 1 << 20, func=func),
+        hnsw_m=check_param("hnsw_m", hnsw_m, func=func),
+        ef_construction=check_param("ef_construction", ef_construction, func=func),
+        ef_search=check_param("ef_search", ef_search, func=func),
+        nlist=None if nlist is None else check_param("nlist", nlist, func=func),
+        nprobe=None if nprobe is None else check_param("nprobe", nprobe, func=func),
     )
     return kind, params
 

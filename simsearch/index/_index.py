@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+from collections.abc import Sequence
 
 from ..validation import check_int, check_option
 from ..backends import BackendLike, get_backend
@@ -90,19 +91,34 @@ class Index:
         metric: str = "cosine",
         store_text: bool = True,
         store_shingles: bool = True,
+        vector_index: str = "auto",
+        hnsw_m: int = 32,
+        ef_construction: int = 80,
+        ef_search: int = 64,
+        nlist: int | None = None,
+        nprobe: int | None = None,
+        indexed_fields: Sequence[str] = (),
         exist_ok: bool = False,
     ) -> Collection:
         """Create a collection; its config is stored with it and never changes afterwards.
 
         With ``exist_ok=True`` an existing collection of the same config is returned, and one
         with a different config raises AlreadyExistsError.
+
+        ``vector_index`` picks the kNN structure of the vectors (see :mod:`simsearch.index._ann`):
+        ``"auto"`` (flat below 20,000 vectors, HNSW above), ``"flat"``, ``"hnsw"`` (``hnsw_m``,
+        ``ef_construction``, ``ef_search``) or ``"ivf"`` (``nlist``, ``nprobe``).
+        ``indexed_fields`` names metadata fields (in filter syntax: ``"lang"``, ``"a.b"``,
+        ``"$label"``) kept as typed columns, so filters on them read no JSON.
         """
         self._check_open()
         name = check_collection_name(name)
         config = CollectionConfig(
             shingle=shingle, ngram=ngram, num_perm=num_perm, seed=seed, threshold=threshold,
             weights=tuple(weights) if isinstance(weights, list) else weights, dim=dim, metric=metric,
-            store_text=store_text, store_shingles=store_shingles,
+            store_text=store_text, store_shingles=store_shingles, vector_index=vector_index, hnsw_m=hnsw_m,
+            ef_construction=ef_construction, ef_search=ef_search, nlist=nlist, nprobe=nprobe,
+            indexed_fields=indexed_fields,
         ).validated()
         with self._lock:
             if name in self._collections:
