@@ -19,6 +19,8 @@ from .index import (
     Index,
     NearDuplicate,
     Neighbor,
+    QueryStats,
+    SearchResult,
     UpsertResult,
 )
 from .banding import lsh_error_areas, lsh_params, lsh_params_for_recall, lsh_probability
@@ -62,6 +64,8 @@ __all__ = [
     "Document",
     "NearDuplicate",
     "Neighbor",
+    "QueryStats",
+    "SearchResult",
     "Cluster",
     "UpsertResult",
     "Classification",

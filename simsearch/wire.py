@@ -41,6 +41,7 @@ from .index import (
     MetadataJSON,
     NearDuplicate,
     Neighbor,
+    QueryStats,
     UpsertResult,
     check_ids,
     check_vector,
@@ -448,6 +449,17 @@ def near_duplicates_to_pb(results: list[list[NearDuplicate]]) -> pb.QueryNearDup
         ])
         for hits in results
     ])
+
+
+def query_stats_to_pb(stats: QueryStats, out: pb.QueryStats) -> None:
+    out.path, out.vector_index, out.metadata_scan = stats.path, stats.vector_index, stats.metadata_scan
+    if stats.allowed is not None:
+        out.allowed = stats.allowed
+
+
+def query_stats_from_pb(msg: pb.QueryStats) -> QueryStats:
+    return QueryStats(msg.path, msg.vector_index, msg.allowed if msg.HasField("allowed") else None,
+                      msg.metadata_scan)
 
 
 def neighbors_to_pb(results: list[list[Neighbor]]) -> pb.SearchVectorsResponse:

@@ -14,6 +14,8 @@ from ._types import (
     Document,
     NearDuplicate,
     Neighbor,
+    QueryStats,
+    SearchResult,
     UpsertResult,
 )
 
@@ -26,6 +28,8 @@ __all__ = [
     "Document",
     "NearDuplicate",
     "Neighbor",
+    "QueryStats",
+    "SearchResult",
     "UpsertResult",
     "Classification",
     "ClassifierInfo",

@@ -158,6 +158,7 @@ class AnnBlock:
     _bnorm: float = 0.0
     _amax: float = 0.0
     extra: dict = field(default_factory=dict)  # the owner's identity of the block (kept by save)
+    _mapped: str | None = None  # the faiss file the structure is memory-mapped from
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -344,10 +345,34 @@ class AnnBlock:
             faiss = _faiss()
             try:
                 block._index = faiss.read_index(fpath, faiss.IO_FLAG_MMAP_IFC)
+                block._mapped = fpath
             except RuntimeError:  # a faiss without mmap support for this index: read it whole
                 block._index = faiss.read_index(fpath)
             if block._index.ntotal != n or block._index.d != dim:
                 raise StorageCorruptionError(f"ANN block {stem!r}: the faiss file does not match its rows.")
+        block._stats()
+        return block
+
+    def extended(self, rows: Any, vectors: Any) -> AnnBlock:
+        """A block of these rows plus ``rows`` (ascending, above every row held) and their vectors,
+        added to the same faiss structure (HNSW and IVF add incrementally), so this block must not
+        be searched afterwards. A faiss structure read memory-mapped is first read into memory."""
+        rows = np.ascontiguousarray(rows, dtype=np.int64).reshape(-1)
+        vectors = check_vectors(vectors, "vectors", dim=self.dim, func="AnnBlock.extended")
+        if len(rows) != len(vectors) or (len(rows) and len(self) and rows[0] <= self.rows[-1]) or (
+                len(rows) > 1 and not np.all(np.diff(rows) > 0)):
+            raise InvalidArgumentError("AnnBlock.extended needs one vector per row and ascending rows above the block's.")
+        index = self._index
+        if index is not None and len(rows):
+            if self._mapped is not None:  # faiss cannot grow a viewed (mmapped) vector: read it whole
+                index = _faiss().read_index(self._mapped)
+            x = unit_rows(vectors) if self.metric == "cosine" else vectors
+            if self.kind == "hnsw":
+                index.add(x)
+            else:
+                index.add_with_ids(x, np.arange(len(self), len(self) + len(rows), dtype=np.int64))
+        block = AnnBlock(self.kind, self.metric, self.params, np.concatenate([self.rows, rows]),
+                         np.concatenate([self.vectors, vectors]), index, self._nlist, extra=dict(self.extra))
         block._stats()
         return block
 

@@ -28,6 +28,9 @@ from ..errors import (
 from ..minhash import is_empty, minhash
 from ..shingling import shingle_hashes
 from . import _doctable, _cache
+from ._filter import parse as parse_filter
+from ._filtering import FieldStore, RowSet
+from ._vecsearch import CollectionVectors, ann_stem
 from ._classify import Classification, ClassifierInfo
 from ._document import check_documents, check_ids
 from ._storage import pack, unpack
@@ -38,6 +41,8 @@ from ._types import (
     Document,
     NearDuplicate,
     Neighbor,
+    QueryStats,
+    SearchResult,
     UpsertResult,
 )
 
@@ -80,6 +85,8 @@ class Collection:
         path = self._cache_file()
         if path is None or self._dropped:
             return
+        if self._ann is not None:
+            self._ann.save()
         state = self._storage.state(self._cid)
         if state == self._cache_state:
             return
@@ -109,6 +116,48 @@ class Collection:
             self._load_rows()
         # one LSH insert and one vector add for the whole collection: one sort, no segment merges
         self._index_rows(*self._docs.loaded())
+        self._load_query_state()
+
+    def _load_query_state(self) -> None:
+        """The approximate vector index and the indexed fields' columns (simsearch.index._vecsearch
+        and _filtering), over the rows just loaded."""
+        cfg = self.config
+        live_rowids, _ = self._docs.live()
+        self._fields = FieldStore(cfg.indexed_fields)
+        for lo in range(0, len(live_rowids), 65536):
+            chunk = live_rowids[lo:lo + 65536]
+            if cfg.indexed_fields:
+                rows = {r.rowid: r for r in self._storage.fetch(self._cid, rowids=chunk.tolist())}
+                got = [rows[int(r)] for r in chunk]
+                self._fields.add(chunk, [g.ext_id for g in got], [g.label for g in got], [g.metadata for g in got])
+            else:
+                self._fields.add(chunk, [], [], [])
+        self._ann = None
+        if cfg.dim:
+            stem = None if self._index.path is None else ann_stem(self._index.path, self._cid)
+            uuid = self._storage.state(self._cid)[0] if stem is not None else ""
+            self._ann = CollectionVectors(cfg, stem, {"db": uuid, "cid": self._cid}, self._index._backend)
+            rowids, _ = self._docs.live_vectors()
+            self._ann.load(rowids, self._vectors_of)
+
+    def _vectors_of(self, rowids: np.ndarray) -> np.ndarray:
+        return self._docs.signatures_and_vectors(rowids)[1]
+
+    def _rowset(self, filter, func: str) -> RowSet | None:
+        """The live rows ``filter`` keeps (None: no filter); the caller holds the read lock."""
+        flt = parse_filter(filter)
+        if flt is None:
+            return None
+
+        def live():
+            rowids, pos = self._docs.live()
+            plist = pos.tolist()
+            return rowids, [self._docs._ext[p] for p in plist], [self._docs._labels[p] for p in plist]
+
+        def metadata(rowids):
+            return {r.rowid: r.metadata for r in self._storage.fetch(self._cid, rowids=rowids)}
+
+        return self._fields.rowset(flt, live, metadata)
 
     def _load_rows(self) -> None:
         """Fill the document table from the stored rows (checksums verified on the way)."""
@@ -143,6 +192,8 @@ class Collection:
             has_vec = ~np.isnan(vecs[:, 0])
             if has_vec.any():
                 self._vectors.add(rows(has_vec, rowids), rows(has_vec, vecs))
+                if getattr(self, "_ann", None) is not None:  # None while _rebuild loads the rows
+                    self._ann.added(rows(has_vec, rowids))
 
     def _apply_remove(self, rowids: np.ndarray) -> None:
         if not len(rowids):
@@ -156,6 +207,8 @@ class Collection:
             has_vec = ~np.isnan(vecs[:, 0])
             if has_vec.any():
                 self._vectors.remove(rowids[has_vec])
+                self._ann.removed(rowids[has_vec])
+        self._fields.remove(rowids)
         self._docs.remove(rowids)
 
     def _check_alive(self) -> None:
@@ -243,6 +296,7 @@ class Collection:
             try:
                 self._apply_remove(np.asarray(removed, dtype=np.int64))
                 self._apply_insert(np.asarray(new_rowids, dtype=np.int64), [d.id for d in norm], [d.label for d in norm], sigs, vecs)
+                self._fields.add(np.asarray(new_rowids, dtype=np.int64), ids, [d.label for d in norm], [d.metadata for d in norm])
             except BaseException:
                 self._rebuild()  # memory must match what was committed
                 raise
@@ -368,14 +422,18 @@ class Collection:
         return out
 
     def near_duplicates(self, text: str | None = None, *, id: str | None = None, threshold: float | None = None,
-                        k: int | None = None, exact: bool = False) -> list[NearDuplicate]:
-        """Ranked near-duplicates of one text or stored document (which is left out of its own results)."""
+                        k: int | None = None, exact: bool = False, filter: dict | str | None = None,
+                        ) -> list[NearDuplicate]:
+        """Ranked near-duplicates of one text or stored document (which is left out of its own
+        results), among the documents ``filter`` keeps (see the README's "Filters")."""
         texts = None if text is None else [text]
         ids = None if id is None else [id]
-        return self.near_duplicates_batch(texts=texts, ids=ids, threshold=threshold, k=k, exact=exact)[0]
+        return self.near_duplicates_batch(texts=texts, ids=ids, threshold=threshold, k=k, exact=exact,
+                                          filter=filter)[0]
 
     def near_duplicates_batch(self, texts=None, ids=None, *, threshold: float | None = None, k: int | None = None,
-                              exact: bool = False) -> list[list[NearDuplicate]]:
+                              exact: bool = False, filter: dict | str | None = None,
+                              with_stats: bool = False) -> list[list[NearDuplicate]] | SearchResult:
         self._check_alive()
         func = "near_duplicates"
         threshold = self.config.threshold if threshold is None else check_param("threshold", threshold, func=func)
@@ -387,14 +445,22 @@ class Collection:
             raise FailedPreconditionError(
                 f"exact Jaccard needs the collection to store shingles; {self.name!r} was created with store_shingles=False."
             )
+        parse_filter(filter)  # a bad filter fails before any work
         with self._lock.read():
             sigs, shingles, exclude = self._query_signatures(texts, ids, want_shingles=exact, func=func)
+            rowset = self._rowset(filter, func)
             with self._lsh_mutex:
                 cand_lists = list(self._lsh.query(sigs))
             out = []
             for q, cands in enumerate(cand_lists):
                 cands = cands[cands != exclude[q]]
+                if rowset is not None:
+                    cands = cands[rowset.has(cands)]
                 out.append(self._rank(sigs[q], shingles[q] if exact else None, cands, threshold, k))
+        if with_stats:
+            stats = QueryStats("lsh", "", None if rowset is None else rowset.count,
+                               rowset is not None and rowset.scanned)
+            return SearchResult(out, stats)
         return out
 
     def _rank(self, sig, shingles, cands, threshold, k) -> list[NearDuplicate]:
@@ -420,8 +486,10 @@ class Collection:
             for j in order
         ]
 
-    def find_duplicates(self, threshold: float | None = None, *, exact: bool | None = None) -> list[Cluster]:
-        """All near-duplicate clusters (size ≥ 2) in the collection, largest first.
+    def find_duplicates(self, threshold: float | None = None, *, exact: bool | None = None,
+                        filter: dict | str | None = None) -> list[Cluster]:
+        """All near-duplicate clusters (size ≥ 2) in the collection, largest first; with
+        ``filter``, among the documents it keeps (both ends of every pair match).
 
         Pairs come from the LSH self-join and are verified with the exact Jaccard when the
         collection stores shingles (else with the signature estimate). The representative is the
@@ -432,22 +500,32 @@ class Collection:
         exact = self.config.store_shingles if exact is None else exact
         if exact and not self.config.store_shingles:
             raise FailedPreconditionError(f"collection {self.name!r} does not store shingles; use exact=False.")
+        parse_filter(filter)
         with self._lock.read():
+            rowset = self._rowset(filter, "find_duplicates")
             with self._lsh_mutex:
                 pairs = self._lsh.candidate_pairs()
+            if rowset is not None and len(pairs):
+                pairs = pairs[rowset.has(pairs[:, 0]) & rowset.has(pairs[:, 1])]
             if not len(pairs):
                 return []
             fetch = self._shingle_sets if exact else None
             return _doctable.clusters_from_pairs(self._docs, pairs, threshold, fetch, self._index._backend)
 
     # -- vectors ---------------------------------------------------------------------------
-    def search(self, vector=None, *, id: str | None = None, k: int = 10, metric: str | None = None) -> list[Neighbor]:
-        """k nearest documents to one vector or stored document (left out of its own results)."""
+    def search(self, vector=None, *, id: str | None = None, k: int = 10, metric: str | None = None,
+               filter: dict | str | None = None, exact: bool = False) -> list[Neighbor]:
+        """k nearest documents to one vector or stored document (left out of its own results),
+        among those ``filter`` keeps; ``exact=True`` is brute force (the approximate index's oracle)."""
         vectors = None if vector is None else [vector]
         ids = None if id is None else [id]
-        return self.search_batch(vectors=vectors, ids=ids, k=k, metric=metric)[0]
+        return self.search_batch(vectors=vectors, ids=ids, k=k, metric=metric, filter=filter, exact=exact)[0]
 
-    def search_batch(self, vectors=None, ids=None, *, k: int = 10, metric: str | None = None) -> list[list[Neighbor]]:
+    def search_batch(self, vectors=None, ids=None, *, k: int = 10, metric: str | None = None,
+                     filter: dict | str | None = None, exact: bool = False,
+                     with_stats: bool = False) -> list[list[Neighbor]] | SearchResult:
+        """Batch :meth:`search`; ``with_stats=True`` returns a SearchResult whose ``stats`` say how
+        the query was answered (exact scan, the approximate index, with the filter as a selector)."""
         self._check_alive()
         func = "search"
         if self.config.dim is None:
@@ -456,6 +534,9 @@ class Collection:
         metric = self.config.metric if metric is None else check_option(metric, "metric", METRICS, func=func)
         if (vectors is None) == (ids is None):
             raise InvalidArgumentError(f"{func} takes either vectors or ids, not both and not neither.")
+        if not isinstance(exact, bool):
+            raise InvalidTypeError(f"The 'exact' parameter of {func} must be a bool.")
+        parse_filter(filter)
         with self._lock.read():
             if vectors is not None:
                 if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
@@ -469,11 +550,15 @@ class Collection:
                 ids = check_ids(ids, func, max_batch=self._index.max_batch)
                 rowids, queries = self._stored_vectors(ids, func)
                 exclude = [int(r) for r in rowids]
+            rowset = self._rowset(filter, func)
             if not len(queries):
-                return []
+                return SearchResult([], QueryStats("exact", "flat")) if with_stats else []
             kk = k + (1 if ids is not None else 0)
-            dists, rows = _doctable.vector_search(self._vectors, self._docs, queries, kk, metric, self.config.metric,
-                                                  self._index._backend)
+            dists, rows, stats = self._ann.search(
+                queries, kk, rowset=rowset, exact=exact, metric=metric, vectors_of=self._vectors_of,
+                flat_search=lambda q, kq: _doctable.vector_search(self._vectors, self._docs, q, kq, metric,
+                                                                  self.config.metric, self._index._backend),
+                live_rowids=lambda: self._docs.live_vectors()[0])
             out = []
             for q in range(len(queries)):
                 keep = [(d, r) for d, r in zip(dists[q], rows[q]) if r >= 0 and r != exclude[q]][:k]
@@ -481,7 +566,7 @@ class Collection:
                 # equal distances are ordered by id, so results do not depend on insertion order
                 hits = sorted((float(d), e) for e, (d, _) in zip(ext, keep))
                 out.append([Neighbor(id=e, distance=d) for d, e in hits])
-            return out
+            return SearchResult(out, stats) if with_stats else out
 
     def _stored_vectors(self, ids: list[str], func: str) -> tuple[np.ndarray, np.ndarray]:
         """(rowids, vectors) of stored documents (the caller holds the read lock); typed errors for
@@ -557,15 +642,18 @@ class Collection:
                 raise NotFoundError(f"model {name!r} does not exist in collection {self.name!r}")
             self._models.pop(name, None)
 
-    def classify(self, vectors=None, *, ids=None, model: str, k: int = 10) -> list[Classification]:
+    def classify(self, vectors=None, *, ids=None, model: str, k: int = 10,
+                 filter: dict | str | None = None) -> list[Classification]:
         """Apply the stored model ``model`` to each query vector (or stored document's vector) and
-        return, per query, a Classification holding the prediction and the k nearest neighbours."""
+        return, per query, a Classification holding the prediction and the k nearest neighbours
+        (among the documents ``filter`` keeps; the prediction itself is the model's)."""
         from . import _classify
 
         self._check_alive()
         func = "classify"
         name = _classify.check_model_name(model)
         k = check_param("k", k, func=func)
+        parse_filter(filter)
         if (vectors is None) == (ids is None):
             raise InvalidArgumentError(f"{func} takes either vectors or ids, not both and not neither.")
         if vectors is not None:
@@ -588,7 +676,7 @@ class Collection:
         X = np.stack(X) if vectors is not None else X
         if X.shape[1] != loaded.info.dim:
             raise InvalidArgumentError(f"model {name!r} expects {loaded.info.dim}-d vectors. Got {X.shape[1]}.")
-        neighbors = self.search_batch(vectors=X if vectors is not None else None, ids=ids, k=k)
+        neighbors = self.search_batch(vectors=X if vectors is not None else None, ids=ids, k=k, filter=filter)
         return loaded.apply(X, neighbors)
 
     def snapshot(self, dest_path: str) -> None:

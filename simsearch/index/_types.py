@@ -27,6 +27,8 @@ __all__ = [
     "Neighbor",
     "Cluster",
     "UpsertResult",
+    "QueryStats",
+    "SearchResult",
     "METRICS",
     "MAX_ID_BYTES",
     "MAX_METADATA_BYTES",
@@ -173,3 +175,27 @@ class Cluster:
 class UpsertResult:
     upserted: int
     replaced: int
+
+
+@dataclass(frozen=True)
+class QueryStats:
+    """How a query was answered (the same over gRPC). ``path``: "exact" (a brute-force scan of
+    the allowed vectors), "ann" (the approximate index), "ann_filtered" (the approximate index
+    with the filter as a faiss ID selector) or "lsh" (near-duplicates: LSH candidates, filtered).
+    ``vector_index``: "flat", "hnsw" or "ivf" ("" for near-duplicates). ``allowed``: documents
+    the filter kept (None without a filter). ``metadata_scan``: the filter read a field outside
+    ``indexed_fields``, so the stored metadata was scanned."""
+
+    path: str
+    vector_index: str = ""
+    allowed: int | None = None
+    metadata_scan: bool = False
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Results of a batch query asked ``with_stats=True``: ``results`` (one list per query, as
+    without stats) and the :class:`QueryStats` of the call."""
+
+    results: list
+    stats: QueryStats
