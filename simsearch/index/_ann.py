@@ -201,60 +201,64 @@ class AnnBlock:
         self._amax = float(np.abs(v).max()) if v.size else 0.0
 
     # -- search --------------------------------------------------------------------------------
-    def search(self, queries: Any, k: int, *, allow: np.ndarray | None = None, exact: bool = False,
-               ef_search: int | None = None, nprobe: int | None = None, backend: Any = "auto") -> AnnResult:
-        """The k nearest allowed rows of each query. ``allow``: a bool array over the block's
-        positions (None: all). ``exact=True`` scans (the oracle)."""
+    def search(self, queries: Any, k: int, *, allow: np.ndarray | None = None, live: np.ndarray | None = None,
+               exact: bool = False, ef_search: int | None = None, nprobe: int | None = None,
+               backend: Any = "auto") -> AnnResult:
+        """The k nearest rows of each query among those ``allow`` (a filter) and ``live`` (the
+        rows not deleted) keep: bool arrays over the block's positions, None for all. A filter
+        that keeps at most EXACT_SCAN_MAX rows (or under MIN_SELECTIVITY of the block) is an
+        exact scan; ``live`` alone always goes through the selector. ``exact=True`` scans."""
         q = check_vectors(queries, "queries", dim=self.dim, func="search")
         qmax = float(np.abs(q).max()) if q.size else 0.0
         k = check_int(k, "k", 1, None, func="search")
-        nq = len(q)
+        nq, n = len(q), len(self)
         dist = np.full((nq, k), np.inf, np.float32)
         rows = np.full((nq, k), -1, np.int64)
-        n = len(self)
-        if allow is not None:
-            allow = np.asarray(allow, dtype=bool)
-            if allow.shape != (n,):
-                raise InvalidArgumentError(f"allow must be a bool array of {n} positions; got shape {allow.shape}.")
-        n_allowed = n if allow is None else int(np.count_nonzero(allow))
-        use_ann = not exact and self._index is not None and n_allowed > 0
-        if use_ann and allow is not None and n_allowed < n:
-            use_ann = n_allowed > EXACT_SCAN_MAX and n_allowed >= MIN_SELECTIVITY * n
-        if not nq or not n_allowed:
-            return AnnResult(dist, rows, "exact" if not use_ann else "ann")
+        keep = None
+        for name, mask in (("allow", allow), ("live", live)):
+            if mask is None:
+                continue
+            mask = np.asarray(mask, dtype=bool)
+            if mask.shape != (n,):
+                raise InvalidArgumentError(f"{name} must be a bool array of {n} positions; got shape {mask.shape}.")
+            keep = mask if keep is None else keep & mask
+        n_keep = n if keep is None else int(np.count_nonzero(keep))
+        use_ann = not exact and self._index is not None
+        if use_ann and allow is not None:
+            use_ann = n_keep > EXACT_SCAN_MAX and n_keep >= MIN_SELECTIVITY * n
+        path = "exact" if not use_ann else ("ann_filtered" if allow is not None else "ann")
+        if not nq or not n_keep:
+            return AnnResult(dist, rows, path)
         be = get_knn_backend(backend)
+        kk = min(k, n_keep)
         if not use_ann:
-            pos = None if allow is None or n_allowed == n else np.flatnonzero(allow)
+            pos = None if n_keep == n else np.flatnonzero(keep)
             base = self.vectors if pos is None else self.vectors[pos]
-            kk = min(k, len(base))
             d, p = exact_knn(be, np.ascontiguousarray(base), q, kk, self.metric, max(qmax, self._amax), self._bnorm)
             p = p if pos is None else np.where(p >= 0, pos[np.maximum(p, 0)], -1)
-            path = "exact"
         else:
-            kk = min(k, n_allowed)
-            filtered = allow is not None and n_allowed < n
-            cand = self._faiss_search(q, kk, allow if filtered else None, n_allowed / n, ef_search, nprobe)
+            sel = None if n_keep == n else keep
+            cand = self._faiss_search(q, kk, sel, n_keep / n, allow is not None, ef_search, nprobe)
             d, p = polish(self.vectors, q, cand, self.metric, backend=be)
-            path = "ann_filtered" if filtered else "ann"
         dist[:, :kk] = d
         rows[:, :kk] = np.where(p >= 0, self.rows[np.maximum(p, 0)], -1)
         dist[rows < 0] = np.inf
         return AnnResult(dist, rows, path)
 
-    def _faiss_search(self, q: np.ndarray, k: int, allow: np.ndarray | None, selectivity: float,
+    def _faiss_search(self, q: np.ndarray, k: int, allow: np.ndarray | None, selectivity: float, boost: bool,
                       ef_search: int | None, nprobe: int | None) -> np.ndarray:
         """Candidate positions (nq, k), -1 where none, from the faiss structure."""
         faiss = _faiss()
         if self.kind == "hnsw":
             sp = faiss.SearchParametersHNSW()
             ef = max(ef_search or self.params.ef_search, k)
-            if allow is not None:
+            if boost:
                 ef = int(ef * min(MAX_EF_BOOST, max(1.0, 1.0 / max(selectivity, 1e-9))))
             sp.efSearch = ef
         else:
             sp = faiss.SearchParametersIVF()
             probe = nprobe or self.params.nprobe or max(8, self._nlist // 16)
-            if allow is not None:
+            if boost:
                 probe = int(probe * min(MAX_EF_BOOST, max(1.0, 1.0 / max(selectivity, 1e-9))))
             sp.nprobe = min(self._nlist, probe)
         bits = None

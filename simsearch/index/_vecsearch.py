@@ -197,20 +197,15 @@ class CollectionVectors:
             rows = live_rowids() if rowset is None else rowset.rowids()
             d, r = self._scan(queries, k, rows, vectors_of, metric)
             return d, r, QueryStats("exact", "flat", allowed, scanned)
-        tomb = not self._live.all()
-        allow = None
-        if rowset is not None:
-            allow = self._live & rowset.has(block.rows)
-        elif tomb:
-            allow = self._live
-        res = block.search(queries, k, allow=allow, backend=self.backend)
+        allow = None if rowset is None else rowset.has(block.rows)
+        live = None if self._live.all() else self._live
+        res = block.search(queries, k, allow=allow, live=live, backend=self.backend)
         d, r = res.distances, res.rows
         pending = self._pending if rowset is None else self._pending[rowset.has(self._pending)]
         if len(pending):
             d2, r2 = self._scan(queries, k, pending, vectors_of, metric)
             d, r = _merge(d, r, d2, r2, k)
-        path = res.path if (rowset is not None or res.path != "ann_filtered") else "ann"
-        return d, r, QueryStats(path, block.kind, allowed, scanned)
+        return d, r, QueryStats(res.path, block.kind, allowed, scanned)
 
     def _scan(self, queries, k, rows, vectors_of, metric):
         """Exact top-k among ``rows`` (those without a vector are skipped)."""
