@@ -209,6 +209,15 @@ def test_block_persists_and_is_reused(tmp_path):
     assert c._ann._block is not None and not len(c._ann._pending)  # opened, not rebuilt
     assert c.search(q, k=7) == before
     assert os.path.getmtime(stem + ".faiss") == mtime
+    ix.drop_collection("c")
+    assert not os.path.exists(stem + ".ann") and not os.path.exists(stem + ".faiss")
+    c = ix.create_collection("c", dim=6, metric="manhattan", vector_index="hnsw")
+    c.upsert(docs)
+    assert c.search(q, k=7) == before  # built again (new rowids), saved on close
+    ix.close()
+    ix = Index(path)
+    c = ix.get_collection("c")
+    assert c._ann._block is not None
     # writes after the reopen: deletes are tombstones, new rows pending, then added incrementally
     gone = before[0].id
     c.delete([gone])

@@ -153,6 +153,8 @@ class Index:
                 path = coll._cache_file()
                 if path is not None and os.path.exists(path):
                     os.remove(path)
+                if coll._ann is not None:
+                    coll._ann.discard()
             del self._collections[name]
 
     # -- maintenance -----------------------------------------------------------------------

@@ -169,6 +169,14 @@ class CollectionVectors:
         with self._mutex:
             self._save_locked()
 
+    def discard(self) -> None:
+        """Remove the saved block (the collection is dropped)."""
+        with self._mutex:
+            self._block, self._saved = None, True
+            for ext in (".ann", ".faiss"):
+                if self.stem is not None and os.path.exists(self.stem + ext):
+                    os.remove(self.stem + ext)
+
     def _save_locked(self) -> None:
         if self._saved or self._block is None or self.stem is None:
             return
