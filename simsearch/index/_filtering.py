@@ -11,7 +11,9 @@ one JSON parse per document; :attr:`RowSet.scanned` says so (and the query stats
 
 The result is a :class:`RowSet`: a bool bitmap indexed by rowid (rowids are dense integers, so a
 bitmap of ``max rowid + 1`` bits is a few MB at millions of documents) and the count of rows
-kept. The vector index gathers it at its rows, LSH candidates are tested against it.
+kept. The vector index gathers it at its rows, LSH candidates are tested against it. The RowSets
+of the last 16 indexed filters are kept until the next write, so a filter repeated across queries
+(a tenant, a language) is evaluated once.
 """
 
 from __future__ import annotations
@@ -80,12 +82,14 @@ class FieldStore:
         self.fields = tuple(fields)
         self._chunks: list[_Chunk] = []
         self._max_rowid = -1
+        self._cache: dict[Filter, RowSet] = {}  # RowSets of indexed filters since the last write
 
     def add(self, rowids: np.ndarray, ext_ids: Sequence[str], labels: Sequence[str | None],
             metadata: Sequence[str | dict | None]) -> None:
         """Index rows just written (rowids ascending, above every row already held)."""
         if not len(rowids):
             return
+        self._cache.clear()
         rowids = np.asarray(rowids, dtype=np.int64)
         self._max_rowid = max(self._max_rowid, int(rowids[-1]))
         if not self.fields:
@@ -98,6 +102,7 @@ class FieldStore:
     def remove(self, rowids: np.ndarray) -> None:
         if not self._chunks or not len(rowids):
             return
+        self._cache.clear()
         firsts = np.array([c.rowids[0] for c in self._chunks], dtype=np.int64)
         rowids = np.asarray(rowids, dtype=np.int64)
         which = np.searchsorted(firsts, rowids, side="right") - 1
@@ -124,12 +129,19 @@ class FieldStore:
         """The live rows ``flt`` keeps. ``live()`` gives (rowids, ext_ids, labels) of the live rows
         and ``fetch_metadata(rowids)`` their metadata JSON (both used only for a scan)."""
         if self.covers(flt):
+            hit = self._cache.get(flt)
+            if hit is not None:
+                return hit
             size = self._max_rowid + 1
             bits = np.zeros(max(size, 0), dtype=bool)
             for c in self._chunks:
                 m = flt.mask(c.columns, len(c.rowids)) & c.live
                 bits[c.rowids[m]] = True
-            return RowSet(bits, int(np.count_nonzero(bits)), False)
+            out = RowSet(bits, int(np.count_nonzero(bits)), False)
+            if len(self._cache) >= 16:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[flt] = out
+            return out
         rowids, ext_ids, labels = live()
         size = max(self._max_rowid, int(rowids[-1]) if len(rowids) else -1) + 1
         bits = np.zeros(size, dtype=bool)

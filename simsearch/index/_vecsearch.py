@@ -81,6 +81,7 @@ class CollectionVectors:
         self._trained = 0
         self._saved = True
         self._mutex = threading.Lock()
+        self._allow_cache: tuple | None = None
 
     # -- state ---------------------------------------------------------------------------------
     def load(self, rowids: np.ndarray, vectors_of: VectorsOf) -> None:
@@ -205,7 +206,7 @@ class CollectionVectors:
             rows = live_rowids() if rowset is None else rowset.rowids()
             d, r = self._scan(queries, k, rows, vectors_of, metric)
             return d, r, QueryStats("exact", "flat", allowed, scanned)
-        allow = None if rowset is None else rowset.has(block.rows)
+        allow = None if rowset is None else self._allow(rowset, block)
         live = None if self._live.all() else self._live
         res = block.search(queries, k, allow=allow, live=live, backend=self.backend)
         d, r = res.distances, res.rows
@@ -214,6 +215,16 @@ class CollectionVectors:
             d2, r2 = self._scan(queries, k, pending, vectors_of, metric)
             d, r = _merge(d, r, d2, r2, k)
         return d, r, QueryStats(res.path, block.kind, allowed, scanned)
+
+    def _allow(self, rowset: RowSet, block: AnnBlock) -> np.ndarray:
+        """The filter's bitmap over the block's positions; the last one is reused while the same
+        RowSet (cached by the FieldStore until a write) meets the same block."""
+        cached = self._allow_cache
+        if cached is not None and cached[0] is rowset and cached[1] is block:
+            return cached[2]
+        allow = rowset.has(block.rows)
+        self._allow_cache = (rowset, block, allow)
+        return allow
 
     def _scan(self, queries, k, rows, vectors_of, metric):
         """Exact top-k among ``rows`` (those without a vector are skipped)."""
