@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Reporter  # noqa: E402
+from _common import Reporter
 
-from simsearch import Document, Index  # noqa: E402
+from simsearch import Document, Index
 
 WORDS = [f"w{i}" for i in range(5000)]
 

@@ -9,19 +9,19 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from simsearch.distance import pairwise
 from simsearch.errors import InvalidArgumentError
-from simsearch.index import Document, Index, parse_filter
-from simsearch.index import _ann, _vecsearch
+from simsearch.index import Document, Index, _ann, _vecsearch, parse_filter
 
 pytest.importorskip("faiss")
 
 METRICS = ("euclidean", "sqeuclidean", "cosine", "manhattan")
 KINDS = ("flat", "hnsw", "ivf")
 LANGS = ("en", "fr", "de")
-WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima".split()
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima"]
 
 
 def _docs(seed: int, n: int, dim: int = 6) -> list[Document]:
@@ -295,8 +295,8 @@ def test_bad_filters_name_the_position(collections):
     for flt, pos in (({"and": [{"lang": "en"}, {"year": {"between": 1}}]}, "filter.and[1].year.between"),
                      ({"year": {"gt": "x"}}, "filter.year.gt"),
                      ({"a.b.c.d.e.f.g.h.i": 1}, "filter.a.b.c.d.e.f.g.h.i")):
-        for call in (lambda: c.search(v, filter=flt), lambda: c.near_duplicates(id="d0001", filter=flt),
-                     lambda: c.find_duplicates(filter=flt)):
+        for call in (lambda f=flt: c.search(v, filter=f), lambda f=flt: c.near_duplicates(id="d0001", filter=f),
+                     lambda f=flt: c.find_duplicates(filter=f)):
             with pytest.raises(InvalidArgumentError, match=pos.replace(".", r"\.").replace("[", r"\[")):
                 call()
 
