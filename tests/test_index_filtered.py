@@ -320,3 +320,40 @@ def test_filters_over_grpc(collections, grpc_server):
         with pytest.raises(InvalidArgumentError, match=r"filter\.lang\.in"):
             rc.search(q, filter={"lang": {"in": "en"}})
         ix.drop_collection("g_local")
+
+
+def test_indexed_columns_persist_across_a_clean_close(tmp_path):
+    from simsearch.index._filtering import FieldStore, fields_path
+
+    path = str(tmp_path / "ix")
+    docs = _docs(6, 120)
+    ix = Index(path)
+    c = ix.create_collection("c", dim=6, indexed_fields=["lang", "year"])
+    c.upsert(docs)
+    c.delete(["d0007"])
+    flt = {"and": [{"lang": "en"}, {"year": {"gte": 2010}}]}
+    want = c.search(np.ones(6, np.float32), k=8, filter=flt)
+    ix.close()
+    fpath = fields_path(path, c._cid)
+    assert os.path.exists(fpath)
+    ix = Index(path)
+    c = ix.get_collection("c")
+    state = c._storage.state(c._cid)
+    assert FieldStore.load(fpath, ("lang", "year"), state) is not None  # used, not rebuilt
+    assert FieldStore.load(fpath, ("lang", "year"), (state[0], state[1] + 1, state[2])) is None  # stale
+    assert FieldStore.load(fpath, ("lang",), state) is None
+    assert c.search(np.ones(6, np.float32), k=8, filter=flt) == want
+    assert "d0007" not in {n.id for n in c.search(np.ones(6, np.float32), k=200, filter={"lang": {"exists": True}})}
+    with open(fpath, "r+b") as f:  # damage: rebuilt from the metadata on the next open
+        f.seek(os.path.getsize(fpath) - 3)
+        f.write(b"\x00\x01\x02")
+    ix.close()  # rewrites it (same state)
+    with open(fpath, "r+b") as f:
+        f.seek(os.path.getsize(fpath) - 3)
+        f.write(b"\x07\x07\x07")
+    ix = Index(path)
+    c = ix.get_collection("c")
+    assert c.search(np.ones(6, np.float32), k=8, filter=flt) == want
+    ix.drop_collection("c")
+    assert not os.path.exists(fpath)
+    ix.close()

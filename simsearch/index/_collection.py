@@ -29,7 +29,7 @@ from ..minhash import is_empty, minhash
 from ..shingling import shingle_hashes
 from . import _doctable, _cache
 from ._filter import parse as parse_filter
-from ._filtering import FieldStore, RowSet
+from ._filtering import FieldStore, RowSet, fields_path
 from ._vecsearch import CollectionVectors, ann_stem
 from ._classify import Classification, ClassifierInfo
 from ._document import check_documents, check_ids
@@ -88,6 +88,11 @@ class Collection:
         if self._ann is not None:
             self._ann.save()
         state = self._storage.state(self._cid)
+        if self.config.indexed_fields:
+            try:
+                self._fields.save(fields_path(self._index.path, self._cid), state)
+            except OSError:  # derived state: the next open decodes the metadata again
+                pass
         if state == self._cache_state:
             return
         rowids, ext_ids, labels, sigs, vecs = self._docs.live_rows()
@@ -124,6 +129,12 @@ class Collection:
         cfg = self.config
         live_rowids, _ = self._docs.live()
         self._fields = FieldStore(cfg.indexed_fields)
+        saved = None
+        if cfg.indexed_fields and self._index.path is not None:
+            saved = FieldStore.load(fields_path(self._index.path, self._cid), cfg.indexed_fields,
+                                    self._storage.state(self._cid))
+        if saved is not None:
+            self._fields, live_rowids = saved, live_rowids[:0]
         for lo in range(0, len(live_rowids), 65536):
             chunk = live_rowids[lo:lo + 65536]
             if cfg.indexed_fields:

@@ -11,23 +11,35 @@ one JSON parse per document; :attr:`RowSet.scanned` says so (and the query stats
 
 The result is a :class:`RowSet`: a bool bitmap indexed by rowid (rowids are dense integers, so a
 bitmap of ``max rowid + 1`` bits is a few MB at millions of documents) and the count of rows
-kept. The vector index gathers it at its rows, LSH candidates are tested against it. The RowSets
+kept. On a clean close the columns are written to ``fields/c<cid>.bin`` with the collection's
+state (database uuid, generation, count, as the row cache has it); the next open uses them when
+the state still matches and the checksums hold, and otherwise (after a crash, a write by another
+process) decodes the stored metadata again. The vector index gathers it at its rows, LSH candidates are tested against it. The RowSets
 of the last 16 indexed filters are kept until the next write, so a filter repeated across queries
 (a tenant, a language) is evaluated once.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import xxhash
 
+from ..errors import SimsearchError
 from ._filter import STRING, Column, Filter, build_columns
 
-__all__ = ["FieldStore", "RowSet"]
+__all__ = ["FieldStore", "RowSet", "fields_path"]
 
 _MAX_CHUNKS = 8  # merge the chunks when there are more
+
+
+def fields_path(index_path: str, cid: int) -> str:
+    return os.path.join(index_path, "fields", f"c{cid}.bin")
 
 
 @dataclass(frozen=True)
@@ -120,6 +132,67 @@ class FieldStore:
         rowids = np.concatenate([c.rowids[k] for c, k in zip(self._chunks, keep)])
         cols = {f: _concat([c.columns[f].take(k) for c, k in zip(self._chunks, keep)]) for f in self.fields}
         self._chunks = [_Chunk(rowids, cols)] if len(rowids) else []
+
+    # -- persistence (the columns survive a clean close) -----------------------------------------
+    _MAGIC = b"SSFIELDS"
+
+    def save(self, path: str, state: tuple) -> None:
+        """Write the live rows' columns to ``path`` (atomically) with the collection's ``state``
+        (database uuid, generation, count), which :meth:`load` must find unchanged."""
+        if not self.fields:
+            return
+        if self._chunks:
+            self._merge()
+        chunk = self._chunks[0] if self._chunks else None
+        rowids = chunk.rowids if chunk is not None else np.empty(0, np.int64)
+        blobs = [chunk.columns[f].to_bytes() if chunk is not None else Column.from_values([]).to_bytes()
+                 for f in self.fields]
+        head = json.dumps({"state": list(state), "fields": list(self.fields), "n": len(rowids),
+                           "max_rowid": self._max_rowid, "sizes": [len(b) for b in blobs],
+                           "rowids_xxh3": xxhash.xxh3_64_hexdigest(rowids.astype("<i8").tobytes())}).encode()
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(self._MAGIC + struct.pack("<I", len(head)) + head + rowids.astype("<i8").tobytes())
+            for b in blobs:
+                f.write(b)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str, fields: Sequence[str], state: tuple) -> FieldStore | None:
+        """The store :meth:`save` wrote, if it is for these fields and this exact ``state`` and
+        its checksums hold; None otherwise (the caller rebuilds from the stored metadata)."""
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            if data[:8] != cls._MAGIC:
+                return None
+            (hlen,) = struct.unpack_from("<I", data, 8)
+            h = json.loads(data[12:12 + hlen])
+            if h["state"] != list(state) or h["fields"] != list(fields):
+                return None
+            off = 12 + hlen
+            n = int(h["n"])
+            raw = data[off:off + 8 * n]
+            if xxhash.xxh3_64_hexdigest(raw) != h["rowids_xxh3"]:
+                return None
+            rowids = np.frombuffer(raw, "<i8").astype(np.int64)
+            off += 8 * n
+            cols = {}
+            for name, size in zip(fields, h["sizes"]):
+                cols[name] = Column.from_bytes(data[off:off + size])
+                off += size
+                if len(cols[name]) != n:
+                    return None
+        except (OSError, ValueError, KeyError, TypeError, struct.error, SimsearchError):
+            return None
+        store = cls(fields)
+        store._max_rowid = int(h["max_rowid"])
+        if n:
+            store._chunks = [_Chunk(rowids, cols)]
+        return store
 
     def covers(self, flt: Filter) -> bool:
         return all(f in self.fields for f in flt.fields)

@@ -11,6 +11,7 @@ from ..validation import check_int, check_option
 from ..backends import BackendLike, get_backend
 from ..errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, InvalidTypeError, NotFoundError
 from ._collection import Collection
+from ._filtering import fields_path
 from ._storage import DB_FILE, open_storage
 from ._types import MAX_NAME_BYTES, CollectionConfig, CollectionInfo
 
@@ -155,6 +156,8 @@ class Index:
                     os.remove(path)
                 if coll._ann is not None:
                     coll._ann.discard()
+                if self.path is not None and os.path.exists(fields_path(self.path, coll._cid)):
+                    os.remove(fields_path(self.path, coll._cid))
             del self._collections[name]
 
     # -- maintenance -----------------------------------------------------------------------
