@@ -15,7 +15,10 @@ are ``AsyncClient`` instances driven from one asyncio loop, so the client side c
 (subprocess servers only): the server holds one interpreter lock, so 1000 / srv_ms bounds its
 requests/s. The ``grpc-echo`` rows send the same single-query near-duplicate requests to a bare
 grpcio server (same thread pool, no interceptors, no index) that answers with a fixed response: the
-floor that grpcio itself sets. ``python benchmarks/bench_grpc.py --smoke`` is tiny.
+floor that grpcio itself sets. The ``grpc-idle`` / ``grpc+training`` rows are single-client
+latencies just before and during a classifier training on the server (``vs_idle``: the p99 ratio),
+and ``train_stop`` is how long that training took to stop once its deadline passed (p50_ms).
+``python benchmarks/bench_grpc.py --smoke`` is tiny.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from simsearch.aio_client import AsyncClient  # noqa: E402
 from simsearch.client import Client  # noqa: E402
 from simsearch.index import Document, Index  # noqa: E402
 
-COLUMNS = ["op", "mode", "clients", "batch", "n", "per_s", "p50_ms", "p99_ms", "srv_ms", "agree"]
+COLUMNS = ["op", "mode", "clients", "batch", "n", "per_s", "p50_ms", "p99_ms", "srv_ms", "agree", "vs_idle"]
 
 
 def make_docs(n: int, dim: int, seed: int) -> list[Document]:
@@ -203,6 +206,52 @@ def bench_queries(rep, op: str, local, server: tuple, args, single: list, batche
         rep.add(op=op, mode="grpc", clients=clients, batch=args.query_batch, **stats)
 
 
+def bench_during_training(rep, client, server: tuple, args, texts: list, vectors: list) -> None:
+    """Single-client near-duplicate and kNN latency while the server trains a classifier, against
+    idle just before (``vs_idle`` is the p99 ratio; issue 16 asks for at most 3), and how long a
+    training takes to stop once its deadline passes (``train_stop``: p50_ms is that time)."""
+    address, pid = server
+    rng = np.random.default_rng(args.seed + 2)
+    n, dim = args.train_docs, args.dim
+    X = rng.normal(size=(n, dim)).astype(np.float32)
+    coll = client.create_collection("train", dim=dim)
+    for lo in range(0, n, 1000):
+        coll.upsert([Document(id=f"t{i}", vector=X[i], label="ab"[int(rng.integers(2))]) for i in range(lo, min(n, lo + 1000))])
+    # an exact RBF svm on random labels with a tight tolerance: it runs until its deadline
+    params = {"C": 100.0, "tol": 1e-6, "max_iter": 10_000_000}
+    ops = (("near_dup", texts, lambda c, q: c.near_duplicates(q)), ("knn", vectors, lambda c, q: c.search(q, k=10)))
+    idle = {op: asyncio.run(_run_remote(address, call, qs, 1, 1, pid))[0] for op, qs, call in ops}
+    failed: list = []
+    deadline = args.train_seconds
+
+    def train():
+        with Client(address, timeout=deadline) as c:
+            try:
+                c.get_collection("train").train_classifier("busy", params=params)
+            except Exception as exc:  # noqa: BLE001 - DEADLINE_EXCEEDED is the point
+                failed.append((getattr(exc, "code", type(exc).__name__), time.monotonic()))
+
+    t = threading.Thread(target=train)
+    t.start()
+    while client.stats()["training_jobs_running"] == 0 and t.is_alive():
+        time.sleep(0.02)
+    time.sleep(0.5)
+    busy = {}
+    for op, qs, call in ops:
+        busy[op] = asyncio.run(_run_remote(address, call, qs, 1, 1, pid))[0]
+    training_ran = t.is_alive()
+    t.join()
+    while client.stats()["training_jobs_running"]:
+        time.sleep(0.005)
+    stop_ms = round(1e3 * (time.monotonic() - failed[0][1]), 1) if failed else None
+    for op, _, _ in ops:
+        rep.add(op=op, mode="grpc-idle", clients=1, batch=1, **idle[op])
+        rep.add(op=op, mode="grpc+training" if training_ran else "grpc+training(ended early)", clients=1, batch=1,
+                vs_idle=round(busy[op]["p99_ms"] / idle[op]["p99_ms"], 2), **busy[op])
+    rep.add(op="train_stop", mode="grpc", clients=1, batch=1, n=n, p50_ms=stop_ms,
+            agree=failed[0][0] if failed else "no deadline hit")
+
+
 def bench_echo(rep, args, texts: list[str]) -> None:
     """The grpc-echo rows: single-query near-duplicate requests against :func:`echo_server`."""
     address, stop, pid = _listen([sys.executable, __file__, "--echo-server", "--workers", str(args.workers),
@@ -227,6 +276,9 @@ def main(argv=None) -> None:
     p.add_argument("--workers", type=int, default=16, help="server threads")
     p.add_argument("--server", choices=["subprocess", "inprocess"], default="subprocess")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-docs", type=int, default=5_000, help="labelled vectors of the during-training rows")
+    p.add_argument("--train-seconds", type=float, default=30.0, help="deadline of the background training")
+    p.add_argument("--no-training", action="store_true", help="skip the during-training rows")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
     p.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)  # the grpc-echo rows' server
     args = p.parse_args(argv)
@@ -235,6 +287,7 @@ def main(argv=None) -> None:
     if args.smoke:
         args.docs, args.ingest_batch, args.queries, args.query_batch = 2_000, 250, 60, 8
         args.clients, args.batch_clients = [1, 8], [1]
+        args.train_docs, args.train_seconds = 2_000, 6.0
     rep = Reporter("bench_grpc", "grpcio", "protobuf")
     docs = make_docs(args.docs, args.dim, args.seed)
     batches = [docs[i : i + args.ingest_batch] for i in range(0, len(docs), args.ingest_batch)]
@@ -279,6 +332,9 @@ def main(argv=None) -> None:
                               lambda c, q: c.near_duplicates(q), lambda c, qs: c.near_duplicates_batch(texts=qs))
                 bench_queries(rep, "knn", local, (address, pid), args, vectors, vec_batches,
                               lambda c, q: c.search(q, k=10), lambda c, qs: c.search_batch(vectors=qs, k=10))
+                if not args.no_training:
+                    with Client(address, timeout=600) as client:
+                        bench_during_training(rep, client, (address, pid), args, texts, vectors)
             finally:
                 stop()
     bench_echo(rep, args, texts)

@@ -38,6 +38,7 @@ _REMOTE = {
     "Client": "client",
     "RemoteCollection": "client",
     "RemoteError": "client",
+    "SnapshotInfo": "client",
     "AsyncClient": "aio_client",
     "AsyncRemoteCollection": "aio_client",
 }
@@ -102,5 +103,6 @@ __all__ = [
     "AsyncClient",
     "RemoteCollection",
     "RemoteError",
+    "SnapshotInfo",
     "AsyncRemoteCollection",
 ]

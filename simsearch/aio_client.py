@@ -25,6 +25,9 @@ from .client import (
     channel_credentials,
     create_request,
     method_table,
+    SnapshotInfo,
+    _snapshot_info,
+    snapshot_request,
     stats_from_pb,
     translate_error,
 )
@@ -209,3 +212,13 @@ class AsyncClient:
 
     async def stats(self) -> dict[str, Any]:
         return stats_from_pb(await self._call("Stats", pb.StatsRequest()))
+
+    # -- snapshots (on the server's disk, under its --snapshot-dir) -------------------------
+    async def snapshot(self, name: str = "") -> SnapshotInfo:
+        return _snapshot_info(await self._call("Snapshot", snapshot_request(name)))
+
+    async def list_snapshots(self) -> list[SnapshotInfo]:
+        return [_snapshot_info(s) for s in (await self._call("ListSnapshots", pb.ListSnapshotsRequest())).snapshots]
+
+    async def delete_snapshot(self, name: str) -> None:
+        await self._call("DeleteSnapshot", pb.DeleteSnapshotRequest(name=snapshot_request(name).name))

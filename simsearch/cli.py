@@ -67,7 +67,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         token=read_token_file(args.token_file) if args.token_file else None,
         tls_cert=args.tls_cert, tls_key=args.tls_key, max_message_mb=args.max_message_mb, workers=args.workers,
         max_batch=args.max_batch, max_k=args.max_k, max_text_bytes=args.max_text_bytes, grace_s=args.grace,
-        durability=args.durability, backend=args.backend,
+        durability=args.durability, backend=args.backend, metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host, snapshot_dir=args.snapshot_dir, max_training_jobs=args.max_training_jobs,
+        max_kernel_cache_mb=args.max_kernel_cache_mb, max_nystroem_components=args.max_nystroem_components,
+        max_training_mb=args.max_training_mb,
     )
     if args.host not in ("127.0.0.1", "localhost", "::1") and (config.token is None or config.tls_cert is None):
         logging.getLogger("simsearch.server").warning(
@@ -75,7 +78,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     def ready(server) -> None:
         mode = ("tls" if config.tls_cert else "plaintext") + (", token auth" if config.token else ", no auth")
-        print(f"simsearch serve: listening on {args.host}:{server.port} (data {args.data}, {mode})", flush=True)
+        metrics = "" if server.metrics_port is None else \
+            f", metrics on http://{config.metrics_host}:{server.metrics_port}/metrics"
+        print(f"simsearch serve: listening on {args.host}:{server.port} (data {args.data}, {mode}{metrics})", flush=True)
 
     return serve(config, ready=ready)
 
@@ -138,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["auto", "numpy", "numba", "cupy"], default="auto")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
                    help="info logs one access line per call")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (default: off; 0: any)")
+    p.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics endpoint (default: loopback)")
+    p.add_argument("--snapshot-dir", help="directory of the Snapshot RPCs (default: snapshots refused)")
+    p.add_argument("--max-training-jobs", type=int, default=1, help="classifier trainings at once; others wait")
+    p.add_argument("--max-kernel-cache-mb", type=float, default=1024.0, help="largest svm kernel cache (cache_size)")
+    p.add_argument("--max-nystroem-components", type=int, default=4096, help="largest svm n_components")
+    p.add_argument("--max-training-mb", type=float, default=4096.0, help="largest estimated memory of a training")
     p.set_defaults(func=_cmd_serve)
     p = sub.add_parser("dedup", help="remove near-duplicates from JSONL / Parquet / text files (streaming)",
                        description="Write OUTDIR/data (one record per cluster: the first), OUTDIR/clusters.parquet "
@@ -162,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUTDIR")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary table")
     p.set_defaults(func=_cmd_dedup)
+
+    from ._cli_client import add_commands
+
+    add_commands(sub)  # collections, ingest, query, search, export, snapshot: a client of a running server
     return parser
 
 
@@ -186,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import SimsearchError
 
     args = build_parser().parse_args(argv)
+    from ._cli_client import COMMANDS, run
+
+    if args.command in COMMANDS:
+        return run(args)
     try:
         return args.func(args)
     except (SimsearchError, OSError) as exc:

@@ -7,14 +7,16 @@ classes: a status from the server is turned back into the :mod:`simsearch.errors
 call would raise (the server names it in the trailing metadata). Failures outside the library
 (server unreachable, deadline exceeded, internal error) raise :class:`RemoteError`.
 
-Differences from the embedded index: ``snapshot``/``restore`` act on the server's disk and are
-not offered; strings must be valid UTF-8 (no lone surrogates); a handle to a collection that was
+Differences from the embedded index: ``snapshot`` writes on the server's disk, under its
+``--snapshot-dir`` (``Client.snapshot``, ``list_snapshots``, ``delete_snapshot``), and ``restore``
+is not offered; strings must be valid UTF-8 (no lone surrogates); a handle to a collection that was
 dropped and recreated under the same name talks to the new one.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -52,7 +54,7 @@ from .index import (
     parse_filter,
 )
 
-__all__ = ["Client", "RemoteCollection", "RemoteError"]
+__all__ = ["Client", "RemoteCollection", "RemoteError", "SnapshotInfo"]
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 _TABLE_STATUSES = frozenset(GRPC_STATUS.values())
@@ -149,7 +151,8 @@ class Requests:
         if not isinstance(exact, bool):
             raise InvalidTypeError(f"The 'exact' parameter of {func} must be a bool.")
         req = pb.QueryNearDuplicatesRequest(
-            collection=self.name, exact=exact, threshold=wire.encode_float(threshold, "threshold", 0.0, 1.0, func),
+            collection=self.name, exact=exact,
+            threshold=wire.encode_float(threshold, "threshold", 0.0, 1.0, func, lo_open=True),
             k=wire.encode_int(k, "k", 1, MAX_K, func), filter_json=_filter_json(filter),
         )
         if texts is not None:
@@ -174,7 +177,8 @@ class Requests:
 
     def _find_request(self, threshold, exact, filter=None) -> pb.FindDuplicatesRequest:
         return pb.FindDuplicatesRequest(
-            collection=self.name, threshold=wire.encode_float(threshold, "threshold", 0.0, 1.0, "find_duplicates"),
+            collection=self.name, threshold=wire.encode_float(threshold, "threshold", 0.0, 1.0, "find_duplicates",
+                                                          lo_open=True),
             exact=None if exact is None else bool(exact), filter_json=_filter_json(filter),
         )
 
@@ -413,8 +417,41 @@ class Client:
         self._call("DropCollection", pb.DropCollectionRequest(name=check_collection_name(name)))
 
     def stats(self) -> dict[str, Any]:
-        """Server version, uptime, limits, collections (CollectionInfo) and in-flight calls."""
+        """Server version, uptime, limits, collections (CollectionInfo), in-flight and queued calls,
+        per-RPC counts and latencies, per-collection sizes, ingest rate and training jobs (the
+        numbers of the server's Prometheus metrics)."""
         return stats_from_pb(self._call("Stats", pb.StatsRequest()))
+
+    # -- snapshots (on the server's disk, under its --snapshot-dir) -------------------------
+    def snapshot(self, name: str = "") -> SnapshotInfo:
+        """Write a consistent online snapshot of the whole index on the server; "" picks a name."""
+        return _snapshot_info(self._call("Snapshot", snapshot_request(name)))
+
+    def list_snapshots(self) -> list[SnapshotInfo]:
+        return [_snapshot_info(s) for s in self._call("ListSnapshots", pb.ListSnapshotsRequest()).snapshots]
+
+    def delete_snapshot(self, name: str) -> None:
+        self._call("DeleteSnapshot", pb.DeleteSnapshotRequest(name=snapshot_request(name).name))
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """A snapshot on the server: its directory name under --snapshot-dir, size and creation time."""
+
+    name: str
+    size_bytes: int
+    created_unix_seconds: float
+
+
+def snapshot_request(name: Any) -> pb.SnapshotRequest:
+    """The name is checked by the server (its rules depend on its --snapshot-dir); here only its type."""
+    if not isinstance(name, str):
+        raise InvalidTypeError(f"A snapshot name must be a str. Got {type(name).__name__}.")
+    return pb.SnapshotRequest(name=wire.encode_string(name, "A snapshot name"))
+
+
+def _snapshot_info(msg: pb.SnapshotInfo) -> SnapshotInfo:
+    return SnapshotInfo(msg.name, msg.size_bytes, msg.created_unix_seconds)
 
 
 def stats_from_pb(msg: pb.StatsResponse) -> dict[str, Any]:
@@ -428,4 +465,19 @@ def stats_from_pb(msg: pb.StatsResponse) -> dict[str, Any]:
         "requests_in_flight": msg.requests_in_flight,
         "auth_required": msg.auth_required,
         "tls": msg.tls,
+        "warm": msg.warm,
+        "requests_queued": msg.requests_queued,
+        "ingested_documents": msg.ingested_documents,
+        "ingest_documents_per_second": msg.ingest_documents_per_second,
+        "training_jobs_running": msg.training_jobs_running,
+        "training_jobs_waiting": msg.training_jobs_waiting,
+        "training_limits": {f.name: getattr(msg.training_limits, f.name)
+                            for f in msg.training_limits.DESCRIPTOR.fields},
+        "index_bytes_on_disk": wire.optional(msg, "index_bytes_on_disk"),
+        "collection_stats": {c.name: {"documents": c.documents, "segments": wire.optional(c, "segments"),
+                                      "bytes_on_disk": wire.optional(c, "bytes_on_disk"),
+                                      "bytes_in_memory": c.bytes_in_memory} for c in msg.collection_stats},
+        "rpcs": {r.method: {"calls_by_code": dict(r.calls_by_code), "latency_seconds_sum": r.latency_seconds_sum,
+                            "latency_buckets": list(zip(r.latency_bucket_bounds, r.latency_bucket_counts))}
+                 for r in msg.rpcs},
     }

@@ -132,11 +132,11 @@ def encode_int(value: Any, name: str, lo: int, hi: int, func: str, *, optional: 
     return int(value)
 
 
-def encode_float(value: Any, name: str, lo: float, hi: float, func: str) -> float | None:
+def encode_float(value: Any, name: str, lo: float, hi: float, func: str, *, lo_open: bool = False) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        check_float(value, name, lo, hi, func=func)
+        check_float(value, name, lo, hi, lo_open=lo_open, func=func)
     return float(value)
 
 
@@ -474,7 +474,7 @@ def cluster_to_pb(c: Cluster) -> pb.Cluster:
 
 def classifier_info_to_pb(info: ClassifierInfo) -> pb.ClassifierInfo:
     return pb.ClassifierInfo(name=info.name, kind=info.kind, version=info.version, n_samples=info.n_samples,
-                             dim=info.dim, classes=info.classes)
+                             dim=info.dim, classes=info.classes, n_unlabelled=info.n_unlabelled)
 
 
 def classifications_to_pb(results: list[Classification]) -> pb.ClassifyResponse:
@@ -523,7 +523,7 @@ def upsert_result_from_pb(msg) -> UpsertResult:
 
 def classifier_info_from_pb(msg: pb.ClassifierInfo) -> ClassifierInfo:
     return ClassifierInfo(name=msg.name, kind=msg.kind, version=msg.version, n_samples=msg.n_samples, dim=msg.dim,
-                          classes=tuple(msg.classes))
+                          classes=tuple(msg.classes), n_unlabelled=msg.n_unlabelled)
 
 
 def classifications_from_pb(msg: pb.ClassifyResponse) -> list[Classification]:

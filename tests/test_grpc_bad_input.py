@@ -133,7 +133,7 @@ MATRIX = [
     ("QueryNearDuplicates", NQ(collection="docs", ids=pb.StringList(values=["zzz"])), C.NOT_FOUND),
     ("QueryNearDuplicates", NQ(collection="docs", texts=pb.StringList(values=["a b"]), k=0), C.INVALID_ARGUMENT),
     ("QueryNearDuplicates", NQ(collection="docs", texts=pb.StringList(values=["a b"]), k=-5), C.INVALID_ARGUMENT),
-    ("QueryNearDuplicates", NQ(collection="docs", texts=pb.StringList(values=["a b"]), k=101), C.RESOURCE_EXHAUSTED),
+    ("QueryNearDuplicates", NQ(collection="docs", texts=pb.StringList(values=["a b"]), k=101), C.INVALID_ARGUMENT),
     ("QueryNearDuplicates", NQ(collection="docs", texts=pb.StringList(values=["a b"]), threshold=NAN), C.INVALID_ARGUMENT),
     ("QueryNearDuplicates", NQ(collection="docs", texts=pb.StringList(values=["a b"]), threshold=2), C.INVALID_ARGUMENT),
     ("QueryNearDuplicates", NQ(collection="docs", texts=pb.StringList(values=[""])), C.INVALID_ARGUMENT),
@@ -148,7 +148,7 @@ MATRIX = [
     ("SearchVectors", SV(collection="docs", vectors=pb.VectorList(values=[_vec([])])), C.INVALID_ARGUMENT),
     ("SearchVectors", SV(collection="docs", vectors=pb.VectorList(values=[_vec([1, 2, 3, 4])]), k=0), C.INVALID_ARGUMENT),
     ("SearchVectors", SV(collection="docs", vectors=pb.VectorList(values=[_vec([1, 2, 3, 4])]), k=101),
-     C.RESOURCE_EXHAUSTED),
+     C.INVALID_ARGUMENT),
     ("SearchVectors", SV(collection="docs", vectors=pb.VectorList(values=[_vec([1, 2, 3, 4])] * 101)),
      C.RESOURCE_EXHAUSTED),
     ("SearchVectors", SV(collection="docs", vectors=pb.VectorList(values=[_vec([1, 2, 3, 4])]), metric="bogus"),
@@ -260,7 +260,7 @@ MATRIX += [
      C.INVALID_ARGUMENT),
     ("Classify", CL(collection="labelled", model="m", vectors=pb.VectorList(values=[_vec([])])), C.INVALID_ARGUMENT),
     ("Classify", CL(collection="labelled", model="m", vectors=V4, k=0), C.INVALID_ARGUMENT),
-    ("Classify", CL(collection="labelled", model="m", vectors=V4, k=101), C.RESOURCE_EXHAUSTED),
+    ("Classify", CL(collection="labelled", model="m", vectors=V4, k=101), C.INVALID_ARGUMENT),
     ("Classify", CL(collection="labelled", model="m", vectors=pb.VectorList(values=[_vec([1, 2, 3, 4])] * 101)),
      C.RESOURCE_EXHAUSTED),
     ("Classify", CL(collection="labelled", model="m", ids=pb.StringList(values=["zzz"])), C.NOT_FOUND),
@@ -276,6 +276,11 @@ MATRIX += [
     ("DeleteClassifier", pb.DeleteClassifierRequest(collection="nope", name="m"), C.NOT_FOUND),
     ("DeleteClassifier", pb.DeleteClassifierRequest(collection="labelled", name="nope"), C.NOT_FOUND),
     ("DeleteClassifier", pb.DeleteClassifierRequest(collection="labelled", name=""), C.INVALID_ARGUMENT),
+    # snapshots (this server has no --snapshot-dir; test_snapshots_rpc.py has one)
+    ("Snapshot", pb.SnapshotRequest(name="s"), C.FAILED_PRECONDITION),
+    ("Snapshot", pb.SnapshotRequest(name="../s"), C.FAILED_PRECONDITION),
+    ("ListSnapshots", pb.ListSnapshotsRequest(), C.FAILED_PRECONDITION),
+    ("DeleteSnapshot", pb.DeleteSnapshotRequest(name="s"), C.FAILED_PRECONDITION),
 ]
 
 # every RPC with a wrong token and with none
@@ -293,6 +298,8 @@ GOOD = {
     "ListClassifiers": pb.ListClassifiersRequest(collection="labelled"),
     "Classify": CL(collection="labelled", model="m", vectors=V4),
     "DeleteClassifier": pb.DeleteClassifierRequest(collection="labelled", name="m"),
+    "Snapshot": pb.SnapshotRequest(name="s"), "ListSnapshots": pb.ListSnapshotsRequest(),
+    "DeleteSnapshot": pb.DeleteSnapshotRequest(name="s"),
 }
 
 

@@ -69,6 +69,7 @@ def test_service_declares_every_rpc():
         "CreateCollection", "GetCollection", "ListCollections", "DropCollection", "Upsert", "UpsertStream", "Delete",
         "Get", "Count", "QueryNearDuplicates", "SearchVectors", "FindDuplicates", "Stats",
         "TrainClassifier", "ListClassifiers", "Classify", "DeleteClassifier",
+        "Snapshot", "ListSnapshots", "DeleteSnapshot",
     }
     assert pb.DESCRIPTOR.package == "simsearch.v1"
 
@@ -186,9 +187,9 @@ def test_limits_name_themselves_and_server_keeps_serving(tmp_path):
                 c.get([f"d{i}" for i in range(21)])
             with pytest.raises(ResourceExhaustedError, match="max_text_bytes"):
                 c.upsert([{"id": "long", "text": "word " * 500}])
-            with pytest.raises(ResourceExhaustedError, match="max_k=50"):
+            with pytest.raises(InvalidArgumentError, match="max_k=50"):  # the status of k over the library's ceiling
                 c.near_duplicates("document number 1", k=51)
-            with pytest.raises(ResourceExhaustedError, match="max_k=50"):
+            with pytest.raises(InvalidArgumentError, match="max_k=50"):
                 c.search([0.0, 1.0, 0.0, 0.0], k=51)
             assert len(c.search([0.0, 1.0, 0.0, 0.0], k=50)) == 10
             with pytest.raises(ResourceExhaustedError, match="max message size.*--max-message-mb"):

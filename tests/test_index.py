@@ -274,7 +274,7 @@ def test_exact_verification_same_whether_shingles_come_from_text_or_blobs(tmp_pa
     if store_text:
         with Index(tmp_path / "idx") as idx:
             with pytest.raises(StorageCorruptionError, match="checksum"):
-                idx.get_collection("c").near_duplicates(id=docs[1].id, threshold=0.0, exact=True)
+                idx.get_collection("c").near_duplicates(id=docs[1].id, threshold=0.01, exact=True)
 
 
 def test_newer_format_and_corruption_give_clear_errors(tmp_path):
@@ -299,19 +299,19 @@ def test_newer_format_and_corruption_give_clear_errors(tmp_path):
     db.execute("UPDATE documents SET vector=? WHERE ext_id='a'", (np.zeros(4, np.float32).tobytes(),))
     db.commit()
     db.close()
-    # The cache written at close holds the rows as they were verified; queries answer from it,
+    # The segment flushed at close holds the rows as they were verified; queries answer from it,
     # and reading the altered row itself fails its checksum.
     with Index(tmp_path / "flip") as idx:
         coll = idx.get_collection("c")
         assert [n.id for n in coll.search(np.ones(4, np.float32), k=1)] == ["a"]
         with pytest.raises(StorageCorruptionError, match="checksum"):
             coll.get(["a"])
-    # Without the cache (or with a damaged one), the reopen reads every row and refuses.
-    cache_file = next((tmp_path / "flip" / "cache").iterdir())
-    cache_file.write_bytes(cache_file.read_bytes()[:-3] + b"xyz")
+    # With a damaged segment, the reopen drops it, reads every row and refuses.
+    seg_file = next((tmp_path / "flip" / "segments").glob("c*/seg-*.seg"))
+    seg_file.write_bytes(seg_file.read_bytes()[:-3] + b"xyz")
     with pytest.raises(StorageCorruptionError, match="checksum"):
         Index(tmp_path / "flip")
-    assert not cache_file.exists()  # a cache that fails its checks is removed
+    assert not seg_file.exists()  # a segment that fails its checks is removed
     with pytest.raises(StorageCorruptionError, match="checksum"):
         Index(tmp_path / "flip")
 
@@ -353,8 +353,10 @@ def test_a_second_open_of_the_same_directory_is_refused_until_the_first_closes(t
     assert subprocess.run([sys.executable, "-c", code, str(tmp_path / "idx")]).returncode == 0
 
 
-def test_reopen_from_the_cache_equals_a_rebuild_and_a_stale_cache_is_ignored(tmp_path):
-    from simsearch.index import _cache
+def test_reopen_from_the_segments_equals_a_rebuild_and_a_stale_manifest_is_ignored(tmp_path):
+    import shutil
+
+    from simsearch.index import _engine
 
     docs = make_docs(120, 21)
     with Index(tmp_path / "idx") as idx:
@@ -366,58 +368,51 @@ def test_reopen_from_the_cache_equals_a_rebuild_and_a_stale_cache_is_ignored(tmp
         live = [d for d in docs if d.id not in deleted][:40]
         expected = queries_of(c, live)
         cid = c._cid
-    path = _cache.cache_path(str(tmp_path / "idx"), cid)
-    assert os.path.exists(path)
-    loads = []
-    real_load = _cache.load
-
-    def spy(*args, **kwargs):
-        result = real_load(*args, **kwargs)
-        loads.append(result is not None)
-        return result
-
-    import simsearch.index._collection as collection_module
-
-    collection_module._cache.load = spy
-    try:
-        with Index(tmp_path / "idx") as idx:  # from the cache
-            assert queries_of(idx.get_collection("c"), live) == expected
-        os.remove(path)
-        with Index(tmp_path / "idx") as idx:  # from the rows; writes the cache again
-            assert queries_of(idx.get_collection("c"), live) == expected
-        assert loads == [True, False] and os.path.exists(path)
-        # a write that the cache has not seen (as after a crash: no close) makes it stale
-        stale = open(path, "rb").read()
-        with Index(tmp_path / "idx") as idx:
-            idx.get_collection("c").delete([docs[100].id])
-        open(path, "wb").write(stale)
-        with Index(tmp_path / "idx") as idx:
-            c = idx.get_collection("c")
-            assert loads[-1] is False
-            assert c.count() == len(docs) - len(docs[:80:9]) - 1
-            with pytest.raises(NotFoundError):
-                c.get([docs[100].id])
-            assert docs[100].id not in [n.id for n in c.search(docs[100].vector, k=3)]
-    finally:
-        collection_module._cache.load = real_load
+    seg_dir = _engine.segments_dir(str(tmp_path / "idx"), cid)
+    assert any(n.endswith(".seg") for n in os.listdir(seg_dir))
+    with Index(tmp_path / "idx") as idx:  # from the segments
+        c = idx.get_collection("c")
+        assert len(c._engine.segments) >= 1 and len(c._engine.mem) == 0
+        assert queries_of(c, live) == expected
+    shutil.rmtree(seg_dir)
+    with Index(tmp_path / "idx") as idx:  # from the rows; writes the segments again
+        assert queries_of(idx.get_collection("c"), live) == expected
+    assert os.path.exists(os.path.join(seg_dir, "MANIFEST"))
+    # an older manifest (and its segments) put back after later writes: detected, rebuilt
+    stale = {n: open(os.path.join(seg_dir, n), "rb").read() for n in os.listdir(seg_dir)}
+    with Index(tmp_path / "idx") as idx:
+        idx.get_collection("c").delete([docs[100].id])
+    shutil.rmtree(seg_dir)
+    os.makedirs(seg_dir)
+    for n, data in stale.items():
+        open(os.path.join(seg_dir, n), "wb").write(data)
+    with Index(tmp_path / "idx") as idx:
+        c = idx.get_collection("c")
+        assert c.count() == len(docs) - len(docs[:80:9]) - 1
+        with pytest.raises(NotFoundError):
+            c.get([docs[100].id])
+        assert docs[100].id not in [n.id for n in c.search(docs[100].vector, k=3)]
+        assert docs[100].id not in [n.id for n in c.near_duplicates(docs[100].text, threshold=1e-9)]
 
 
-def test_a_cache_is_never_used_for_another_database_with_a_look_alike_history(tmp_path):
+def test_segments_are_never_used_for_another_database_with_a_look_alike_history(tmp_path):
     import shutil
 
     a_docs, b_docs = make_docs(30, 31, prefix="a"), make_docs(30, 32, prefix="b")
     for name, docs in (("a", a_docs), ("b", b_docs)):
-        with Index(tmp_path / name) as idx:  # same collection, one write each: same generation and count
+        with Index(tmp_path / name) as idx:  # same collection, one write each: same seq and count
             idx.create_collection("c", dim=8).upsert(docs)
-    # copy b's database over a's, leaving a's cache behind
+    # copy b's database over a's, leaving a's segments behind
     shutil.copyfile(tmp_path / "b" / DB_FILE, tmp_path / "a" / DB_FILE)
     with Index(tmp_path / "a") as idx:
         c = idx.get_collection("c")
-        assert c._cache_state is None  # rebuilt from the rows
         assert [n.id for n in c.search(b_docs[0].vector, k=1)] == [b_docs[0].id]
+        assert c.get([b_docs[1].id])[0].text == b_docs[1].text
+        assert all(n.id.startswith("b") for n in c.near_duplicates(b_docs[2].text, threshold=1e-9))
     with Index(tmp_path / "a") as idx:
         idx.snapshot(tmp_path / "snap")
         origin = idx._storage.state(idx.get_collection("c")._cid)
     with Index(tmp_path / "snap") as snap:
         copy = snap._storage.state(snap.get_collection("c")._cid)
+        assert [n.id for n in snap.get_collection("c").search(b_docs[0].vector, k=1)] == [b_docs[0].id]
     assert copy[1:] == origin[1:] and copy[0] != origin[0]  # a snapshot starts a history of its own

@@ -108,3 +108,86 @@ def test_kill9_during_ingest_loses_nothing_acknowledged(tmp_path, trial):
 @pytest.mark.parametrize("trial", range(50))
 def test_kill9_many_trials(tmp_path, trial):
     _run_trial(tmp_path / "idx", seed=1000 + trial)
+
+
+# -- issue 14: kills while the engine flushes a memtable or merges segments ------------------------
+
+@pytest.mark.parametrize("trial", range(2))
+def test_kill9_with_constant_flushes_and_merges(tmp_path, monkeypatch, trial):
+    """A memtable of 40 rows: the child flushes every few batches and merges all the time, so
+    random kills land inside flushes and merges too."""
+    monkeypatch.setenv("SIMSEARCH_MEMTABLE_ROWS", "40")
+    _run_trial(tmp_path / "idx", seed=500 + trial)
+
+
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys, threading
+    from simsearch.index import _engine, _manifest
+    at, nth = sys.argv[3], int(sys.argv[4])
+    calls = [0]
+
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    real_segment, real_manifest = _engine.write_segment, _manifest.write_manifest
+
+    def write_segment(directory, header, sections, **kw):
+        merging = threading.current_thread().name.startswith("simsearch-merge")
+        if (at in ("segment-torn", "segment-tmp") and not merging) or (at == "merge" and merging):
+            calls[0] += 1
+            if calls[0] == nth:
+                if at == "segment-tmp":  # half a temporary file, never renamed
+                    with open(os.path.join(directory, "seg-99999999.seg.tmp"), "wb") as fh:
+                        fh.write(b"SIMSSEG\\n" + os.urandom(5000))
+                    die()
+                name = real_segment(directory, header, sections, **kw)
+                path = os.path.join(directory, name)
+                with open(path, "r+b") as fh:  # renamed, but torn: only its first half reached the disk
+                    fh.truncate(os.path.getsize(path) // 2)
+                die()
+        return real_segment(directory, header, sections, **kw)
+
+    def write_manifest(directory, body, fsync):
+        if at == "manifest":
+            calls[0] += 1
+            if calls[0] == nth:
+                with open(os.path.join(directory, "MANIFEST.tmp"), "wb") as fh:
+                    fh.write(b'{"body": {"seq": 1')  # a torn temporary manifest
+                die()
+        return real_manifest(directory, body, fsync)
+
+    _engine.write_segment = write_segment
+    _manifest.write_manifest = write_manifest
+    sys.argv = sys.argv[:3]
+    """
+) + CHILD
+
+
+@pytest.mark.parametrize("at,nth", [("segment-torn", 2), ("segment-tmp", 3), ("manifest", 3), ("merge", 1),
+                                    ("merge", 2)])
+def test_kill9_inside_a_flush_or_a_merge_loses_nothing(tmp_path, monkeypatch, at, nth):
+    monkeypatch.setenv("SIMSEARCH_MEMTABLE_ROWS", "30")
+    path = tmp_path / "idx"
+    acked: list[int] = []
+    start = 0
+    for args in ([at, str(nth)], None):  # killed at the injection point, then a plain run killed at random
+        cmd = [sys.executable, "-c", KILLER if args else CHILD, str(path), str(start)] + (args or [])
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + (30 if args else 1.0)
+        lines = []
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(int(line))
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        lines += [int(x) for x in proc.stdout.read().split()]
+        proc.stdout.close()
+        if args:
+            assert proc.returncode == -signal.SIGKILL and lines, "the injection point was never reached"
+        acked += lines
+        start = max(acked) + 1000
+    _check(path, acked)

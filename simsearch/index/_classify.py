@@ -36,12 +36,15 @@ class ClassifierInfo:
     n_samples: int
     dim: int
     classes: tuple[str, ...]  # svm: the labels; gmm: the component numbers as strings
+    n_unlabelled: int = 0  # svm: vectors skipped because they have no label (gmm: 0, it needs none)
 
 
 @dataclass(frozen=True)
 class Classification:
     """One query's result: an svm fills ``label``/``probability``, a gmm ``component``,
-    ``log_likelihood`` and ``outlier``. ``neighbors`` are the k nearest stored documents."""
+    ``log_likelihood`` and ``outlier``, and also ``label`` = ``str(component)``, so that for either
+    kind ``label`` is one of the model's ``ClassifierInfo.classes``. ``neighbors`` are the k nearest
+    stored documents."""
 
     label: str | None
     probability: float | None
@@ -89,8 +92,10 @@ def check_filter(flt: Any) -> dict | None:
 
 
 def training_data(collection, kind: str, flt: dict | str | None):
-    """(X, y) for training; y is None for a gmm. Raises FailedPrecondition when there is nothing to learn."""
-    ids, X, labels = collection.vectors_and_labels(require_labels=(kind == "svm"))
+    """(X, y, n_unlabelled) for training; y is None for a gmm. An svm learns from labels, so the
+    vectors (the filter picked) without one are skipped and counted. Raises FailedPrecondition
+    when there is nothing to learn."""
+    ids, X, labels = collection.vectors_and_labels(require_labels=False)
     flt = parse(flt)
     if flt is not None:
         # every vector-bearing document (no batch limit), decoded once; the columns live for this call only
@@ -98,6 +103,12 @@ def training_data(collection, kind: str, flt: dict | str | None):
         metadata = collection._metadata_of(ids) if needs_metadata else [None] * len(ids)
         keep = flt.mask(build_columns(metadata, flt.fields, ids=ids, labels=labels), len(ids))
         X, labels = X[keep], [label for label, k in zip(labels, keep) if k]
+    n_unlabelled = 0
+    if kind == "svm":
+        has = np.fromiter((label is not None for label in labels), bool, len(labels))
+        n_unlabelled = int(len(labels) - has.sum())
+        if n_unlabelled:
+            X, labels = X[has], [label for label in labels if label is not None]
     if not len(X):
         what = "labelled vectors" if kind == "svm" else "vectors"
         raise FailedPreconditionError(f"collection {collection.name!r} has no {what} to train on" + (" (after the filter)" if flt is not None else ""))
@@ -107,17 +118,23 @@ def training_data(collection, kind: str, flt: dict | str | None):
             raise FailedPreconditionError(
                 f"an svm needs at least two classes; collection {collection.name!r} has only {classes!r}."
             )
-        return X, np.asarray(labels, dtype=object).astype(str)
-    return X, None
+        return X, np.asarray(labels, dtype=object).astype(str), n_unlabelled
+    return X, None, 0
 
 
-def train(collection, name: str, kind: str, params: dict, flt: dict | None):
+def fit_here(model, X: np.ndarray, y: np.ndarray | None):
+    """The default ``fit`` of :func:`train`: the estimator's own, in this thread."""
+    return model.fit(X) if y is None else model.fit(X, y)
+
+
+def train(collection, name: str, kind: str, params: dict, flt: dict | None, fit=fit_here):
     """Fit a model on the collection; returns (payload bytes, ClassifierInfo). ``kind``, ``params``
     and ``flt`` have passed check_kind, check_params and check_filter. Unset seeds default to 0,
-    so the same data and params give the same model."""
+    so the same data and params give the same model. ``fit(model, X, y)`` returns the fitted
+    estimator (y is None for a gmm); the server passes one that runs it in a worker process."""
     from ..models import SVC, GaussianMixture
 
-    X, y = training_data(collection, kind, flt)
+    X, y, n_unlabelled = training_data(collection, kind, flt)
     X = X.astype(np.float64)
     params = {"random_state": 0, **({"probability": True} if kind == "svm" else {}), **params}
     try:
@@ -136,13 +153,13 @@ def train(collection, name: str, kind: str, params: dict, flt: dict | None):
                 f"a gmm with {n_comp} components needs at least {n_comp} vectors; the collection has {len(X)}."
             )
     try:
-        model.fit(X, y) if kind == "svm" else model.fit(X)
+        model = fit(model, X, y)
     except np.linalg.LinAlgError as exc:
         raise InvalidArgumentError(
             f"train_classifier: fitting the {kind} failed ({exc}); the vectors are degenerate for these params "
             "(duplicates, too few per class): try other params."
         ) from None
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"n_unlabelled": n_unlabelled}
     if kind == "svm":
         classes = tuple(str(c) for c in model.classes_)
     else:
@@ -156,7 +173,8 @@ def train(collection, name: str, kind: str, params: dict, flt: dict | None):
         "model": model.to_dict(),
         **extra,
     }
-    info = ClassifierInfo(name=name, kind=kind, version=PAYLOAD_VERSION, n_samples=len(X), dim=int(X.shape[1]), classes=classes)
+    info = ClassifierInfo(name=name, kind=kind, version=PAYLOAD_VERSION, n_samples=len(X), dim=int(X.shape[1]),
+                          classes=classes, n_unlabelled=n_unlabelled)
     return json.dumps(payload).encode(), info
 
 
@@ -178,7 +196,8 @@ class LoadedModel:
         classes = (
             tuple(str(c) for c in self.model.classes_) if self.kind == "svm" else tuple(str(i) for i in range(self.model.n_components))
         )
-        self.info = ClassifierInfo(name, self.kind, data["version"], data["n_samples"], data["dim"], classes)
+        self.info = ClassifierInfo(name, self.kind, data["version"], data["n_samples"], data["dim"], classes,
+                                   int(data.get("n_unlabelled", 0)))
 
     def apply(self, X: np.ndarray, neighbors: list[list[Neighbor]]) -> list[Classification]:
         X = X.astype(np.float64)
@@ -196,7 +215,7 @@ class LoadedModel:
         ll = self.model.score_samples(X)
         for i in range(len(X)):
             out.append(Classification(
-                label=None, probability=None, component=int(comp[i]), log_likelihood=float(ll[i]),
+                label=str(int(comp[i])), probability=None, component=int(comp[i]), log_likelihood=float(ll[i]),
                 outlier=bool(ll[i] < self.threshold), neighbors=tuple(neighbors[i]),
             ))
         return out

@@ -1,22 +1,21 @@
-"""A collection: validated writes to storage, and the in-memory structures that answer queries.
+"""A collection: validated writes to storage, and the engine that answers queries.
 
-In memory, each collection keeps a table of its live documents ordered by internal rowid (rowids
-only grow, so appends keep it sorted): external ids, labels, signatures and vectors. The LSH index
-and the vector index refer to documents by rowid. Writes commit to storage first and only then
-update memory, both under the collection's writer lock, so a query sees whole batches or none.
+The engine (:mod:`simsearch.index._engine`) holds the derived state once: memory-mapped
+segments plus a memtable of recent writes, addressed by storage rowid. Writes commit to storage
+first and only then update the engine, both under the collection's writer lock, so a query sees
+whole batches or none. Query paths go candidate rows -> ids, so a row filter can be applied in
+between.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from .._rwlock import RWLock
-from ..validation import check_option, check_param
 from ..errors import (
     FailedPreconditionError,
     InvalidArgumentError,
@@ -27,12 +26,14 @@ from ..errors import (
 )
 from ..minhash import is_empty, minhash
 from ..shingling import shingle_hashes
-from . import _doctable, _cache
+from ..validation import check_option, check_param
+from . import _doctable
+from ._classify import Classification, ClassifierInfo
+from ._document import check_documents, check_ids
+from ._engine import Engine
 from ._filter import parse as parse_filter
 from ._filtering import FieldStore, RowSet, fields_path
 from ._vecsearch import CollectionVectors, ann_stem
-from ._classify import Classification, ClassifierInfo
-from ._document import check_documents, check_ids
 from ._storage import pack, unpack
 from ._types import (
     METRICS,
@@ -69,90 +70,95 @@ class Collection:
         self._lock = RWLock()
         self._dropped = False
         self._models: dict = {}
-        self._cache_state: tuple[str, int, int] | None = None  # the state the on-disk cache matches
-        self._rebuild(use_cache=True)
+        self._nan_vec = np.full(config.dim, np.nan, np.float32) if config.dim else None
+        self._engine: Engine | None = None
+        self._ann: CollectionVectors | None = None
+        self._open_engine()
 
     def __repr__(self) -> str:
         return f"Collection({self.name!r}, count={self.count()})"
 
     # -- in-memory state -------------------------------------------------------------------
-    def _cache_file(self) -> str | None:
-        return None if self._index.path is None else _cache.cache_path(self._index.path, self._cid)
+    def _open_engine(self) -> None:
+        """Map the collection's segments and replay the writes after them (or rebuild them)."""
+        self._engine = Engine(self._storage, self._cid, self.config, self._index._backend, self._lock,
+                              self._index.path, fsync=self._index._fsync)
+        try:
+            self._engine.open()
+            self._load_query_state()
+        except BaseException:
+            self._engine.close()
+            raise
 
-    def _save_cache(self) -> None:
-        """Write the cache of the in-memory rows if the store has changed since it was written
-        (called by Index.close, with no write in flight)."""
-        path = self._cache_file()
-        if path is None or self._dropped:
-            return
-        if self._ann is not None:
-            self._ann.save()
-        state = self._storage.state(self._cid)
-        if self.config.indexed_fields:
-            try:
-                self._fields.save(fields_path(self._index.path, self._cid), state)
-            except OSError:  # derived state: the next open decodes the metadata again
-                pass
-        if state == self._cache_state:
-            return
-        rowids, ext_ids, labels, sigs, vecs = self._docs.live_rows()
-        _cache.save(path, state, rowids, ext_ids, labels, sigs, vecs)
-        self._cache_state = state
-
-    def _rebuild(self, use_cache: bool = False) -> None:
-        """(Re)load the in-memory structures: from the cache when ``use_cache`` and it matches the
-        store, else from the stored rows."""
-        cfg = self.config
-        self._docs = _doctable.DocTable(cfg.num_perm, cfg.dim)
-        self._lsh = _doctable.make_lsh(cfg, self._index._backend)
-        self._lsh_mutex = threading.Lock()  # LSHIndex is not thread-safe; readers share it
-        self._vectors = _doctable.make_vector_index(cfg, self._index._backend) if cfg.dim else None
-        self._cache_state = None
-        cached = None
-        path = self._cache_file()
-        if use_cache and path is not None:
-            state = self._storage.state(self._cid)
-            cached = _cache.load(path, state, cfg.num_perm, cfg.dim)
-        if cached is not None:
-            self._docs.grow(len(cached[0]))
-            self._docs.append(*cached)
-            self._cache_state = state
-        else:
-            self._load_rows()
-        # one LSH insert and one vector add for the whole collection: one sort, no segment merges
-        self._index_rows(*self._docs.loaded())
-        self._load_query_state()
+    # -- filters and the ANN index (simsearch.index._filtering, _vecsearch) --------------------
+    def _live_rows(self, vectors_only: bool = False):
+        """(rowids, sources and rows) of the live documents (with a vector), in rowid order."""
+        parts = []
+        for source in self._engine.sources():
+            if vectors_only:
+                if getattr(source, "vec_rows", None) is not None:  # a segment
+                    rows = source.vec_rows[source.alive[source.vec_rows]].astype(np.int64)
+                elif hasattr(source, "vec_rows"):
+                    continue
+                else:
+                    rows = source.vector_rows()[0]
+            else:
+                rows = np.flatnonzero(source.alive)
+            parts.append((source.rowids[rows], source, rows))
+        rowids = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int64)
+        return np.sort(rowids), parts
 
     def _load_query_state(self) -> None:
-        """The approximate vector index and the indexed fields' columns (simsearch.index._vecsearch
-        and _filtering), over the rows just loaded."""
+        """The indexed fields' columns and the approximate vector index over the live rows."""
         cfg = self.config
-        live_rowids, _ = self._docs.live()
         self._fields = FieldStore(cfg.indexed_fields)
-        saved = None
-        if cfg.indexed_fields and self._index.path is not None:
-            saved = FieldStore.load(fields_path(self._index.path, self._cid), cfg.indexed_fields,
-                                    self._storage.state(self._cid))
-        if saved is not None:
-            self._fields, live_rowids = saved, live_rowids[:0]
-        for lo in range(0, len(live_rowids), 65536):
-            chunk = live_rowids[lo:lo + 65536]
-            if cfg.indexed_fields:
-                rows = {r.rowid: r for r in self._storage.fetch(self._cid, rowids=chunk.tolist())}
-                got = [rows[int(r)] for r in chunk]
-                self._fields.add(chunk, [g.ext_id for g in got], [g.label for g in got], [g.metadata for g in got])
+        if cfg.indexed_fields:
+            state = self._storage.state(self._cid)
+            saved = None if self._index.path is None else FieldStore.load(
+                fields_path(self._index.path, self._cid), cfg.indexed_fields, state)
+            if saved is not None:
+                self._fields = saved
             else:
-                self._fields.add(chunk, [], [], [])
+                rowids, _ = self._live_rows()
+                for lo in range(0, len(rowids), 65536):
+                    chunk = rowids[lo:lo + 65536]
+                    found = {r.rowid: r for r in self._storage.fetch(self._cid, rowids=chunk.tolist())}
+                    got = [found[int(r)] for r in chunk]
+                    self._fields.add(chunk, [g.ext_id for g in got], [g.label for g in got], [g.metadata for g in got])
         self._ann = None
         if cfg.dim:
             stem = None if self._index.path is None else ann_stem(self._index.path, self._cid)
             uuid = self._storage.state(self._cid)[0] if stem is not None else ""
             self._ann = CollectionVectors(cfg, stem, {"db": uuid, "cid": self._cid}, self._index._backend)
-            rowids, _ = self._docs.live_vectors()
-            self._ann.load(rowids, self._vectors_of)
+            self._ann.load(self._live_rows(vectors_only=True)[0], self._vectors_of)
+
+    def _save_query_state(self) -> None:
+        """Persist the ANN block and the indexed columns (Index.close, under the write lock)."""
+        if self._index.path is None or self._dropped:
+            return
+        if self._ann is not None:
+            self._ann.save()
+        if self.config.indexed_fields:
+            try:
+                self._fields.save(fields_path(self._index.path, self._cid), self._storage.state(self._cid))
+            except OSError:  # derived state: the next open decodes the metadata again
+                pass
 
     def _vectors_of(self, rowids: np.ndarray) -> np.ndarray:
-        return self._docs.signatures_and_vectors(rowids)[1]
+        src, row = self._engine.locate_rowids(np.asarray(rowids, np.int64))
+        return self._engine.gather(src, row, "vecs")
+
+    def _applied(self, removed, new_rowids, ids, labels, metadata, vecs) -> None:
+        """Reflect a committed write in the filter columns and the ANN index."""
+        removed = np.asarray(removed, dtype=np.int64)
+        new_rowids = np.asarray(new_rowids, dtype=np.int64)
+        self._fields.remove(removed)
+        if self._ann is not None:
+            self._ann.removed(removed)
+        if len(new_rowids):
+            self._fields.add(new_rowids, ids, labels, metadata)
+            if self._ann is not None and vecs is not None:
+                self._ann.added(new_rowids[~np.isnan(vecs[:, 0])])
 
     def _rowset(self, filter, func: str) -> RowSet | None:
         """The live rows ``filter`` keeps (None: no filter); the caller holds the read lock."""
@@ -161,66 +167,23 @@ class Collection:
             return None
 
         def live():
-            rowids, pos = self._docs.live()
-            plist = pos.tolist()
-            return rowids, [self._docs._ext[p] for p in plist], [self._docs._labels[p] for p in plist]
+            _, parts = self._live_rows()
+            rowids = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int64)
+            ext = [e for p in parts for e in p[1].ext_ids(p[2])]
+            labels = [x for p in parts for x in p[1].labels(p[2])]
+            order = np.argsort(rowids, kind="stable")
+            return rowids[order], [ext[i] for i in order.tolist()], [labels[i] for i in order.tolist()]
 
         def metadata(rowids):
             return {r.rowid: r.metadata for r in self._storage.fetch(self._cid, rowids=rowids)}
 
         return self._fields.rowset(flt, live, metadata)
 
-    def _load_rows(self) -> None:
-        """Fill the document table from the stored rows (checksums verified on the way)."""
-        cfg = self.config
-        empty_sig = pack(self._docs.empty_sig, np.uint32)
-        nan_vec = pack(self._docs.nan_vec, np.float32) if cfg.dim else None
-        self._docs.grow(self._storage.count(self._cid))
-        for rowids, ext_ids, labels, vectors, signatures in self._storage.load_index_data(self._cid):
-            rowids = np.array(rowids, dtype=np.int64)
-            # one join + one frombuffer per chunk instead of an array per row
-            sigs = unpack(b"".join(s if s is not None else empty_sig for s in signatures), np.uint32)
-            sigs = sigs.reshape(len(rowids), cfg.num_perm)
-            vecs = None
-            if cfg.dim:
-                vecs = unpack(b"".join(v if v is not None else nan_vec for v in vectors), np.float32)
-                vecs = vecs.reshape(len(rowids), cfg.dim)
-            self._docs.append(rowids, ext_ids, labels, sigs, vecs)
-
-    def _apply_insert(self, rowids, ext_ids, labels, sigs, vecs) -> None:
-        self._docs.append(rowids, ext_ids, labels, sigs, vecs)
-        self._index_rows(rowids, sigs, vecs)
-
-    def _index_rows(self, rowids, sigs, vecs) -> None:
-        """Add rows already in the document table to the LSH bands and the vector index."""
-        def rows(mask, arr):  # no copy when every row qualifies (the common case on a reopen)
-            return arr if mask.all() else arr[mask]
-
-        has_sig = ~is_empty(sigs) if len(sigs) else np.zeros(0, bool)
-        if has_sig.any():
-            self._lsh.insert(rows(has_sig, rowids), rows(has_sig, sigs))
-        if self._vectors is not None and vecs is not None:
-            has_vec = ~np.isnan(vecs[:, 0])
-            if has_vec.any():
-                self._vectors.add(rows(has_vec, rowids), rows(has_vec, vecs))
-                if getattr(self, "_ann", None) is not None:  # None while _rebuild loads the rows
-                    self._ann.added(rows(has_vec, rowids))
-
-    def _apply_remove(self, rowids: np.ndarray) -> None:
-        if not len(rowids):
-            return
-        rowids = np.asarray(rowids, dtype=np.int64)
-        sigs, vecs = self._docs.signatures_and_vectors(rowids)
-        has_sig = ~is_empty(sigs)
-        if has_sig.any():
-            self._lsh.remove(rowids[has_sig])
-        if self._vectors is not None and vecs is not None:
-            has_vec = ~np.isnan(vecs[:, 0])
-            if has_vec.any():
-                self._vectors.remove(rowids[has_vec])
-                self._ann.removed(rowids[has_vec])
-        self._fields.remove(rowids)
-        self._docs.remove(rowids)
+    def _rebuild(self) -> None:
+        """Reopen the engine from the manifest and the store (after an error while applying a
+        committed write, memory must match what was committed)."""
+        self._engine.close()
+        self._open_engine()
 
     def _check_alive(self) -> None:
         if self._dropped:
@@ -235,10 +198,10 @@ class Collection:
         fast = all(v is None or (type(v) is np.ndarray and v.dtype == np.float32 and v.shape == (dim,)) for v in values)
         if not fast:
             for i, v in enumerate(values):
-                out[i] = self._docs.nan_vec if v is None else self._check_vector(v, f"{where}[{i}]")
+                out[i] = self._nan_vec if v is None else self._check_vector(v, f"{where}[{i}]")
             return out
         for i, v in enumerate(values):
-            out[i] = self._docs.nan_vec if v is None else v
+            out[i] = self._nan_vec if v is None else v
         given = np.fromiter((v is not None for v in values), bool, len(values))
         bad = np.nonzero(given & ~np.isfinite(out).all(axis=1))[0]
         if len(bad):
@@ -299,15 +262,17 @@ class Collection:
         ]
         with self._lock.write():
             self._check_alive()
-            # Only ids the collection holds need a DELETE (the in-memory table mirrors what is
-            # committed; were it ever wrong, the UNIQUE (cid, ext_id) constraint fails the batch).
+            # A memtable past its size is flushed first: a full disk fails this write uncommitted.
+            self._engine.flush_if_full()
+            # Only ids the collection holds need a DELETE (the engine mirrors what is committed;
+            # were it ever wrong, the UNIQUE (cid, ext_id) constraint fails the batch).
             ids = [d.id for d in norm]
-            replaced = [e for e, r in zip(ids, self._docs.rowids_of(ids)) if r >= 0]
-            removed, new_rowids = self._storage.write_batch(self._cid, replaced, rows)
+            replaced = [e for e, r in zip(ids, self._engine.rowids_of(ids)) if r >= 0]
+            removed, new_rowids, seq = self._storage.write(self._cid, replaced, rows)
             try:
-                self._apply_remove(np.asarray(removed, dtype=np.int64))
-                self._apply_insert(np.asarray(new_rowids, dtype=np.int64), [d.id for d in norm], [d.label for d in norm], sigs, vecs)
-                self._fields.add(np.asarray(new_rowids, dtype=np.int64), ids, [d.label for d in norm], [d.metadata for d in norm])
+                self._engine.apply(seq, np.asarray(removed, dtype=np.int64), new_rowids, ids,
+                                   [d.label for d in norm], sigs, vecs)
+                self._applied(removed, new_rowids, ids, [d.label for d in norm], [d.metadata for d in norm], vecs)
             except BaseException:
                 self._rebuild()  # memory must match what was committed
                 raise
@@ -319,13 +284,14 @@ class Collection:
         ids = check_ids(ids, "delete", max_batch=self._index.max_batch)
         with self._lock.write():
             self._check_alive()
-            known = self._docs.rowids_of(ids)
+            known = self._engine.rowids_of(ids)
             missing = [i for i, r in zip(ids, known) if r < 0]
             if missing and not missing_ok:
                 raise NotFoundError(f"delete: {len(missing)} unknown id(s) in collection {self.name!r}, e.g. {missing[0]!r}")
-            removed, _ = self._storage.write_batch(self._cid, list(dict.fromkeys(ids)), [])
+            removed, _, seq = self._storage.write(self._cid, list(dict.fromkeys(ids)), [])
             try:
-                self._apply_remove(np.asarray(removed, dtype=np.int64))
+                self._engine.apply(seq, np.asarray(removed, dtype=np.int64), [], [], [], None, None)
+                self._applied(removed, [], [], [], [], None)
             except BaseException:
                 self._rebuild()
                 raise
@@ -335,7 +301,7 @@ class Collection:
     def count(self) -> int:
         self._check_alive()
         with self._lock.read():
-            return self._docs.size
+            return self._engine.live
 
     def get(self, ids: Sequence[str]) -> list[Document]:
         """Documents by id, in the order asked. Unknown ids raise NotFoundError."""
@@ -396,11 +362,12 @@ class Collection:
             sigs = minhash(sets, num_perm=cfg.num_perm, seed=cfg.seed, backend=self._index._backend)
             return sigs, ([sets[i] for i in range(len(texts))] if want_shingles else None), [-1] * len(texts)
         ids = check_ids(ids, func, max_batch=self._index.max_batch)
-        rowids = self._docs.rowids_of(ids)
-        for i, r in zip(ids, rowids):
-            if r < 0:
+        src, row = self._engine.locate_ext(ids)
+        for i, s in zip(ids, src):
+            if s < 0:
                 raise NotFoundError(f"{func}: unknown id {i!r} in collection {self.name!r}")
-        sigs, _ = self._docs.signatures_and_vectors(rowids)
+        rowids = self._engine.rowids_at(src, row)
+        sigs = self._engine.gather(src, row, "sigs")
         for i, s in zip(ids, sigs):
             if is_empty(s):
                 raise FailedPreconditionError(f"{func}: document {i!r} has no text shingles to compare.")
@@ -411,6 +378,10 @@ class Collection:
         return sigs, shingles, [int(r) for r in rowids]
 
     def _shingle_sets(self, rowids: list[int]) -> dict[int, np.ndarray]:
+        """rowid -> sorted unique shingle hashes (cached; see Engine.cached_shingles)."""
+        return self._engine.cached_shingles(rowids, self._read_shingle_sets)
+
+    def _read_shingle_sets(self, rowids: list[int]) -> dict[int, np.ndarray]:
         """rowid -> sorted unique shingle hashes: the stored blob, else derived from the stored text."""
         found = self._storage.fetch_shingle_sources(self._cid, rowids)
         if len(found) < len(set(rowids)):
@@ -447,7 +418,8 @@ class Collection:
                               with_stats: bool = False) -> list[list[NearDuplicate]] | SearchResult:
         self._check_alive()
         func = "near_duplicates"
-        threshold = self.config.threshold if threshold is None else check_param("threshold", threshold, func=func)
+        threshold = (self.config.threshold if threshold is None
+                     else check_param("threshold", threshold, func=func, rule="collection_threshold"))
         if k is not None:
             k = check_param("k", k, func=func)
         if not isinstance(exact, bool):
@@ -460,42 +432,76 @@ class Collection:
         with self._lock.read():
             sigs, shingles, exclude = self._query_signatures(texts, ids, want_shingles=exact, func=func)
             rowset = self._rowset(filter, func)
-            with self._lsh_mutex:
-                cand_lists = list(self._lsh.query(sigs))
-            out = []
-            for q, cands in enumerate(cand_lists):
-                cands = cands[cands != exclude[q]]
-                if rowset is not None:
-                    cands = cands[rowset.has(cands)]
-                out.append(self._rank(sigs[q], shingles[q] if exact else None, cands, threshold, k))
+            if rowset is None:
+                out = self._ranked_matches(sigs, shingles, exclude, threshold, k)
+            else:
+                cands = [c[rowset.has(c)] for c in self._candidate_lists(sigs)]
+                out = self._ranked_matches(sigs, shingles, exclude, threshold, k, cand_lists=cands)
         if with_stats:
             stats = QueryStats("lsh", "", None if rowset is None else rowset.count,
                                rowset is not None and rowset.scanned)
             return SearchResult(out, stats)
         return out
 
-    def _rank(self, sig, shingles, cands, threshold, k) -> list[NearDuplicate]:
-        if not len(cands):
-            return []
-        cand_sigs, _ = self._docs.signatures_and_vectors(cands)
-        est = (cand_sigs == sig[None, :]).mean(axis=1)
-        if shingles is None:
-            score = est
-            exact_vals = [None] * len(cands)
+    def _candidate_lists(self, sigs) -> list[np.ndarray]:
+        """LSH candidate rowids (ascending) of each query signature. The caller holds the read or
+        write lock."""
+        q, src, rows = self._engine.candidates(sigs)
+        rowids = self._engine.rowids_at(src, rows)
+        order = np.lexsort((rowids, q))
+        q, rowids = q[order], rowids[order]
+        bounds = np.searchsorted(q, np.arange(len(sigs) + 1))
+        return [rowids[bounds[i] : bounds[i + 1]] for i in range(len(sigs))]
+
+    def _ranked_matches(self, sigs, shingles, exclude, threshold, k, cand_lists=None) -> list[list[NearDuplicate]]:
+        """Per query signature, its ranked stored near-duplicates: candidates (source, row) from
+        the LSH (or ``cand_lists``, rowids per query) -> rowid ``exclude[q]`` left out -> scores
+        (the pair-Jaccard kernels; exact when ``shingles`` is given) -> kept -> ranked by score
+        then id. The caller holds the read or write lock."""
+        eng = self._engine
+        nq = len(sigs)
+        exclude = np.asarray(exclude, np.int64)
+        if cand_lists is None:
+            q, src, rows = eng.candidates(sigs)
         else:
-            sets = self._shingle_sets([int(c) for c in cands])
-            exact_vals = [_doctable.exact_jaccard(shingles, sets[int(c)]) for c in cands]
-            score = np.array(exact_vals, dtype=np.float64)
-        keep = np.nonzero(score >= threshold)[0]
-        ext = self._docs.ext_ids_of(cands[keep])
-        order = sorted(range(len(keep)), key=lambda j: (-score[keep[j]], ext[j]))
-        if k is not None:
-            order = order[:k]
-        return [
-            NearDuplicate(id=ext[j], jaccard=float(score[keep[j]]), estimated_jaccard=float(est[keep[j]]),
-                          exact_jaccard=None if shingles is None else float(exact_vals[keep[j]]))
-            for j in order
-        ]
+            q = np.repeat(np.arange(nq, dtype=np.int64), [len(c) for c in cand_lists])
+            flat = np.concatenate(cand_lists).astype(np.int64) if cand_lists else np.empty(0, np.int64)
+            src, rows = eng.locate_rowids(flat)
+            ok = src >= 0
+            q, src, rows = q[ok], src[ok], rows[ok]
+        keep = eng.rowids_at(src, rows) != exclude[q]
+        q, src, rows = q[keep], src[keep], rows[keep]
+        est = eng.estimate(sigs, q, src, rows)
+        exa = None
+        if shingles is not None and len(q):
+            from .._arrays import offsets_from_sizes
+
+            cand_rowids = eng.rowids_at(src, rows)
+            uniq, inv = np.unique(cand_rowids, return_inverse=True)
+            sets = self._shingle_sets(uniq.tolist())
+            c_sets = [sets[int(r)] for r in uniq]
+            c_off = offsets_from_sizes([len(x) for x in c_sets])
+            c_hash = np.concatenate(c_sets) if c_sets else np.empty(0, np.uint64)
+            q_off = offsets_from_sizes([len(x) for x in shingles])
+            q_hash = np.concatenate(shingles) if shingles else np.empty(0, np.uint64)
+            exa = self._index._backend.host.pair_jaccard_sets(q_off, q_hash, c_off, c_hash, q, inv.astype(np.int64))
+        score = est if exa is None else exa
+        ok = np.flatnonzero(score >= threshold)
+        ext = eng.gather(src[ok], rows[ok], "ext")
+        per_query: list[list[int]] = [[] for _ in range(nq)]
+        for j, i in enumerate(ok.tolist()):
+            per_query[int(q[i])].append(j)
+        out = []
+        for qi in range(nq):
+            order = sorted(per_query[qi], key=lambda j: (-score[ok[j]], ext[j]))
+            if k is not None:
+                order = order[:k]
+            out.append([
+                NearDuplicate(id=ext[j], jaccard=float(score[ok[j]]), estimated_jaccard=float(est[ok[j]]),
+                              exact_jaccard=None if exa is None else float(exa[ok[j]]))
+                for j in order
+            ])
+        return out
 
     def find_duplicates(self, threshold: float | None = None, *, exact: bool | None = None,
                         filter: dict | str | None = None) -> list[Cluster]:
@@ -507,21 +513,21 @@ class Collection:
         earliest-inserted document of each cluster.
         """
         self._check_alive()
-        threshold = self.config.threshold if threshold is None else check_param("threshold", threshold, func="find_duplicates")
+        threshold = (self.config.threshold if threshold is None
+                     else check_param("threshold", threshold, func="find_duplicates", rule="collection_threshold"))
         exact = self.config.store_shingles if exact is None else exact
         if exact and not self.config.store_shingles:
             raise FailedPreconditionError(f"collection {self.name!r} does not store shingles; use exact=False.")
         parse_filter(filter)
         with self._lock.read():
             rowset = self._rowset(filter, "find_duplicates")
-            with self._lsh_mutex:
-                pairs = self._lsh.candidate_pairs()
+            pairs = self._engine.candidate_pairs()
             if rowset is not None and len(pairs):
                 pairs = pairs[rowset.has(pairs[:, 0]) & rowset.has(pairs[:, 1])]
             if not len(pairs):
                 return []
             fetch = self._shingle_sets if exact else None
-            return _doctable.clusters_from_pairs(self._docs, pairs, threshold, fetch, self._index._backend)
+            return _doctable.clusters_from_pairs(self._engine, pairs, threshold, fetch, self._index._backend)
 
     # -- vectors ---------------------------------------------------------------------------
     def search(self, vector=None, *, id: str | None = None, k: int = 10, metric: str | None = None,
@@ -567,13 +573,12 @@ class Collection:
             kk = k + (1 if ids is not None else 0)
             dists, rows, stats = self._ann.search(
                 queries, kk, rowset=rowset, exact=exact, metric=metric, vectors_of=self._vectors_of,
-                flat_search=lambda q, kq: _doctable.vector_search(self._vectors, self._docs, q, kq, metric,
-                                                                  self.config.metric, self._index._backend),
-                live_rowids=lambda: self._docs.live_vectors()[0])
+                flat_search=lambda q, kq: self._engine.knn(q, kq, metric),
+                live_rowids=lambda: self._live_rows(vectors_only=True)[0])
             out = []
             for q in range(len(queries)):
-                keep = [(d, r) for d, r in zip(dists[q], rows[q]) if r >= 0 and r != exclude[q]][:k]
-                ext = self._docs.ext_ids_of(np.array([r for _, r in keep], dtype=np.int64))
+                keep = [(d, r) for d, r in zip(dists[q].tolist(), rows[q].tolist()) if r >= 0 and r != exclude[q]][:k]
+                ext = self._ext_of_rowids(np.array([r for _, r in keep], dtype=np.int64))
                 # equal distances are ordered by id, so results do not depend on insertion order
                 hits = sorted((float(d), e) for e, (d, _) in zip(ext, keep))
                 out.append([Neighbor(id=e, distance=d) for d, e in hits])
@@ -582,13 +587,14 @@ class Collection:
     def _stored_vectors(self, ids: list[str], func: str) -> tuple[np.ndarray, np.ndarray]:
         """(rowids, vectors) of stored documents (the caller holds the read lock); typed errors for
         unknown ids and documents without a vector."""
-        rowids = self._docs.rowids_of(ids)
-        for i, r in zip(ids, rowids):
-            if r < 0:
+        src, row = self._engine.locate_ext(ids)
+        for i, s in zip(ids, src):
+            if s < 0:
                 raise NotFoundError(f"{func}: unknown id {i!r} in collection {self.name!r}")
-        if not len(rowids):
-            return rowids, np.empty((0, self.config.dim or 0), np.float32)
-        _, X = self._docs.signatures_and_vectors(rowids)
+        if not len(src):
+            return np.empty(0, np.int64), np.empty((0, self.config.dim or 0), np.float32)
+        rowids = self._engine.rowids_at(src, row)
+        X = self._engine.gather(src, row, "vecs")
         for i, v in zip(ids, X):
             if np.isnan(v[0]):
                 raise FailedPreconditionError(f"{func}: document {i!r} has no vector.")
@@ -597,15 +603,23 @@ class Collection:
     def vectors_and_labels(self, *, require_labels: bool) -> tuple[list[str], np.ndarray, list[str | None]]:
         """All live (id, vector, label) with a vector; used to train classifiers."""
         with self._lock.read():
-            return self._docs.labelled_vectors(require_labels)
+            _, ids, vecs, labels = self._engine.vector_rows_all(require_labels)
+            return ids, vecs, labels
+
+    def _ext_of_rowids(self, rowids: np.ndarray) -> list[str]:
+        """External ids of alive rowids (the caller holds the read lock)."""
+        src, row = self._engine.locate_rowids(rowids)
+        return self._engine.gather(src, row, "ext")
 
     # -- classifiers -----------------------------------------------------------------------
     def train_classifier(self, name: str, kind: str = "svm", params: dict | None = None,
-                         filter: dict | None = None) -> ClassifierInfo:
+                         filter: dict | None = None, *, fit=None) -> ClassifierInfo:
         """Train an ``svm`` (needs labels, >= 2 classes) or ``gmm`` on the collection's vectors and
         store it under ``name`` (replacing a model of that name). Returns a ClassifierInfo.
         ``filter`` keeps the documents whose metadata has all of its key/value pairs. A failed
-        training leaves the stored models as they were."""
+        training leaves the stored models as they were. ``fit(estimator, X, y)``, when given,
+        runs the fit and returns the fitted estimator (the server's runs it in a worker process
+        it can stop); by default the estimator fits in this thread."""
         from . import _classify
 
         self._check_alive()
@@ -615,7 +629,7 @@ class Collection:
         filter = _classify.check_filter(filter)
         if self.config.dim is None:
             raise FailedPreconditionError(f"collection {self.name!r} has no vectors (created with dim=None).")
-        payload, info = _classify.train(self, name, kind, params, filter)
+        payload, info = _classify.train(self, name, kind, params, filter, fit=fit or _classify.fit_here)
         with self._lock.write():
             self._check_alive()
             self._storage.put_model(self._cid, name, kind, info.version, payload)

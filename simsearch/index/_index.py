@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import threading
@@ -11,6 +12,7 @@ from ..validation import check_int, check_option
 from ..backends import BackendLike, get_backend
 from ..errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, InvalidTypeError, NotFoundError
 from ._collection import Collection
+from ._engine import SEGMENTS_DIR
 from ._filtering import fields_path
 from ._storage import DB_FILE, open_storage
 from ._types import MAX_NAME_BYTES, CollectionConfig, CollectionInfo
@@ -28,6 +30,13 @@ def check_collection_name(name) -> str:
             f"A collection name must be 1 to {MAX_NAME_BYTES} characters from [A-Za-z0-9_.-]. Got {name!r}."
         )
     return name
+
+
+def _config_difference(existing: CollectionConfig, asked: CollectionConfig) -> str:
+    """``" with a different config: ..."`` naming each field that differs, or "" when none does."""
+    diffs = [f"{f.name}={getattr(existing, f.name)!r} (asked {getattr(asked, f.name)!r})"
+             for f in dataclasses.fields(existing) if getattr(existing, f.name) != getattr(asked, f.name)]
+    return f" with a different config: {', '.join(diffs)}" if diffs else ""
 
 
 class Index:
@@ -53,7 +62,10 @@ class Index:
         self.backend = self._backend.name
         self.max_batch = check_int(max_batch, "max_batch", 1, 10_000_000, func="Index")
         self.max_text_bytes = check_int(max_text_bytes, "max_text_bytes", 1, 1 << 31, func="Index")
+        self._fsync = durability == "full"  # segment files and manifests are fsynced too
         self._storage = open_storage(self.path, durability=durability)
+        if self.path is not None:  # the close-time cache of format 1 is retired (segments replace it)
+            shutil.rmtree(os.path.join(self.path, "cache"), ignore_errors=True)
         self._lock = threading.RLock()
         self._closed = False
         self._collections: dict[str, Collection] = {}
@@ -61,6 +73,8 @@ class Index:
             for cid, name, config in self._storage.collections():
                 self._collections[name] = Collection(self, cid, name, config)
         except BaseException:
+            for c in self._collections.values():
+                c._engine.close()
             self._storage.close()
             raise
 
@@ -126,7 +140,7 @@ class Index:
                 existing = self._collections[name]
                 if exist_ok and existing.config == config:
                     return existing
-                raise AlreadyExistsError(f"collection {name!r} already exists")
+                raise AlreadyExistsError(f"collection {name!r} already exists" + _config_difference(existing.config, config))
             cid = self._storage.create_collection(name, config)
             coll = self._collections[name] = Collection(self, cid, name, config)
             return coll
@@ -151,23 +165,35 @@ class Index:
             with coll._lock.write():
                 self._storage.drop_collection(coll._cid)
                 coll._dropped = True
-                path = coll._cache_file()
-                if path is not None and os.path.exists(path):
-                    os.remove(path)
                 if coll._ann is not None:
                     coll._ann.discard()
                 if self.path is not None and os.path.exists(fields_path(self.path, coll._cid)):
                     os.remove(fields_path(self.path, coll._cid))
+            coll._engine.close(remove=True)
             del self._collections[name]
 
     # -- maintenance -----------------------------------------------------------------------
     def snapshot(self, dest_path: str | os.PathLike) -> None:
-        """Write a consistent online copy of the whole index to the empty directory ``dest_path``.
+        """Write a consistent online copy of the whole index to the empty directory ``dest_path``:
+        the database, and each collection's segment files as of its last manifest (hard links
+        where the filesystem allows; the writes after it are replayed from the copied database).
 
         ``Index(dest_path)`` opens the snapshot; :meth:`restore` copies one to a new location.
         """
         self._check_open()
-        self._storage.backup(os.fspath(dest_path))
+        dest = os.fspath(dest_path)
+        with self._lock:
+            colls = sorted(self._collections.values(), key=lambda c: c.name)
+            locks = [c._lock.write() for c in colls]
+            for lk in locks:  # no write and no merge install while the copy is taken
+                lk.__enter__()
+            try:
+                new_uuid = self._storage.backup(dest)
+                for c in colls:  # the segments of the last manifest, linked (immutable), renamed to the copy
+                    c._engine.snapshot_into(dest, new_uuid)
+            finally:
+                for lk in reversed(locks):
+                    lk.__exit__(None, None, None)
 
     @staticmethod
     def restore(snapshot_path: str | os.PathLike, dest_path: str | os.PathLike) -> "Index":
@@ -179,6 +205,10 @@ class Index:
         if os.path.exists(dest):
             raise AlreadyExistsError(f"{dest_path} already holds an index")
         os.makedirs(os.fspath(dest_path), exist_ok=True)
+        seg_src = os.path.join(os.fspath(snapshot_path), SEGMENTS_DIR)
+        seg_dest = os.path.join(os.fspath(dest_path), SEGMENTS_DIR)
+        if os.path.isdir(seg_src) and not os.path.exists(seg_dest):
+            shutil.copytree(seg_src, seg_dest)  # checked on open, rebuilt if anything is off
         shutil.copyfile(src, dest + ".tmp")
         os.replace(dest + ".tmp", dest)
         return Index(dest_path)
@@ -192,6 +222,8 @@ class Index:
             try:
                 for c in self._collections.values():
                     with c._lock.write():  # waits for in-flight writes
-                        c._save_cache()
+                        c._engine.flush_on_close()
+                        c._save_query_state()
+                    c._engine.close()  # stops its merger
             finally:
                 self._storage.close()

@@ -1,22 +1,34 @@
 """Durable storage of collections and documents: a Protocol and its default, SQLite in WAL mode.
 
-Layout (format version 1), one database file ``simsearch.db`` in the index directory:
+Layout (format version 2), one database file ``simsearch.db`` in the index directory:
 
-* ``meta(key, value)``: ``format_version`` and the simsearch version that created the file.
-* ``collections(cid, name, config)``: ``config`` is the JSON of :class:`CollectionConfig`.
+* ``meta(key, value)``: ``format_version``, the simsearch version that created the file, and the
+  database's ``uuid`` (a copy made by :meth:`SQLiteStorage.backup` gets a new one).
+* ``collections(cid, name, config, seq)``: ``config`` is the JSON of :class:`CollectionConfig`;
+  ``seq`` is the collection's write sequence number: every committed write to its documents
+  increments it by one, in the same transaction.
 * ``documents(rowid, cid, ext_id, label, crc_index, crc_doc, signature, vector, metadata, text,
-  shingles)``: the small columns an open reads come first, so SQLite reaches them without walking
+  shingles, seq)``: ``seq`` is the write that inserted the row. The small columns an open reads come first, so SQLite reaches them without walking
   the overflow pages of long texts. ``rowid`` is AUTOINCREMENT, so an id that is re-inserted gets a new internal number
   and stale in-memory entries can never alias it. ``vector`` (float32), ``signature`` (uint32) and
   ``shingles`` (sorted uint64) are packed little-endian BLOBs. ``crc_index`` covers what is loaded
   at open (ext_id, label, vector, signature) and ``crc_doc`` what is read by ``get`` (text,
   metadata, shingles); a mismatch raises :class:`StorageCorruptionError`, never a wrong answer.
+* ``deletes(cid, seq, rowid)``: the rows each write removed (a delete, or the old version of a
+  re-upserted id), so that the segment files (:mod:`simsearch.index._segments`), which cover the
+  writes up to their manifest's ``seq``, are brought up to date by replaying the rows inserted
+  after it and the deletes logged after it. Entries at or below a durable manifest's ``seq`` are
+  pruned.
 * ``models(cid, name, kind, version, payload)``: trained classifiers.
+
+A format-1 store (no ``seq``, no ``deletes``) is upgraded in place once, on open; its segment
+files are then built from the rows.
 
 Durability: every write is one transaction; ``synchronous=FULL`` (the default, ``durability=
 "full"``) fsyncs the WAL at each commit, so an acknowledged write survives kill -9 and power loss
 on storage that honours fsync. ``durability="normal"`` (``synchronous=NORMAL``) survives kill -9
-but may lose the last commits on power loss.
+but may lose the last commits on power loss. A full disk (SQLITE_FULL, ENOSPC) fails the write with
+:class:`ResourceExhaustedError`; the transaction rolls back, so nothing acknowledged is lost.
 """
 
 from __future__ import annotations
@@ -35,21 +47,37 @@ from typing import Protocol
 import numpy as np
 
 from .._version import __version__
-from ..errors import FailedPreconditionError, NotFoundError, StorageCorruptionError, UnsupportedFormatError
+from ..errors import (
+    FailedPreconditionError,
+    NotFoundError,
+    ResourceExhaustedError,
+    StorageCorruptionError,
+    UnsupportedFormatError,
+)
 from ._types import CollectionConfig
 
-__all__ = ["FORMAT_VERSION", "DB_FILE", "Row", "Storage", "SQLiteStorage", "open_storage"]
+__all__ = ["DB_FILE", "FORMAT_VERSION", "Row", "SQLiteStorage", "Storage", "open_storage"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DB_FILE = "simsearch.db"
 PAGE_SIZE = 16384
+
+_DELETES = """
+CREATE TABLE IF NOT EXISTS deletes (
+    cid INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    doc_rowid INTEGER NOT NULL,
+    PRIMARY KEY (cid, seq, doc_rowid)
+) WITHOUT ROWID
+"""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS collections (
     cid INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL UNIQUE,
-    config TEXT NOT NULL
+    config TEXT NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS documents (
     rowid INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -63,8 +91,10 @@ CREATE TABLE IF NOT EXISTS documents (
     metadata TEXT NOT NULL,
     text TEXT,
     shingles BLOB,
+    seq INTEGER NOT NULL DEFAULT 0,
     UNIQUE (cid, ext_id)
 );
+
 CREATE TABLE IF NOT EXISTS models (
     cid INTEGER NOT NULL REFERENCES collections(cid) ON DELETE CASCADE,
     name TEXT NOT NULL,
@@ -74,7 +104,7 @@ CREATE TABLE IF NOT EXISTS models (
     crc INTEGER NOT NULL,
     PRIMARY KEY (cid, name)
 );
-"""
+""" + _DELETES + ";"
 
 
 @dataclass
@@ -127,11 +157,23 @@ class Storage(Protocol):
     def load_index_data(self, cid: int) -> Iterator[tuple]: ...
     def fetch(self, cid: int, rowids: Iterable[int] | None = None, ext_ids: Iterable[str] | None = None) -> list[Row]: ...
     def count(self, cid: int) -> int: ...
-    def backup(self, dest_dir: str) -> None: ...
+    def backup(self, dest_dir: str) -> str: ...
     def close(self) -> None: ...
 
 
-def _corruption(exc: sqlite3.DatabaseError, where: str) -> StorageCorruptionError:
+def _is_full(exc: BaseException) -> bool:
+    """True for SQLITE_FULL (database or disk is full) and for ENOSPC / EDQUOT."""
+    import errno
+
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF == sqlite3.SQLITE_FULL
+    return "disk is full" in str(exc)
+
+
+def _corruption(exc: BaseException, where: str) -> StorageCorruptionError:
     return StorageCorruptionError(f"The index storage at {where} is corrupt or not a simsearch database: {exc}")
 
 
@@ -183,7 +225,7 @@ class SQLiteStorage:
         try:
             self._writer = self._connect()
             self._init_schema()
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # damaged pages can hold bad text
             self.close()
             raise _corruption(exc, self._where) from None
 
@@ -218,9 +260,15 @@ class SQLiteStorage:
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLITE_FULL (and a few others) roll back by themselves
+                    conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
+            try:
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
     def _init_schema(self) -> None:
         conn = self._writer
@@ -238,6 +286,8 @@ class SQLiteStorage:
             if conn.execute("SELECT 1 FROM meta WHERE key='uuid'").fetchone() is None:
                 with self._write_lock:  # an index made before the uuid existed gets one
                     conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('uuid', ?)", (uuid.uuid4().hex,))
+            if version < FORMAT_VERSION:
+                self._upgrade_from_1()
             return
         if tables - {"sqlite_sequence"}:
             raise StorageCorruptionError(f"{self._where} is an SQLite database but not a simsearch index.")
@@ -251,12 +301,39 @@ class SQLiteStorage:
                 + "COMMIT;"
             )
 
+    def _upgrade_from_1(self) -> None:
+        """Format 1 -> 2, once, in one transaction: the write sequence numbers (existing rows are
+        at seq 0) and the delete log. The old close-time cache files are left to the index to remove."""
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                cols = {r[1] for r in conn.execute("PRAGMA table_info(collections)")}
+                if "seq" not in cols:
+                    conn.execute("ALTER TABLE collections ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
+                cols = {r[1] for r in conn.execute("PRAGMA table_info(documents)")}
+                if "seq" not in cols:
+                    conn.execute("ALTER TABLE documents ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
+                conn.execute(_DELETES)
+                conn.execute("DELETE FROM meta WHERE key LIKE 'generation:%'")
+                conn.execute("UPDATE meta SET value=? WHERE key='format_version'", (str(FORMAT_VERSION),))
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
     def _guard(self, fn, *args):
         try:
             return fn(*args)
+        except UnicodeDecodeError as exc:  # a damaged page decoded as text
+            raise _corruption(exc, self._where) from None
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.IntegrityError):
                 raise
+            if _is_full(exc):
+                raise ResourceExhaustedError(
+                    f"the disk holding {self._where} is full; the write was not applied (free space and retry)"
+                ) from None
             raise _corruption(exc, self._where) from None
 
     # -- collections -----------------------------------------------------------------------
@@ -285,6 +362,7 @@ class SQLiteStorage:
         def run():
             with self._txn() as c:
                 c.execute("DELETE FROM documents WHERE cid=?", (cid,))
+                c.execute("DELETE FROM deletes WHERE cid=?", (cid,))
                 c.execute("DELETE FROM models WHERE cid=?", (cid,))
                 c.execute("DELETE FROM collections WHERE cid=?", (cid,))
                 c.execute("DELETE FROM meta WHERE key=?", (f"generation:{cid}",))
@@ -293,14 +371,25 @@ class SQLiteStorage:
 
     # -- documents -------------------------------------------------------------------------
     def write_batch(self, cid: int, delete_ext_ids: list[str], rows: list[tuple]) -> tuple[list[int], list[int]]:
-        """Delete ``delete_ext_ids`` and insert ``rows`` in one transaction.
+        """Delete ``delete_ext_ids`` and insert ``rows`` in one transaction (see :meth:`write`)."""
+        removed, new_ids, _ = self.write(cid, delete_ext_ids, rows)
+        return removed, new_ids
+
+    def write(self, cid: int, delete_ext_ids: list[str], rows: list[tuple]) -> tuple[list[int], list[int], int]:
+        """Delete ``delete_ext_ids`` and insert ``rows`` in one transaction, as write ``seq``.
 
         ``rows`` are (ext_id, text, metadata, label, vector, signature, shingles) tuples. Returns
-        the rowids removed and the rowids assigned to the new rows, in order.
+        the rowids removed, the rowids assigned to the new rows (in order) and the write's
+        sequence number (the collection's previous one plus one); the removed rowids are logged
+        in ``deletes`` under it.
         """
 
         def run():
             with self._txn() as c:
+                seq = c.execute("UPDATE collections SET seq = seq + 1 WHERE cid=? RETURNING seq", (cid,)).fetchone()
+                if seq is None:
+                    raise NotFoundError(f"collection {cid} does not exist in the storage")
+                seq = seq[0]
                 removed = []
                 for i in range(0, len(delete_ext_ids), 500):
                     chunk = delete_ext_ids[i : i + 500]
@@ -311,15 +400,17 @@ class SQLiteStorage:
                             f"DELETE FROM documents WHERE cid=? AND ext_id IN ({marks}) RETURNING rowid", (cid, *chunk)
                         )
                     ]
-                self._bump_generation(c, cid)
+                if removed:
+                    c.executemany("INSERT INTO deletes(cid, seq, doc_rowid) VALUES (?,?,?)",
+                                  [(cid, seq, r) for r in removed])
                 before = c.execute("SELECT seq FROM sqlite_sequence WHERE name='documents'").fetchone()
                 before = before[0] if before else 0
                 c.executemany(
                     "INSERT INTO documents(cid, ext_id, text, metadata, label, vector, signature, shingles,"
-                    " crc_index, crc_doc) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    " crc_index, crc_doc, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     [
                         (cid, ext_id, text, meta, label, vec, sig, sh,
-                         crc_index(ext_id, label, vec, sig), crc_doc(text, meta, sh))
+                         crc_index(ext_id, label, vec, sig), crc_doc(text, meta, sh), seq)
                         for ext_id, text, meta, label, vec, sig, sh in rows
                     ],
                 )
@@ -333,44 +424,60 @@ class SQLiteStorage:
                         "SELECT ext_id, rowid FROM documents WHERE cid=? AND rowid > ?", (cid, before)
                     ).fetchall())
                     new_ids = [found[r[0]] for r in rows]
-                return removed, new_ids
+                return removed, new_ids, seq
 
         return self._guard(run)
 
-    @staticmethod
-    def _bump_generation(c: sqlite3.Connection, cid: int) -> None:
-        """Every committed write to a collection's documents changes its generation (same txn)."""
-        c.execute(
-            "INSERT INTO meta(key, value) VALUES (?, '1')"
-            " ON CONFLICT(key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
-            (f"generation:{cid}",),
-        )
+    def uuid(self) -> str:
+        """The database's uuid: a manifest of segments names it, so a copied database never
+        adopts another's segment files."""
+        row = self._guard(lambda: self._reader().execute("SELECT value FROM meta WHERE key='uuid'").fetchone())
+        return row[0] if row else ""
+
+    def seq(self, cid: int) -> int:
+        """The collection's last committed write sequence number (0 before any write)."""
+        row = self._guard(lambda: self._reader().execute("SELECT seq FROM collections WHERE cid=?", (cid,)).fetchone())
+        return int(row[0]) if row else 0
 
     def state(self, cid: int) -> tuple[str, int, int]:
-        """(database uuid, generation, document count) of a collection, read in one snapshot:
-        what a cache of its in-memory structures must match to be used. The uuid, made when the
-        database is, tells apart databases whose histories merely look alike."""
+        """(database uuid, write seq, document count) of a collection, read in one snapshot."""
 
         def run():
             conn = self._reader()
             conn.execute("BEGIN")
             try:
                 db = conn.execute("SELECT value FROM meta WHERE key='uuid'").fetchone()
-                gen = conn.execute("SELECT value FROM meta WHERE key=?", (f"generation:{cid}",)).fetchone()
+                seq = conn.execute("SELECT seq FROM collections WHERE cid=?", (cid,)).fetchone()
                 count = conn.execute("SELECT COUNT(*) FROM documents WHERE cid=?", (cid,)).fetchone()[0]
             finally:
                 conn.execute("COMMIT")
-            return (db[0] if db else ""), int(gen[0]) if gen else 0, int(count)
+            return (db[0] if db else ""), int(seq[0]) if seq else 0, int(count)
 
         return self._guard(run)
 
-    def load_index_data(self, cid: int, batch: int = 65536) -> Iterator[tuple]:
+    def deletes_after(self, cid: int, seq: int) -> np.ndarray:
+        """int64 rowids removed by the collection's writes after ``seq``."""
+        rows = self._guard(lambda: self._reader().execute(
+            "SELECT doc_rowid FROM deletes WHERE cid=? AND seq > ?", (cid, seq)).fetchall())
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def prune_deletes(self, cid: int, upto_seq: int) -> None:
+        """Forget the delete log at or below ``upto_seq`` (covered by a durable manifest)."""
+
+        def run():
+            with self._txn() as c:
+                c.execute("DELETE FROM deletes WHERE cid=? AND seq <= ?", (cid, upto_seq))
+
+        self._guard(run)
+
+    def load_index_data(self, cid: int, batch: int = 65536, *, after_rowid: int = 0) -> Iterator[tuple]:
         """Yield column tuples (rowids, ext_ids, labels, vectors, signatures) of up to ``batch``
-        rows each, in rowid order, checksums verified."""
+        rows each, in rowid order, checksums verified; only rows with rowid > ``after_rowid``."""
         cur = self._guard(
             lambda: self._reader().execute(
-                "SELECT rowid, ext_id, label, vector, signature, crc_index FROM documents WHERE cid=? ORDER BY rowid",
-                (cid,),
+                "SELECT rowid, ext_id, label, vector, signature, crc_index FROM documents"
+                " WHERE rowid > ? AND cid=? ORDER BY rowid",
+                (after_rowid, cid),
             )
         )
         while True:
@@ -472,8 +579,9 @@ class SQLiteStorage:
         return self._guard(run)
 
     # -- maintenance -----------------------------------------------------------------------
-    def backup(self, dest_dir: str) -> None:
-        """A consistent online copy into ``dest_dir`` (SQLite's backup API), fsynced."""
+    def backup(self, dest_dir: str) -> str:
+        """A consistent online copy into ``dest_dir`` (SQLite's backup API), fsynced; returns the
+        copy's uuid (a new one: the copy starts a history of its own)."""
         os.makedirs(dest_dir, exist_ok=True)
         dest = os.path.join(dest_dir, DB_FILE)
         if os.path.exists(dest):
@@ -486,7 +594,8 @@ class SQLiteStorage:
             self._guard(self._reader().backup, target)
             target.execute("PRAGMA journal_mode=DELETE")
             # a copy starts a history of its own: caches of this index never match it
-            target.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('uuid', ?)", (uuid.uuid4().hex,))
+            new_uuid = uuid.uuid4().hex
+            target.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('uuid', ?)", (new_uuid,))
             target.commit()
         finally:
             target.close()
@@ -498,6 +607,7 @@ class SQLiteStorage:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+        return new_uuid
 
     def close(self) -> None:
         if self._closed:

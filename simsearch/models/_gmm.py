@@ -259,6 +259,14 @@ class GaussianMixture(BaseModel):
         self.precisions_init = precisions_init
         self.random_state = random_state
 
+    def fit_memory_bytes(self, n_samples: int, n_features: int) -> int:
+        """An upper estimate of the working memory ``fit`` needs for this data shape (the float64
+        data, the (n, k) responsibilities and log-probabilities with their temporaries, and the
+        covariances and their Cholesky factors), so a caller can refuse a training up front."""
+        n, d, k = int(n_samples), int(n_features), int(self.n_components)
+        cov = {"full": k * d * d, "tied": d * d, "diag": k * d, "spherical": k}.get(self.covariance_type, k * d * d)
+        return 8 * (n * d * 2 + n * k * 4 + cov * 4 + n * d)
+
     # -- validation ---------------------------------------------------------------------------
 
     def _check_params(self, xp, d: int, func: str) -> dict[str, Any]:

@@ -151,6 +151,33 @@ class SVC(BaseModel):
             return "exact" if n <= self.max_exact_samples else "nystroem"
         return self.solver
 
+    def approximation_size(self, n_samples: int) -> int:
+        """The Nystroem landmarks or random Fourier features ``fit`` would use for ``n_samples``
+        (0 when it solves exactly: the exact RBF dual or the linear primal)."""
+        solver = self._resolve_solver(int(n_samples))
+        if solver == "nystroem":
+            return min(int(self.n_components), int(n_samples))
+        return int(self.n_components) if solver == "fourier" else 0
+
+    def fit_memory_bytes(self, n_samples: int, n_features: int, n_classes: int = 2) -> int:
+        """An upper estimate of the working memory ``fit`` needs for this data shape, so that a
+        caller (the server) can refuse a training before it starts: the float64 data, plus the
+        kernel cache (exact: ``cache_size`` MiB or the whole n x n float32 matrix, whichever is
+        smaller), or the (n, n_components) feature matrix and its (m, m) regulariser (nystroem,
+        fourier), plus the block temporaries of the kernel GEMMs."""
+        n, d = int(n_samples), int(n_features)
+        cols = 1 if n_classes <= 2 else int(n_classes)
+        total = 8 * n * d + 8 * n * cols * 6 + 8 * (1 << 23)  # X, targets/duals/decisions, GEMM blocks
+        solver = self._resolve_solver(n)
+        if solver == "exact":
+            total += min(int(float(self.cache_size) * 2**20), 4 * n * n)
+        elif solver in ("nystroem", "fourier"):
+            m = int(self.n_components) if solver == "fourier" else min(int(self.n_components), n)
+            total += 8 * n * (m + 1) * 2 + 8 * m * m * 3 + 8 * d * m  # features, Newton steps, K_LL
+        else:  # newton on the (n, d + 1) data with its Newton-step copies
+            total += 8 * n * (d + 1) * 2
+        return total
+
     # -- labels ---------------------------------------------------------------------------
 
     @staticmethod

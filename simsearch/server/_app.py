@@ -13,18 +13,20 @@ import logging
 import os
 import signal
 import threading
-from concurrent import futures
+import time
 
 import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from simsearch.wire import SERVICE, pb
 from simsearch.errors import FailedPreconditionError
 from simsearch.index import Document, Index
 
 from ._config import ServerConfig
+from ._metrics import CountingExecutor, ServerMetrics, start_metrics_http
+from ._reflection import enable_reflection
+from ._training import TrainingRunner
 from ._interceptors import AccessLogInterceptor, AuthInterceptor, ErrorInterceptor
 from ._servicer import ServerState, SimSearchServicer, method_handlers
 
@@ -45,6 +47,8 @@ class SimsearchServer:
         self._state = state
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
+        self._metrics_http = None
+        self.metrics_port: int | None = None  # the bound metrics port once started (--metrics-port)
 
     @property
     def address(self) -> str:
@@ -52,11 +56,27 @@ class SimsearchServer:
         host = self.config.host
         return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
-    def start(self) -> "SimsearchServer":
+    def start(self, *, serving: bool = True) -> "SimsearchServer":
+        """Start taking calls. With ``serving=False`` health stays NOT_SERVING (calls are still
+        served) until :meth:`set_serving`; ``serve`` does that while the kernels warm up."""
+        if self.config.metrics_port is not None and self._metrics_http is None:
+            try:
+                self._metrics_http = start_metrics_http(self._state.metrics, self.config.metrics_host,
+                                                        self.config.metrics_port)
+            except OSError as exc:
+                raise FailedPreconditionError(
+                    f"cannot serve metrics on {self.config.metrics_host}:{self.config.metrics_port}: {exc}") from None
+            self.metrics_port = self._metrics_http.server_port
         self.grpc_server.start()
+        if serving:
+            self.set_serving()
+        return self
+
+    def set_serving(self) -> None:
+        """Health SERVING (ignored once a shutdown has begun)."""
         for service in ("", SERVICE):
             self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        return self
+        self._state.warm.set()
 
     def stop(self, grace: float | None = None) -> threading.Event:
         """Stop taking calls, let in-flight ones finish for ``grace`` seconds (config default), close.
@@ -71,6 +91,9 @@ class SimsearchServer:
                 self._state.draining.set()
                 self._health.enter_graceful_shutdown()
                 self.grpc_server.stop(grace).wait()
+                if self._metrics_http is not None:
+                    self._metrics_http.shutdown()
+                    self._metrics_http.server_close()
                 if self._owns_index:
                     self.index.close()
                 self._stopped.set()
@@ -109,12 +132,14 @@ def create_server(config: ServerConfig, *, index: Index | None = None) -> tuple[
                       max_batch=config.max_batch, max_text_bytes=config.max_text_bytes)
     try:
         state = ServerState(config)
-        access = AccessLogInterceptor()
+        state.metrics = ServerMetrics(index)
+        state.training = TrainingRunner(config, state.metrics)
+        access = AccessLogInterceptor(state.metrics)
         state.in_flight = lambda: access.in_flight
         interceptors = ([AuthInterceptor(config.token)] if config.token else []) + [ErrorInterceptor(), access]
         limit = config.max_message_bytes
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="simsearch-rpc"),
+            CountingExecutor(max_workers=config.workers, thread_name_prefix="simsearch-rpc", gauge=state.metrics.queued),
             interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", limit),
@@ -127,10 +152,7 @@ def create_server(config: ServerConfig, *, index: Index | None = None) -> tuple[
         for service in ("", SERVICE):
             health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            (pb.DESCRIPTOR.services_by_name["SimSearch"].full_name, health.SERVICE_NAME, reflection.SERVICE_NAME),
-            server,
-        )
+        enable_reflection((pb.DESCRIPTOR.services_by_name["SimSearch"].full_name, health.SERVICE_NAME), server)
         creds = _credentials(config)
         try:
             port = server.add_secure_port(config.address, creds) if creds else server.add_insecure_port(config.address)
@@ -177,10 +199,19 @@ def serve(config: ServerConfig, *, ready=None) -> int:
     # of seconds on 2 cores). OpenMP reads this when it loads, which is after this point.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     server, port = create_server(config)
-    _warm_up(server.index.backend)
-    gc.collect()
-    gc.freeze()  # the loaded index is long-lived: keep it out of every later GC pass
-    server.start()
+    # The port opens at once with health NOT_SERVING, so a load balancer or grpc_health_probe waits
+    # for the warm-up; a call that arrives meanwhile is served (and pays for its own compile).
+    server.start(serving=False)
+
+    def warm_up() -> None:
+        started = time.monotonic()
+        _warm_up(server.index.backend)
+        gc.collect()
+        gc.freeze()  # the loaded index is long-lived: keep it out of every later GC pass
+        log.info("kernels warm after %.1fs; health SERVING", time.monotonic() - started)
+        server.set_serving()
+
+    threading.Thread(target=warm_up, name="simsearch-warm-up", daemon=True).start()
     stop = threading.Event()
     signals = {"count": 0}
 

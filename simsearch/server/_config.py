@@ -38,6 +38,13 @@ class ServerConfig:
     grace_s: float = 10.0
     durability: str = "full"
     backend: str = "auto"
+    metrics_port: int | None = None  # None: no metrics endpoint; 0 picks a free port
+    metrics_host: str = "127.0.0.1"
+    snapshot_dir: str | None = None  # None: the snapshot RPCs are refused
+    max_training_jobs: int = 1
+    max_kernel_cache_mb: float = 1024.0
+    max_nystroem_components: int = 4096
+    max_training_mb: float = 4096.0
 
     def validated(self) -> "ServerConfig":
         f = "ServerConfig"
@@ -49,6 +56,12 @@ class ServerConfig:
         check_int(self.max_text_bytes, "max_text_bytes", 1, 1 << 31, func=f)
         check_float(self.grace_s, "grace_s", 0.0, 3600.0, func=f)
         check_option(self.durability, "durability", ("full", "normal"), func=f)
+        if self.metrics_port is not None:
+            check_int(self.metrics_port, "metrics_port", 0, 65535, func=f)
+        check_int(self.max_training_jobs, "max_training_jobs", 1, 1024, func=f)
+        check_float(self.max_kernel_cache_mb, "max_kernel_cache_mb", 0.0, 1 << 20, func=f)
+        check_int(self.max_nystroem_components, "max_nystroem_components", 1, 1 << 20, func=f)
+        check_float(self.max_training_mb, "max_training_mb", 0.0, 1 << 24, lo_open=True, func=f)
         if (self.tls_cert is None) != (self.tls_key is None):
             raise InvalidArgumentError("TLS needs both a certificate (--tls-cert) and its private key (--tls-key).")
         if self.token is not None and (not self.token or self.token != self.token.strip()):

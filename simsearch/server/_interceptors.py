@@ -51,17 +51,19 @@ class AuthInterceptor(grpc.ServerInterceptor):
     """Every call but health needs ``authorization: Bearer <token>``, compared in constant time."""
 
     def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+        self._expected = token.encode()
 
     def intercept_service(self, continuation, details):
         if details.method.startswith(_HEALTH_PREFIX):
             return continuation(details)
-        got = b""
+        got = None
         for key, value in details.invocation_metadata or ():
             if key == "authorization":
                 got = value.encode() if isinstance(value, str) else value
                 break
-        if hmac.compare_digest(got, self._expected):
+        scheme, _, credentials = (got or b"").strip().partition(b" ")
+        # RFC 7235: the auth-scheme is case-insensitive; the token itself is compared exactly
+        if scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self._expected):
             return continuation(details)
         reason = "missing" if not got else "wrong"
         log.warning("rejected %s: %s bearer token", details.method, reason)
@@ -142,27 +144,46 @@ def _abort(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
     context.abort(code, message)
 
 
-class AccessLogInterceptor(grpc.ServerInterceptor):
-    """One INFO line per call on ``simsearch.server.access``: method, status, milliseconds, peer."""
+def received_status(method: str, context, exc: BaseException | None) -> str:
+    """The status name the client got: the error's, a code set on the context (health,
+    reflection), or CANCELLED / DEADLINE_EXCEEDED when the client left before the answer."""
+    if exc is not None and method.startswith(_OWN_PREFIX):
+        return status_of(exc).name
+    code = getattr(context.code(), "name", None)
+    if code is not None:
+        return code
+    if exc is None and not context.is_active():
+        remaining = context.time_remaining()
+        return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+    return "OK" if exc is None else "UNKNOWN"
 
-    def __init__(self) -> None:
+
+class AccessLogInterceptor(grpc.ServerInterceptor):
+    """One INFO line per call on ``simsearch.server.access``: method, status, milliseconds, peer; and
+    the same call in the server's metrics (count by status, latency, in flight)."""
+
+    def __init__(self, metrics=None) -> None:
         self._lock = threading.Lock()
         self.in_flight = 0
+        self._metrics = metrics
 
     def _enter(self) -> float:
         with self._lock:
             self.in_flight += 1
+        if self._metrics is not None:
+            self._metrics.in_flight.inc()
         return time.perf_counter()
 
     def _leave(self, method: str, start: float, context, exc: BaseException | None) -> None:
+        seconds = time.perf_counter() - start
         with self._lock:
             self.in_flight -= 1
+        code = received_status(method, context, exc)
+        if self._metrics is not None:
+            self._metrics.in_flight.dec()
+            self._metrics.observe_call(method, code, seconds)
         if access_log.isEnabledFor(logging.INFO):
-            if exc is not None and method.startswith(_OWN_PREFIX):
-                code = status_of(exc).name
-            else:  # health and reflection set their codes on the context
-                code = getattr(context.code(), "name", "OK" if exc is None else "UNKNOWN")
-            access_log.info("%s %s %.2fms peer=%s", method, code, 1e3 * (time.perf_counter() - start), context.peer())
+            access_log.info("%s %s %.2fms peer=%s", method, code, 1e3 * seconds, context.peer())
 
     def intercept_service(self, continuation, details):
         method = details.method

@@ -20,8 +20,11 @@ from simsearch.errors import InvalidArgumentError, ResourceExhaustedError
 from simsearch.index import MAX_K, CollectionInfo, Index
 from simsearch.wire import pb
 
-from ._config import ServerConfig
+from ._config import MiB, ServerConfig
 from ._interceptors import StatusError
+from ._metrics import ServerMetrics, directory_bytes
+from ._snapshots import Snapshots
+from ._training import TrainingRunner
 
 
 class ServerState:
@@ -31,7 +34,11 @@ class ServerState:
         self.config = config
         self.started = time.monotonic()
         self.draining = threading.Event()
+        self.warm = threading.Event()  # set once the kernels are compiled and health is SERVING
         self.in_flight: Callable[[], int] = lambda: 0
+        self.metrics = ServerMetrics()  # create_server replaces it with one that sees the index
+        self.snapshots = Snapshots(config.snapshot_dir)
+        self.training = TrainingRunner(config, self.metrics)
 
 
 def _check_deadline(context: grpc.ServicerContext) -> None:
@@ -53,8 +60,9 @@ class SimSearchServicer:
 
     def _k(self, msg) -> int | None:
         k = wire.optional(msg, "k")
-        if k is not None and self.max_k < MAX_K and k > self.max_k:
-            raise ResourceExhaustedError(f"k={k} is over this server's limit max_k={self.max_k}.")
+        if k is not None and self.max_k < MAX_K and k > self.max_k:  # the same status as the library's own ceiling
+            raise InvalidArgumentError(f"The 'k' parameter must be an int in [1, {self.max_k}] on this server "
+                                       f"(max_k={self.max_k}). Got {k} instead.")
         return k
 
     # -- collections -----------------------------------------------------------------------
@@ -77,7 +85,9 @@ class SimSearchServicer:
     # -- writes ----------------------------------------------------------------------------
     def _upsert(self, request):
         coll = self._coll(request.collection)
-        return coll.upsert(wire.documents_from_pb(request))
+        result = coll.upsert(wire.documents_from_pb(request))
+        self.state.metrics.observe_ingest(result.upserted)
+        return result
 
     def Upsert(self, request, context):
         r = self._upsert(request)
@@ -154,9 +164,9 @@ class SimSearchServicer:
         coll = self._coll(request.collection)
         func = "train_classifier"
         kwargs = {"kind": request.kind} if request.HasField("kind") else {}
-        info = coll.train_classifier(
-            request.name, params=wire.decode_json_object(request.params_json, "params_json", func),
-            filter=wire.decode_json_object(request.filter_json, "filter_json", func), **kwargs,
+        info = self.state.training.train(
+            coll, request.name, kwargs, wire.decode_json_object(request.params_json, "params_json", func),
+            wire.decode_json_object(request.filter_json, "filter_json", func), context,
         )
         return wire.classifier_info_to_pb(info)
 
@@ -189,7 +199,52 @@ class SimSearchServicer:
             requests_in_flight=self.state.in_flight(),
             auth_required=cfg.token is not None,
             tls=cfg.tls_cert is not None,
+            **self._server_stats(),
         )
+
+    def _server_stats(self) -> dict:
+        m, cfg = self.state.metrics, self.state.config
+        rpcs = []
+        for method, e in sorted(m.rpc_table().items()):
+            buckets = sorted(e["buckets"])
+            rpcs.append(pb.RpcStats(method=method, calls_by_code=e["codes"], latency_seconds_sum=e["sum"],
+                                    latency_bucket_bounds=[b for b, _ in buckets],
+                                    latency_bucket_counts=[c for _, c in buckets]))
+        colls = []
+        if m.index_collector is not None:
+            for name, st in m.index_collector.index_stats():
+                colls.append(pb.CollectionStats(name=name, documents=st["documents"], segments=st["segments"],
+                                                bytes_on_disk=st["bytes_on_disk"],
+                                                bytes_in_memory=st["bytes_in_memory"]))
+        return dict(
+            warm=self.state.warm.is_set(), rpcs=rpcs, collection_stats=colls,
+            index_bytes_on_disk=directory_bytes(self.index.path),
+            requests_queued=max(0, int(m.value(m.queued))),
+            ingested_documents=int(m.value(m.ingested)),
+            ingest_documents_per_second=m.ingest_per_second(),
+            training_jobs_running=int(m.value(m.training_running)),
+            training_jobs_waiting=int(m.value(m.training_waiting)),
+            training_limits=pb.TrainingLimits(
+                max_training_jobs=cfg.max_training_jobs,
+                max_kernel_cache_bytes=int(cfg.max_kernel_cache_mb * MiB),
+                max_nystroem_components=cfg.max_nystroem_components,
+                max_training_bytes=int(cfg.max_training_mb * MiB)),
+        )
+
+    # -- snapshots -------------------------------------------------------------------------
+    def Snapshot(self, request, context):
+        return _snapshot_pb(self.state.snapshots.create(self.index, request.name))
+
+    def ListSnapshots(self, request, context):
+        return pb.ListSnapshotsResponse(snapshots=[_snapshot_pb(s) for s in self.state.snapshots.list()])
+
+    def DeleteSnapshot(self, request, context):
+        self.state.snapshots.delete(request.name)
+        return pb.DeleteSnapshotResponse()
+
+
+def _snapshot_pb(info) -> pb.SnapshotInfo:
+    return pb.SnapshotInfo(name=info.name, size_bytes=info.size_bytes, created_unix_seconds=info.created_unix_seconds)
 
 
 class _Malformed:
@@ -215,18 +270,43 @@ def _checked(request):
     return request
 
 
-def _guard(behaviour: Callable, request_streaming: bool) -> Callable:
-    """Refuse malformed requests and calls whose deadline passed while they were queued."""
+def _sized(response, limit: int | None):
+    """``response`` if it fits the message limit. gRPC would refuse a larger one with a status that
+    neither this server's interceptors nor its access log see; raising here gives the client the
+    same RESOURCE_EXHAUSTED, with a message saying what to change, and the log the true status."""
+    if limit is None:
+        return response
+    size = response.ByteSize()
+    if size > limit:
+        raise ResourceExhaustedError(
+            f"the response is {size} bytes, larger than max_message_bytes={limit} of this server (--max-message-mb); "
+            "ask for fewer results per call (smaller k, fewer queries or ids)."
+        )
+    return response
+
+
+def _guard(behaviour: Callable, request_streaming: bool, response_streaming: bool = False,
+           limit: int | None = None) -> Callable:
+    """Refuse malformed requests, calls whose deadline passed while they were queued, and
+    responses over the message limit."""
+    if response_streaming:
+        def streamed(request, context):
+            _check_deadline(context)
+            for response in behaviour(_checked(request), context):
+                yield _sized(response, limit)
+
+        return streamed
+
     if request_streaming:
         def stream_call(requests, context):
             _check_deadline(context)
-            return behaviour((_checked(r) for r in requests), context)
+            return _sized(behaviour((_checked(r) for r in requests), context), limit)
 
         return stream_call
 
     def call(request, context):
         _check_deadline(context)
-        return behaviour(_checked(request), context)
+        return _sized(behaviour(_checked(request), context), limit)
 
     return call
 
@@ -245,7 +325,8 @@ def method_handlers(servicer: SimSearchServicer) -> dict[str, grpc.RpcMethodHand
     for m in pb.DESCRIPTOR.services_by_name["SimSearch"].methods:
         factory = _FACTORIES[(m.client_streaming, m.server_streaming)]
         out[m.name] = factory(
-            _guard(getattr(servicer, m.name), m.client_streaming),
+            _guard(getattr(servicer, m.name), m.client_streaming, m.server_streaming,
+                   servicer.state.config.max_message_bytes),
             request_deserializer=_parser(getattr(pb, m.input_type.name)),
             response_serializer=getattr(pb, m.output_type.name).SerializeToString,
         )

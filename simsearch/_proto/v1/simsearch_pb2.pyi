@@ -333,20 +333,22 @@ class FindDuplicatesRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., threshold: _Optional[float] = ..., exact: _Optional[bool] = ..., filter_json: _Optional[str] = ...) -> None: ...
 
 class ClassifierInfo(_message.Message):
-    __slots__ = ("name", "kind", "version", "n_samples", "dim", "classes")
+    __slots__ = ("name", "kind", "version", "n_samples", "dim", "classes", "n_unlabelled")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     N_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
+    N_UNLABELLED_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     version: int
     n_samples: int
     dim: int
     classes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., version: _Optional[int] = ..., n_samples: _Optional[int] = ..., dim: _Optional[int] = ..., classes: _Optional[_Iterable[str]] = ...) -> None: ...
+    n_unlabelled: int
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., version: _Optional[int] = ..., n_samples: _Optional[int] = ..., dim: _Optional[int] = ..., classes: _Optional[_Iterable[str]] = ..., n_unlabelled: _Optional[int] = ...) -> None: ...
 
 class TrainClassifierRequest(_message.Message):
     __slots__ = ("collection", "name", "kind", "params_json", "filter_json")
@@ -442,8 +444,55 @@ class Limits(_message.Message):
     max_text_bytes: int
     def __init__(self, max_message_bytes: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_k: _Optional[int] = ..., max_text_bytes: _Optional[int] = ...) -> None: ...
 
+class TrainingLimits(_message.Message):
+    __slots__ = ("max_training_jobs", "max_kernel_cache_bytes", "max_nystroem_components", "max_training_bytes")
+    MAX_TRAINING_JOBS_FIELD_NUMBER: _ClassVar[int]
+    MAX_KERNEL_CACHE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_NYSTROEM_COMPONENTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TRAINING_BYTES_FIELD_NUMBER: _ClassVar[int]
+    max_training_jobs: int
+    max_kernel_cache_bytes: int
+    max_nystroem_components: int
+    max_training_bytes: int
+    def __init__(self, max_training_jobs: _Optional[int] = ..., max_kernel_cache_bytes: _Optional[int] = ..., max_nystroem_components: _Optional[int] = ..., max_training_bytes: _Optional[int] = ...) -> None: ...
+
+class RpcStats(_message.Message):
+    __slots__ = ("method", "calls_by_code", "latency_seconds_sum", "latency_bucket_bounds", "latency_bucket_counts")
+    class CallsByCodeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    CALLS_BY_CODE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_SECONDS_SUM_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_BUCKET_BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_BUCKET_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    calls_by_code: _containers.ScalarMap[str, int]
+    latency_seconds_sum: float
+    latency_bucket_bounds: _containers.RepeatedScalarFieldContainer[float]
+    latency_bucket_counts: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, method: _Optional[str] = ..., calls_by_code: _Optional[_Mapping[str, int]] = ..., latency_seconds_sum: _Optional[float] = ..., latency_bucket_bounds: _Optional[_Iterable[float]] = ..., latency_bucket_counts: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class CollectionStats(_message.Message):
+    __slots__ = ("name", "documents", "segments", "bytes_on_disk", "bytes_in_memory")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_ON_DISK_FIELD_NUMBER: _ClassVar[int]
+    BYTES_IN_MEMORY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    documents: int
+    segments: int
+    bytes_on_disk: int
+    bytes_in_memory: int
+    def __init__(self, name: _Optional[str] = ..., documents: _Optional[int] = ..., segments: _Optional[int] = ..., bytes_on_disk: _Optional[int] = ..., bytes_in_memory: _Optional[int] = ...) -> None: ...
+
 class StatsResponse(_message.Message):
-    __slots__ = ("version", "uptime_seconds", "limits", "collections", "requests_in_flight", "auth_required", "tls")
+    __slots__ = ("version", "uptime_seconds", "limits", "collections", "requests_in_flight", "auth_required", "tls", "warm", "rpcs", "collection_stats", "index_bytes_on_disk", "requests_queued", "ingested_documents", "ingest_documents_per_second", "training_jobs_running", "training_jobs_waiting", "training_limits")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
@@ -451,6 +500,16 @@ class StatsResponse(_message.Message):
     REQUESTS_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     AUTH_REQUIRED_FIELD_NUMBER: _ClassVar[int]
     TLS_FIELD_NUMBER: _ClassVar[int]
+    WARM_FIELD_NUMBER: _ClassVar[int]
+    RPCS_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_STATS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_BYTES_ON_DISK_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_QUEUED_FIELD_NUMBER: _ClassVar[int]
+    INGESTED_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    INGEST_DOCUMENTS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_JOBS_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_JOBS_WAITING_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_LIMITS_FIELD_NUMBER: _ClassVar[int]
     version: str
     uptime_seconds: float
     limits: Limits
@@ -458,4 +517,50 @@ class StatsResponse(_message.Message):
     requests_in_flight: int
     auth_required: bool
     tls: bool
-    def __init__(self, version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., collections: _Optional[_Iterable[_Union[CollectionInfo, _Mapping]]] = ..., requests_in_flight: _Optional[int] = ..., auth_required: _Optional[bool] = ..., tls: _Optional[bool] = ...) -> None: ...
+    warm: bool
+    rpcs: _containers.RepeatedCompositeFieldContainer[RpcStats]
+    collection_stats: _containers.RepeatedCompositeFieldContainer[CollectionStats]
+    index_bytes_on_disk: int
+    requests_queued: int
+    ingested_documents: int
+    ingest_documents_per_second: float
+    training_jobs_running: int
+    training_jobs_waiting: int
+    training_limits: TrainingLimits
+    def __init__(self, version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., collections: _Optional[_Iterable[_Union[CollectionInfo, _Mapping]]] = ..., requests_in_flight: _Optional[int] = ..., auth_required: _Optional[bool] = ..., tls: _Optional[bool] = ..., warm: _Optional[bool] = ..., rpcs: _Optional[_Iterable[_Union[RpcStats, _Mapping]]] = ..., collection_stats: _Optional[_Iterable[_Union[CollectionStats, _Mapping]]] = ..., index_bytes_on_disk: _Optional[int] = ..., requests_queued: _Optional[int] = ..., ingested_documents: _Optional[int] = ..., ingest_documents_per_second: _Optional[float] = ..., training_jobs_running: _Optional[int] = ..., training_jobs_waiting: _Optional[int] = ..., training_limits: _Optional[_Union[TrainingLimits, _Mapping]] = ...) -> None: ...
+
+class SnapshotRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class SnapshotInfo(_message.Message):
+    __slots__ = ("name", "size_bytes", "created_unix_seconds")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    size_bytes: int
+    created_unix_seconds: float
+    def __init__(self, name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., created_unix_seconds: _Optional[float] = ...) -> None: ...
+
+class ListSnapshotsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListSnapshotsResponse(_message.Message):
+    __slots__ = ("snapshots",)
+    SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
+    snapshots: _containers.RepeatedCompositeFieldContainer[SnapshotInfo]
+    def __init__(self, snapshots: _Optional[_Iterable[_Union[SnapshotInfo, _Mapping]]] = ...) -> None: ...
+
+class DeleteSnapshotRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteSnapshotResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class SimSearchStub:
-    """Missing associated documentation comment in .proto file."""
+    """Status codes below are besides UNAUTHENTICATED (token), INVALID_ARGUMENT (malformed bytes,
+    a bad name), DEADLINE_EXCEEDED/CANCELLED/UNAVAILABLE and INTERNAL, which any call can get.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -119,13 +121,31 @@ class SimSearchStub:
                 request_serializer=simsearch_dot_v1_dot_simsearch__pb2.DeleteClassifierRequest.SerializeToString,
                 response_deserializer=simsearch_dot_v1_dot_simsearch__pb2.DeleteClassifierResponse.FromString,
                 _registered_method=True)
+        self.Snapshot = channel.unary_unary(
+                '/simsearch.v1.SimSearch/Snapshot',
+                request_serializer=simsearch_dot_v1_dot_simsearch__pb2.SnapshotRequest.SerializeToString,
+                response_deserializer=simsearch_dot_v1_dot_simsearch__pb2.SnapshotInfo.FromString,
+                _registered_method=True)
+        self.ListSnapshots = channel.unary_unary(
+                '/simsearch.v1.SimSearch/ListSnapshots',
+                request_serializer=simsearch_dot_v1_dot_simsearch__pb2.ListSnapshotsRequest.SerializeToString,
+                response_deserializer=simsearch_dot_v1_dot_simsearch__pb2.ListSnapshotsResponse.FromString,
+                _registered_method=True)
+        self.DeleteSnapshot = channel.unary_unary(
+                '/simsearch.v1.SimSearch/DeleteSnapshot',
+                request_serializer=simsearch_dot_v1_dot_simsearch__pb2.DeleteSnapshotRequest.SerializeToString,
+                response_deserializer=simsearch_dot_v1_dot_simsearch__pb2.DeleteSnapshotResponse.FromString,
+                _registered_method=True)
 
 
 class SimSearchServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Status codes below are besides UNAUTHENTICATED (token), INVALID_ARGUMENT (malformed bytes,
+    a bad name), DEADLINE_EXCEEDED/CANCELLED/UNAVAILABLE and INTERNAL, which any call can get.
+    """
 
     def CreateCollection(self, request, context):
-        """Collections.
+        """Collections. Create: INVALID_ARGUMENT (a bad config), ALREADY_EXISTS (exists; with exist_ok,
+        exists with another config, the message naming the differing fields). Get, Drop: NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -151,6 +171,9 @@ class SimSearchServicer:
 
     def Upsert(self, request, context):
         """Writes. Each UpsertRequest is one atomic batch, acknowledged after its commit.
+        NOT_FOUND (collection), INVALID_ARGUMENT (a bad document: empty text, a vector of the wrong
+        dim or with NaN, a duplicate id in the batch, bad metadata JSON), RESOURCE_EXHAUSTED
+        (max_batch, max_text_bytes, message size). Nothing of a failed batch is written.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -166,13 +189,15 @@ class SimSearchServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Delete(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """NOT_FOUND: the collection, or (missing_ok false) an unknown id, and then nothing is deleted.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Get(self, request, context):
-        """Reads.
+        """Reads. Get: NOT_FOUND when any id is unknown (the message names one); RESOURCE_EXHAUSTED over
+        max_batch ids or when the documents exceed max_message_bytes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -185,27 +210,35 @@ class SimSearchServicer:
         raise NotImplementedError('Method not implemented!')
 
     def QueryNearDuplicates(self, request, context):
-        """Queries.
+        """Queries. NOT_FOUND (collection, a query id), INVALID_ARGUMENT (both or neither of texts and
+        ids, k out of [1, max_k], threshold out of (0, 1], a text without shingles),
+        FAILED_PRECONDITION (exact without store_shingles), RESOURCE_EXHAUSTED (max_batch queries).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SearchVectors(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """NOT_FOUND (collection, a query id), INVALID_ARGUMENT (dim, NaN, k, metric),
+        FAILED_PRECONDITION (a collection without vectors, a query id without one).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def FindDuplicates(self, request, context):
-        """Every near-duplicate cluster of a collection, largest first, one message per cluster.
+        """Every near-duplicate cluster of a collection, largest first (ties by representative), one
+        message per cluster. The representative is the cluster's earliest-inserted document (the
+        one with the smallest internal row id; a replaced document counts from its replacement),
+        and every member's Jaccard is to it. NOT_FOUND, INVALID_ARGUMENT (threshold).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Stats(self, request, context):
-        """Server facts: version, limits, collections and their sizes.
+        """Server facts: version, limits, collections and their sizes, and the numbers of the
+        Prometheus metrics (--metrics-port): calls and latencies per RPC, queue, ingest, training.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -214,6 +247,12 @@ class SimSearchServicer:
     def TrainClassifier(self, request, context):
         """Classifiers: models trained on a collection's stored vectors (and labels), kept with it.
         Training under an existing name replaces that model; a failed training changes nothing.
+        TrainClassifier: NOT_FOUND (collection), INVALID_ARGUMENT (kind, params, filter),
+        FAILED_PRECONDITION (no vectors, fewer than 2 labels for an svm, more gmm components than
+        vectors), RESOURCE_EXHAUSTED (max_training_jobs busy past the deadline, or a memory bound:
+        cache_size over max_kernel_cache_mb, n_components over max_nystroem_components, the estimate
+        over max_training_mb; see Stats.training_limits). A cancelled call or a passed deadline stops
+        the training (its worker process is killed) within a second.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -227,12 +266,37 @@ class SimSearchServicer:
 
     def Classify(self, request, context):
         """Per query: the model's prediction and the k nearest stored documents as evidence.
+        NOT_FOUND (collection, model, a query id), INVALID_ARGUMENT (dim, k over max_k ...).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteClassifier(self, request, context):
+        """NOT_FOUND: an unknown model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Snapshot(self, request, context):
+        """Snapshots: consistent online copies of the whole index (writes continue; each snapshot holds
+        whole batches), written under the server's --snapshot-dir. Every snapshot RPC is
+        FAILED_PRECONDITION when it is not set; a name that is a path (contains '/', is absolute or
+        "..") is INVALID_ARGUMENT; Snapshot of an existing name is ALREADY_EXISTS, DeleteSnapshot of
+        an unknown one NOT_FOUND. A snapshot directory opens as an index: `simsearch serve --data DIR`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSnapshots(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSnapshot(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -326,6 +390,21 @@ def add_SimSearchServicer_to_server(servicer, server):
                     request_deserializer=simsearch_dot_v1_dot_simsearch__pb2.DeleteClassifierRequest.FromString,
                     response_serializer=simsearch_dot_v1_dot_simsearch__pb2.DeleteClassifierResponse.SerializeToString,
             ),
+            'Snapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.Snapshot,
+                    request_deserializer=simsearch_dot_v1_dot_simsearch__pb2.SnapshotRequest.FromString,
+                    response_serializer=simsearch_dot_v1_dot_simsearch__pb2.SnapshotInfo.SerializeToString,
+            ),
+            'ListSnapshots': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSnapshots,
+                    request_deserializer=simsearch_dot_v1_dot_simsearch__pb2.ListSnapshotsRequest.FromString,
+                    response_serializer=simsearch_dot_v1_dot_simsearch__pb2.ListSnapshotsResponse.SerializeToString,
+            ),
+            'DeleteSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSnapshot,
+                    request_deserializer=simsearch_dot_v1_dot_simsearch__pb2.DeleteSnapshotRequest.FromString,
+                    response_serializer=simsearch_dot_v1_dot_simsearch__pb2.DeleteSnapshotResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'simsearch.v1.SimSearch', rpc_method_handlers)
@@ -335,7 +414,9 @@ def add_SimSearchServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class SimSearch:
-    """Missing associated documentation comment in .proto file."""
+    """Status codes below are besides UNAUTHENTICATED (token), INVALID_ARGUMENT (malformed bytes,
+    a bad name), DEADLINE_EXCEEDED/CANCELLED/UNAVAILABLE and INTERNAL, which any call can get.
+    """
 
     @staticmethod
     def CreateCollection(request,
@@ -786,6 +867,87 @@ class SimSearch:
             '/simsearch.v1.SimSearch/DeleteClassifier',
             simsearch_dot_v1_dot_simsearch__pb2.DeleteClassifierRequest.SerializeToString,
             simsearch_dot_v1_dot_simsearch__pb2.DeleteClassifierResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Snapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simsearch.v1.SimSearch/Snapshot',
+            simsearch_dot_v1_dot_simsearch__pb2.SnapshotRequest.SerializeToString,
+            simsearch_dot_v1_dot_simsearch__pb2.SnapshotInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSnapshots(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simsearch.v1.SimSearch/ListSnapshots',
+            simsearch_dot_v1_dot_simsearch__pb2.ListSnapshotsRequest.SerializeToString,
+            simsearch_dot_v1_dot_simsearch__pb2.ListSnapshotsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simsearch.v1.SimSearch/DeleteSnapshot',
+            simsearch_dot_v1_dot_simsearch__pb2.DeleteSnapshotRequest.SerializeToString,
+            simsearch_dot_v1_dot_simsearch__pb2.DeleteSnapshotResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,719 @@
+"""The index engine of one collection: memory-mapped segments, a memtable, a manifest, merges.
+
+SQLite (:mod:`simsearch.index._storage`) is the source of truth and the write-ahead log; what
+queries read lives here, derived from it, once:
+
+* **segments** (:mod:`simsearch.index._segments`): immutable checksummed files in
+  ``<index>/segments/c<cid>/``, memory-mapped, each with its rows' signatures, band tables, ids,
+  labels and vectors; an in-memory ``alive`` byte per row marks removals;
+* the **memtable** (:mod:`simsearch.index._memtable`): writes since the last flush;
+* the **manifest** (:mod:`simsearch.index._manifest`): which segments (and tombstone files) are
+  live and which write ``seq`` / ``max_rowid`` they cover.
+
+A write commits to SQLite, then :meth:`Engine.apply` marks the removed rows dead and appends the
+new ones to the memtable. Before a write, a memtable past :data:`MEMTABLE_ROWS` is flushed to a
+new segment and a new manifest (so a full disk fails that write, uncommitted, with
+ResourceExhaustedError, and the engine keeps serving). A background thread merges segments of
+similar size (:data:`MERGE_FACTOR` at a time) and rewrites a segment a quarter dead, LSM-style.
+
+Opening maps the manifest's segments (checksums verified) and replays the SQLite rows after its
+``max_rowid`` and the deletes logged after its ``seq``; the same after a clean close and after a
+kill -9. A damaged, missing or stale segment or manifest, or a manifest of another database, is
+detected, dropped and the segments rebuilt from the rows. The caller (the collection) holds its
+read lock around queries and its write lock around :meth:`apply`, :meth:`flush_if_full` and the
+install step of a merge.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+from .._lsh_storage import nonempty
+from ..backends import get_knn_backend
+from ..banding import choose_params
+from ..distance import exact_knn
+from ..errors import ResourceExhaustedError, StorageCorruptionError
+from . import _manifest
+from ._memtable import Memtable
+from ._segments import Segment, SegmentData, build_segment, hash_ids, open_segment, segment_in_memory, write_segment
+from ._storage import _is_full, pack, unpack
+
+log = logging.getLogger("simsearch.index")
+
+MEMTABLE_ROWS = int(os.environ.get("SIMSEARCH_MEMTABLE_ROWS", "16384"))
+REBUILD_ROWS = 1 << 18  # rows per segment when building from the stored rows
+MERGE_FACTOR = 4
+SEGMENTS_DIR = "segments"
+SHINGLE_CACHE_BYTES = 64 << 20
+_GATHER_DEAD = 256  # a vector block with more removed rows than this is gathered, not scanned whole
+
+
+def segments_dir(index_path: str, cid: int) -> str:
+    return os.path.join(index_path, SEGMENTS_DIR, f"c{cid}")
+
+
+class Engine:
+    def __init__(self, storage, cid: int, cfg, backend, lock, index_path: str | None, *, fsync: bool):
+        self.storage = storage
+        self.cid = cid
+        self.cfg = cfg
+        self.backend = backend
+        self.k = backend.host  # band tables live in host memory (mapped files)
+        self.knn_be = get_knn_backend(backend)
+        self.b, self.r = choose_params(cfg.threshold, cfg.num_perm, "exact", cfg.weights)
+        self.lock = lock  # the collection's RWLock
+        self.dir = None if index_path is None else segments_dir(index_path, cid)
+        self.fsync = fsync
+        self.segments: list[Segment] = []
+        self.mem = self._new_memtable()
+        self.seq = 0  # the last write applied
+        self.flushed_seq = 0  # the seq the manifest's segments cover
+        self.max_rowid = 0  # the largest rowid the manifest's segments cover
+        self.last_rowid = 0
+        self.generation = 0
+        self.next_id = 1
+        self.live = 0
+        self._shingles: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._shingle_bytes = 0
+        self._shingle_mutex = threading.Lock()
+        self._merge_wake = threading.Event()
+        self._merge_mutex = threading.Lock()
+        self._merge_stop = False
+        self._merger: threading.Thread | None = None
+        self.merge_error: BaseException | None = None
+
+    def _new_memtable(self) -> Memtable:
+        return Memtable(self.cfg.num_perm, self.b, self.cfg.dim)
+
+    def sources(self) -> list:
+        return self.segments + ([self.mem] if len(self.mem) else [])
+
+    # -- open ------------------------------------------------------------------------------
+    def open(self) -> None:
+        if self.dir is None:
+            self._rebuild()
+        else:
+            os.makedirs(self.dir, exist_ok=True)
+            if not self._open_manifest():
+                self._rebuild()
+            self._start_merger()
+
+    def _open_manifest(self) -> bool:
+        """Map the manifest's segments and replay what follows; False (nothing kept) when the
+        manifest is missing, damaged, stale or of another database, or a segment is bad."""
+        try:
+            body = _manifest.read_manifest(self.dir)
+        except StorageCorruptionError as exc:
+            log.warning("rebuilding the segments of collection %d: %s", self.cid, exc)
+            return False
+        if body is None:
+            return False
+        db_seq = self.storage.seq(self.cid)
+        if body.get("database") != self.storage.uuid() or body.get("cid") != self.cid or body["seq"] > db_seq:
+            log.warning("rebuilding the segments of collection %d: the manifest is stale or of another database",
+                        self.cid)
+            return False
+        segs = []
+        try:
+            for entry in body["segments"]:
+                seg = open_segment(os.path.join(self.dir, entry["file"]), self.cfg, self.b, self.r)
+                if seg.n != entry["n"]:
+                    raise StorageCorruptionError(f"segment {entry['file']} does not match the manifest")
+                if entry.get("tomb"):
+                    seg.alive = _manifest.read_tombstones(self.dir, entry["tomb"], seg.n)
+                    seg.n_dead = int(seg.n - seg.alive.sum())
+                    seg.tomb = entry["tomb"]
+                segs.append(seg)
+        except StorageCorruptionError as exc:
+            log.warning("rebuilding the segments of collection %d: %s", self.cid, exc)
+            return False
+        self.segments = segs
+        self.seq = self.flushed_seq = int(body["seq"])
+        self.max_rowid = self.last_rowid = int(body["max_rowid"])
+        self.generation = int(body["generation"])
+        self.next_id = int(body["next_id"])
+        self.live = sum(s.live for s in segs)
+        self._replay()
+        if self.live != self.storage.count(self.cid):
+            log.warning("rebuilding the segments of collection %d: they disagree with the stored rows", self.cid)
+            self.segments, self.mem = [], self._new_memtable()
+            return False
+        _manifest.collect_garbage(self.dir, _manifest.referenced(body))
+        return True
+
+    def _replay(self) -> None:
+        """Bring the mapped state up to the database: rows inserted after the manifest's
+        ``max_rowid`` into the memtable, deletes logged after its ``seq`` applied."""
+        dead = self.storage.deletes_after(self.cid, self.flushed_seq)
+        if len(dead):
+            self._kill(dead)
+        self._load_rows(after=self.max_rowid, into_memtable=True)
+        self.seq = self.storage.seq(self.cid)
+
+    def _load_rows(self, after: int, into_memtable: bool) -> None:
+        cfg = self.cfg
+        empty_sig = pack(np.full(cfg.num_perm, 0xFFFFFFFF, np.uint32), np.uint32)
+        nan_vec = pack(np.full(cfg.dim, np.nan, np.float32), np.float32) if cfg.dim else None
+        pending: list[tuple] = []
+        npending = 0
+        for rowids, ext_ids, labels, vectors, signatures in self.storage.load_index_data(self.cid, after_rowid=after):
+            rowids = np.array(rowids, dtype=np.int64)
+            sigs = unpack(b"".join(s if s is not None else empty_sig for s in signatures), np.uint32)
+            sigs = sigs.reshape(len(rowids), cfg.num_perm)
+            vecs = None
+            if cfg.dim:
+                vecs = unpack(b"".join(v if v is not None else nan_vec for v in vectors), np.float32)
+                vecs = vecs.reshape(len(rowids), cfg.dim)
+            if into_memtable:
+                self._append(rowids, list(ext_ids), list(labels), sigs, vecs)
+                continue
+            pending.append((rowids, list(ext_ids), list(labels), sigs, vecs))
+            npending += len(rowids)
+            if npending >= REBUILD_ROWS:
+                self._flush_rows(pending)
+                pending, npending = [], 0
+        if pending:
+            self._flush_rows(pending)
+
+    def _flush_rows(self, parts: list[tuple]) -> None:
+        """Rows loaded from the store (a rebuild) straight into a new segment."""
+        rowids = np.concatenate([p[0] for p in parts])
+        ext_ids = [e for p in parts for e in p[1]]
+        labels = [x for p in parts for x in p[2]]
+        sigs = np.concatenate([p[3] for p in parts])
+        vecs = np.concatenate([p[4] for p in parts]) if self.cfg.dim else None
+        keys = self.k.band_keys(sigs, self.b, self.r)
+        data = SegmentData.from_rows(rowids, ext_ids, labels, sigs, keys, nonempty(sigs), vecs)
+        self.segments.append(self._make_segment(data))
+        self.live += len(rowids)
+        self.last_rowid = max(self.last_rowid, int(rowids[-1]))
+
+    def _rebuild(self) -> None:
+        """Segments from every stored row, and a new manifest (the store's checksums verified)."""
+        for seg in self.segments:
+            seg.close()
+        self.segments, self.mem = [], self._new_memtable()
+        self.live = 0
+        self.seq = self.storage.seq(self.cid)
+        self.last_rowid = 0
+        if self.dir is not None:
+            _manifest.collect_garbage(self.dir, set())
+        self._load_rows(after=0, into_memtable=False)
+        self.flushed_seq, self.max_rowid = self.seq, self.last_rowid
+        if self.dir is not None:
+            self._write_manifest(self.segments)
+            _manifest.collect_garbage(self.dir, self._referenced())
+            self._prune_deletes()
+
+    # -- segments and manifests --------------------------------------------------------------
+    def _make_segment(self, data: SegmentData) -> Segment:
+        seg_id = self.next_id
+        self.next_id += 1
+        header, sections = build_segment(seg_id, data, self.cfg, self.b, self.r, self.k)
+        if self.dir is None:
+            return segment_in_memory(header, sections)
+        name = write_segment(self.dir, header, sections, fsync=self.fsync)
+        del sections
+        return open_segment(os.path.join(self.dir, name), self.cfg, self.b, self.r, verify=False)
+
+    def _write_manifest(self, segments: list[Segment]) -> None:
+        """A new manifest generation over ``segments`` (tombstone files written where a
+        segment's removals changed). On failure nothing in memory changes."""
+        gen = self.generation + 1
+        entries, tombs = [], {}
+        for seg in segments:
+            tomb = seg.tomb
+            if seg.n_dead and (tomb is None or tomb["dead"] != seg.n_dead):
+                tomb = _manifest.write_tombstones(self.dir, seg.id, gen, seg.alive, self.fsync)
+            elif not seg.n_dead:
+                tomb = None
+            tombs[seg.id] = tomb
+            entries.append({"file": seg.name, "n": seg.n, "tomb": tomb})
+        _manifest.write_manifest(self.dir, {
+            "database": self.storage.uuid(), "cid": self.cid, "generation": gen, "seq": self.flushed_seq,
+            "max_rowid": self.max_rowid, "next_id": self.next_id, "segments": entries,
+        }, self.fsync)
+        for seg in segments:
+            seg.tomb = tombs[seg.id]
+        self.generation = gen
+
+    def _referenced(self) -> set[str]:
+        keep = {_manifest.MANIFEST}
+        for seg in self.segments:
+            keep.add(seg.name)
+            if seg.tomb:
+                keep.add(seg.tomb["file"])
+        return keep
+
+    def _prune_deletes(self) -> None:
+        try:
+            self.storage.prune_deletes(self.cid, self.flushed_seq)
+        except ResourceExhaustedError:  # the log is only longer; the next flush prunes it
+            pass
+
+    # -- writes (the caller holds the write lock) -------------------------------------------
+    def _append(self, rowids, ext_ids, labels, sigs, vecs) -> None:
+        if not len(rowids):
+            return
+        keys = self.k.band_keys(sigs, self.b, self.r)
+        self.mem.append(rowids, ext_ids, labels, sigs, keys, nonempty(sigs), vecs)
+        self.live += len(rowids)
+        self.last_rowid = max(self.last_rowid, int(rowids[-1]))
+
+    def _kill(self, rowids: np.ndarray) -> int:
+        killed = 0
+        for src in self.sources():
+            rows = src.locate_rowids(rowids)
+            rows = rows[rows >= 0]
+            if len(rows):
+                src.kill(rows)
+                killed += len(rows)
+        self.live -= killed
+        return killed
+
+    def apply(self, seq: int, removed: np.ndarray, rowids, ext_ids, labels, sigs, vecs) -> None:
+        """Reflect a committed write: ``removed`` rowids die, the new rows join the memtable."""
+        if len(removed):
+            self._kill(np.asarray(removed, np.int64))
+        self._append(np.asarray(rowids, np.int64), ext_ids, labels, sigs, vecs)
+        self.seq = seq
+
+    def flush_if_full(self) -> None:
+        if len(self.mem) >= MEMTABLE_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """The memtable becomes a segment and a new manifest is the commit point. A full disk
+        raises ResourceExhaustedError and leaves everything as it was (still served)."""
+        if not len(self.mem):
+            return
+        data = self.mem.to_segment_data()
+        seg = None
+        try:
+            seg = self._make_segment(data) if len(data) else None
+            if self.dir is not None:
+                old_seq, old_max = self.flushed_seq, self.max_rowid
+                self.flushed_seq, self.max_rowid = self.seq, self.last_rowid
+                try:
+                    self._write_manifest(self.segments + ([seg] if seg is not None else []))
+                except BaseException:
+                    self.flushed_seq, self.max_rowid = old_seq, old_max
+                    raise
+        except OSError as exc:
+            if seg is not None and seg.path is not None:
+                seg.close()
+                _remove(seg.path)
+            if _is_full(exc):
+                raise ResourceExhaustedError(
+                    f"the disk holding the index is full: could not flush collection {self.cid}'s recent writes "
+                    f"to a segment; this write was not applied (free space and retry)") from None
+            raise
+        if self.dir is None:
+            self.flushed_seq, self.max_rowid = self.seq, self.last_rowid
+        if seg is not None:
+            self.segments.append(seg)
+        self.mem = self._new_memtable()
+        if self.dir is not None:
+            _manifest.collect_garbage(self.dir, self._referenced())
+            self._prune_deletes()
+            self._merge_wake.set()
+        else:
+            while self._merge_once_in_memory():
+                pass
+
+    def snapshot_into(self, dest_index: str, database: str) -> None:
+        """Copy the current manifest's files into the index at ``dest_index`` (hard links where
+        possible: the files are immutable), with a manifest naming the copy's ``database``. The
+        caller holds the write lock. Without a manifest nothing is copied (the copy rebuilds)."""
+        if self.dir is None:
+            return
+        body = _manifest.read_manifest(self.dir)
+        if body is None:
+            return
+        dest = segments_dir(dest_index, self.cid)
+        os.makedirs(dest, exist_ok=True)
+        for name in _manifest.referenced(body) - {_manifest.MANIFEST}:
+            src, dst = os.path.join(self.dir, name), os.path.join(dest, name)
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copyfile(src, dst)
+        _manifest.write_manifest(dest, dict(body, database=database), self.fsync)
+
+    def flush_on_close(self) -> None:
+        """Flush the memtable so the next open replays nothing (best effort: a failure only
+        means that open replays these rows from SQLite)."""
+        if self.dir is None:
+            return
+        try:
+            self.flush()
+        except (OSError, ResourceExhaustedError, StorageCorruptionError) as exc:
+            log.warning("could not flush collection %d on close (%s); the next open replays it", self.cid, exc)
+
+    # -- merges ------------------------------------------------------------------------------
+    def _pick_merge(self) -> list[Segment]:
+        """MERGE_FACTOR segments of one size tier, or one segment a quarter removed; else []."""
+        tiers: dict[int, list[Segment]] = {}
+        for seg in self.segments:
+            if seg.n_dead and 4 * seg.n_dead >= seg.n:
+                return [seg]
+            t = int(np.log(max(seg.live, 1) / max(MEMTABLE_ROWS, 1)) / np.log(MERGE_FACTOR)) if seg.live else 0
+            tiers.setdefault(max(t, 0), []).append(seg)
+        for t in sorted(tiers):
+            if len(tiers[t]) >= MERGE_FACTOR:
+                return tiers[t][:MERGE_FACTOR]
+        return []
+
+    def _merged_data(self, parts) -> SegmentData:
+        return SegmentData.merged(parts, lambda s: self.k.band_keys(s, self.b, self.r))
+
+    def _merge_once_in_memory(self) -> bool:
+        pick = self._pick_merge()
+        if not pick:
+            return False
+        data = self._merged_data([(s, s.alive) for s in pick])
+        merged = self._make_segment(data) if len(data) else None
+        self.segments = self._replace(pick, merged)
+        return True
+
+    def _replace(self, pick: list[Segment], merged: Segment | None) -> list[Segment]:
+        at = self.segments.index(pick[0])
+        rest = [s for s in self.segments if not any(s is p for p in pick)]
+        return rest[:at] + ([merged] if merged is not None else []) + rest[at:]
+
+    def merge_once(self) -> bool:
+        """One background merge step; True when it merged something. The inputs stay mapped and
+        served until the new manifest names the merged segment instead. Merges run one at a time."""
+        with self._merge_mutex:
+            if self._merge_stop and threading.current_thread().name.startswith("simsearch-merge"):
+                return False
+            return self._merge_step()
+
+    def _merge_step(self) -> bool:
+        with self.lock.read():
+            pick = self._pick_merge()
+            if not pick:
+                return False
+            parts = [(s, s.alive.copy()) for s in pick]
+        data = self._merged_data(parts)
+        merged = None
+        try:
+            with self.lock.write():  # ids are allotted under the lock; the write below is outside it
+                seg_id = self.next_id
+                self.next_id += 1
+            if len(data):
+                header, sections = build_segment(seg_id, data, self.cfg, self.b, self.r, self.k)
+                name = write_segment(self.dir, header, sections, fsync=self.fsync)
+                del sections
+                merged = open_segment(os.path.join(self.dir, name), self.cfg, self.b, self.r, verify=False)
+            with self.lock.write():
+                if any(not any(s is p for s in self.segments) for p, _ in parts):
+                    raise RuntimeError("the merge inputs changed")  # pragma: no cover - one merger per engine
+                if merged is not None:
+                    for seg, snap in parts:  # rows removed while the merge ran
+                        newly = np.flatnonzero(snap & ~seg.alive)
+                        if len(newly):
+                            rows = merged.locate_rowids(seg.rowids[newly])
+                            merged.kill(rows[rows >= 0])
+                segments = self._replace([p for p, _ in parts], merged)
+                self._write_manifest(segments)
+                self.segments = segments
+                _manifest.collect_garbage(self.dir, self._referenced())
+        except OSError as exc:
+            if merged is not None:
+                merged.close()
+                _remove(merged.path)
+            log.warning("a merge of collection %d failed (%s); serving the last good manifest", self.cid, exc)
+            self.merge_error = exc
+            return False
+        return True
+
+    def _start_merger(self) -> None:
+        def run():
+            while not self._merge_stop:
+                self._merge_wake.wait(timeout=30)
+                self._merge_wake.clear()
+                while not self._merge_stop and self.merge_once():
+                    pass
+
+        # A merge due at open waits for the first timer tick (or the next flush): the first
+        # queries after a restart should not compete with it.
+        self._merger = threading.Thread(target=run, name=f"simsearch-merge-c{self.cid}", daemon=True)
+        self._merger.start()
+
+    def wait_merges(self) -> None:
+        """Run merges until none is due (tests, benchmarks)."""
+        if self.dir is None:
+            return
+        while self.merge_once():
+            pass
+
+    def stop_merger(self) -> None:
+        """Stop the background merges (after the one in progress); :meth:`merge_once` still works."""
+        self._merge_stop = True
+        self._merge_wake.set()
+        if self._merger is not None and self._merger is not threading.current_thread():
+            self._merger.join()
+        self._merger = None
+
+    def close(self, *, remove: bool = False) -> None:
+        self.stop_merger()
+        for seg in self.segments:
+            seg.close()
+        if remove and self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- reads (the caller holds the read lock) ---------------------------------------------
+    def locate_ext(self, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(source index, row) of each alive external id, (-1, -1) when absent."""
+        src = np.full(len(ids), -1, np.int64)
+        row = np.full(len(ids), -1, np.int64)
+        sources = self.sources()
+        hashes = hash_ids(ids) if self.segments else None
+        for s, source in enumerate(sources):
+            todo = np.flatnonzero(src < 0)
+            if not len(todo):
+                break
+            sub = [ids[i] for i in todo.tolist()]
+            hit = source.locate_ext(sub, None if hashes is None else hashes[todo])
+            ok = hit >= 0
+            src[todo[ok]], row[todo[ok]] = s, hit[ok]
+        return src, row
+
+    def rowids_of(self, ids: list[str]) -> np.ndarray:
+        src, row = self.locate_ext(ids)
+        out = np.full(len(ids), -1, np.int64)
+        sources = self.sources()
+        for s in np.unique(src[src >= 0]).tolist():
+            sel = src == s
+            out[sel] = sources[s].rowids[row[sel]]
+        return out
+
+    def gather(self, src: np.ndarray, row: np.ndarray, what: str):
+        """Per (source, row): 'sigs' (n, P) array, 'vecs' (n, dim) (NaN: none), 'ext' or 'labels' lists."""
+        sources = self.sources()
+        n = len(src)
+        if what == "sigs":
+            out = np.empty((n, self.cfg.num_perm), np.uint32)
+        elif what == "vecs":
+            out = np.full((n, self.cfg.dim), np.nan, np.float32)
+        else:
+            out = [None] * n
+        for s in np.unique(src).tolist():
+            sel = np.flatnonzero(src == s)
+            source, rows = sources[s], row[sel]
+            if what == "sigs":
+                out[sel] = source.sigs[rows]
+            elif what == "vecs":
+                out[sel] = _vectors_of(source, rows, self.cfg.dim)
+            else:
+                vals = source.ext_ids(rows) if what == "ext" else source.labels(rows)
+                for i, v in zip(sel.tolist(), vals):
+                    out[i] = v
+        return out
+
+    def candidates(self, qsigs: np.ndarray):
+        """(query, source, row) of every LSH candidate of each query signature."""
+        qkeys = self.k.band_keys(qsigs, self.b, self.r)
+        qvalid = nonempty(qsigs)
+        qs, ss, rs = [], [], []
+        for s, src in enumerate(self.sources()):
+            if isinstance(src, Segment):
+                off, rows = self.k.lookup(*src.table, src.alive, qkeys, qvalid)
+            else:
+                off, rows = self.k.scan(src.keys, src.lsh_mask(), qkeys, qvalid)
+            if len(rows):
+                qs.append(np.repeat(np.arange(len(qsigs), dtype=np.int64), np.diff(off)))
+                ss.append(np.full(len(rows), s, np.int64))
+                rs.append(np.asarray(rows, np.int64))
+        if not qs:
+            e = np.empty(0, np.int64)
+            return e, e, e
+        return np.concatenate(qs), np.concatenate(ss), np.concatenate(rs)
+
+    def estimate(self, qsigs, q, src, rows) -> np.ndarray:
+        """Estimated Jaccard of each (query, candidate) pair (the pair-Jaccard kernel)."""
+        est = np.zeros(len(q), np.float64)
+        for s, source in enumerate(self.sources()):
+            sel = np.flatnonzero(src == s)
+            if len(sel):
+                est[sel] = self.k.pair_jaccard_sigs(qsigs, source.sigs, q[sel], rows[sel])
+        return est
+
+    def rowids_at(self, src, rows) -> np.ndarray:
+        out = np.empty(len(src), np.int64)
+        for s, source in enumerate(self.sources()):
+            sel = src == s
+            if sel.any():
+                out[sel] = source.rowids[rows[sel]]
+        return out
+
+    # -- shingle sets (exact Jaccard) ---------------------------------------------------------
+    def cached_shingles(self, rowids: list[int], fetch) -> dict[int, np.ndarray]:
+        """rowid -> shingle set, from an LRU cache (rowids are never reused, so an entry never
+        goes stale) or ``fetch(missing rowids)``."""
+        out, missing = {}, []
+        with self._shingle_mutex:
+            for r in rowids:
+                hit = self._shingles.get(r)
+                if hit is None:
+                    missing.append(r)
+                else:
+                    self._shingles.move_to_end(r)
+                    out[r] = hit
+        if missing:
+            got = fetch(missing)
+            out.update(got)
+            with self._shingle_mutex:
+                for r, arr in got.items():
+                    if r not in self._shingles and arr.nbytes < SHINGLE_CACHE_BYTES // 16:
+                        self._shingles[r] = arr
+                        self._shingle_bytes += arr.nbytes
+                while self._shingle_bytes > SHINGLE_CACHE_BYTES and self._shingles:
+                    _, old = self._shingles.popitem(last=False)
+                    self._shingle_bytes -= old.nbytes
+        return out
+
+    # -- vectors -----------------------------------------------------------------------------
+    def knn(self, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        """Exact (distances, rowids) of the k nearest alive vectors, ties to the smaller rowid;
+        -1 / inf padded. Each segment is scanned in blocks (dead rows skipped), then the memtable."""
+        nq = len(queries)
+        qmax = float(np.abs(queries).max()) if queries.size else 0.0
+        ds, rs = [], []
+
+        def add(base, amax, bnorm, rowids_of_rows, alive=None):
+            n = len(base)
+            if not n:
+                return
+            ndead = 0 if alive is None else int(n - alive.sum())
+            if ndead == n:
+                return
+            if ndead > _GATHER_DEAD:
+                keep = np.flatnonzero(alive)
+                base, rowids_of_rows, alive, ndead = base[keep], rowids_of_rows[keep], None, 0
+                n = len(base)
+            fetch = min(n, k + ndead)
+            d, i = exact_knn(self.knn_be, base, queries, fetch, metric, max(amax, qmax), bnorm)
+            rid = rowids_of_rows[i]
+            if alive is not None and ndead:
+                bad = ~alive[i]
+                d = np.where(bad, np.inf, d)
+                rid = np.where(bad, -1, rid)
+            ds.append(d)
+            rs.append(rid)
+
+        for seg in self.segments:
+            if seg.vecs is None or not len(seg.vecs):
+                continue
+            valive = seg.alive[seg.vec_rows]
+            vrowids = seg.rowids[seg.vec_rows]
+            for lo, hi, amax, bnorm in seg.vec_blocks:
+                a = valive[lo:hi]
+                add(seg.vecs[lo:hi], amax, bnorm, vrowids[lo:hi], None if a.all() else a)
+        if len(self.mem) and self.mem.vecs is not None:
+            rows, V = self.mem.vector_rows()
+            if len(rows):
+                add(V, float(np.abs(V).max()), None, self.mem.rowids[rows])
+        if not ds:
+            return np.full((nq, 0), np.inf, np.float32), np.full((nq, 0), -1, np.int64)
+        d = np.concatenate(ds, axis=1)
+        r = np.concatenate(rs, axis=1)
+        key = np.where(r >= 0, r, np.iinfo(np.int64).max)
+        order = np.lexsort((key, d), axis=-1)[:, :k]
+        return np.take_along_axis(d, order, axis=1), np.take_along_axis(r, order, axis=1)
+
+    def vector_rows_all(self, require_labels: bool):
+        """(rowids, ext ids, vectors, labels) of every alive document with a vector, in rowid order."""
+        parts = []
+        for source in self.sources():
+            if isinstance(source, Segment):
+                if source.vecs is None:
+                    continue
+                vi = np.flatnonzero(source.alive[source.vec_rows])
+                rows = source.vec_rows[vi].astype(np.int64)
+                vecs = source.vecs[vi]
+            else:
+                rows, vecs = source.vector_rows()
+            if require_labels and len(rows):
+                lab = source.labels(rows)
+                ok = np.fromiter((x is not None for x in lab), bool, len(lab))
+                rows, vecs = rows[ok], vecs[ok]
+            parts.append((source.rowids[rows], source, rows, vecs))
+        if not parts:
+            return np.empty(0, np.int64), [], np.empty((0, self.cfg.dim), np.float32), []
+        rowids = np.concatenate([p[0] for p in parts])
+        ext = [e for p in parts for e in p[1].ext_ids(p[2])]
+        labels = [x for p in parts for x in p[1].labels(p[2])]
+        vecs = np.concatenate([p[3] for p in parts])
+        order = np.argsort(rowids, kind="stable")
+        return rowids[order], [ext[i] for i in order.tolist()], vecs[order], [labels[i] for i in order.tolist()]
+
+    # -- self-join -----------------------------------------------------------------------------
+    def candidate_pairs(self) -> np.ndarray:
+        """Every pair of alive rowids sharing a band key: int64 (m, 2), a < b, sorted unique."""
+        tables = []
+        for src in self.sources():
+            if isinstance(src, Segment):
+                tables.append((src, src.table, src.alive))
+            else:
+                mask = src.lsh_mask()
+                tables.append((src, self.k.bucket_sort(src.keys, mask), mask))
+        pairs = []
+        for i, (src, table, alive) in enumerate(tables):
+            packed = self.k.self_join(table[0], table[1], alive)
+            a = (packed >> np.uint64(32)).astype(np.int64)
+            b = (packed & np.uint64(0xFFFFFFFF)).astype(np.int64)
+            pairs.append(np.stack([src.rowids[a], src.rowids[b]], axis=1))
+            if i + 1 < len(tables):
+                keys = self.k.band_keys(src.sigs, self.b, self.r)
+                has = nonempty(src.sigs) & alive
+                for other, otable, oalive in tables[i + 1:]:
+                    off, rows = self.k.lookup(*otable, oalive, keys, has)
+                    q = np.repeat(np.arange(len(src.rowids)), np.diff(off))
+                    pairs.append(np.stack([src.rowids[q], other.rowids[rows]], axis=1))
+        if not pairs:
+            return np.empty((0, 2), np.int64)
+        out = np.concatenate(pairs)
+        out.sort(axis=1)
+        out = np.unique(out, axis=0)
+        return np.ascontiguousarray(out)
+
+    def locate_rowids(self, rowids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        src = np.full(len(rowids), -1, np.int64)
+        row = np.full(len(rowids), -1, np.int64)
+        for s, source in enumerate(self.sources()):
+            hit = source.locate_rowids(rowids)
+            ok = hit >= 0
+            src[ok], row[ok] = s, hit[ok]
+        return src, row
+
+    def memory(self) -> dict[str, int]:
+        """Heap bytes the engine holds (the mapped files are not counted)."""
+        return {"alive": sum(s.alive.nbytes for s in self.segments), "memtable": self.mem.nbytes(),
+                "shingle_cache": self._shingle_bytes}
+
+
+def _vectors_of(source, rows: np.ndarray, dim: int) -> np.ndarray:
+    if isinstance(source, Segment):
+        out = np.full((len(rows), dim), np.nan, np.float32)
+        if source.vecs is not None and len(source.vec_rows):
+            pos = np.searchsorted(source.vec_rows, rows)
+            pos = np.minimum(pos, len(source.vec_rows) - 1)
+            ok = source.vec_rows[pos] == rows
+            out[ok] = source.vecs[pos[ok]]
+        return out
+    return source.vecs[rows]
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass

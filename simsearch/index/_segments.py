@@ -1,0 +1,393 @@
+"""Immutable, checksummed, memory-mapped segment files: a collection's derived state on disk.
+
+A segment holds a set of documents (rows in rowid order) and everything a query reads about
+them, so the process keeps no copy of signatures, vectors or ids on its heap; the page cache holds
+them, shared by every process that maps the file. File layout (``seg-<id>.seg``)::
+
+    MAGIC (8 bytes) | header length (u64 LE) | header (JSON) | header XXH3-64 (u64 LE) | pad
+    sections, each at a 4096-byte aligned offset, each with its XXH3-64 in the header
+
+The header names the segment format version (:data:`SEGMENT_FORMAT`), the collection's shape
+(num_perm, dim, banding) and every section's dtype, shape, offset and checksum. Sections:
+
+============  =========  ===========================================================
+rowids        int64 n    sorted ascending: the storage rowids of the rows
+sigs          uint32     (n, num_perm) MinHash signatures (all 0xFFFFFFFF: no text)
+skeys/srows   u64/i32    (b, m) per band, sorted band keys and their rows (m = rows with text)
+directory     int32      (b, 2**d + 1) bucket starts of the top d key bits
+id_hash       uint64 n   sorted XXH64 of the external ids; ``id_row`` the row of each
+ext_off/ext   i64/u8     the external ids, UTF-8 (surrogatepass), back to back
+lab_off/lab   i64/u8     the labels the same way; ``has_label`` uint8 n
+vec_rows      int32 nv   the rows that have a vector; ``vecs`` float32 (nv, dim) their vectors
+============  =========  ===========================================================
+
+A file is written to a temporary name, fsynced, and renamed; it is never modified afterwards.
+Removed rows are marked in a tombstone bitmap kept in a separate small file per manifest
+generation (:mod:`simsearch.index._manifest`), so several processes can map one segment.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import xxhash
+
+from .._arrays import concat_csr, gather_csr
+from .._lsh_storage import nonempty
+from .._version import __version__
+from ..errors import StorageCorruptionError
+
+__all__ = [
+    "SEGMENT_FORMAT",
+    "Segment",
+    "SegmentData",
+    "build_segment",
+    "hash_ids",
+    "open_segment",
+    "segment_in_memory",
+    "write_segment",
+]
+
+MAGIC = b"SIMSSEG\n"
+SEGMENT_FORMAT = 1
+ALIGN = 4096
+VEC_BLOCK = 1 << 18  # rows per flat-scan block; its largest |value| and norm are in the header
+
+
+def hash_ids(ids: list[str]) -> np.ndarray:
+    """uint64 XXH64 of each external id's UTF-8 bytes (how segments index ids)."""
+    h = xxhash.xxh64_intdigest
+    return np.fromiter((h(i.encode("utf-8", "surrogatepass")) for i in ids), np.uint64, len(ids))
+
+
+def _strings(values: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
+    enc = [b"" if v is None else v.encode("utf-8", "surrogatepass") for v in values]
+    off = np.zeros(len(enc) + 1, np.int64)
+    if enc:
+        np.cumsum(np.fromiter((len(e) for e in enc), np.int64, len(enc)), out=off[1:])
+    return off, np.frombuffer(b"".join(enc), np.uint8)
+
+
+@dataclass
+class SegmentData:
+    """The rows of a segment to be written, in memory, in rowid order (ids and labels as UTF-8
+    CSR, vectors only for the rows that have one)."""
+
+    rowids: np.ndarray
+    sigs: np.ndarray
+    keys: np.ndarray  # (n, b) band keys
+    indexable: np.ndarray  # bool n: has a non-empty signature
+    id_hash: np.ndarray  # uint64 n, per row
+    ext_off: np.ndarray
+    ext: np.ndarray
+    lab_off: np.ndarray
+    lab: np.ndarray
+    has_label: np.ndarray
+    vec_rows: np.ndarray | None
+    vecs: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.rowids)
+
+    @classmethod
+    def from_rows(cls, rowids, ext_ids, labels, sigs, keys, indexable, vecs) -> SegmentData:
+        """From python ids and labels; ``vecs`` (n, dim) has NaN rows for documents without one."""
+        ext_off, ext = _strings(ext_ids)
+        lab_off, lab = _strings(labels)
+        vec_rows = None
+        if vecs is not None:
+            vec_rows = np.flatnonzero(~np.isnan(vecs[:, 0])) if len(vecs) else np.zeros(0, np.int64)
+            vecs = vecs[vec_rows]
+        return cls(np.asarray(rowids, np.int64), sigs, keys, indexable, hash_ids(ext_ids), ext_off, ext, lab_off, lab,
+                   np.fromiter((x is not None for x in labels), np.uint8, len(labels)), vec_rows, vecs)
+
+    @classmethod
+    def merged(cls, parts: list, band_keys) -> SegmentData:
+        """The rows alive in ``parts`` ((segment, alive) pairs), in rowid order. ``band_keys``
+        recomputes the band keys of signatures."""
+        rowids, sigs, hashes, ext, lab, has_label, vec_of_row, vecs = [], [], [], [], [], [], [], []
+        nvec = 0
+        for seg, alive in parts:
+            rows = np.flatnonzero(alive)
+            rowids.append(seg.rowids[rows])
+            sigs.append(seg.sigs[rows])
+            h = np.empty(seg.n, np.uint64)
+            h[seg.id_row] = seg.id_hash
+            hashes.append(h[rows])
+            ext.append(gather_csr(seg.ext_off, seg.ext, rows))
+            lab.append(gather_csr(seg.lab_off, seg.lab, rows))
+            has_label.append(seg.has_label[rows])
+            if seg.vecs is not None:
+                vrow = np.full(seg.n, -1, np.int64)
+                vrow[seg.vec_rows] = np.arange(len(seg.vec_rows))
+                vr = vrow[rows]
+                ok = vr >= 0
+                vecs.append(seg.vecs[vr[ok]])
+                v = np.full(len(rows), -1, np.int64)
+                v[ok] = np.arange(nvec, nvec + int(ok.sum()))
+                nvec += int(ok.sum())
+                vec_of_row.append(v)
+        rowids = np.concatenate(rowids)
+        order = np.argsort(rowids, kind="stable")
+        sig = np.concatenate(sigs)[order]
+        ext_off, ext_b = concat_csr([o for o, _ in ext], [b for _, b in ext])
+        ext_off, ext_b = gather_csr(ext_off, ext_b, order)
+        lab_off, lab_b = concat_csr([o for o, _ in lab], [b for _, b in lab])
+        lab_off, lab_b = gather_csr(lab_off, lab_b, order)
+        vec_rows = out_vecs = None
+        if vecs:
+            vo = np.concatenate(vec_of_row)[order]
+            vec_rows = np.flatnonzero(vo >= 0)
+            out_vecs = np.concatenate(vecs)[vo[vec_rows]]
+        keys = band_keys(sig)
+        return cls(rowids[order], sig, keys, nonempty(sig), np.concatenate(hashes)[order], ext_off, ext_b,
+                   lab_off, lab_b, np.concatenate(has_label)[order], vec_rows, out_vecs)
+
+
+def _raw(arr: np.ndarray):
+    return memoryview(np.ascontiguousarray(arr)).cast("B") if arr.nbytes else b""
+
+
+def build_segment(seg_id: int, data: SegmentData, cfg, b: int, r: int, backend) -> tuple[dict, dict]:
+    """The header and sections of a segment over ``data`` (band tables sorted here)."""
+    n = len(data.rowids)
+    skeys, srows, table_dir, d = backend.bucket_sort(data.keys, data.indexable)
+    order = np.argsort(data.id_hash, kind="stable")
+    sections: dict[str, np.ndarray] = {
+        "rowids": np.ascontiguousarray(data.rowids, "<i8"),
+        "sigs": np.ascontiguousarray(data.sigs, "<u4"),
+        "skeys": np.ascontiguousarray(skeys, "<u8"),
+        "srows": np.ascontiguousarray(srows, "<i4"),
+        "directory": np.ascontiguousarray(table_dir, "<i4"),
+        "id_hash": np.ascontiguousarray(data.id_hash[order], "<u8"),
+        "id_row": order.astype("<i4"),
+        "ext_off": np.ascontiguousarray(data.ext_off, "<i8"),
+        "ext": np.ascontiguousarray(data.ext, np.uint8),
+        "lab_off": np.ascontiguousarray(data.lab_off, "<i8"),
+        "lab": np.ascontiguousarray(data.lab, np.uint8),
+        "has_label": np.ascontiguousarray(data.has_label, np.uint8),
+    }
+    blocks = []
+    if cfg.dim:
+        vecs = np.ascontiguousarray(data.vecs, "<f4").reshape(-1, cfg.dim)
+        sections["vec_rows"] = np.ascontiguousarray(data.vec_rows, "<i4")
+        sections["vecs"] = vecs
+        for lo in range(0, len(vecs), VEC_BLOCK):
+            blk = vecs[lo : lo + VEC_BLOCK]
+            amax = float(np.abs(blk).max())
+            bnorm = float(np.sqrt(np.einsum("ij,ij->i", blk, blk, dtype=np.float32).max()))
+            blocks.append([lo, lo + len(blk), amax, bnorm])
+    meta, offset = {}, 0
+    for name, arr in sections.items():
+        meta[name] = {"offset": offset, "dtype": arr.dtype.str, "shape": list(arr.shape)}
+        offset += -(-arr.nbytes // ALIGN) * ALIGN
+    header = {
+        "format": SEGMENT_FORMAT, "created_by": f"simsearch {__version__}", "id": seg_id, "n": n,
+        "num_perm": cfg.num_perm, "dim": cfg.dim, "b": b, "r": r, "d": int(d),
+        "min_rowid": int(data.rowids[0]) if n else 0, "max_rowid": int(data.rowids[-1]) if n else 0,
+        "vec_blocks": blocks, "sections": meta,
+    }
+    return header, sections
+
+
+def segment_in_memory(header: dict, sections: dict) -> Segment:
+    """A segment over in-memory sections (an index without a directory)."""
+    return Segment(None, header, None, sections)
+
+
+def write_segment(directory: str, header: dict, sections: dict, *, fsync: bool = True) -> str:
+    """Write a built segment into ``directory`` (temporary name, fsync, rename); returns the
+    file name. Raises OSError (ENOSPC included) with no file left behind."""
+    header = dict(header, sections={k: dict(v, xxh3=xxhash.xxh3_64_intdigest(_raw(sections[k])))
+                                    for k, v in header["sections"].items()})
+    meta = header["sections"]
+    raw = json.dumps(header).encode()
+    head = MAGIC + len(raw).to_bytes(8, "little") + raw + xxhash.xxh3_64_intdigest(raw).to_bytes(8, "little")
+    base = -(-len(head) // ALIGN) * ALIGN
+    name = f"seg-{header['id']:08d}.seg"
+    path = os.path.join(directory, name)
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(head + b"\0" * (base - len(head)))
+            pos = 0
+            last = max((k for k in sections if sections[k].nbytes), key=lambda k: meta[k]["offset"], default=None)
+            for sec, arr in sections.items():
+                fh.write(_raw(arr))
+                pos += arr.nbytes
+                pad = meta[sec]["offset"] + -(-arr.nbytes // ALIGN) * ALIGN - pos
+                if pad and sec != last:  # no padding after the last bytes: every byte of the tail is checked
+                    fh.write(b"\0" * pad)
+                    pos += pad
+            fh.flush()
+            if fsync:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+    return name
+
+
+class Segment:
+    """A mapped segment file; ``alive`` (in memory, one byte per row) marks the rows not removed."""
+
+    def __init__(self, path: str | None, header: dict, mm: mmap.mmap | None, arrays: dict[str, np.ndarray]):
+        self.path = path
+        self.name = None if path is None else os.path.basename(path)
+        self.header = header
+        self.id = int(header["id"])
+        self._mm = mm
+        self.n = int(header["n"])
+        a = arrays
+        self.rowids = a["rowids"]
+        self.sigs = a["sigs"]
+        self.table = (a["skeys"], a["srows"], a["directory"], int(header["d"]))
+        self.id_hash, self.id_row = a["id_hash"], a["id_row"]
+        self.ext_off, self.ext = a["ext_off"], a["ext"]
+        self.lab_off, self.lab, self.has_label = a["lab_off"], a["lab"], a["has_label"]
+        self.vec_rows = a.get("vec_rows")
+        self.vecs = a.get("vecs")
+        self.vec_blocks = header["vec_blocks"]
+        self.alive = np.ones(self.n, dtype=bool)
+        self.n_dead = 0
+        self.tomb: dict | None = None  # the tombstone file the manifest names for it, if any
+        self.ann = None  # hook: a per-segment ANN structure over ``vecs`` (simsearch.index._ann)
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def live(self) -> int:
+        return self.n - self.n_dead
+
+    def locate_rowids(self, rowids: np.ndarray) -> np.ndarray:
+        """Row of each rowid that this segment holds alive, else -1."""
+        if not self.n:
+            return np.full(len(rowids), -1, np.int64)
+        pos = np.minimum(np.searchsorted(self.rowids, rowids), self.n - 1)
+        hit = (self.rowids[pos] == rowids) & self.alive[pos]
+        return np.where(hit, pos, -1).astype(np.int64)
+
+    def locate_ext(self, ids: list[str], hashes: np.ndarray) -> np.ndarray:
+        """Row of each external id alive in this segment, else -1 (hash, then bytes compared)."""
+        out = np.full(len(ids), -1, np.int64)
+        if not self.n or not len(ids):
+            return out
+        lo = np.searchsorted(self.id_hash, hashes, side="left")
+        hi = np.searchsorted(self.id_hash, hashes, side="right")
+        for i in np.flatnonzero(hi > lo).tolist():
+            for p in range(int(lo[i]), int(hi[i])):
+                row = int(self.id_row[p])
+                if self.alive[row] and self.ext_id(row) == ids[i]:
+                    out[i] = row
+                    break
+        return out
+
+    def ext_id(self, row: int) -> str:
+        return self.ext[self.ext_off[row] : self.ext_off[row + 1]].tobytes().decode("utf-8", "surrogatepass")
+
+    def ext_ids(self, rows) -> list[str]:
+        return [self.ext_id(r) for r in np.asarray(rows).tolist()]
+
+    def labels(self, rows) -> list[str | None]:
+        out = []
+        for r in np.asarray(rows).tolist():
+            if not self.has_label[r]:
+                out.append(None)
+            else:
+                out.append(self.lab[self.lab_off[r] : self.lab_off[r + 1]].tobytes().decode("utf-8", "surrogatepass"))
+        return out
+
+    def kill(self, rows: np.ndarray) -> None:
+        rows = rows[self.alive[rows]]
+        self.alive[rows] = False
+        self.n_dead += len(rows)
+
+    def close(self) -> None:
+        """Drop the arrays and the mapping (a no-op while numpy views of it are still referenced)."""
+        for attr in ("rowids", "sigs", "id_hash", "id_row", "ext_off", "ext", "lab_off", "lab", "has_label",
+                     "vec_rows", "vecs"):
+            setattr(self, attr, None)
+        self.table = None
+        mm, self._mm = self._mm, None
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:  # a query still holds a view; the mapping goes with it
+                pass
+
+
+def _bad(path: str, why: str) -> StorageCorruptionError:
+    return StorageCorruptionError(f"segment {path}: {why}")
+
+
+def open_segment(path: str, cfg, b: int, r: int, *, verify: bool = True) -> Segment:
+    """Map a segment file and check it: magic, format, header checksum, the collection's shape,
+    and (``verify``) every section's checksum. Any failure raises StorageCorruptionError."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise _bad(path, f"cannot be opened ({exc.strerror})") from None
+    try:
+        size = os.fstat(fd).st_size
+        if size < 16:
+            raise _bad(path, "is truncated")
+        mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    finally:
+        os.close(fd)
+    try:
+        if mm[:8] != MAGIC:
+            raise _bad(path, "is not a simsearch segment")
+        hlen = int.from_bytes(mm[8:16], "little")
+        if 16 + hlen + 8 > size:
+            raise _bad(path, "is truncated")
+        raw = mm[16 : 16 + hlen]
+        if xxhash.xxh3_64_intdigest(raw) != int.from_bytes(mm[16 + hlen : 24 + hlen], "little"):
+            raise _bad(path, "fails its header checksum")
+        header = json.loads(raw)
+        if header.get("format") != SEGMENT_FORMAT:
+            raise _bad(path, f"has segment format {header.get('format')}; expected {SEGMENT_FORMAT}")
+        if (header["num_perm"], header["dim"], header["b"], header["r"]) != (cfg.num_perm, cfg.dim, b, r):
+            raise _bad(path, "does not match the collection's configuration")
+        base = -(-(24 + hlen) // ALIGN) * ALIGN
+        arrays, arr = {}, None
+        for name, sec in header["sections"].items():
+            dt = np.dtype(sec["dtype"])
+            count = int(np.prod(sec["shape"])) if sec["shape"] else 1
+            start = base + int(sec["offset"])
+            if count == 0:
+                arrays[name] = np.empty(sec["shape"], dt)
+                continue
+            if start + count * dt.itemsize > size:
+                raise _bad(path, f"is truncated (section {name})")
+            arr = np.frombuffer(mm, dtype=dt, count=count, offset=start).reshape(sec["shape"])
+            if verify and xxhash.xxh3_64_intdigest(_raw(arr)) != sec["xxh3"]:
+                raise _bad(path, f"section {name} fails its checksum")
+            arrays[name] = arr
+        n = int(header["n"])
+        if arrays["rowids"].shape != (n,) or arrays["sigs"].shape != (n, cfg.num_perm):
+            raise _bad(path, "has inconsistent shapes")
+        return Segment(path, header, mm, arrays)
+    except StorageCorruptionError:
+        arrays = arr = None
+        _close_quietly(mm)
+        raise
+    except (ValueError, KeyError, TypeError) as exc:
+        arrays = arr = None
+        _close_quietly(mm)
+        raise _bad(path, f"has an unreadable header ({exc})") from None
+
+
+def _close_quietly(mm: mmap.mmap) -> None:
+    try:
+        mm.close()
+    except BufferError:  # a view survives in a traceback; the mapping goes with it
+        pass

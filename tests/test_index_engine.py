@@ -1,0 +1,355 @@
+"""The index engine (segments, manifest, memtable, merges) against an oracle: a fresh in-memory
+index over the same live documents, whose memtable never flushes. Damaged files, a full disk and
+SQLite damage are injected; no query may answer from a bad segment."""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from simsearch.errors import ResourceExhaustedError, StorageCorruptionError
+from simsearch.index import Document, Index, _engine, _manifest
+from simsearch.index._storage import DB_FILE, FORMAT_VERSION
+
+WORDS = [f"w{i}" for i in range(300)]
+
+
+def make_docs(n, seed, prefix="d", dim=8):
+    rng = np.random.default_rng(seed)
+    base = [" ".join(rng.choice(WORDS, 40)) for _ in range(max(1, n // 3))]
+    out = []
+    for i in range(n):
+        words = base[i % len(base)].split()
+        for j in rng.choice(len(words), int(rng.integers(0, 5)), replace=False):
+            words[j] = str(rng.choice(WORDS))
+        out.append(Document(id=f"{prefix}{i}", text=" ".join(words) if i % 11 else None,
+                            metadata={"i": i}, vector=rng.normal(size=dim).astype(np.float32) if i % 7 else None,
+                            label=["a", "b", None][i % 3]))
+    return out
+
+
+def answers(coll, docs):
+    texts = [d for d in docs if d.text is not None][:8]
+    vecs = [d for d in docs if d.vector is not None][:8]
+    return (
+        coll.count(),
+        [coll.near_duplicates(d.text, threshold=0.3) for d in texts],
+        [coll.near_duplicates(id=d.id, k=4) for d in texts],
+        [coll.near_duplicates(d.text, threshold=0.3, exact=True) for d in texts[:4]],
+        [coll.search(d.vector, k=6) for d in vecs],
+        [coll.search(id=d.id, k=3, metric="manhattan") for d in vecs[:4]],
+        coll.find_duplicates(threshold=0.5),
+        sorted(coll.vectors_and_labels(require_labels=False)[0]),
+    )
+
+
+def oracle(live_docs):
+    fresh = Index().create_collection("c", dim=8, threshold=0.5)
+    fresh.upsert(list(live_docs.values()))  # in insertion order: representatives are the earliest
+    return fresh
+
+
+def churn(coll, seed, rounds=6):
+    """Upserts, re-upserts and deletes; returns the live documents by id."""
+    rng = np.random.default_rng(seed)
+    live: dict[str, Document] = {}
+    for r in range(rounds):
+        batch = make_docs(int(rng.integers(20, 60)), seed * 100 + r, prefix=f"r{r}-")
+        if live and r % 2:
+            old = list(live)
+            for i in rng.choice(len(old), min(5, len(old)), replace=False):
+                batch.append(Document(id=old[i], text="replaced " + " ".join(rng.choice(WORDS, 30)),
+                                      vector=rng.normal(size=8).astype(np.float32)))
+        coll.upsert(batch)
+        for d in batch:  # a re-upserted id is a new row, the latest
+            live.pop(d.id, None)
+            live[d.id] = d
+        gone = [k for k in list(live) if rng.random() < 0.15]
+        if gone:
+            coll.delete(gone)
+            for k in gone:
+                del live[k]
+    return live
+
+
+@pytest.fixture
+def small_memtable(monkeypatch):
+    monkeypatch.setattr(_engine, "MEMTABLE_ROWS", 32)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_flushes_and_merges_answer_like_a_fresh_index(tmp_path, small_memtable, seed):
+    with Index(tmp_path / "idx") as idx:
+        c = idx.create_collection("c", dim=8, threshold=0.5)
+        live = churn(c, seed)
+        c._engine.wait_merges()
+        assert len(c._engine.segments) >= 1
+        docs = list(live.values())
+        got = answers(c, docs)
+        fresh = oracle(live)
+        want = answers(fresh, docs)
+        assert got == want
+    with Index(tmp_path / "idx") as idx:  # reopened from the manifest: the same answers
+        c = idx.get_collection("c")
+        assert answers(c, docs) == got
+
+
+def test_reopen_after_kill_equals_clean_close(tmp_path, small_memtable):
+    """A process that never closes (as after kill -9): the manifest plus the replayed tail."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {os.getcwd()!r})
+        from simsearch.index import _engine
+        _engine.MEMTABLE_ROWS = 32
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_index_engine import churn
+        from simsearch.index import Index
+        idx = Index(sys.argv[1])
+        c = idx.create_collection("c", dim=8, threshold=0.5)
+        churn(c, 7)
+        os._exit(0)  # no close: nothing flushed on the way out
+    """)
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "idx")], check=True)
+    with Index() as mem:
+        live = churn(mem.create_collection("c", dim=8, threshold=0.5), 7)
+    with Index(tmp_path / "idx") as idx:
+        c = idx.get_collection("c")
+        assert len(c._engine.mem) > 0 or c._engine.segments  # some of both, usually
+        got = answers(c, list(live.values()))
+    fresh = oracle(live)
+    want = answers(fresh, list(live.values()))
+    assert got == want
+
+
+def _damage(path, how):
+    data = Path(path).read_bytes()
+    if how == "flip":
+        pos = len(data) // 2
+        data = data[:pos] + bytes([data[pos] ^ 0x5A]) + data[pos + 1:]
+        Path(path).write_bytes(data)
+    elif how == "flip-tail":
+        Path(path).write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    elif how == "truncate":
+        Path(path).write_bytes(data[: len(data) // 3])
+    elif how == "delete":
+        os.remove(path)
+    elif how == "empty":
+        Path(path).write_bytes(b"")
+
+
+@pytest.mark.parametrize("target", ["segment", "tombstones", "manifest"])
+@pytest.mark.parametrize("how", ["flip", "flip-tail", "truncate", "delete", "empty"])
+def test_a_damaged_file_is_detected_and_rebuilt_never_answered_from(tmp_path, small_memtable, target, how):
+    with Index(tmp_path / "idx") as idx:
+        c = idx.create_collection("c", dim=8, threshold=0.5)
+        live = churn(c, 11)
+        c._engine.stop_merger()
+        c._engine.wait_merges()
+        gone = [k for k in list(live)[:3]]
+        c.delete(gone)  # removals in mapped segments: tombstone files at the next manifest
+        for k in gone:
+            del live[k]
+        extra = make_docs(1, 99, prefix="extra")
+        c.upsert(extra)
+        live[extra[0].id] = extra[0]
+        with c._lock.write():
+            c._engine.flush()
+        d = c._engine.dir
+        segs = sorted((s for s in c._engine.segments), key=lambda s: -s.n)
+        tombs = [s.tomb["file"] for s in c._engine.segments if s.tomb]
+        expected = answers(c, list(live.values()))
+    if target == "segment":
+        victim = os.path.join(d, segs[0].name)
+    elif target == "tombstones":
+        assert tombs
+        victim = os.path.join(d, tombs[0])
+    else:
+        victim = os.path.join(d, _manifest.MANIFEST)
+    _damage(victim, how)
+    with Index(tmp_path / "idx") as idx:
+        c = idx.get_collection("c")
+        assert answers(c, list(live.values())) == expected
+    with Index(tmp_path / "idx") as idx:  # and the rebuilt files are good
+        assert answers(idx.get_collection("c"), list(live.values())) == expected
+
+
+def test_sqlite_damage_is_storage_corruption(tmp_path, small_memtable):
+    with Index(tmp_path / "idx") as idx:
+        churn(idx.create_collection("c", dim=8, threshold=0.5), 5, rounds=3)
+    db = os.path.join(tmp_path, "idx", DB_FILE)
+    raw = bytearray(Path(db).read_bytes())
+    for pos in range(4096 * 2, len(raw), 997):  # scribble over the pages after the first two
+        raw[pos] ^= 0xFF
+    Path(db).write_bytes(bytes(raw))
+    with pytest.raises(StorageCorruptionError), Index(tmp_path / "idx") as idx:
+        c = idx.get_collection("c")
+        c.get([f"r0-{i}" for i in range(10)])
+        # segments mapped from the manifest may answer, but a rebuild reads the rows
+        import shutil
+
+        shutil.rmtree(c._engine.dir)
+        c._rebuild()
+
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_disk_full_during_a_flush_fails_that_write_and_keeps_serving(tmp_path, small_memtable, monkeypatch):
+    idx = Index(tmp_path / "idx")
+    c = idx.create_collection("c", dim=8, threshold=0.5)
+    docs = make_docs(40, 3)
+    c.upsert(docs)  # 40 rows in the memtable: the next write flushes first
+    before = answers(c, docs)
+    manifest = Path(os.path.join(c._engine.dir, _manifest.MANIFEST)).read_bytes()
+    monkeypatch.setattr(_engine, "write_segment", _enospc)
+    more = make_docs(5, 4, prefix="late")
+    with pytest.raises(ResourceExhaustedError, match="full"):
+        c.upsert(more)
+    assert answers(c, docs) == before  # nothing applied, still served
+    assert Path(os.path.join(c._engine.dir, _manifest.MANIFEST)).read_bytes() == manifest
+    assert not [n for n in os.listdir(c._engine.dir) if n.endswith(".tmp")]
+    monkeypatch.undo()
+    monkeypatch.setattr(_engine, "MEMTABLE_ROWS", 32)
+    c.upsert(more)  # space again: the flush and the write go through
+    assert c.count() == 45
+    idx.close()
+    with Index(tmp_path / "idx") as idx:
+        assert idx.get_collection("c").count() == 45
+        assert answers(idx.get_collection("c"), docs) == answers(oracle({d.id: d for d in docs + more}), docs)
+
+
+def test_disk_full_during_the_manifest_write_changes_nothing(tmp_path, small_memtable, monkeypatch):
+    idx = Index(tmp_path / "idx")
+    c = idx.create_collection("c", dim=8, threshold=0.5)
+    docs = make_docs(40, 5)
+    c.upsert(docs)
+    monkeypatch.setattr(_manifest, "write_manifest", _enospc)
+    with pytest.raises(ResourceExhaustedError):
+        c.upsert(make_docs(3, 6, prefix="x"))
+    assert c.count() == 40 and len(c._engine.mem) == 40 and not c._engine.segments
+    assert [n for n in os.listdir(c._engine.dir) if n.endswith(".seg")] == []  # the new segment removed
+    monkeypatch.undo()
+    idx.close()
+    with Index(tmp_path / "idx") as idx:
+        assert idx.get_collection("c").count() == 40
+
+
+def test_disk_full_during_a_merge_keeps_the_last_good_manifest(tmp_path, small_memtable, monkeypatch):
+    idx = Index(tmp_path / "idx")
+    c = idx.create_collection("c", dim=8, threshold=0.5)
+    c._engine.stop_merger()  # merges run here, one at a time
+    monkeypatch.setattr(_engine, "MERGE_FACTOR", 1000)  # no merges while filling
+    live = churn(c, 9)
+    with c._lock.write():
+        c._engine.flush()
+    monkeypatch.setattr(_engine, "MERGE_FACTOR", 2)
+    before = answers(c, list(live.values()))
+    names = sorted(os.listdir(c._engine.dir))
+    monkeypatch.setattr(_engine, "write_segment", _enospc)
+    assert c._engine.merge_once() is False
+    assert isinstance(c._engine.merge_error, OSError)
+    assert sorted(os.listdir(c._engine.dir)) == names
+    assert answers(c, list(live.values())) == before
+    monkeypatch.undo()
+    monkeypatch.setattr(_engine, "MEMTABLE_ROWS", 32)
+    monkeypatch.setattr(_engine, "MERGE_FACTOR", 2)
+    assert c._engine.merge_once() is True and sorted(os.listdir(c._engine.dir)) != names
+    assert answers(c, list(live.values())) == before
+    idx.close()
+
+
+def test_sqlite_full_is_resource_exhausted_and_nothing_is_lost(tmp_path):
+    idx = Index(tmp_path / "idx")
+    c = idx.create_collection("c", dim=8, threshold=0.5)
+    docs = make_docs(30, 8)
+    c.upsert(docs)
+    w = idx._storage._writer
+    pages = w.execute("PRAGMA page_count").fetchone()[0]
+    w.execute(f"PRAGMA max_page_count={pages}")
+    big = [Document(id=f"big{i}", text=" ".join(WORDS) * 20) for i in range(50)]
+    with pytest.raises(ResourceExhaustedError, match="full"):
+        c.upsert(big)
+    assert c.count() == 30
+    w.execute("PRAGMA max_page_count=1073741823")
+    c.upsert(big[:2])
+    idx.close()
+    with Index(tmp_path / "idx") as idx:
+        assert idx.get_collection("c").count() == 32
+
+
+def test_a_format_1_store_is_upgraded_once(tmp_path):
+    """A store written by format 1 (no seq, no delete log, a close-time cache) opens, upgrades
+    and answers like a fresh index."""
+    path = tmp_path / "idx"
+    docs = make_docs(50, 12)
+    with Index(path) as idx:
+        idx.create_collection("c", dim=8, threshold=0.5).upsert(docs)
+    # rewrite it as format 1 wrote it
+    import shutil
+
+    shutil.rmtree(path / "segments")
+    (path / "cache").mkdir()
+    (path / "cache" / "c1.bin").write_bytes(b"old cache")
+    db = sqlite3.connect(path / DB_FILE)
+    db.execute("DROP TABLE deletes")
+    db.execute("ALTER TABLE documents DROP COLUMN seq")
+    db.execute("ALTER TABLE collections DROP COLUMN seq")
+    db.execute("UPDATE meta SET value='1' WHERE key='format_version'")
+    db.execute("INSERT INTO meta(key, value) VALUES ('generation:1', '3')")
+    db.commit()
+    db.close()
+    with Index(path) as idx:
+        c = idx.get_collection("c")
+        assert answers(c, docs) == answers(oracle({d.id: d for d in docs}), docs)
+        c.delete([docs[0].id])
+    assert not (path / "cache").exists()
+    db = sqlite3.connect(path / DB_FILE)
+    assert db.execute("SELECT value FROM meta WHERE key='format_version'").fetchone()[0] == str(FORMAT_VERSION)
+    assert db.execute("SELECT seq FROM collections").fetchone()[0] == 1
+    db.close()
+    with Index(path) as idx:
+        assert idx.get_collection("c").count() == 49
+
+
+def test_every_write_gets_the_next_seq_and_deletes_are_logged(tmp_path, small_memtable):
+    with Index(tmp_path / "idx") as idx:
+        c = idx.create_collection("c")
+        st = idx._storage
+        c.upsert([Document(id="a", text="one two three four five six")])
+        c.upsert([Document(id="a", text="one two three four five seven")])  # a re-upsert: a delete + insert
+        c.delete(["a"])
+        assert st.seq(c._cid) == 3
+        assert len(st.deletes_after(c._cid, 0)) == 2 and len(st.deletes_after(c._cid, 2)) == 1
+        with c._lock.write():
+            c._engine.flush()  # a manifest at seq 3: the log below it is pruned
+        assert len(st.deletes_after(c._cid, 0)) == 0
+
+
+def test_a_snapshot_carries_its_segments_and_restores_without_a_rebuild(tmp_path, small_memtable, monkeypatch):
+    with Index(tmp_path / "idx") as idx:
+        c = idx.create_collection("c", dim=8, threshold=0.5)
+        live = churn(c, 13)
+        c.upsert(make_docs(5, 77, prefix="tail"))  # in the memtable: replayed from the copied database
+        live.update({d.id: d for d in make_docs(5, 77, prefix="tail")})
+        expected = answers(c, list(live.values()))
+        idx.snapshot(tmp_path / "snap")
+        c.delete([next(iter(live))])  # after the snapshot: not in it
+    rebuilds = []
+    real = _engine.Engine._rebuild
+    monkeypatch.setattr(_engine.Engine, "_rebuild", lambda self: rebuilds.append(1) or real(self))
+    with Index(tmp_path / "snap") as snap:
+        assert answers(snap.get_collection("c"), list(live.values())) == expected
+    restored = Index.restore(tmp_path / "snap", tmp_path / "restored")
+    with restored:
+        assert answers(restored.get_collection("c"), list(live.values())) == expected
+    assert rebuilds == []  # both opened from the copied manifest
