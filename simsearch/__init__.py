@@ -19,7 +19,11 @@ from .index import (
     Index,
     NearDuplicate,
     Neighbor,
+    QueryStats,
+    SearchResult,
     UpsertResult,
+    Duplicate,
+    ScrollPage,
 )
 from .banding import lsh_error_areas, lsh_params, lsh_params_for_recall, lsh_probability
 from .lsh import BatchNearDuplicates, Candidates, LSHIndex, NearDuplicates
@@ -63,8 +67,12 @@ __all__ = [
     "Document",
     "NearDuplicate",
     "Neighbor",
+    "QueryStats",
+    "SearchResult",
     "Cluster",
     "UpsertResult",
+    "Duplicate",
+    "ScrollPage",
     "Classification",
     "ClassifierInfo",
     "MinHash",

@@ -9,7 +9,7 @@ Same methods, arguments, results and exceptions as the sync client, each a corou
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -39,8 +39,11 @@ from .index import (
     Document,
     NearDuplicate,
     Neighbor,
+    ScrollPage,
+    SearchResult,
     UpsertResult,
     check_collection_name,
+    check_on_duplicate,
 )
 
 
@@ -58,28 +61,40 @@ class AsyncRemoteCollection(Requests):
     def __repr__(self) -> str:
         return f"AsyncRemoteCollection({self.name!r}, target={self._client.target!r})"
 
-    async def upsert(self, docs: Sequence[Document | dict]) -> UpsertResult:
-        return wire.upsert_result_from_pb(await self._client._call("Upsert", self._upsert_request(docs)))
+    async def upsert(self, docs: Sequence[Document | dict], *, on_duplicate: str = "insert",
+                     threshold: float | None = None) -> UpsertResult:
+        req = self._upsert_request(docs, on_duplicate, threshold)
+        return wire.upsert_result_from_pb(await self._client._call("Upsert", req))
 
-    async def upsert_stream(self, batches: Iterable[Sequence[Document | dict]] | AsyncIterable) -> UpsertResult:
+    async def upsert_stream(self, batches: Iterable[Sequence[Document | dict]] | AsyncIterable, *,
+                            on_duplicate: str = "insert", threshold: float | None = None) -> UpsertResult:
         """Many batches on one stream (a sync or async iterable); see ``RemoteCollection.upsert_stream``."""
+        check_on_duplicate(on_duplicate, threshold, self.config.threshold)
         failure: list = []
         if isinstance(batches, AsyncIterable):
-            requests = self._async_stream_requests(batches, failure)
+            requests = self._async_stream_requests(batches, failure, on_duplicate, threshold)
         else:
-            requests = self._stream_requests(batches, failure)
+            requests = self._stream_requests(batches, failure, on_duplicate, threshold)
         resp = await self._client._call("UpsertStream", requests)
         return self._stream_result(resp, failure)
 
-    async def _async_stream_requests(self, batches: AsyncIterable, failure: list):
+    async def _async_stream_requests(self, batches: AsyncIterable, failure: list, on_duplicate: str = "insert",
+                                     threshold=None):
         try:
             async for docs in batches:
-                yield self._upsert_request(docs)
+                yield self._upsert_request(docs, on_duplicate, threshold)
         except Exception as exc:  # noqa: BLE001 - re-raised after the ack
             failure.append(exc)
 
     async def delete(self, ids: Sequence[str], *, missing_ok: bool = False) -> int:
         return (await self._client._call("Delete", self._delete_request(ids, missing_ok))).deleted
+
+    def scroll(self, filter: dict | str | None = None, *, batch_size: int = 1000, with_text: bool = False,
+               with_vector: bool = False, after: str | None = None) -> AsyncIterator[ScrollPage]:
+        """Pages of documents in id order, an async iterator (``async for page in coll.scroll()``);
+        see ``Collection.scroll``. The arguments are checked at once."""
+        req = self._scroll_request(filter, batch_size, with_text, with_vector, after)
+        return self._client._stream("Scroll", req, wire.scroll_page_from_pb)
 
     async def count(self) -> int:
         return (await self._client._call("Count", pb.CountRequest(collection=self.name))).count
@@ -89,29 +104,39 @@ class AsyncRemoteCollection(Requests):
 
     async def near_duplicates(self, text: str | None = None, *, id: str | None = None,
                               threshold: float | None = None, k: int | None = None,
-                              exact: bool = False) -> list[NearDuplicate]:
+                              exact: bool = False, filter: dict | str | None = None) -> list[NearDuplicate]:
         texts = None if text is None else [text]
         ids = None if id is None else [id]
-        return (await self.near_duplicates_batch(texts=texts, ids=ids, threshold=threshold, k=k, exact=exact))[0]
+        return (await self.near_duplicates_batch(texts=texts, ids=ids, threshold=threshold, k=k, exact=exact,
+                                                 filter=filter))[0]
 
     async def near_duplicates_batch(self, texts=None, ids=None, *, threshold: float | None = None,
-                                    k: int | None = None, exact: bool = False) -> list[list[NearDuplicate]]:
-        req = self._near_request(texts, ids, threshold, k, exact)
-        return wire.near_duplicates_from_pb(await self._client._call("QueryNearDuplicates", req))
+                                    k: int | None = None, exact: bool = False, filter: dict | str | None = None,
+                                    with_stats: bool = False) -> list[list[NearDuplicate]] | SearchResult:
+        req = self._near_request(texts, ids, threshold, k, exact, filter)
+        msg = await self._client._call("QueryNearDuplicates", req)
+        out = wire.near_duplicates_from_pb(msg)
+        return SearchResult(out, wire.query_stats_from_pb(msg.stats)) if with_stats else out
 
     async def search(self, vector=None, *, id: str | None = None, k: int = 10,
-                     metric: str | None = None) -> list[Neighbor]:
+                     metric: str | None = None, filter: dict | str | None = None,
+                     exact: bool = False) -> list[Neighbor]:
         vectors = None if vector is None else [vector]
         ids = None if id is None else [id]
-        return (await self.search_batch(vectors=vectors, ids=ids, k=k, metric=metric))[0]
+        return (await self.search_batch(vectors=vectors, ids=ids, k=k, metric=metric, filter=filter,
+                                        exact=exact))[0]
 
     async def search_batch(self, vectors=None, ids=None, *, k: int = 10,
-                           metric: str | None = None) -> list[list[Neighbor]]:
-        req = self._search_request(vectors, ids, k, metric)
-        return wire.neighbors_from_pb(await self._client._call("SearchVectors", req))
+                           metric: str | None = None, filter: dict | str | None = None, exact: bool = False,
+                           with_stats: bool = False) -> list[list[Neighbor]] | SearchResult:
+        req = self._search_request(vectors, ids, k, metric, filter, exact)
+        msg = await self._client._call("SearchVectors", req)
+        out = wire.neighbors_from_pb(msg)
+        return SearchResult(out, wire.query_stats_from_pb(msg.stats)) if with_stats else out
 
-    async def find_duplicates(self, threshold: float | None = None, *, exact: bool | None = None) -> list[Cluster]:
-        clusters = await self._client._call("FindDuplicates", self._find_request(threshold, exact))
+    async def find_duplicates(self, threshold: float | None = None, *, exact: bool | None = None,
+                              filter: dict | str | None = None) -> list[Cluster]:
+        clusters = await self._client._call("FindDuplicates", self._find_request(threshold, exact, filter))
         return [wire.cluster_from_pb(c) for c in clusters]
 
     async def train_classifier(self, name: str, kind: str = "svm", params: dict | None = None,
@@ -123,8 +148,9 @@ class AsyncRemoteCollection(Requests):
         resp = await self._client._call("ListClassifiers", pb.ListClassifiersRequest(collection=self.name))
         return [wire.classifier_info_from_pb(i) for i in resp.classifiers]
 
-    async def classify(self, vectors=None, *, ids=None, model: str, k: int = 10) -> list[Classification]:
-        req = self._classify_request(vectors, ids, model, k)
+    async def classify(self, vectors=None, *, ids=None, model: str, k: int = 10,
+                       filter: dict | str | None = None) -> list[Classification]:
+        req = self._classify_request(vectors, ids, model, k, filter)
         return wire.classifications_from_pb(await self._client._call("Classify", req))
 
     async def delete_classifier(self, name: str) -> None:
@@ -165,6 +191,13 @@ class AsyncClient:
         except grpc.RpcError as exc:
             raise translate_error(exc.code(), exc.details(), exc.trailing_metadata()) from None
 
+    async def _stream(self, method: str, request, convert):
+        try:
+            async for msg in self._methods[method](request, timeout=self.timeout, metadata=self._metadata):
+                yield convert(msg)
+        except grpc.RpcError as exc:
+            raise translate_error(exc.code(), exc.details(), exc.trailing_metadata()) from None
+
     async def wait_ready(self, timeout: float = 10.0) -> "AsyncClient":
         import asyncio
 
@@ -177,9 +210,14 @@ class AsyncClient:
     async def create_collection(self, name: str, *, shingle: str = "word", ngram: int = 5, num_perm: int = 128,
                                 seed: int = 1, threshold: float = 0.8, weights: tuple[float, float] | None = None,
                                 dim: int | None = None, metric: str = "cosine", store_text: bool = True,
-                                store_shingles: bool = True, exist_ok: bool = False) -> AsyncRemoteCollection:
+                                store_shingles: bool = True, vector_index: str = "auto", hnsw_m: int = 32,
+                                ef_construction: int = 80, ef_search: int = 64, nlist: int | None = None,
+                                nprobe: int | None = None, indexed_fields: Sequence[str] = (),
+                                exist_ok: bool = False) -> AsyncRemoteCollection:
         req = create_request(name, shingle, ngram, num_perm, seed, threshold, weights, dim, metric, store_text,
-                             store_shingles, exist_ok)
+                             store_shingles, exist_ok, vector_index=vector_index, hnsw_m=hnsw_m,
+                             ef_construction=ef_construction, ef_search=ef_search, nlist=nlist, nprobe=nprobe,
+                             indexed_fields=indexed_fields)
         return AsyncRemoteCollection(self, wire.info_from_pb(await self._call("CreateCollection", req)))
 
     async def get_collection(self, name: str) -> AsyncRemoteCollection:

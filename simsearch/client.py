@@ -16,8 +16,8 @@ dropped and recreated under the same name talks to the new one.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from collections.abc import Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -43,13 +43,19 @@ from .index import (
     Document,
     NearDuplicate,
     Neighbor,
+    ScrollPage,
+    SearchResult,
     UpsertResult,
     check_collection_name,
     check_documents,
+    check_id,
+    check_on_duplicate,
+    parse_filter,
     check_filter,
     check_kind,
     check_model_name,
     check_params,
+    parse_filter,
 )
 
 __all__ = ["Client", "RemoteCollection", "RemoteError", "SnapshotInfo"]
@@ -132,11 +138,25 @@ class Requests:
     name: str
     config: CollectionConfig
 
-    def _upsert_request(self, docs) -> pb.UpsertRequest:
+    def _upsert_request(self, docs, on_duplicate: str = "insert", threshold=None) -> pb.UpsertRequest:
         """Checked by the library's ``check_documents``, as ``Collection.upsert`` checks (the
         server applies its own max_batch and max_text_bytes); metadata is JSON-encoded there, once."""
+        check_on_duplicate(on_duplicate, threshold, self.config.threshold)
         docs = check_documents(docs, dim=self.config.dim, collection=self.name)
-        return wire.upsert_request(self.name, docs, self.config.dim)
+        return wire.upsert_request(self.name, docs, self.config.dim,
+                                   None if on_duplicate == "insert" else on_duplicate, threshold)
+
+    def _scroll_request(self, filter, batch_size, with_text, with_vector, after) -> pb.ScrollRequest:
+        """Checked as ``Collection.scroll`` checks its arguments (the server applies max_batch)."""
+        func = "scroll"
+        flt = parse_filter(filter)
+        for name, val in (("with_text", with_text), ("with_vector", with_vector)):
+            if not isinstance(val, bool):
+                raise InvalidTypeError(f"The '{name}' parameter of {func} must be a bool.")
+        if after is not None:
+            after = check_id(after, f"The 'after' parameter of {func}")
+        return wire.scroll_request(self.name, "" if flt is None else flt.to_json(), batch_size, with_text,
+                                   with_vector, after)
 
     def _delete_request(self, ids, missing_ok) -> pb.DeleteRequest:
         return pb.DeleteRequest(collection=self.name, ids=wire.encode_ids(ids, "delete"), missing_ok=bool(missing_ok))
@@ -144,14 +164,14 @@ class Requests:
     def _get_request(self, ids) -> pb.GetRequest:
         return pb.GetRequest(collection=self.name, ids=wire.encode_ids(ids, "get"))
 
-    def _near_request(self, texts, ids, threshold, k, exact) -> pb.QueryNearDuplicatesRequest:
+    def _near_request(self, texts, ids, threshold, k, exact, filter=None) -> pb.QueryNearDuplicatesRequest:
         func = "near_duplicates"
         if not isinstance(exact, bool):
             raise InvalidTypeError(f"The 'exact' parameter of {func} must be a bool.")
         req = pb.QueryNearDuplicatesRequest(
             collection=self.name, exact=exact,
             threshold=wire.encode_float(threshold, "threshold", 0.0, 1.0, func, lo_open=True),
-            k=wire.encode_int(k, "k", 1, MAX_K, func),
+            k=wire.encode_int(k, "k", 1, MAX_K, func), filter_json=_filter_json(filter),
         )
         if texts is not None:
             req.texts.CopyFrom(wire.encode_texts(texts, func))
@@ -159,11 +179,13 @@ class Requests:
             req.ids.CopyFrom(pb.StringList(values=wire.encode_ids(ids, func)))
         return req
 
-    def _search_request(self, vectors, ids, k, metric) -> pb.SearchVectorsRequest:
+    def _search_request(self, vectors, ids, k, metric, filter=None, exact=False) -> pb.SearchVectorsRequest:
         func = "search"
+        if not isinstance(exact, bool):
+            raise InvalidTypeError(f"The 'exact' parameter of {func} must be a bool.")
         req = pb.SearchVectorsRequest(
             collection=self.name, k=wire.encode_int(k, "k", 1, MAX_K, func, optional=False),
-            metric=wire.encode_option(metric, "metric", METRICS, func),
+            metric=wire.encode_option(metric, "metric", METRICS, func), filter_json=_filter_json(filter), exact=exact,
         )
         if vectors is not None:
             wire.encode_vectors(vectors, func, self.config.dim, self.name, req.packed_vectors)
@@ -171,11 +193,11 @@ class Requests:
             req.ids.CopyFrom(pb.StringList(values=wire.encode_ids(ids, func)))
         return req
 
-    def _find_request(self, threshold, exact) -> pb.FindDuplicatesRequest:
+    def _find_request(self, threshold, exact, filter=None) -> pb.FindDuplicatesRequest:
         return pb.FindDuplicatesRequest(
             collection=self.name, threshold=wire.encode_float(threshold, "threshold", 0.0, 1.0, "find_duplicates",
                                                           lo_open=True),
-            exact=None if exact is None else bool(exact),
+            exact=None if exact is None else bool(exact), filter_json=_filter_json(filter),
         )
 
     def _train_request(self, name, kind, params, filter) -> pb.TrainClassifierRequest:
@@ -192,11 +214,12 @@ class Requests:
             filter_json=wire.encode_json_object(filter, "filter", func),
         )
 
-    def _classify_request(self, vectors, ids, model, k) -> pb.ClassifyRequest:
+    def _classify_request(self, vectors, ids, model, k, filter=None) -> pb.ClassifyRequest:
         """Checked as ``Collection.classify`` checks its arguments, in the same order."""
         func = "classify"
         req = pb.ClassifyRequest(collection=self.name, model=check_model_name(model),
-                                 k=wire.encode_int(k, "k", 1, MAX_K, func, optional=False))
+                                 k=wire.encode_int(k, "k", 1, MAX_K, func, optional=False),
+                                 filter_json=_filter_json(filter))
         if (vectors is None) == (ids is None):
             raise InvalidArgumentError(f"{func} takes either vectors or ids, not both and not neither.")
         if vectors is not None:
@@ -208,18 +231,18 @@ class Requests:
     def _model_request(self, cls, name):
         return cls(collection=self.name, name=check_model_name(name))
 
-    def _stream_requests(self, batches, failure: list):
+    def _stream_requests(self, batches, failure: list, on_duplicate: str = "insert", threshold=None):
         """UpsertRequests from ``batches``; a batch that cannot be encoded ends the stream cleanly
         (so the server acknowledges what came before) and its error goes to ``failure``."""
         try:
             for docs in batches:
-                yield self._upsert_request(docs)
+                yield self._upsert_request(docs, on_duplicate, threshold)
         except Exception as exc:  # noqa: BLE001 - re-raised by the caller after the ack
             failure.append(exc)
 
     @staticmethod
     def _stream_result(resp: pb.UpsertStreamResponse, failure: list) -> UpsertResult:
-        result = UpsertResult(upserted=resp.upserted, replaced=resp.replaced)
+        result = wire.upsert_result_from_pb(resp)
         if failure:
             exc = failure[0]
             exc.committed_batches, exc.committed_documents = resp.batches, resp.upserted
@@ -227,14 +250,21 @@ class Requests:
         return result
 
 
+def _filter_json(filter) -> str:
+    """The canonical JSON text of a filter ("" for none), parsed here as Collection parses it, so
+    a bad filter raises the same error before anything is sent."""
+    flt = parse_filter(filter)
+    return "" if flt is None else flt.to_json()
+
+
 def create_request(name, shingle, ngram, num_perm, seed, threshold, weights, dim, metric, store_text,
-                   store_shingles, exist_ok) -> pb.CreateCollectionRequest:
+                   store_shingles, exist_ok, **index_options) -> pb.CreateCollectionRequest:
     """Validated like ``Index.create_collection`` (same messages), then sent with every field set."""
     name = check_collection_name(name)
     config = CollectionConfig(
         shingle=shingle, ngram=ngram, num_perm=num_perm, seed=seed, threshold=threshold,
         weights=tuple(weights) if isinstance(weights, list) else weights, dim=dim, metric=metric,
-        store_text=store_text, store_shingles=store_shingles,
+        store_text=store_text, store_shingles=store_shingles, **index_options,
     ).validated()
     return pb.CreateCollectionRequest(name=name, config=wire.config_to_pb(config), exist_ok=bool(exist_ok))
 
@@ -250,20 +280,41 @@ class RemoteCollection(Requests):
     def __repr__(self) -> str:
         return f"RemoteCollection({self.name!r}, target={self._client.target!r})"
 
-    # -- writes ----------------------------------------------------------------------------
-    def upsert(self, docs: Sequence[Document | dict]) -> UpsertResult:
-        """Insert or replace a batch of documents atomically; returns after the server's commit."""
-        return wire.upsert_result_from_pb(self._client._call("Upsert", self._upsert_request(docs)))
+    def __reduce__(self):
+        """Pickles as what reconnects to it (target, token, TLS, timeout, name), e.g. for Ray workers;
+        TLS given as grpc.ChannelCredentials cannot be pickled."""
+        if isinstance(self._client._args[2], grpc.ChannelCredentials):
+            raise InvalidTypeError("a RemoteCollection whose Client has tls=grpc.ChannelCredentials cannot be "
+                                   "pickled; pass tls as True, a CA path or PEM bytes.")
+        return _reconnect, (self._client._args, self.name)
 
-    def upsert_stream(self, batches: Iterable[Sequence[Document | dict]]) -> UpsertResult:
-        """Send many batches on one stream; each commits on arrival. Returns the totals.
+    # -- writes ----------------------------------------------------------------------------
+    def upsert(self, docs: Sequence[Document | dict], *, on_duplicate: str = "insert",
+               threshold: float | None = None) -> UpsertResult:
+        """Insert or replace a batch of documents atomically; returns after the server's commit.
+        ``on_duplicate`` and ``threshold``: see ``Collection.upsert``."""
+        req = self._upsert_request(docs, on_duplicate, threshold)
+        return wire.upsert_result_from_pb(self._client._call("Upsert", req))
+
+    def upsert_stream(self, batches: Iterable[Sequence[Document | dict]], *, on_duplicate: str = "insert",
+                      threshold: float | None = None) -> UpsertResult:
+        """Send many batches on one stream; each commits on arrival. Returns the totals (and every
+        skipped or tagged document, with ``on_duplicate``).
 
         If the stream fails, the exception has ``committed_batches`` and ``committed_documents``:
         those first batches are durably committed (each batch is atomic), the rest are not.
         """
+        check_on_duplicate(on_duplicate, threshold, self.config.threshold)
         failure: list = []
-        resp = self._client._call("UpsertStream", self._stream_requests(batches, failure))
+        resp = self._client._call("UpsertStream", self._stream_requests(batches, failure, on_duplicate, threshold))
         return self._stream_result(resp, failure)
+
+    def scroll(self, filter: dict | str | None = None, *, batch_size: int = 1000, with_text: bool = False,
+               with_vector: bool = False, after: str | None = None) -> Iterator[ScrollPage]:
+        """Pages of documents in id order over the Scroll RPC; see ``Collection.scroll``. The
+        arguments are checked at once; the pages stream as the iterator is consumed."""
+        req = self._scroll_request(filter, batch_size, with_text, with_vector, after)
+        return self._client._stream("Scroll", req, wire.scroll_page_from_pb)
 
     def delete(self, ids: Sequence[str], *, missing_ok: bool = False) -> int:
         return self._client._call("Delete", self._delete_request(ids, missing_ok)).deleted
@@ -277,27 +328,39 @@ class RemoteCollection(Requests):
 
     # -- queries ---------------------------------------------------------------------------
     def near_duplicates(self, text: str | None = None, *, id: str | None = None, threshold: float | None = None,
-                        k: int | None = None, exact: bool = False) -> list[NearDuplicate]:
+                        k: int | None = None, exact: bool = False, filter: dict | str | None = None,
+                        ) -> list[NearDuplicate]:
         texts = None if text is None else [text]
         ids = None if id is None else [id]
-        return self.near_duplicates_batch(texts=texts, ids=ids, threshold=threshold, k=k, exact=exact)[0]
+        return self.near_duplicates_batch(texts=texts, ids=ids, threshold=threshold, k=k, exact=exact,
+                                          filter=filter)[0]
 
     def near_duplicates_batch(self, texts=None, ids=None, *, threshold: float | None = None, k: int | None = None,
-                              exact: bool = False) -> list[list[NearDuplicate]]:
-        req = self._near_request(texts, ids, threshold, k, exact)
-        return wire.near_duplicates_from_pb(self._client._call("QueryNearDuplicates", req))
+                              exact: bool = False, filter: dict | str | None = None,
+                              with_stats: bool = False) -> list[list[NearDuplicate]] | SearchResult:
+        req = self._near_request(texts, ids, threshold, k, exact, filter)
+        msg = self._client._call("QueryNearDuplicates", req)
+        out = wire.near_duplicates_from_pb(msg)
+        return SearchResult(out, wire.query_stats_from_pb(msg.stats)) if with_stats else out
 
-    def search(self, vector=None, *, id: str | None = None, k: int = 10, metric: str | None = None) -> list[Neighbor]:
+    def search(self, vector=None, *, id: str | None = None, k: int = 10, metric: str | None = None,
+               filter: dict | str | None = None, exact: bool = False) -> list[Neighbor]:
         vectors = None if vector is None else [vector]
         ids = None if id is None else [id]
-        return self.search_batch(vectors=vectors, ids=ids, k=k, metric=metric)[0]
+        return self.search_batch(vectors=vectors, ids=ids, k=k, metric=metric, filter=filter, exact=exact)[0]
 
-    def search_batch(self, vectors=None, ids=None, *, k: int = 10, metric: str | None = None) -> list[list[Neighbor]]:
-        req = self._search_request(vectors, ids, k, metric)
-        return wire.neighbors_from_pb(self._client._call("SearchVectors", req))
+    def search_batch(self, vectors=None, ids=None, *, k: int = 10, metric: str | None = None,
+                     filter: dict | str | None = None, exact: bool = False,
+                     with_stats: bool = False) -> list[list[Neighbor]] | SearchResult:
+        req = self._search_request(vectors, ids, k, metric, filter, exact)
+        msg = self._client._call("SearchVectors", req)
+        out = wire.neighbors_from_pb(msg)
+        return SearchResult(out, wire.query_stats_from_pb(msg.stats)) if with_stats else out
 
-    def find_duplicates(self, threshold: float | None = None, *, exact: bool | None = None) -> list[Cluster]:
-        return [wire.cluster_from_pb(c) for c in self._client._call("FindDuplicates", self._find_request(threshold, exact))]
+    def find_duplicates(self, threshold: float | None = None, *, exact: bool | None = None,
+                        filter: dict | str | None = None) -> list[Cluster]:
+        req = self._find_request(threshold, exact, filter)
+        return [wire.cluster_from_pb(c) for c in self._client._call("FindDuplicates", req)]
 
     # -- classifiers -----------------------------------------------------------------------
     def train_classifier(self, name: str, kind: str = "svm", params: dict | None = None,
@@ -311,8 +374,9 @@ class RemoteCollection(Requests):
         resp = self._client._call("ListClassifiers", pb.ListClassifiersRequest(collection=self.name))
         return [wire.classifier_info_from_pb(i) for i in resp.classifiers]
 
-    def classify(self, vectors=None, *, ids=None, model: str, k: int = 10) -> list[Classification]:
-        req = self._classify_request(vectors, ids, model, k)
+    def classify(self, vectors=None, *, ids=None, model: str, k: int = 10,
+                 filter: dict | str | None = None) -> list[Classification]:
+        req = self._classify_request(vectors, ids, model, k, filter)
         return wire.classifications_from_pb(self._client._call("Classify", req))
 
     def delete_classifier(self, name: str) -> None:
@@ -331,6 +395,7 @@ class Client:
                  timeout: float | None = None, options: Sequence[tuple[str, Any]] = ()) -> None:
         self.target = target
         self.timeout = timeout
+        self._args = (target, token, tls, timeout, tuple(options))
         creds = channel_credentials(tls)
         opts = CHANNEL_OPTIONS + list(options)
         self._channel = grpc.secure_channel(target, creds, opts) if creds else grpc.insecure_channel(target, opts)
@@ -358,6 +423,14 @@ class Client:
         except grpc.RpcError as exc:
             raise translate_error(exc.code(), exc.details(), exc.trailing_metadata()) from None
 
+    def _stream(self, method: str, request, convert):
+        """The converted messages of a server-streaming call, as they arrive (errors translated)."""
+        try:
+            for msg in self._methods[method](request, timeout=self.timeout, metadata=self._metadata):
+                yield convert(msg)
+        except grpc.RpcError as exc:
+            raise translate_error(exc.code(), exc.details(), exc.trailing_metadata()) from None
+
     def wait_ready(self, timeout: float = 10.0) -> "Client":
         """Block until the channel connects (RemoteError UNAVAILABLE after ``timeout`` seconds)."""
         try:
@@ -370,9 +443,14 @@ class Client:
     def create_collection(self, name: str, *, shingle: str = "word", ngram: int = 5, num_perm: int = 128,
                           seed: int = 1, threshold: float = 0.8, weights: tuple[float, float] | None = None,
                           dim: int | None = None, metric: str = "cosine", store_text: bool = True,
-                          store_shingles: bool = True, exist_ok: bool = False) -> RemoteCollection:
+                          store_shingles: bool = True, vector_index: str = "auto", hnsw_m: int = 32,
+                          ef_construction: int = 80, ef_search: int = 64, nlist: int | None = None,
+                          nprobe: int | None = None, indexed_fields: Sequence[str] = (),
+                          exist_ok: bool = False) -> RemoteCollection:
         req = create_request(name, shingle, ngram, num_perm, seed, threshold, weights, dim, metric, store_text,
-                             store_shingles, exist_ok)
+                             store_shingles, exist_ok, vector_index=vector_index, hnsw_m=hnsw_m,
+                             ef_construction=ef_construction, ef_search=ef_search, nlist=nlist, nprobe=nprobe,
+                             indexed_fields=indexed_fields)
         return RemoteCollection(self, wire.info_from_pb(self._call("CreateCollection", req)))
 
     def get_collection(self, name: str) -> RemoteCollection:
@@ -422,6 +500,12 @@ def snapshot_request(name: Any) -> pb.SnapshotRequest:
 
 def _snapshot_info(msg: pb.SnapshotInfo) -> SnapshotInfo:
     return SnapshotInfo(msg.name, msg.size_bytes, msg.created_unix_seconds)
+
+
+def _reconnect(args, name: str) -> RemoteCollection:
+    target, token, tls, timeout, options = args
+    client = Client(target, token, tls, timeout=timeout, options=options)
+    return client.get_collection(name)
 
 
 def stats_from_pb(msg: pb.StatsResponse) -> dict[str, Any]:

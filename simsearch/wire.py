@@ -41,7 +41,10 @@ from .index import (
     MetadataJSON,
     NearDuplicate,
     Neighbor,
+    QueryStats,
     UpsertResult,
+    Duplicate,
+    ScrollPage,
     check_ids,
     check_vector,
 )
@@ -85,6 +88,10 @@ __all__ = [
     "cluster_to_pb",
     "cluster_from_pb",
     "upsert_result_from_pb",
+    "upsert_result_to_pb",
+    "scroll_request",
+    "scroll_page_to_pb",
+    "scroll_page_from_pb",
     "classifier_info_to_pb",
     "classifier_info_from_pb",
     "classifications_to_pb",
@@ -298,10 +305,13 @@ def vectors_from_pb(msg, func: str) -> np.ndarray | list[np.ndarray] | None:
 
 
 # -- documents --------------------------------------------------------------------------------
-def upsert_request(collection: str, docs: list[Document], dim: int | None) -> pb.UpsertRequest:
+def upsert_request(collection: str, docs: list[Document], dim: int | None, on_duplicate: str | None = None,
+                   threshold: float | None = None) -> pb.UpsertRequest:
     """An UpsertRequest of documents normalised by :func:`~simsearch.index.check_documents`
-    (metadata as its JSON text), their vectors in one ``packed_vectors`` Matrix."""
-    req = pb.UpsertRequest(collection=collection)
+    (metadata as its JSON text), their vectors in one ``packed_vectors`` Matrix; ``on_duplicate``
+    and ``threshold`` as given (None: unset)."""
+    req = pb.UpsertRequest(collection=collection, on_duplicate=on_duplicate,
+                           duplicate_threshold=None if threshold is None else float(threshold))
     add = req.documents.add
     vectors, owners = [], []
     for i, d in enumerate(docs):
@@ -392,7 +402,10 @@ def document_from_pb(msg: pb.Document) -> Document:
 # -- server side: messages -> arguments -------------------------------------------------------
 def config_kwargs(msg: pb.CollectionConfig) -> dict[str, Any]:
     """The keyword arguments of ``create_collection`` that the message sets; the rest default."""
-    out = {name: getattr(msg, name) for name in _CONFIG_FIELDS if name != "weights" and msg.HasField(name)}
+    out = {name: getattr(msg, name) for name in _CONFIG_FIELDS
+           if name not in ("weights", "indexed_fields") and msg.HasField(name)}
+    if msg.indexed_fields:
+        out["indexed_fields"] = tuple(msg.indexed_fields)
     if msg.HasField("weights"):
         out["weights"] = (msg.weights.false_positive, msg.weights.false_negative)
     return out
@@ -418,8 +431,13 @@ def config_to_pb(config: CollectionConfig) -> pb.CollectionConfig:
     msg = pb.CollectionConfig(
         shingle=config.shingle, ngram=config.ngram, num_perm=config.num_perm, seed=config.seed,
         threshold=config.threshold, metric=config.metric, store_text=config.store_text,
-        store_shingles=config.store_shingles,
+        store_shingles=config.store_shingles, vector_index=config.vector_index, hnsw_m=config.hnsw_m,
+        ef_construction=config.ef_construction, ef_search=config.ef_search, indexed_fields=config.indexed_fields,
     )
+    if config.nlist is not None:
+        msg.nlist = config.nlist
+    if config.nprobe is not None:
+        msg.nprobe = config.nprobe
     if config.dim is not None:
         msg.dim = config.dim
     if config.weights is not None:
@@ -440,6 +458,17 @@ def near_duplicates_to_pb(results: list[list[NearDuplicate]]) -> pb.QueryNearDup
         ])
         for hits in results
     ])
+
+
+def query_stats_to_pb(stats: QueryStats, out: pb.QueryStats) -> None:
+    out.path, out.vector_index, out.metadata_scan = stats.path, stats.vector_index, stats.metadata_scan
+    if stats.allowed is not None:
+        out.allowed = stats.allowed
+
+
+def query_stats_from_pb(msg: pb.QueryStats) -> QueryStats:
+    return QueryStats(msg.path, msg.vector_index, msg.allowed if msg.HasField("allowed") else None,
+                      msg.metadata_scan)
 
 
 def neighbors_to_pb(results: list[list[Neighbor]]) -> pb.SearchVectorsResponse:
@@ -498,7 +527,36 @@ def cluster_from_pb(msg: pb.Cluster) -> Cluster:
 
 
 def upsert_result_from_pb(msg) -> UpsertResult:
-    return UpsertResult(upserted=msg.upserted, replaced=msg.replaced)
+    """An UpsertResponse or UpsertStreamResponse as the UpsertResult it encodes."""
+    return UpsertResult(upserted=msg.upserted, replaced=msg.replaced, skipped=msg.skipped,
+                        duplicates=tuple(Duplicate(d.id, d.duplicate_of, d.jaccard) for d in msg.duplicates))
+
+
+def upsert_result_to_pb(result: UpsertResult, cls=None, **extra):
+    """``result`` as an UpsertResponse (or ``cls``, e.g. UpsertStreamResponse, with ``extra`` fields)."""
+    cls = pb.UpsertResponse if cls is None else cls
+    return cls(upserted=result.upserted, replaced=result.replaced, skipped=result.skipped,
+               duplicates=[pb.Duplicate(id=d.id, duplicate_of=d.duplicate_of, jaccard=d.jaccard)
+                           for d in result.duplicates], **extra)
+
+
+def scroll_request(collection: str, filter_json: str, batch_size, with_text, with_vector, after) -> pb.ScrollRequest:
+    """A ScrollRequest of arguments as given (the server's ``Collection.scroll`` checks them)."""
+    func = "scroll"
+    return pb.ScrollRequest(
+        collection=collection, filter_json=filter_json,
+        batch_size=encode_int(batch_size, "batch_size", 1, _INT64_MAX, func),
+        with_text=with_text, with_vector=with_vector,
+        after=None if after is None else encode_string(after, f"The 'after' parameter of {func}"),
+    )
+
+
+def scroll_page_to_pb(page: ScrollPage) -> pb.ScrollPage:
+    return pb.ScrollPage(documents=[document_to_pb(d) for d in page.documents], cursor=page.cursor)
+
+
+def scroll_page_from_pb(msg: pb.ScrollPage) -> ScrollPage:
+    return ScrollPage(documents=tuple(document_from_pb(d) for d in msg.documents), cursor=optional(msg, "cursor"))
 
 
 def classifier_info_from_pb(msg: pb.ClassifierInfo) -> ClassifierInfo:

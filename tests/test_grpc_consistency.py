@@ -149,7 +149,7 @@ def test_consistency_against_a_served_process(tmp_path):
     token = tmp_path / "token"
     token.write_text("tok-9\n")
     os.chmod(token, 0o600)
-    with Served(tmp_path / "data", "--token-file", str(token), "--max-k", "30") as served:
+    with Served(tmp_path / "data", "--token-file", str(token), "--max-k", "30", "--max-message-mb", "0.05") as served:
         with grpc.insecure_channel(served.address) as ch:
             md = (("authorization", "bearer tok-9"),)
             _call(ch, "CreateCollection", pb.CreateCollectionRequest(name="c", config=pb.CollectionConfig(ngram=2)),
@@ -166,5 +166,18 @@ def test_consistency_against_a_served_process(tmp_path):
         with Client(served.address, token="nope", timeout=30) as bad:
             with pytest.raises(UnauthenticatedError):
                 bad.list_collections()
+        with Client(served.address, token="tok-9", timeout=60) as client:
+            big = client.create_collection("big", dim=2, store_shingles=False)
+            rng = np.random.default_rng(1)
+            for i in range(8):
+                big.upsert([{"id": f"d{i}", "text": f"document {i} " + "word " * 1500,
+                             "vector": rng.normal(size=2) + (0 if i < 4 else 10)}])
+            with pytest.raises(ResourceExhaustedError, match="max_message_bytes"):
+                big.get([f"d{i}" for i in range(8)])
+            big.train_classifier("g", kind="gmm", params={"n_components": 2})
+            results = big.classify(ids=["d0", "d7"], model="g", k=1)
+            assert [r.label for r in results] == [str(r.component) for r in results]
+            assert {r.label for r in results} == set(big.list_classifiers()[0].classes)
     _, err = served.terminate()
     assert "/simsearch.v1.SimSearch/QueryNearDuplicates INVALID_ARGUMENT" in err
+    assert "/simsearch.v1.SimSearch/Get RESOURCE_EXHAUSTED" in err and "/simsearch.v1.SimSearch/Get OK" not in err

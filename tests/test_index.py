@@ -392,7 +392,7 @@ def test_reopen_from_the_segments_equals_a_rebuild_and_a_stale_manifest_is_ignor
         with pytest.raises(NotFoundError):
             c.get([docs[100].id])
         assert docs[100].id not in [n.id for n in c.search(docs[100].vector, k=3)]
-        assert docs[100].id not in [n.id for n in c.near_duplicates(docs[100].text, threshold=0.01)]
+        assert docs[100].id not in [n.id for n in c.near_duplicates(docs[100].text, threshold=1e-9)]
 
 
 def test_segments_are_never_used_for_another_database_with_a_look_alike_history(tmp_path):
@@ -408,7 +408,7 @@ def test_segments_are_never_used_for_another_database_with_a_look_alike_history(
         c = idx.get_collection("c")
         assert [n.id for n in c.search(b_docs[0].vector, k=1)] == [b_docs[0].id]
         assert c.get([b_docs[1].id])[0].text == b_docs[1].text
-        assert all(n.id.startswith("b") for n in c.near_duplicates(b_docs[2].text, threshold=0.01))
+        assert all(n.id.startswith("b") for n in c.near_duplicates(b_docs[2].text, threshold=1e-9))
     with Index(tmp_path / "a") as idx:
         idx.snapshot(tmp_path / "snap")
         origin = idx._storage.state(idx.get_collection("c")._cid)

@@ -147,6 +147,10 @@ def test_estimates_cover_the_kernel_cache_and_features():
     assert big - small == 4 * 1000 * 1000 - (1 << 20)  # the whole 1000 x 1000 float32 matrix fits in 512 MiB
     ny = SVC(solver="nystroem", n_components=100).fit_memory_bytes(10_000, 8)
     assert ny >= 8 * 10_000 * 101
+    assert SVC(solver="nystroem", n_components=100).approximation_size(50) == 50
+    assert SVC().approximation_size(20_000) == 0 and SVC().approximation_size(20_001) == 1024  # auto: exact, then nystroem
+    assert SVC(kernel="linear").approximation_size(10**6) == 0
+    assert SVC(solver="fourier", n_components=300).approximation_size(10) == 300
     assert GaussianMixture(4, covariance_type="full").fit_memory_bytes(1000, 10) > \
         GaussianMixture(4, covariance_type="diag").fit_memory_bytes(1000, 10)
 

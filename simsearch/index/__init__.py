@@ -14,8 +14,13 @@ from ._types import (
     Document,
     NearDuplicate,
     Neighbor,
+    QueryStats,
+    SearchResult,
     UpsertResult,
+    Duplicate,
+    ScrollPage,
 )
+from ._ingest import DUPLICATE_JACCARD_FIELD, DUPLICATE_OF_FIELD, ON_DUPLICATE, check_on_duplicate
 
 __all__ = [
     "Index",
@@ -26,7 +31,14 @@ __all__ = [
     "Document",
     "NearDuplicate",
     "Neighbor",
+    "QueryStats",
+    "SearchResult",
     "UpsertResult",
+    "Duplicate",
+    "ScrollPage",
+    "ON_DUPLICATE",
+    "DUPLICATE_OF_FIELD",
+    "DUPLICATE_JACCARD_FIELD",
     "Classification",
     "ClassifierInfo",
     "MAX_K",
@@ -41,6 +53,7 @@ __all__ = [
     "check_kind",
     "check_params",
     "check_filter",
+    "check_on_duplicate",
     "METRICS",
     "Filter",
     "Column",

@@ -10,7 +10,7 @@ between.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,19 +26,26 @@ from ..errors import (
 )
 from ..minhash import is_empty, minhash
 from ..shingling import shingle_hashes
-from ..validation import check_option, check_param
-from . import _doctable
+from ..validation import check_int, check_option, check_param
+from . import _doctable, _ingest
 from ._classify import Classification, ClassifierInfo
-from ._document import check_documents, check_ids
+from ._document import check_documents, check_id, check_ids
+from ._filter import parse as parse_filter
 from ._engine import Engine
+from ._filtering import FieldStore, RowSet, fields_path
+from ._vecsearch import CollectionVectors, ann_stem
 from ._storage import pack, unpack
 from ._types import (
     METRICS,
     Cluster,
     CollectionConfig,
     Document,
+    Duplicate,
     NearDuplicate,
+    ScrollPage,
     Neighbor,
+    QueryStats,
+    SearchResult,
     UpsertResult,
 )
 
@@ -67,6 +74,7 @@ class Collection:
         self._models: dict = {}
         self._nan_vec = np.full(config.dim, np.nan, np.float32) if config.dim else None
         self._engine: Engine | None = None
+        self._ann: CollectionVectors | None = None
         self._open_engine()
 
     def __repr__(self) -> str:
@@ -79,9 +87,99 @@ class Collection:
                               self._index.path, fsync=self._index._fsync)
         try:
             self._engine.open()
+            self._load_query_state()
         except BaseException:
             self._engine.close()
             raise
+
+    # -- filters and the ANN index (simsearch.index._filtering, _vecsearch) --------------------
+    def _live_rows(self, vectors_only: bool = False):
+        """(rowids, sources and rows) of the live documents (with a vector), in rowid order."""
+        parts = []
+        for source in self._engine.sources():
+            if vectors_only:
+                if getattr(source, "vec_rows", None) is not None:  # a segment
+                    rows = source.vec_rows[source.alive[source.vec_rows]].astype(np.int64)
+                elif hasattr(source, "vec_rows"):
+                    continue
+                else:
+                    rows = source.vector_rows()[0]
+            else:
+                rows = np.flatnonzero(source.alive)
+            parts.append((source.rowids[rows], source, rows))
+        rowids = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int64)
+        return np.sort(rowids), parts
+
+    def _load_query_state(self) -> None:
+        """The indexed fields' columns and the approximate vector index over the live rows."""
+        cfg = self.config
+        self._fields = FieldStore(cfg.indexed_fields)
+        if cfg.indexed_fields:
+            state = self._storage.state(self._cid)
+            saved = None if self._index.path is None else FieldStore.load(
+                fields_path(self._index.path, self._cid), cfg.indexed_fields, state)
+            if saved is not None:
+                self._fields = saved
+            else:
+                rowids, _ = self._live_rows()
+                for lo in range(0, len(rowids), 65536):
+                    chunk = rowids[lo:lo + 65536]
+                    found = {r.rowid: r for r in self._storage.fetch(self._cid, rowids=chunk.tolist())}
+                    got = [found[int(r)] for r in chunk]
+                    self._fields.add(chunk, [g.ext_id for g in got], [g.label for g in got], [g.metadata for g in got])
+        self._ann = None
+        if cfg.dim:
+            stem = None if self._index.path is None else ann_stem(self._index.path, self._cid)
+            uuid = self._storage.state(self._cid)[0] if stem is not None else ""
+            self._ann = CollectionVectors(cfg, stem, {"db": uuid, "cid": self._cid}, self._index._backend)
+            self._ann.load(self._live_rows(vectors_only=True)[0], self._vectors_of)
+
+    def _save_query_state(self) -> None:
+        """Persist the ANN block and the indexed columns (Index.close, under the write lock)."""
+        if self._index.path is None or self._dropped:
+            return
+        if self._ann is not None:
+            self._ann.save()
+        if self.config.indexed_fields:
+            try:
+                self._fields.save(fields_path(self._index.path, self._cid), self._storage.state(self._cid))
+            except OSError:  # derived state: the next open decodes the metadata again
+                pass
+
+    def _vectors_of(self, rowids: np.ndarray) -> np.ndarray:
+        src, row = self._engine.locate_rowids(np.asarray(rowids, np.int64))
+        return self._engine.gather(src, row, "vecs")
+
+    def _applied(self, removed, new_rowids, ids, labels, metadata, vecs) -> None:
+        """Reflect a committed write in the filter columns and the ANN index."""
+        removed = np.asarray(removed, dtype=np.int64)
+        new_rowids = np.asarray(new_rowids, dtype=np.int64)
+        self._fields.remove(removed)
+        if self._ann is not None:
+            self._ann.removed(removed)
+        if len(new_rowids):
+            self._fields.add(new_rowids, ids, labels, metadata)
+            if self._ann is not None and vecs is not None:
+                self._ann.added(new_rowids[~np.isnan(vecs[:, 0])])
+
+    def _rowset(self, filter, func: str) -> RowSet | None:
+        """The live rows ``filter`` keeps (None: no filter); the caller holds the read lock."""
+        flt = parse_filter(filter)
+        if flt is None:
+            return None
+
+        def live():
+            _, parts = self._live_rows()
+            rowids = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int64)
+            ext = [e for p in parts for e in p[1].ext_ids(p[2])]
+            labels = [x for p in parts for x in p[1].labels(p[2])]
+            order = np.argsort(rowids, kind="stable")
+            return rowids[order], [ext[i] for i in order.tolist()], [labels[i] for i in order.tolist()]
+
+        def metadata(rowids):
+            return {r.rowid: r.metadata for r in self._storage.fetch(self._cid, rowids=rowids)}
+
+        return self._fields.rowset(flt, live, metadata)
 
     def _rebuild(self) -> None:
         """Reopen the engine from the manifest and the store (after an error while applying a
@@ -132,9 +230,18 @@ class Collection:
         return arr
 
     # -- writes ----------------------------------------------------------------------------
-    def upsert(self, docs: Sequence[Document | dict]) -> UpsertResult:
-        """Insert or replace a batch of documents atomically; returns after the commit."""
+    def upsert(self, docs: Sequence[Document | dict], *, on_duplicate: str = "insert",
+               threshold: float | None = None) -> UpsertResult:
+        """Insert or replace a batch of documents atomically; returns after the commit.
+
+        ``on_duplicate``: ``"insert"`` stores every document; ``"skip"`` leaves out a document
+        whose near-duplicate (Jaccard >= ``threshold``, default the collection's; exact when the
+        collection stores shingles) is stored or comes earlier in the batch and is kept; ``"tag"``
+        stores it with metadata ``_duplicate_of`` and ``_duplicate_jaccard`` set. The decision
+        and the insert happen under the write lock (see :mod:`simsearch.index._ingest`); the
+        result lists each skipped or tagged document."""
         self._check_alive()
+        on_duplicate, threshold = _ingest.check_on_duplicate(on_duplicate, threshold, self.config.threshold)
         norm = check_documents(docs, dim=self.config.dim, collection=self.name, max_batch=self._index.max_batch,
                                max_text_bytes=self._index.max_text_bytes)  # metadata as its JSON text
         cfg = self.config
@@ -164,22 +271,39 @@ class Collection:
             (d.id, d.text if store_text else None, d.metadata, d.label, vec_blobs[i], sig_blobs[i], shingle_blobs[i])
             for i, d in enumerate(norm)
         ]
+        ids = [d.id for d in norm]
+        labels = [d.label for d in norm]
+        duplicates: tuple[Duplicate, ...] = ()
         with self._lock.write():
             self._check_alive()
+            if on_duplicate != "insert":
+                decision = _ingest.decide(self, ids, [d.text for d in norm], sigs, on_duplicate, threshold,
+                                          cfg.store_shingles)
+                duplicates = tuple(Duplicate(ids[j], of, jac) for j, (of, jac) in sorted(decision.matches.items()))
+                if on_duplicate == "tag":
+                    for j, (of, jac) in decision.matches.items():
+                        rows[j] = rows[j][:2] + (_ingest.tag_metadata(rows[j][2], of, jac),) + rows[j][3:]
+                elif not decision.stored.all():
+                    keep = np.flatnonzero(decision.stored)
+                    rows, ids, labels = [rows[i] for i in keep], [ids[i] for i in keep], [labels[i] for i in keep]
+                    sigs = sigs[keep]
+                    vecs = None if vecs is None else vecs[keep]
+                if not rows:
+                    return UpsertResult(upserted=0, replaced=0, skipped=len(norm), duplicates=duplicates)
             # A memtable past its size is flushed first: a full disk fails this write uncommitted.
             self._engine.flush_if_full()
             # Only ids the collection holds need a DELETE (the engine mirrors what is committed;
             # were it ever wrong, the UNIQUE (cid, ext_id) constraint fails the batch).
-            ids = [d.id for d in norm]
             replaced = [e for e, r in zip(ids, self._engine.rowids_of(ids)) if r >= 0]
             removed, new_rowids, seq = self._storage.write(self._cid, replaced, rows)
             try:
-                self._engine.apply(seq, np.asarray(removed, dtype=np.int64), new_rowids, ids,
-                                   [d.label for d in norm], sigs, vecs)
+                self._engine.apply(seq, np.asarray(removed, dtype=np.int64), new_rowids, ids, labels, sigs, vecs)
+                self._applied(removed, new_rowids, ids, labels, [r[2] for r in rows], vecs)
             except BaseException:
                 self._rebuild()  # memory must match what was committed
                 raise
-        return UpsertResult(upserted=len(norm), replaced=len(removed))
+        return UpsertResult(upserted=len(rows), replaced=len(removed), skipped=len(norm) - len(rows),
+                            duplicates=duplicates)
 
     def delete(self, ids: Sequence[str], *, missing_ok: bool = False) -> int:
         """Delete documents by id, atomically. Unknown ids raise NotFoundError unless ``missing_ok``."""
@@ -194,6 +318,7 @@ class Collection:
             removed, _, seq = self._storage.write(self._cid, list(dict.fromkeys(ids)), [])
             try:
                 self._engine.apply(seq, np.asarray(removed, dtype=np.int64), [], [], [], None, None)
+                self._applied(removed, [], [], [], [], None)
             except BaseException:
                 self._rebuild()
                 raise
@@ -215,6 +340,50 @@ class Collection:
         if missing:
             raise NotFoundError(f"get: {len(missing)} unknown id(s) in collection {self.name!r}, e.g. {missing[0]!r}")
         return [self._to_document(rows[i]) for i in ids]
+
+    def scroll(self, filter: dict | str | None = None, *, batch_size: int = 1000, with_text: bool = False,
+               with_vector: bool = False, after: str | None = None) -> Iterator[ScrollPage]:
+        """Every document (or those ``filter`` keeps: :func:`simsearch.index.parse_filter`) in id
+        order, as pages of up to ``batch_size``. Resumable: ``after=page.cursor`` continues after a
+        page. Each page is read under the read lock, from one committed state; a document written
+        during the walk appears if its id sorts after the current page. Text and vector are
+        left out (None) unless ``with_text`` / ``with_vector``."""
+        self._check_alive()
+        func = "scroll"
+        flt = parse_filter(filter)
+        batch_size = check_int(batch_size, "batch_size", 1, self._index.max_batch, func=func)
+        for name, val in (("with_text", with_text), ("with_vector", with_vector)):
+            if not isinstance(val, bool):
+                raise InvalidTypeError(f"The '{name}' parameter of {func} must be a bool.")
+        if after is not None:
+            after = check_id(after, f"The 'after' parameter of {func}")
+        return self._scroll(flt, batch_size, with_text, with_vector, after)
+
+    def _scroll(self, flt, batch_size: int, with_text: bool, with_vector: bool, after: str | None):
+        while True:
+            self._check_alive()
+            page: list[Document] = []
+            with self._lock.read():
+                while len(page) < batch_size:
+                    rows = self._storage.scan(self._cid, after, batch_size)
+                    for row in rows:
+                        after = row.ext_id
+                        meta = json.loads(row.metadata)
+                        if flt is not None and not flt.matches(meta, id=row.ext_id, label=row.label):
+                            continue
+                        page.append(Document(id=row.ext_id, text=row.text if with_text else None, metadata=meta,
+                                             vector=unpack(row.vector, np.float32) if with_vector else None,
+                                             label=row.label))
+                        if len(page) == batch_size:
+                            break
+                    if len(rows) < batch_size:
+                        break
+            done = len(page) < batch_size
+            if page or not done:
+                yield ScrollPage(documents=tuple(page), cursor=page[-1].id)
+            if done:
+                return
+            after = page[-1].id
 
     def _metadata_of(self, ids: list[str]) -> list[dict]:
         """The metadata of stored documents ``ids``, in order, read in chunks (no ``max_batch``
@@ -306,14 +475,18 @@ class Collection:
         return out
 
     def near_duplicates(self, text: str | None = None, *, id: str | None = None, threshold: float | None = None,
-                        k: int | None = None, exact: bool = False) -> list[NearDuplicate]:
-        """Ranked near-duplicates of one text or stored document (which is left out of its own results)."""
+                        k: int | None = None, exact: bool = False, filter: dict | str | None = None,
+                        ) -> list[NearDuplicate]:
+        """Ranked near-duplicates of one text or stored document (which is left out of its own
+        results), among the documents ``filter`` keeps (see the README's "Filters")."""
         texts = None if text is None else [text]
         ids = None if id is None else [id]
-        return self.near_duplicates_batch(texts=texts, ids=ids, threshold=threshold, k=k, exact=exact)[0]
+        return self.near_duplicates_batch(texts=texts, ids=ids, threshold=threshold, k=k, exact=exact,
+                                          filter=filter)[0]
 
     def near_duplicates_batch(self, texts=None, ids=None, *, threshold: float | None = None, k: int | None = None,
-                              exact: bool = False) -> list[list[NearDuplicate]]:
+                              exact: bool = False, filter: dict | str | None = None,
+                              with_stats: bool = False) -> list[list[NearDuplicate]] | SearchResult:
         self._check_alive()
         func = "near_duplicates"
         threshold = (self.config.threshold if threshold is None
@@ -326,9 +499,20 @@ class Collection:
             raise FailedPreconditionError(
                 f"exact Jaccard needs the collection to store shingles; {self.name!r} was created with store_shingles=False."
             )
+        parse_filter(filter)  # a bad filter fails before any work
         with self._lock.read():
             sigs, shingles, exclude = self._query_signatures(texts, ids, want_shingles=exact, func=func)
-            return self._ranked_matches(sigs, shingles, exclude, threshold, k)
+            rowset = self._rowset(filter, func)
+            if rowset is None:
+                out = self._ranked_matches(sigs, shingles, exclude, threshold, k)
+            else:
+                cands = [c[rowset.has(c)] for c in self._candidate_lists(sigs)]
+                out = self._ranked_matches(sigs, shingles, exclude, threshold, k, cand_lists=cands)
+        if with_stats:
+            stats = QueryStats("lsh", "", None if rowset is None else rowset.count,
+                               rowset is not None and rowset.scanned)
+            return SearchResult(out, stats)
+        return out
 
     def _candidate_lists(self, sigs) -> list[np.ndarray]:
         """LSH candidate rowids (ascending) of each query signature. The caller holds the read or
@@ -390,8 +574,10 @@ class Collection:
             ])
         return out
 
-    def find_duplicates(self, threshold: float | None = None, *, exact: bool | None = None) -> list[Cluster]:
-        """All near-duplicate clusters (size ≥ 2) in the collection, largest first.
+    def find_duplicates(self, threshold: float | None = None, *, exact: bool | None = None,
+                        filter: dict | str | None = None) -> list[Cluster]:
+        """All near-duplicate clusters (size ≥ 2) in the collection, largest first; with
+        ``filter``, among the documents it keeps (both ends of every pair match).
 
         Pairs come from the LSH self-join and are verified with the exact Jaccard when the
         collection stores shingles (else with the signature estimate). The representative is the
@@ -403,21 +589,31 @@ class Collection:
         exact = self.config.store_shingles if exact is None else exact
         if exact and not self.config.store_shingles:
             raise FailedPreconditionError(f"collection {self.name!r} does not store shingles; use exact=False.")
+        parse_filter(filter)
         with self._lock.read():
+            rowset = self._rowset(filter, "find_duplicates")
             pairs = self._engine.candidate_pairs()
+            if rowset is not None and len(pairs):
+                pairs = pairs[rowset.has(pairs[:, 0]) & rowset.has(pairs[:, 1])]
             if not len(pairs):
                 return []
             fetch = self._shingle_sets if exact else None
             return _doctable.clusters_from_pairs(self._engine, pairs, threshold, fetch, self._index._backend)
 
     # -- vectors ---------------------------------------------------------------------------
-    def search(self, vector=None, *, id: str | None = None, k: int = 10, metric: str | None = None) -> list[Neighbor]:
-        """k nearest documents to one vector or stored document (left out of its own results)."""
+    def search(self, vector=None, *, id: str | None = None, k: int = 10, metric: str | None = None,
+               filter: dict | str | None = None, exact: bool = False) -> list[Neighbor]:
+        """k nearest documents to one vector or stored document (left out of its own results),
+        among those ``filter`` keeps; ``exact=True`` is brute force (the approximate index's oracle)."""
         vectors = None if vector is None else [vector]
         ids = None if id is None else [id]
-        return self.search_batch(vectors=vectors, ids=ids, k=k, metric=metric)[0]
+        return self.search_batch(vectors=vectors, ids=ids, k=k, metric=metric, filter=filter, exact=exact)[0]
 
-    def search_batch(self, vectors=None, ids=None, *, k: int = 10, metric: str | None = None) -> list[list[Neighbor]]:
+    def search_batch(self, vectors=None, ids=None, *, k: int = 10, metric: str | None = None,
+                     filter: dict | str | None = None, exact: bool = False,
+                     with_stats: bool = False) -> list[list[Neighbor]] | SearchResult:
+        """Batch :meth:`search`; ``with_stats=True`` returns a SearchResult whose ``stats`` say how
+        the query was answered (exact scan, the approximate index, with the filter as a selector)."""
         self._check_alive()
         func = "search"
         if self.config.dim is None:
@@ -426,6 +622,9 @@ class Collection:
         metric = self.config.metric if metric is None else check_option(metric, "metric", METRICS, func=func)
         if (vectors is None) == (ids is None):
             raise InvalidArgumentError(f"{func} takes either vectors or ids, not both and not neither.")
+        if not isinstance(exact, bool):
+            raise InvalidTypeError(f"The 'exact' parameter of {func} must be a bool.")
+        parse_filter(filter)
         with self._lock.read():
             if vectors is not None:
                 if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
@@ -439,10 +638,14 @@ class Collection:
                 ids = check_ids(ids, func, max_batch=self._index.max_batch)
                 rowids, queries = self._stored_vectors(ids, func)
                 exclude = [int(r) for r in rowids]
+            rowset = self._rowset(filter, func)
             if not len(queries):
-                return []
+                return SearchResult([], QueryStats("exact", "flat")) if with_stats else []
             kk = k + (1 if ids is not None else 0)
-            dists, rows = self._engine.knn(queries, kk, metric)
+            dists, rows, stats = self._ann.search(
+                queries, kk, rowset=rowset, exact=exact, metric=metric, vectors_of=self._vectors_of,
+                flat_search=lambda q, kq: self._engine.knn(q, kq, metric),
+                live_rowids=lambda: self._live_rows(vectors_only=True)[0])
             out = []
             for q in range(len(queries)):
                 keep = [(d, r) for d, r in zip(dists[q].tolist(), rows[q].tolist()) if r >= 0 and r != exclude[q]][:k]
@@ -450,7 +653,7 @@ class Collection:
                 # equal distances are ordered by id, so results do not depend on insertion order
                 hits = sorted((float(d), e) for e, (d, _) in zip(ext, keep))
                 out.append([Neighbor(id=e, distance=d) for d, e in hits])
-            return out
+            return SearchResult(out, stats) if with_stats else out
 
     def _stored_vectors(self, ids: list[str], func: str) -> tuple[np.ndarray, np.ndarray]:
         """(rowids, vectors) of stored documents (the caller holds the read lock); typed errors for
@@ -535,15 +738,18 @@ class Collection:
                 raise NotFoundError(f"model {name!r} does not exist in collection {self.name!r}")
             self._models.pop(name, None)
 
-    def classify(self, vectors=None, *, ids=None, model: str, k: int = 10) -> list[Classification]:
+    def classify(self, vectors=None, *, ids=None, model: str, k: int = 10,
+                 filter: dict | str | None = None) -> list[Classification]:
         """Apply the stored model ``model`` to each query vector (or stored document's vector) and
-        return, per query, a Classification holding the prediction and the k nearest neighbours."""
+        return, per query, a Classification holding the prediction and the k nearest neighbours
+        (among the documents ``filter`` keeps; the prediction itself is the model's)."""
         from . import _classify
 
         self._check_alive()
         func = "classify"
         name = _classify.check_model_name(model)
         k = check_param("k", k, func=func)
+        parse_filter(filter)
         if (vectors is None) == (ids is None):
             raise InvalidArgumentError(f"{func} takes either vectors or ids, not both and not neither.")
         if vectors is not None:
@@ -566,7 +772,7 @@ class Collection:
         X = np.stack(X) if vectors is not None else X
         if X.shape[1] != loaded.info.dim:
             raise InvalidArgumentError(f"model {name!r} expects {loaded.info.dim}-d vectors. Got {X.shape[1]}.")
-        neighbors = self.search_batch(vectors=X if vectors is not None else None, ids=ids, k=k)
+        neighbors = self.search_batch(vectors=X if vectors is not None else None, ids=ids, k=k, filter=filter)
         return loaded.apply(X, neighbors)
 
     def snapshot(self, dest_path: str) -> None:

@@ -59,6 +59,8 @@ def segments_dir(index_path: str, cid: int) -> str:
     return os.path.join(index_path, SEGMENTS_DIR, f"c{cid}")
 
 
+_SCAN_LIMIT = 1 << 22  # queries x memtable rows above which a probe sorts the memtable instead of scanning it
+
 class Engine:
     def __init__(self, storage, cid: int, cfg, backend, lock, index_path: str | None, *, fsync: bool):
         self.storage = storage
@@ -520,14 +522,18 @@ class Engine:
                     out[i] = v
         return out
 
-    def candidates(self, qsigs: np.ndarray):
-        """(query, source, row) of every LSH candidate of each query signature."""
-        qkeys = self.k.band_keys(qsigs, self.b, self.r)
+    def candidates(self, qsigs: np.ndarray, qkeys: np.ndarray | None = None):
+        """(query, source, row) of every LSH candidate of each query signature (``qkeys``: their
+        band keys, when the caller has them)."""
+        qkeys = self.k.band_keys(qsigs, self.b, self.r) if qkeys is None else qkeys
         qvalid = nonempty(qsigs)
         qs, ss, rs = [], [], []
         for s, src in enumerate(self.sources()):
             if isinstance(src, Segment):
                 off, rows = self.k.lookup(*src.table, src.alive, qkeys, qvalid)
+            elif len(qsigs) * len(src) > _SCAN_LIMIT:  # a batch of queries: sort the memtable's keys once
+                mask = src.lsh_mask()
+                off, rows = self.k.lookup(*self.k.bucket_sort(src.keys, mask), mask, qkeys, qvalid)
             else:
                 off, rows = self.k.scan(src.keys, src.lsh_mask(), qkeys, qvalid)
             if len(rows):

@@ -151,6 +151,14 @@ class SVC(BaseModel):
             return "exact" if n <= self.max_exact_samples else "nystroem"
         return self.solver
 
+    def approximation_size(self, n_samples: int) -> int:
+        """The Nystroem landmarks or random Fourier features ``fit`` would use for ``n_samples``
+        (0 when it solves exactly: the exact RBF dual or the linear primal)."""
+        solver = self._resolve_solver(int(n_samples))
+        if solver == "nystroem":
+            return min(int(self.n_components), int(n_samples))
+        return int(self.n_components) if solver == "fourier" else 0
+
     def fit_memory_bytes(self, n_samples: int, n_features: int, n_classes: int = 2) -> int:
         """An upper estimate of the working memory ``fit`` needs for this data shape, so that a
         caller (the server) can refuse a training before it starts: the float64 data, plus the

@@ -92,8 +92,15 @@ class _IndexCollector:
         return [docs, segs, disk, mem, total]
 
     def index_stats(self) -> list[tuple[str, dict]]:
-        return [(info.name, collection_stats(self.index.get_collection(info.name)))
-                for info in self.index.list_collections()]
+        from simsearch.errors import NotFoundError
+
+        out = []
+        for info in self.index.list_collections():
+            try:
+                out.append((info.name, collection_stats(self.index.get_collection(info.name))))
+            except NotFoundError:  # dropped since the listing
+                pass
+        return out
 
 
 class ServerMetrics:

@@ -23,6 +23,7 @@ import time
 import grpc
 
 from simsearch.errors import ResourceExhaustedError
+from simsearch import SVC
 
 from ._config import MiB, ServerConfig
 from ._interceptors import StatusError
@@ -85,15 +86,13 @@ class TrainingRunner:
     def check_limits(self, model, X, y) -> None:
         cfg = self.config
         n, d = X.shape
-        kind = type(model).__name__
-        if kind == "SVC":
+        if isinstance(model, SVC):
             cache = float(model.cache_size) * MiB
             if cache > cfg.max_kernel_cache_mb * MiB:
                 raise ResourceExhaustedError(
                     f"train_classifier: params cache_size={model.cache_size} MiB is over this server's limit "
                     f"max_kernel_cache_mb={cfg.max_kernel_cache_mb:g}; pass a smaller cache_size.")
-            solver = model._resolve_solver(n) if model.kernel == "rbf" else "newton"
-            if solver in ("nystroem", "fourier") and int(model.n_components) > cfg.max_nystroem_components:
+            if model.approximation_size(n) > cfg.max_nystroem_components:
                 raise ResourceExhaustedError(
                     f"train_classifier: params n_components={model.n_components} is over this server's limit "
                     f"max_nystroem_components={cfg.max_nystroem_components}; pass a smaller n_components.")
