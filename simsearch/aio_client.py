@@ -40,6 +40,7 @@ from .index import (
     NearDuplicate,
     Neighbor,
     ScrollPage,
+    SearchResult,
     UpsertResult,
     check_collection_name,
     check_on_duplicate,
@@ -103,29 +104,39 @@ class AsyncRemoteCollection(Requests):
 
     async def near_duplicates(self, text: str | None = None, *, id: str | None = None,
                               threshold: float | None = None, k: int | None = None,
-                              exact: bool = False) -> list[NearDuplicate]:
+                              exact: bool = False, filter: dict | str | None = None) -> list[NearDuplicate]:
         texts = None if text is None else [text]
         ids = None if id is None else [id]
-        return (await self.near_duplicates_batch(texts=texts, ids=ids, threshold=threshold, k=k, exact=exact))[0]
+        return (await self.near_duplicates_batch(texts=texts, ids=ids, threshold=threshold, k=k, exact=exact,
+                                                 filter=filter))[0]
 
     async def near_duplicates_batch(self, texts=None, ids=None, *, threshold: float | None = None,
-                                    k: int | None = None, exact: bool = False) -> list[list[NearDuplicate]]:
-        req = self._near_request(texts, ids, threshold, k, exact)
-        return wire.near_duplicates_from_pb(await self._client._call("QueryNearDuplicates", req))
+                                    k: int | None = None, exact: bool = False, filter: dict | str | None = None,
+                                    with_stats: bool = False) -> list[list[NearDuplicate]] | SearchResult:
+        req = self._near_request(texts, ids, threshold, k, exact, filter)
+        msg = await self._client._call("QueryNearDuplicates", req)
+        out = wire.near_duplicates_from_pb(msg)
+        return SearchResult(out, wire.query_stats_from_pb(msg.stats)) if with_stats else out
 
     async def search(self, vector=None, *, id: str | None = None, k: int = 10,
-                     metric: str | None = None) -> list[Neighbor]:
+                     metric: str | None = None, filter: dict | str | None = None,
+                     exact: bool = False) -> list[Neighbor]:
         vectors = None if vector is None else [vector]
         ids = None if id is None else [id]
-        return (await self.search_batch(vectors=vectors, ids=ids, k=k, metric=metric))[0]
+        return (await self.search_batch(vectors=vectors, ids=ids, k=k, metric=metric, filter=filter,
+                                        exact=exact))[0]
 
     async def search_batch(self, vectors=None, ids=None, *, k: int = 10,
-                           metric: str | None = None) -> list[list[Neighbor]]:
-        req = self._search_request(vectors, ids, k, metric)
-        return wire.neighbors_from_pb(await self._client._call("SearchVectors", req))
+                           metric: str | None = None, filter: dict | str | None = None, exact: bool = False,
+                           with_stats: bool = False) -> list[list[Neighbor]] | SearchResult:
+        req = self._search_request(vectors, ids, k, metric, filter, exact)
+        msg = await self._client._call("SearchVectors", req)
+        out = wire.neighbors_from_pb(msg)
+        return SearchResult(out, wire.query_stats_from_pb(msg.stats)) if with_stats else out
 
-    async def find_duplicates(self, threshold: float | None = None, *, exact: bool | None = None) -> list[Cluster]:
-        clusters = await self._client._call("FindDuplicates", self._find_request(threshold, exact))
+    async def find_duplicates(self, threshold: float | None = None, *, exact: bool | None = None,
+                              filter: dict | str | None = None) -> list[Cluster]:
+        clusters = await self._client._call("FindDuplicates", self._find_request(threshold, exact, filter))
         return [wire.cluster_from_pb(c) for c in clusters]
 
     async def train_classifier(self, name: str, kind: str = "svm", params: dict | None = None,
@@ -137,8 +148,9 @@ class AsyncRemoteCollection(Requests):
         resp = await self._client._call("ListClassifiers", pb.ListClassifiersRequest(collection=self.name))
         return [wire.classifier_info_from_pb(i) for i in resp.classifiers]
 
-    async def classify(self, vectors=None, *, ids=None, model: str, k: int = 10) -> list[Classification]:
-        req = self._classify_request(vectors, ids, model, k)
+    async def classify(self, vectors=None, *, ids=None, model: str, k: int = 10,
+                       filter: dict | str | None = None) -> list[Classification]:
+        req = self._classify_request(vectors, ids, model, k, filter)
         return wire.classifications_from_pb(await self._client._call("Classify", req))
 
     async def delete_classifier(self, name: str) -> None:
@@ -198,9 +210,14 @@ class AsyncClient:
     async def create_collection(self, name: str, *, shingle: str = "word", ngram: int = 5, num_perm: int = 128,
                                 seed: int = 1, threshold: float = 0.8, weights: tuple[float, float] | None = None,
                                 dim: int | None = None, metric: str = "cosine", store_text: bool = True,
-                                store_shingles: bool = True, exist_ok: bool = False) -> AsyncRemoteCollection:
+                                store_shingles: bool = True, vector_index: str = "auto", hnsw_m: int = 32,
+                                ef_construction: int = 80, ef_search: int = 64, nlist: int | None = None,
+                                nprobe: int | None = None, indexed_fields: Sequence[str] = (),
+                                exist_ok: bool = False) -> AsyncRemoteCollection:
         req = create_request(name, shingle, ngram, num_perm, seed, threshold, weights, dim, metric, store_text,
-                             store_shingles, exist_ok)
+                             store_shingles, exist_ok, vector_index=vector_index, hnsw_m=hnsw_m,
+                             ef_construction=ef_construction, ef_search=ef_search, nlist=nlist, nprobe=nprobe,
+                             indexed_fields=indexed_fields)
         return AsyncRemoteCollection(self, wire.info_from_pb(await self._call("CreateCollection", req)))
 
     async def get_collection(self, name: str) -> AsyncRemoteCollection:

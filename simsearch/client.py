@@ -44,6 +44,7 @@ from .index import (
     NearDuplicate,
     Neighbor,
     ScrollPage,
+    SearchResult,
     UpsertResult,
     check_collection_name,
     check_documents,
@@ -54,6 +55,7 @@ from .index import (
     check_kind,
     check_model_name,
     check_params,
+    parse_filter,
 )
 
 __all__ = ["Client", "RemoteCollection", "RemoteError", "SnapshotInfo"]
@@ -162,14 +164,14 @@ class Requests:
     def _get_request(self, ids) -> pb.GetRequest:
         return pb.GetRequest(collection=self.name, ids=wire.encode_ids(ids, "get"))
 
-    def _near_request(self, texts, ids, threshold, k, exact) -> pb.QueryNearDuplicatesRequest:
+    def _near_request(self, texts, ids, threshold, k, exact, filter=None) -> pb.QueryNearDuplicatesRequest:
         func = "near_duplicates"
         if not isinstance(exact, bool):
             raise InvalidTypeError(f"The 'exact' parameter of {func} must be a bool.")
         req = pb.QueryNearDuplicatesRequest(
             collection=self.name, exact=exact,
             threshold=wire.encode_float(threshold, "threshold", 0.0, 1.0, func, lo_open=True),
-            k=wire.encode_int(k, "k", 1, MAX_K, func),
+            k=wire.encode_int(k, "k", 1, MAX_K, func), filter_json=_filter_json(filter),
         )
         if texts is not None:
             req.texts.CopyFrom(wire.encode_texts(texts, func))
@@ -177,11 +179,13 @@ class Requests:
             req.ids.CopyFrom(pb.StringList(values=wire.encode_ids(ids, func)))
         return req
 
-    def _search_request(self, vectors, ids, k, metric) -> pb.SearchVectorsRequest:
+    def _search_request(self, vectors, ids, k, metric, filter=None, exact=False) -> pb.SearchVectorsRequest:
         func = "search"
+        if not isinstance(exact, bool):
+            raise InvalidTypeError(f"The 'exact' parameter of {func} must be a bool.")
         req = pb.SearchVectorsRequest(
             collection=self.name, k=wire.encode_int(k, "k", 1, MAX_K, func, optional=False),
-            metric=wire.encode_option(metric, "metric", METRICS, func),
+            metric=wire.encode_option(metric, "metric", METRICS, func), filter_json=_filter_json(filter), exact=exact,
         )
         if vectors is not None:
             wire.encode_vectors(vectors, func, self.config.dim, self.name, req.packed_vectors)
@@ -189,11 +193,11 @@ class Requests:
             req.ids.CopyFrom(pb.StringList(values=wire.encode_ids(ids, func)))
         return req
 
-    def _find_request(self, threshold, exact) -> pb.FindDuplicatesRequest:
+    def _find_request(self, threshold, exact, filter=None) -> pb.FindDuplicatesRequest:
         return pb.FindDuplicatesRequest(
             collection=self.name, threshold=wire.encode_float(threshold, "threshold", 0.0, 1.0, "find_duplicates",
                                                           lo_open=True),
-            exact=None if exact is None else bool(exact),
+            exact=None if exact is None else bool(exact), filter_json=_filter_json(filter),
         )
 
     def _train_request(self, name, kind, params, filter) -> pb.TrainClassifierRequest:
@@ -210,11 +214,12 @@ class Requests:
             filter_json=wire.encode_json_object(filter, "filter", func),
         )
 
-    def _classify_request(self, vectors, ids, model, k) -> pb.ClassifyRequest:
+    def _classify_request(self, vectors, ids, model, k, filter=None) -> pb.ClassifyRequest:
         """Checked as ``Collection.classify`` checks its arguments, in the same order."""
         func = "classify"
         req = pb.ClassifyRequest(collection=self.name, model=check_model_name(model),
-                                 k=wire.encode_int(k, "k", 1, MAX_K, func, optional=False))
+                                 k=wire.encode_int(k, "k", 1, MAX_K, func, optional=False),
+                                 filter_json=_filter_json(filter))
         if (vectors is None) == (ids is None):
             raise InvalidArgumentError(f"{func} takes either vectors or ids, not both and not neither.")
         if vectors is not None:
@@ -245,14 +250,21 @@ class Requests:
         return result
 
 
+def _filter_json(filter) -> str:
+    """The canonical JSON text of a filter ("" for none), parsed here as Collection parses it, so
+    a bad filter raises the same error before anything is sent."""
+    flt = parse_filter(filter)
+    return "" if flt is None else flt.to_json()
+
+
 def create_request(name, shingle, ngram, num_perm, seed, threshold, weights, dim, metric, store_text,
-                   store_shingles, exist_ok) -> pb.CreateCollectionRequest:
+                   store_shingles, exist_ok, **index_options) -> pb.CreateCollectionRequest:
     """Validated like ``Index.create_collection`` (same messages), then sent with every field set."""
     name = check_collection_name(name)
     config = CollectionConfig(
         shingle=shingle, ngram=ngram, num_perm=num_perm, seed=seed, threshold=threshold,
         weights=tuple(weights) if isinstance(weights, list) else weights, dim=dim, metric=metric,
-        store_text=store_text, store_shingles=store_shingles,
+        store_text=store_text, store_shingles=store_shingles, **index_options,
     ).validated()
     return pb.CreateCollectionRequest(name=name, config=wire.config_to_pb(config), exist_ok=bool(exist_ok))
 
@@ -316,27 +328,39 @@ class RemoteCollection(Requests):
 
     # -- queries ---------------------------------------------------------------------------
     def near_duplicates(self, text: str | None = None, *, id: str | None = None, threshold: float | None = None,
-                        k: int | None = None, exact: bool = False) -> list[NearDuplicate]:
+                        k: int | None = None, exact: bool = False, filter: dict | str | None = None,
+                        ) -> list[NearDuplicate]:
         texts = None if text is None else [text]
         ids = None if id is None else [id]
-        return self.near_duplicates_batch(texts=texts, ids=ids, threshold=threshold, k=k, exact=exact)[0]
+        return self.near_duplicates_batch(texts=texts, ids=ids, threshold=threshold, k=k, exact=exact,
+                                          filter=filter)[0]
 
     def near_duplicates_batch(self, texts=None, ids=None, *, threshold: float | None = None, k: int | None = None,
-                              exact: bool = False) -> list[list[NearDuplicate]]:
-        req = self._near_request(texts, ids, threshold, k, exact)
-        return wire.near_duplicates_from_pb(self._client._call("QueryNearDuplicates", req))
+                              exact: bool = False, filter: dict | str | None = None,
+                              with_stats: bool = False) -> list[list[NearDuplicate]] | SearchResult:
+        req = self._near_request(texts, ids, threshold, k, exact, filter)
+        msg = self._client._call("QueryNearDuplicates", req)
+        out = wire.near_duplicates_from_pb(msg)
+        return SearchResult(out, wire.query_stats_from_pb(msg.stats)) if with_stats else out
 
-    def search(self, vector=None, *, id: str | None = None, k: int = 10, metric: str | None = None) -> list[Neighbor]:
+    def search(self, vector=None, *, id: str | None = None, k: int = 10, metric: str | None = None,
+               filter: dict | str | None = None, exact: bool = False) -> list[Neighbor]:
         vectors = None if vector is None else [vector]
         ids = None if id is None else [id]
-        return self.search_batch(vectors=vectors, ids=ids, k=k, metric=metric)[0]
+        return self.search_batch(vectors=vectors, ids=ids, k=k, metric=metric, filter=filter, exact=exact)[0]
 
-    def search_batch(self, vectors=None, ids=None, *, k: int = 10, metric: str | None = None) -> list[list[Neighbor]]:
-        req = self._search_request(vectors, ids, k, metric)
-        return wire.neighbors_from_pb(self._client._call("SearchVectors", req))
+    def search_batch(self, vectors=None, ids=None, *, k: int = 10, metric: str | None = None,
+                     filter: dict | str | None = None, exact: bool = False,
+                     with_stats: bool = False) -> list[list[Neighbor]] | SearchResult:
+        req = self._search_request(vectors, ids, k, metric, filter, exact)
+        msg = self._client._call("SearchVectors", req)
+        out = wire.neighbors_from_pb(msg)
+        return SearchResult(out, wire.query_stats_from_pb(msg.stats)) if with_stats else out
 
-    def find_duplicates(self, threshold: float | None = None, *, exact: bool | None = None) -> list[Cluster]:
-        return [wire.cluster_from_pb(c) for c in self._client._call("FindDuplicates", self._find_request(threshold, exact))]
+    def find_duplicates(self, threshold: float | None = None, *, exact: bool | None = None,
+                        filter: dict | str | None = None) -> list[Cluster]:
+        req = self._find_request(threshold, exact, filter)
+        return [wire.cluster_from_pb(c) for c in self._client._call("FindDuplicates", req)]
 
     # -- classifiers -----------------------------------------------------------------------
     def train_classifier(self, name: str, kind: str = "svm", params: dict | None = None,
@@ -350,8 +374,9 @@ class RemoteCollection(Requests):
         resp = self._client._call("ListClassifiers", pb.ListClassifiersRequest(collection=self.name))
         return [wire.classifier_info_from_pb(i) for i in resp.classifiers]
 
-    def classify(self, vectors=None, *, ids=None, model: str, k: int = 10) -> list[Classification]:
-        req = self._classify_request(vectors, ids, model, k)
+    def classify(self, vectors=None, *, ids=None, model: str, k: int = 10,
+                 filter: dict | str | None = None) -> list[Classification]:
+        req = self._classify_request(vectors, ids, model, k, filter)
         return wire.classifications_from_pb(self._client._call("Classify", req))
 
     def delete_classifier(self, name: str) -> None:
@@ -418,9 +443,14 @@ class Client:
     def create_collection(self, name: str, *, shingle: str = "word", ngram: int = 5, num_perm: int = 128,
                           seed: int = 1, threshold: float = 0.8, weights: tuple[float, float] | None = None,
                           dim: int | None = None, metric: str = "cosine", store_text: bool = True,
-                          store_shingles: bool = True, exist_ok: bool = False) -> RemoteCollection:
+                          store_shingles: bool = True, vector_index: str = "auto", hnsw_m: int = 32,
+                          ef_construction: int = 80, ef_search: int = 64, nlist: int | None = None,
+                          nprobe: int | None = None, indexed_fields: Sequence[str] = (),
+                          exist_ok: bool = False) -> RemoteCollection:
         req = create_request(name, shingle, ngram, num_perm, seed, threshold, weights, dim, metric, store_text,
-                             store_shingles, exist_ok)
+                             store_shingles, exist_ok, vector_index=vector_index, hnsw_m=hnsw_m,
+                             ef_construction=ef_construction, ef_search=ef_search, nlist=nlist, nprobe=nprobe,
+                             indexed_fields=indexed_fields)
         return RemoteCollection(self, wire.info_from_pb(self._call("CreateCollection", req)))
 
     def get_collection(self, name: str) -> RemoteCollection:

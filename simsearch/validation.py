@@ -27,6 +27,7 @@ __all__ = [
     "MAX_DIM",
     "SHINGLE_KINDS",
     "VERIFY_MODES",
+    "VECTOR_INDEX_KINDS",
     "Interval",
     "OneOf",
     "CONSTRAINTS",
@@ -47,6 +48,7 @@ MAX_K = 10_000  # results per query of any search (near-duplicates, kNN, classif
 MAX_DIM = 1 << 16  # dimensions of a vector
 SHINGLE_KINDS = ("word", "char")
 VERIFY_MODES = ("exact", "estimate", "none")
+VECTOR_INDEX_KINDS = ("auto", "flat", "hnsw", "ivf")  # a collection's vector index (simsearch.index._ann)
 
 
 def _where(name: str, func: str | None) -> str:
@@ -213,6 +215,12 @@ CONSTRAINTS: dict[str, Interval | OneOf] = {
     "dim": Interval(int, 1, MAX_DIM),
     "shingle": OneOf(SHINGLE_KINDS),
     "verify": OneOf(VERIFY_MODES),
+    "vector_index": OneOf(VECTOR_INDEX_KINDS),
+    "hnsw_m": Interval(int, 2, 512),
+    "ef_construction": Interval(int, 1, 1 << 16),
+    "ef_search": Interval(int, 1, 1 << 16),
+    "nlist": Interval(int, 1, 1 << 20),
+    "nprobe": Interval(int, 1, 1 << 20),
 }
 
 

@@ -41,6 +41,7 @@ from .index import (
     MetadataJSON,
     NearDuplicate,
     Neighbor,
+    QueryStats,
     UpsertResult,
     Duplicate,
     ScrollPage,
@@ -401,7 +402,10 @@ def document_from_pb(msg: pb.Document) -> Document:
 # -- server side: messages -> arguments -------------------------------------------------------
 def config_kwargs(msg: pb.CollectionConfig) -> dict[str, Any]:
     """The keyword arguments of ``create_collection`` that the message sets; the rest default."""
-    out = {name: getattr(msg, name) for name in _CONFIG_FIELDS if name != "weights" and msg.HasField(name)}
+    out = {name: getattr(msg, name) for name in _CONFIG_FIELDS
+           if name not in ("weights", "indexed_fields") and msg.HasField(name)}
+    if msg.indexed_fields:
+        out["indexed_fields"] = tuple(msg.indexed_fields)
     if msg.HasField("weights"):
         out["weights"] = (msg.weights.false_positive, msg.weights.false_negative)
     return out
@@ -427,8 +431,13 @@ def config_to_pb(config: CollectionConfig) -> pb.CollectionConfig:
     msg = pb.CollectionConfig(
         shingle=config.shingle, ngram=config.ngram, num_perm=config.num_perm, seed=config.seed,
         threshold=config.threshold, metric=config.metric, store_text=config.store_text,
-        store_shingles=config.store_shingles,
+        store_shingles=config.store_shingles, vector_index=config.vector_index, hnsw_m=config.hnsw_m,
+        ef_construction=config.ef_construction, ef_search=config.ef_search, indexed_fields=config.indexed_fields,
     )
+    if config.nlist is not None:
+        msg.nlist = config.nlist
+    if config.nprobe is not None:
+        msg.nprobe = config.nprobe
     if config.dim is not None:
         msg.dim = config.dim
     if config.weights is not None:
@@ -449,6 +458,17 @@ def near_duplicates_to_pb(results: list[list[NearDuplicate]]) -> pb.QueryNearDup
         ])
         for hits in results
     ])
+
+
+def query_stats_to_pb(stats: QueryStats, out: pb.QueryStats) -> None:
+    out.path, out.vector_index, out.metadata_scan = stats.path, stats.vector_index, stats.metadata_scan
+    if stats.allowed is not None:
+        out.allowed = stats.allowed
+
+
+def query_stats_from_pb(msg: pb.QueryStats) -> QueryStats:
+    return QueryStats(msg.path, msg.vector_index, msg.allowed if msg.HasField("allowed") else None,
+                      msg.metadata_scan)
 
 
 def neighbors_to_pb(results: list[list[Neighbor]]) -> pb.SearchVectorsResponse:

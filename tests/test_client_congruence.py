@@ -206,6 +206,29 @@ def run_scenario(api) -> list:
                       "metric int": {"metric": 3}, "k none": {"k": None}}.items():
         step(f"search {label}", lambda kw=kw: c.search(v, **kw))
     step("search wrong dim", lambda: c.search([1.0, 2.0]))
+    # filters, exact and stats (issue 15 section 3, issue 14's vector index)
+    step("search filter", lambda: c.search(v, k=5, filter={"i": {"gte": 10}}))
+    step("search filter json", lambda: c.search(v, k=5, filter='{"$label": {"in": ["l1", "l2"]}}'))
+    step("search filter stats", lambda: c.search_batch(vectors=[v], k=3, filter={"i": {"lt": 20}}, with_stats=True))
+    step("search exact", lambda: c.search(v, k=5, exact=True))
+    step("search exact int", lambda: c.search(v, k=5, exact=1))
+    step("search bad filter op", lambda: c.search(v, filter={"i": {"near": 3}}))
+    step("search bad filter range", lambda: c.search(v, filter={"and": [{"i": 1}, {"i": {"gt": "x"}}]}))
+    step("search bad filter type", lambda: c.search(v, filter=5))
+    step("near filter", lambda: c.near_duplicates(q, filter={"i": {"in": [5, 6, 7]}}))
+    step("near filter stats", lambda: c.near_duplicates_batch(texts=[q], filter={"tags": {"exists": True}},
+                                                              with_stats=True))
+    step("near bad filter", lambda: c.near_duplicates(q, filter='{"i": '))
+    step("find filter", lambda: c.find_duplicates(filter={"i": {"lt": 20}}))
+    step("create hnsw", lambda: create("ann", dim=8, vector_index="hnsw", hnsw_m=8, ef_search=32,
+                                       indexed_fields=["i", "$label"]))
+    step("create ivf", lambda: create("ivf", dim=8, vector_index="ivf", nlist=4, nprobe=2))
+    for bad in ({"vector_index": "annoy"}, {"hnsw_m": 1}, {"ef_search": 0}, {"nlist": 0}, {"nprobe": "2"},
+                {"indexed_fields": "i"}, {"indexed_fields": ["a..b"]}, {"indexed_fields": [3]}):
+        step(f"create bad ann {bad}", lambda bad=bad: api.create_collection("bad", dim=8, **bad))
+    step("upsert hnsw", lambda: holder["ann"].upsert([d for d in docs if d.vector is not None]))
+    step("search hnsw", lambda: holder["ann"].search_batch(vectors=[v], k=4, filter={"$label": "l1"},
+                                                          with_stats=True))
     step("search nan", lambda: c.search([math.nan] * 8))
     step("search unknown id", lambda: c.search(id="zzz"))
     step("search id without vector", lambda: c.search(id="d0"))

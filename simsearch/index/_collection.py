@@ -32,6 +32,8 @@ from ._classify import Classification, ClassifierInfo
 from ._document import check_documents, check_id, check_ids
 from ._filter import parse as parse_filter
 from ._engine import Engine
+from ._filtering import FieldStore, RowSet, fields_path
+from ._vecsearch import CollectionVectors, ann_stem
 from ._storage import pack, unpack
 from ._types import (
     METRICS,
@@ -42,6 +44,8 @@ from ._types import (
     NearDuplicate,
     ScrollPage,
     Neighbor,
+    QueryStats,
+    SearchResult,
     UpsertResult,
 )
 
@@ -70,6 +74,7 @@ class Collection:
         self._models: dict = {}
         self._nan_vec = np.full(config.dim, np.nan, np.float32) if config.dim else None
         self._engine: Engine | None = None
+        self._ann: CollectionVectors | None = None
         self._open_engine()
 
     def __repr__(self) -> str:
@@ -82,9 +87,99 @@ class Collection:
                               self._index.path, fsync=self._index._fsync)
         try:
             self._engine.open()
+            self._load_query_state()
         except BaseException:
             self._engine.close()
             raise
+
+    # -- filters and the ANN index (simsearch.index._filtering, _vecsearch) --------------------
+    def _live_rows(self, vectors_only: bool = False):
+        """(rowids, sources and rows) of the live documents (with a vector), in rowid order."""
+        parts = []
+        for source in self._engine.sources():
+            if vectors_only:
+                if getattr(source, "vec_rows", None) is not None:  # a segment
+                    rows = source.vec_rows[source.alive[source.vec_rows]].astype(np.int64)
+                elif hasattr(source, "vec_rows"):
+                    continue
+                else:
+                    rows = source.vector_rows()[0]
+            else:
+                rows = np.flatnonzero(source.alive)
+            parts.append((source.rowids[rows], source, rows))
+        rowids = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int64)
+        return np.sort(rowids), parts
+
+    def _load_query_state(self) -> None:
+        """The indexed fields' columns and the approximate vector index over the live rows."""
+        cfg = self.config
+        self._fields = FieldStore(cfg.indexed_fields)
+        if cfg.indexed_fields:
+            state = self._storage.state(self._cid)
+            saved = None if self._index.path is None else FieldStore.load(
+                fields_path(self._index.path, self._cid), cfg.indexed_fields, state)
+            if saved is not None:
+                self._fields = saved
+            else:
+                rowids, _ = self._live_rows()
+                for lo in range(0, len(rowids), 65536):
+                    chunk = rowids[lo:lo + 65536]
+                    found = {r.rowid: r for r in self._storage.fetch(self._cid, rowids=chunk.tolist())}
+                    got = [found[int(r)] for r in chunk]
+                    self._fields.add(chunk, [g.ext_id for g in got], [g.label for g in got], [g.metadata for g in got])
+        self._ann = None
+        if cfg.dim:
+            stem = None if self._index.path is None else ann_stem(self._index.path, self._cid)
+            uuid = self._storage.state(self._cid)[0] if stem is not None else ""
+            self._ann = CollectionVectors(cfg, stem, {"db": uuid, "cid": self._cid}, self._index._backend)
+            self._ann.load(self._live_rows(vectors_only=True)[0], self._vectors_of)
+
+    def _save_query_state(self) -> None:
+        """Persist the ANN block and the indexed columns (Index.close, under the write lock)."""
+        if self._index.path is None or self._dropped:
+            return
+        if self._ann is not None:
+            self._ann.save()
+        if self.config.indexed_fields:
+            try:
+                self._fields.save(fields_path(self._index.path, self._cid), self._storage.state(self._cid))
+            except OSError:  # derived state: the next open decodes the metadata again
+                pass
+
+    def _vectors_of(self, rowids: np.ndarray) -> np.ndarray:
+        src, row = self._engine.locate_rowids(np.asarray(rowids, np.int64))
+        return self._engine.gather(src, row, "vecs")
+
+    def _applied(self, removed, new_rowids, ids, labels, metadata, vecs) -> None:
+        """Reflect a committed write in the filter columns and the ANN index."""
+        removed = np.asarray(removed, dtype=np.int64)
+        new_rowids = np.asarray(new_rowids, dtype=np.int64)
+        self._fields.remove(removed)
+        if self._ann is not None:
+            self._ann.removed(removed)
+        if len(new_rowids):
+            self._fields.add(new_rowids, ids, labels, metadata)
+            if self._ann is not None and vecs is not None:
+                self._ann.added(new_rowids[~np.isnan(vecs[:, 0])])
+
+    def _rowset(self, filter, func: str) -> RowSet | None:
+        """The live rows ``filter`` keeps (None: no filter); the caller holds the read lock."""
+        flt = parse_filter(filter)
+        if flt is None:
+            return None
+
+        def live():
+            _, parts = self._live_rows()
+            rowids = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int64)
+            ext = [e for p in parts for e in p[1].ext_ids(p[2])]
+            labels = [x for p in parts for x in p[1].labels(p[2])]
+            order = np.argsort(rowids, kind="stable")
+            return rowids[order], [ext[i] for i in order.tolist()], [labels[i] for i in order.tolist()]
+
+        def metadata(rowids):
+            return {r.rowid: r.metadata for r in self._storage.fetch(self._cid, rowids=rowids)}
+
+        return self._fields.rowset(flt, live, metadata)
 
     def _rebuild(self) -> None:
         """Reopen the engine from the manifest and the store (after an error while applying a
@@ -203,6 +298,7 @@ class Collection:
             removed, new_rowids, seq = self._storage.write(self._cid, replaced, rows)
             try:
                 self._engine.apply(seq, np.asarray(removed, dtype=np.int64), new_rowids, ids, labels, sigs, vecs)
+                self._applied(removed, new_rowids, ids, labels, [r[2] for r in rows], vecs)
             except BaseException:
                 self._rebuild()  # memory must match what was committed
                 raise
@@ -222,6 +318,7 @@ class Collection:
             removed, _, seq = self._storage.write(self._cid, list(dict.fromkeys(ids)), [])
             try:
                 self._engine.apply(seq, np.asarray(removed, dtype=np.int64), [], [], [], None, None)
+                self._applied(removed, [], [], [], [], None)
             except BaseException:
                 self._rebuild()
                 raise
@@ -378,14 +475,18 @@ class Collection:
         return out
 
     def near_duplicates(self, text: str | None = None, *, id: str | None = None, threshold: float | None = None,
-                        k: int | None = None, exact: bool = False) -> list[NearDuplicate]:
-        """Ranked near-duplicates of one text or stored document (which is left out of its own results)."""
+                        k: int | None = None, exact: bool = False, filter: dict | str | None = None,
+                        ) -> list[NearDuplicate]:
+        """Ranked near-duplicates of one text or stored document (which is left out of its own
+        results), among the documents ``filter`` keeps (see the README's "Filters")."""
         texts = None if text is None else [text]
         ids = None if id is None else [id]
-        return self.near_duplicates_batch(texts=texts, ids=ids, threshold=threshold, k=k, exact=exact)[0]
+        return self.near_duplicates_batch(texts=texts, ids=ids, threshold=threshold, k=k, exact=exact,
+                                          filter=filter)[0]
 
     def near_duplicates_batch(self, texts=None, ids=None, *, threshold: float | None = None, k: int | None = None,
-                              exact: bool = False) -> list[list[NearDuplicate]]:
+                              exact: bool = False, filter: dict | str | None = None,
+                              with_stats: bool = False) -> list[list[NearDuplicate]] | SearchResult:
         self._check_alive()
         func = "near_duplicates"
         threshold = (self.config.threshold if threshold is None
@@ -398,9 +499,20 @@ class Collection:
             raise FailedPreconditionError(
                 f"exact Jaccard needs the collection to store shingles; {self.name!r} was created with store_shingles=False."
             )
+        parse_filter(filter)  # a bad filter fails before any work
         with self._lock.read():
             sigs, shingles, exclude = self._query_signatures(texts, ids, want_shingles=exact, func=func)
-            return self._ranked_matches(sigs, shingles, exclude, threshold, k)
+            rowset = self._rowset(filter, func)
+            if rowset is None:
+                out = self._ranked_matches(sigs, shingles, exclude, threshold, k)
+            else:
+                cands = [c[rowset.has(c)] for c in self._candidate_lists(sigs)]
+                out = self._ranked_matches(sigs, shingles, exclude, threshold, k, cand_lists=cands)
+        if with_stats:
+            stats = QueryStats("lsh", "", None if rowset is None else rowset.count,
+                               rowset is not None and rowset.scanned)
+            return SearchResult(out, stats)
+        return out
 
     def _candidate_lists(self, sigs) -> list[np.ndarray]:
         """LSH candidate rowids (ascending) of each query signature. The caller holds the read or
@@ -421,21 +533,21 @@ class Collection:
         nq = len(sigs)
         exclude = np.asarray(exclude, np.int64)
         if cand_lists is None:
-            q, src, rows = eng.candidates(sigs)
+            q, src, rows, cand_rowids, est = eng.scored_candidates(sigs)
         else:
             q = np.repeat(np.arange(nq, dtype=np.int64), [len(c) for c in cand_lists])
             flat = np.concatenate(cand_lists).astype(np.int64) if cand_lists else np.empty(0, np.int64)
             src, rows = eng.locate_rowids(flat)
             ok = src >= 0
-            q, src, rows = q[ok], src[ok], rows[ok]
-        keep = eng.rowids_at(src, rows) != exclude[q]
-        q, src, rows = q[keep], src[keep], rows[keep]
-        est = eng.estimate(sigs, q, src, rows)
+            q, src, rows, cand_rowids = q[ok], src[ok], rows[ok], flat[ok]
+            est = eng.estimate(sigs, q, src, rows)
+        keep = cand_rowids != exclude[q]
+        if not keep.all():
+            q, src, rows, cand_rowids, est = q[keep], src[keep], rows[keep], cand_rowids[keep], est[keep]
         exa = None
         if shingles is not None and len(q):
             from .._arrays import offsets_from_sizes
 
-            cand_rowids = eng.rowids_at(src, rows)
             uniq, inv = np.unique(cand_rowids, return_inverse=True)
             sets = self._shingle_sets(uniq.tolist())
             c_sets = [sets[int(r)] for r in uniq]
@@ -462,8 +574,10 @@ class Collection:
             ])
         return out
 
-    def find_duplicates(self, threshold: float | None = None, *, exact: bool | None = None) -> list[Cluster]:
-        """All near-duplicate clusters (size ≥ 2) in the collection, largest first.
+    def find_duplicates(self, threshold: float | None = None, *, exact: bool | None = None,
+                        filter: dict | str | None = None) -> list[Cluster]:
+        """All near-duplicate clusters (size ≥ 2) in the collection, largest first; with
+        ``filter``, among the documents it keeps (both ends of every pair match).
 
         Pairs come from the LSH self-join and are verified with the exact Jaccard when the
         collection stores shingles (else with the signature estimate). The representative is the
@@ -475,21 +589,31 @@ class Collection:
         exact = self.config.store_shingles if exact is None else exact
         if exact and not self.config.store_shingles:
             raise FailedPreconditionError(f"collection {self.name!r} does not store shingles; use exact=False.")
+        parse_filter(filter)
         with self._lock.read():
+            rowset = self._rowset(filter, "find_duplicates")
             pairs = self._engine.candidate_pairs()
+            if rowset is not None and len(pairs):
+                pairs = pairs[rowset.has(pairs[:, 0]) & rowset.has(pairs[:, 1])]
             if not len(pairs):
                 return []
             fetch = self._shingle_sets if exact else None
             return _doctable.clusters_from_pairs(self._engine, pairs, threshold, fetch, self._index._backend)
 
     # -- vectors ---------------------------------------------------------------------------
-    def search(self, vector=None, *, id: str | None = None, k: int = 10, metric: str | None = None) -> list[Neighbor]:
-        """k nearest documents to one vector or stored document (left out of its own results)."""
+    def search(self, vector=None, *, id: str | None = None, k: int = 10, metric: str | None = None,
+               filter: dict | str | None = None, exact: bool = False) -> list[Neighbor]:
+        """k nearest documents to one vector or stored document (left out of its own results),
+        among those ``filter`` keeps; ``exact=True`` is brute force (the approximate index's oracle)."""
         vectors = None if vector is None else [vector]
         ids = None if id is None else [id]
-        return self.search_batch(vectors=vectors, ids=ids, k=k, metric=metric)[0]
+        return self.search_batch(vectors=vectors, ids=ids, k=k, metric=metric, filter=filter, exact=exact)[0]
 
-    def search_batch(self, vectors=None, ids=None, *, k: int = 10, metric: str | None = None) -> list[list[Neighbor]]:
+    def search_batch(self, vectors=None, ids=None, *, k: int = 10, metric: str | None = None,
+                     filter: dict | str | None = None, exact: bool = False,
+                     with_stats: bool = False) -> list[list[Neighbor]] | SearchResult:
+        """Batch :meth:`search`; ``with_stats=True`` returns a SearchResult whose ``stats`` say how
+        the query was answered (exact scan, the approximate index, with the filter as a selector)."""
         self._check_alive()
         func = "search"
         if self.config.dim is None:
@@ -498,6 +622,9 @@ class Collection:
         metric = self.config.metric if metric is None else check_option(metric, "metric", METRICS, func=func)
         if (vectors is None) == (ids is None):
             raise InvalidArgumentError(f"{func} takes either vectors or ids, not both and not neither.")
+        if not isinstance(exact, bool):
+            raise InvalidTypeError(f"The 'exact' parameter of {func} must be a bool.")
+        parse_filter(filter)
         with self._lock.read():
             if vectors is not None:
                 if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
@@ -511,10 +638,14 @@ class Collection:
                 ids = check_ids(ids, func, max_batch=self._index.max_batch)
                 rowids, queries = self._stored_vectors(ids, func)
                 exclude = [int(r) for r in rowids]
+            rowset = self._rowset(filter, func)
             if not len(queries):
-                return []
+                return SearchResult([], QueryStats("exact", "flat")) if with_stats else []
             kk = k + (1 if ids is not None else 0)
-            dists, rows = self._engine.knn(queries, kk, metric)
+            dists, rows, stats = self._ann.search(
+                queries, kk, rowset=rowset, exact=exact, metric=metric, vectors_of=self._vectors_of,
+                flat_search=lambda q, kq: self._engine.knn(q, kq, metric),
+                live_rowids=lambda: self._live_rows(vectors_only=True)[0])
             out = []
             for q in range(len(queries)):
                 keep = [(d, r) for d, r in zip(dists[q].tolist(), rows[q].tolist()) if r >= 0 and r != exclude[q]][:k]
@@ -522,7 +653,7 @@ class Collection:
                 # equal distances are ordered by id, so results do not depend on insertion order
                 hits = sorted((float(d), e) for e, (d, _) in zip(ext, keep))
                 out.append([Neighbor(id=e, distance=d) for d, e in hits])
-            return out
+            return SearchResult(out, stats) if with_stats else out
 
     def _stored_vectors(self, ids: list[str], func: str) -> tuple[np.ndarray, np.ndarray]:
         """(rowids, vectors) of stored documents (the caller holds the read lock); typed errors for
@@ -607,15 +738,18 @@ class Collection:
                 raise NotFoundError(f"model {name!r} does not exist in collection {self.name!r}")
             self._models.pop(name, None)
 
-    def classify(self, vectors=None, *, ids=None, model: str, k: int = 10) -> list[Classification]:
+    def classify(self, vectors=None, *, ids=None, model: str, k: int = 10,
+                 filter: dict | str | None = None) -> list[Classification]:
         """Apply the stored model ``model`` to each query vector (or stored document's vector) and
-        return, per query, a Classification holding the prediction and the k nearest neighbours."""
+        return, per query, a Classification holding the prediction and the k nearest neighbours
+        (among the documents ``filter`` keeps; the prediction itself is the model's)."""
         from . import _classify
 
         self._check_alive()
         func = "classify"
         name = _classify.check_model_name(model)
         k = check_param("k", k, func=func)
+        parse_filter(filter)
         if (vectors is None) == (ids is None):
             raise InvalidArgumentError(f"{func} takes either vectors or ids, not both and not neither.")
         if vectors is not None:
@@ -638,7 +772,7 @@ class Collection:
         X = np.stack(X) if vectors is not None else X
         if X.shape[1] != loaded.info.dim:
             raise InvalidArgumentError(f"model {name!r} expects {loaded.info.dim}-d vectors. Got {X.shape[1]}.")
-        neighbors = self.search_batch(vectors=X if vectors is not None else None, ids=ids, k=k)
+        neighbors = self.search_batch(vectors=X if vectors is not None else None, ids=ids, k=k, filter=filter)
         return loaded.apply(X, neighbors)
 
     def snapshot(self, dest_path: str) -> None:

@@ -6,12 +6,14 @@ import dataclasses
 import os
 import shutil
 import threading
+from collections.abc import Sequence
 
 from ..validation import check_int, check_option
 from ..backends import BackendLike, get_backend
 from ..errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, InvalidTypeError, NotFoundError
 from ._collection import Collection
 from ._engine import SEGMENTS_DIR
+from ._filtering import fields_path
 from ._storage import DB_FILE, open_storage
 from ._types import MAX_NAME_BYTES, CollectionConfig, CollectionInfo
 
@@ -104,19 +106,34 @@ class Index:
         metric: str = "cosine",
         store_text: bool = True,
         store_shingles: bool = True,
+        vector_index: str = "auto",
+        hnsw_m: int = 32,
+        ef_construction: int = 80,
+        ef_search: int = 64,
+        nlist: int | None = None,
+        nprobe: int | None = None,
+        indexed_fields: Sequence[str] = (),
         exist_ok: bool = False,
     ) -> Collection:
         """Create a collection; its config is stored with it and never changes afterwards.
 
         With ``exist_ok=True`` an existing collection of the same config is returned, and one
         with a different config raises AlreadyExistsError.
+
+        ``vector_index`` picks the kNN structure of the vectors (see :mod:`simsearch.index._ann`):
+        ``"auto"`` (flat below 20,000 vectors, HNSW above), ``"flat"``, ``"hnsw"`` (``hnsw_m``,
+        ``ef_construction``, ``ef_search``) or ``"ivf"`` (``nlist``, ``nprobe``).
+        ``indexed_fields`` names metadata fields (in filter syntax: ``"lang"``, ``"a.b"``,
+        ``"$label"``) kept as typed columns, so filters on them read no JSON.
         """
         self._check_open()
         name = check_collection_name(name)
         config = CollectionConfig(
             shingle=shingle, ngram=ngram, num_perm=num_perm, seed=seed, threshold=threshold,
             weights=tuple(weights) if isinstance(weights, list) else weights, dim=dim, metric=metric,
-            store_text=store_text, store_shingles=store_shingles,
+            store_text=store_text, store_shingles=store_shingles, vector_index=vector_index, hnsw_m=hnsw_m,
+            ef_construction=ef_construction, ef_search=ef_search, nlist=nlist, nprobe=nprobe,
+            indexed_fields=indexed_fields,
         ).validated()
         with self._lock:
             if name in self._collections:
@@ -148,6 +165,10 @@ class Index:
             with coll._lock.write():
                 self._storage.drop_collection(coll._cid)
                 coll._dropped = True
+                if coll._ann is not None:
+                    coll._ann.discard()
+                if self.path is not None and os.path.exists(fields_path(self.path, coll._cid)):
+                    os.remove(fields_path(self.path, coll._cid))
             coll._engine.close(remove=True)
             del self._collections[name]
 
@@ -202,6 +223,7 @@ class Index:
                 for c in self._collections.values():
                     with c._lock.write():  # waits for in-flight writes
                         c._engine.flush_on_close()
+                        c._save_query_state()
                     c._engine.close()  # stops its merger
             finally:
                 self._storage.close()

@@ -15,6 +15,8 @@ import numpy as np
 
 from ..validation import check_float, check_option, check_param
 from ..errors import InvalidArgumentError, InvalidTypeError
+from ._ann import check_ann_params
+from ._filter import parse
 from ..lsh import NearDuplicate  # noqa: F401  (one type for LSHIndex and collection hits; re-exported)
 
 __all__ = [
@@ -27,6 +29,8 @@ __all__ = [
     "UpsertResult",
     "Duplicate",
     "ScrollPage",
+    "QueryStats",
+    "SearchResult",
     "METRICS",
     "MAX_ID_BYTES",
     "MAX_METADATA_BYTES",
@@ -54,6 +58,13 @@ class CollectionConfig:
     metric: str = "cosine"
     store_text: bool = True
     store_shingles: bool = True
+    vector_index: str = "auto"  # "auto" | "flat" | "hnsw" | "ivf" (simsearch.index._ann)
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    ef_search: int = 64
+    nlist: int | None = None
+    nprobe: int | None = None
+    indexed_fields: tuple[str, ...] = ()  # metadata fields (filter syntax) kept as typed columns
 
     def validated(self) -> "CollectionConfig":
         check_param("shingle", self.shingle, func="create_collection")
@@ -76,7 +87,10 @@ class CollectionConfig:
         for name in ("store_text", "store_shingles"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidTypeError(f"The '{name}' parameter of create_collection must be a bool.")
-        return CollectionConfig(**{**asdict(self), "weights": weights})
+        check_ann_params(vector_index=self.vector_index, hnsw_m=self.hnsw_m, ef_construction=self.ef_construction,
+                         ef_search=self.ef_search, nlist=self.nlist, nprobe=self.nprobe)
+        return CollectionConfig(**{**asdict(self), "weights": weights,
+                                   "indexed_fields": check_indexed_fields(self.indexed_fields)})
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -86,7 +100,28 @@ class CollectionConfig:
         data = json.loads(text)
         if data.get("weights") is not None:
             data["weights"] = tuple(data["weights"])
+        data["indexed_fields"] = tuple(data.get("indexed_fields", ()))
         return cls(**data)
+
+
+def check_indexed_fields(value) -> tuple[str, ...]:
+    """The canonical names (as in Filter.fields) of a collection's indexed metadata fields, in the
+    order given, without repeats."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise InvalidTypeError(
+            f"The 'indexed_fields' parameter of create_collection must be a list of field names. Got {value!r} instead."
+        )
+    out: list[str] = []
+    for i, name in enumerate(value):
+        if not isinstance(name, str):
+            raise InvalidTypeError(f"indexed_fields[{i}] must be a str (a filter field name). Got {name!r}.")
+        try:
+            (canon,) = parse({name: {"exists": True}}).fields
+        except InvalidArgumentError as exc:
+            raise InvalidArgumentError(f"indexed_fields[{i}]: {exc}") from None
+        if canon not in out:
+            out.append(canon)
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -167,3 +202,27 @@ class UpsertResult:
     replaced: int
     skipped: int = 0
     duplicates: tuple[Duplicate, ...] = ()
+
+
+@dataclass(frozen=True)
+class QueryStats:
+    """How a query was answered (the same over gRPC). ``path``: "exact" (a brute-force scan of
+    the allowed vectors), "ann" (the approximate index), "ann_filtered" (the approximate index
+    with the filter as a faiss ID selector) or "lsh" (near-duplicates: LSH candidates, filtered).
+    ``vector_index``: "flat", "hnsw" or "ivf" ("" for near-duplicates). ``allowed``: documents
+    the filter kept (None without a filter). ``metadata_scan``: the filter read a field outside
+    ``indexed_fields``, so the stored metadata was scanned."""
+
+    path: str
+    vector_index: str = ""
+    allowed: int | None = None
+    metadata_scan: bool = False
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Results of a batch query asked ``with_stats=True``: ``results`` (one list per query, as
+    without stats) and the :class:`QueryStats` of the call."""
+
+    results: list
+    stats: QueryStats

@@ -143,10 +143,13 @@ class SimSearchServicer:
         coll = self._coll(request.collection)
         texts = list(request.texts.values) if request.HasField("texts") else None
         ids = list(request.ids.values) if request.HasField("ids") else None
-        results = coll.near_duplicates_batch(
-            texts=texts, ids=ids, threshold=wire.optional(request, "threshold"), k=self._k(request), exact=request.exact
+        out = coll.near_duplicates_batch(
+            texts=texts, ids=ids, threshold=wire.optional(request, "threshold"), k=self._k(request), exact=request.exact,
+            filter=request.filter_json or None, with_stats=True,
         )
-        return wire.near_duplicates_to_pb(results)
+        msg = wire.near_duplicates_to_pb(out.results)
+        wire.query_stats_to_pb(out.stats, msg.stats)
+        return msg
 
     def SearchVectors(self, request, context):
         coll = self._coll(request.collection)
@@ -158,11 +161,16 @@ class SimSearchServicer:
             kwargs["metric"] = request.metric
         vectors = wire.vectors_from_pb(request, "search")
         ids = list(request.ids.values) if request.HasField("ids") else None
-        return wire.neighbors_to_pb(coll.search_batch(vectors=vectors, ids=ids, **kwargs))
+        out = coll.search_batch(vectors=vectors, ids=ids, filter=request.filter_json or None, exact=request.exact,
+                                with_stats=True, **kwargs)
+        msg = wire.neighbors_to_pb(out.results)
+        wire.query_stats_to_pb(out.stats, msg.stats)
+        return msg
 
     def FindDuplicates(self, request, context):
         clusters = self._coll(request.collection).find_duplicates(
-            wire.optional(request, "threshold"), exact=wire.optional(request, "exact")
+            wire.optional(request, "threshold"), exact=wire.optional(request, "exact"),
+            filter=request.filter_json or None,
         )
         for c in clusters:
             if not context.is_active():
@@ -189,7 +197,8 @@ class SimSearchServicer:
         k = self._k(request)
         vectors = wire.vectors_from_pb(request, "classify")
         ids = list(request.ids.values) if request.HasField("ids") else None
-        results = coll.classify(vectors, ids=ids, model=request.model, **({} if k is None else {"k": k}))
+        results = coll.classify(vectors, ids=ids, model=request.model, filter=request.filter_json or None,
+                                **({} if k is None else {"k": k}))
         return wire.classifications_to_pb(results)
 
     def DeleteClassifier(self, request, context):

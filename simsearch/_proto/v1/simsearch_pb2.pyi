@@ -59,7 +59,7 @@ class Weights(_message.Message):
     def __init__(self, false_positive: _Optional[float] = ..., false_negative: _Optional[float] = ...) -> None: ...
 
 class CollectionConfig(_message.Message):
-    __slots__ = ("shingle", "ngram", "num_perm", "seed", "threshold", "weights", "dim", "metric", "store_text", "store_shingles")
+    __slots__ = ("shingle", "ngram", "num_perm", "seed", "threshold", "weights", "dim", "metric", "store_text", "store_shingles", "vector_index", "hnsw_m", "ef_construction", "ef_search", "nlist", "nprobe", "indexed_fields")
     SHINGLE_FIELD_NUMBER: _ClassVar[int]
     NGRAM_FIELD_NUMBER: _ClassVar[int]
     NUM_PERM_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +70,13 @@ class CollectionConfig(_message.Message):
     METRIC_FIELD_NUMBER: _ClassVar[int]
     STORE_TEXT_FIELD_NUMBER: _ClassVar[int]
     STORE_SHINGLES_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_INDEX_FIELD_NUMBER: _ClassVar[int]
+    HNSW_M_FIELD_NUMBER: _ClassVar[int]
+    EF_CONSTRUCTION_FIELD_NUMBER: _ClassVar[int]
+    EF_SEARCH_FIELD_NUMBER: _ClassVar[int]
+    NLIST_FIELD_NUMBER: _ClassVar[int]
+    NPROBE_FIELD_NUMBER: _ClassVar[int]
+    INDEXED_FIELDS_FIELD_NUMBER: _ClassVar[int]
     shingle: str
     ngram: int
     num_perm: int
@@ -80,7 +87,26 @@ class CollectionConfig(_message.Message):
     metric: str
     store_text: bool
     store_shingles: bool
-    def __init__(self, shingle: _Optional[str] = ..., ngram: _Optional[int] = ..., num_perm: _Optional[int] = ..., seed: _Optional[int] = ..., threshold: _Optional[float] = ..., weights: _Optional[_Union[Weights, _Mapping]] = ..., dim: _Optional[int] = ..., metric: _Optional[str] = ..., store_text: _Optional[bool] = ..., store_shingles: _Optional[bool] = ...) -> None: ...
+    vector_index: str
+    hnsw_m: int
+    ef_construction: int
+    ef_search: int
+    nlist: int
+    nprobe: int
+    indexed_fields: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, shingle: _Optional[str] = ..., ngram: _Optional[int] = ..., num_perm: _Optional[int] = ..., seed: _Optional[int] = ..., threshold: _Optional[float] = ..., weights: _Optional[_Union[Weights, _Mapping]] = ..., dim: _Optional[int] = ..., metric: _Optional[str] = ..., store_text: _Optional[bool] = ..., store_shingles: _Optional[bool] = ..., vector_index: _Optional[str] = ..., hnsw_m: _Optional[int] = ..., ef_construction: _Optional[int] = ..., ef_search: _Optional[int] = ..., nlist: _Optional[int] = ..., nprobe: _Optional[int] = ..., indexed_fields: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class QueryStats(_message.Message):
+    __slots__ = ("path", "vector_index", "allowed", "metadata_scan")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    METADATA_SCAN_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    vector_index: str
+    allowed: int
+    metadata_scan: bool
+    def __init__(self, path: _Optional[str] = ..., vector_index: _Optional[str] = ..., allowed: _Optional[int] = ..., metadata_scan: _Optional[bool] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
     __slots__ = ("name", "config", "count")
@@ -275,20 +301,22 @@ class ScrollPage(_message.Message):
     def __init__(self, documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ..., cursor: _Optional[str] = ...) -> None: ...
 
 class QueryNearDuplicatesRequest(_message.Message):
-    __slots__ = ("collection", "texts", "ids", "threshold", "k", "exact")
+    __slots__ = ("collection", "texts", "ids", "threshold", "k", "exact", "filter_json")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     EXACT_FIELD_NUMBER: _ClassVar[int]
+    FILTER_JSON_FIELD_NUMBER: _ClassVar[int]
     collection: str
     texts: StringList
     ids: StringList
     threshold: float
     k: int
     exact: bool
-    def __init__(self, collection: _Optional[str] = ..., texts: _Optional[_Union[StringList, _Mapping]] = ..., ids: _Optional[_Union[StringList, _Mapping]] = ..., threshold: _Optional[float] = ..., k: _Optional[int] = ..., exact: _Optional[bool] = ...) -> None: ...
+    filter_json: str
+    def __init__(self, collection: _Optional[str] = ..., texts: _Optional[_Union[StringList, _Mapping]] = ..., ids: _Optional[_Union[StringList, _Mapping]] = ..., threshold: _Optional[float] = ..., k: _Optional[int] = ..., exact: _Optional[bool] = ..., filter_json: _Optional[str] = ...) -> None: ...
 
 class NearDuplicateList(_message.Message):
     __slots__ = ("hits",)
@@ -297,26 +325,32 @@ class NearDuplicateList(_message.Message):
     def __init__(self, hits: _Optional[_Iterable[_Union[NearDuplicate, _Mapping]]] = ...) -> None: ...
 
 class QueryNearDuplicatesResponse(_message.Message):
-    __slots__ = ("results",)
+    __slots__ = ("results", "stats")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[NearDuplicateList]
-    def __init__(self, results: _Optional[_Iterable[_Union[NearDuplicateList, _Mapping]]] = ...) -> None: ...
+    stats: QueryStats
+    def __init__(self, results: _Optional[_Iterable[_Union[NearDuplicateList, _Mapping]]] = ..., stats: _Optional[_Union[QueryStats, _Mapping]] = ...) -> None: ...
 
 class SearchVectorsRequest(_message.Message):
-    __slots__ = ("collection", "vectors", "packed_vectors", "ids", "k", "metric")
+    __slots__ = ("collection", "vectors", "packed_vectors", "ids", "k", "metric", "filter_json", "exact")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     PACKED_VECTORS_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
+    FILTER_JSON_FIELD_NUMBER: _ClassVar[int]
+    EXACT_FIELD_NUMBER: _ClassVar[int]
     collection: str
     vectors: VectorList
     packed_vectors: Matrix
     ids: StringList
     k: int
     metric: str
-    def __init__(self, collection: _Optional[str] = ..., vectors: _Optional[_Union[VectorList, _Mapping]] = ..., packed_vectors: _Optional[_Union[Matrix, _Mapping]] = ..., ids: _Optional[_Union[StringList, _Mapping]] = ..., k: _Optional[int] = ..., metric: _Optional[str] = ...) -> None: ...
+    filter_json: str
+    exact: bool
+    def __init__(self, collection: _Optional[str] = ..., vectors: _Optional[_Union[VectorList, _Mapping]] = ..., packed_vectors: _Optional[_Union[Matrix, _Mapping]] = ..., ids: _Optional[_Union[StringList, _Mapping]] = ..., k: _Optional[int] = ..., metric: _Optional[str] = ..., filter_json: _Optional[str] = ..., exact: _Optional[bool] = ...) -> None: ...
 
 class NeighborList(_message.Message):
     __slots__ = ("neighbors",)
@@ -325,20 +359,24 @@ class NeighborList(_message.Message):
     def __init__(self, neighbors: _Optional[_Iterable[_Union[Neighbor, _Mapping]]] = ...) -> None: ...
 
 class SearchVectorsResponse(_message.Message):
-    __slots__ = ("results",)
+    __slots__ = ("results", "stats")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[NeighborList]
-    def __init__(self, results: _Optional[_Iterable[_Union[NeighborList, _Mapping]]] = ...) -> None: ...
+    stats: QueryStats
+    def __init__(self, results: _Optional[_Iterable[_Union[NeighborList, _Mapping]]] = ..., stats: _Optional[_Union[QueryStats, _Mapping]] = ...) -> None: ...
 
 class FindDuplicatesRequest(_message.Message):
-    __slots__ = ("collection", "threshold", "exact")
+    __slots__ = ("collection", "threshold", "exact", "filter_json")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     EXACT_FIELD_NUMBER: _ClassVar[int]
+    FILTER_JSON_FIELD_NUMBER: _ClassVar[int]
     collection: str
     threshold: float
     exact: bool
-    def __init__(self, collection: _Optional[str] = ..., threshold: _Optional[float] = ..., exact: _Optional[bool] = ...) -> None: ...
+    filter_json: str
+    def __init__(self, collection: _Optional[str] = ..., threshold: _Optional[float] = ..., exact: _Optional[bool] = ..., filter_json: _Optional[str] = ...) -> None: ...
 
 class ClassifierInfo(_message.Message):
     __slots__ = ("name", "kind", "version", "n_samples", "dim", "classes", "n_unlabelled")
@@ -385,20 +423,22 @@ class ListClassifiersResponse(_message.Message):
     def __init__(self, classifiers: _Optional[_Iterable[_Union[ClassifierInfo, _Mapping]]] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("collection", "model", "vectors", "packed_vectors", "ids", "k")
+    __slots__ = ("collection", "model", "vectors", "packed_vectors", "ids", "k", "filter_json")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     PACKED_VECTORS_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
+    FILTER_JSON_FIELD_NUMBER: _ClassVar[int]
     collection: str
     model: str
     vectors: VectorList
     packed_vectors: Matrix
     ids: StringList
     k: int
-    def __init__(self, collection: _Optional[str] = ..., model: _Optional[str] = ..., vectors: _Optional[_Union[VectorList, _Mapping]] = ..., packed_vectors: _Optional[_Union[Matrix, _Mapping]] = ..., ids: _Optional[_Union[StringList, _Mapping]] = ..., k: _Optional[int] = ...) -> None: ...
+    filter_json: str
+    def __init__(self, collection: _Optional[str] = ..., model: _Optional[str] = ..., vectors: _Optional[_Union[VectorList, _Mapping]] = ..., packed_vectors: _Optional[_Union[Matrix, _Mapping]] = ..., ids: _Optional[_Union[StringList, _Mapping]] = ..., k: _Optional[int] = ..., filter_json: _Optional[str] = ...) -> None: ...
 
 class Classification(_message.Message):
     __slots__ = ("label", "probability", "component", "log_likelihood", "outlier", "neighbors")

@@ -1,0 +1,433 @@
+"""Approximate nearest-neighbour blocks: an immutable faiss index over a block of vectors and rows.
+
+An :class:`AnnBlock` indexes a block of float32 vectors, each with its row number (an int64 the
+owner chooses: a collection's rowid), and answers kNN queries restricted to an *allow* bitmap over
+its positions (the live rows that pass a filter). It is built once (:meth:`AnnBlock.build`),
+written to two files (:meth:`AnnBlock.save`) and opened cheaply (:meth:`AnnBlock.open`): the rows
+and vectors are memory-mapped, and the faiss structure is read with faiss's ``IO_FLAG_MMAP_IFC``,
+which maps its stored vectors instead of copying them; only the HNSW graph (or the IVF lists'
+ids) is read into memory. Nothing is rebuilt on open.
+
+Kinds (:func:`resolve_kind`): ``flat`` (exact scan, no faiss structure), ``hnsw`` (faiss
+``IndexHNSWFlat``), ``ivf`` (faiss ``IndexIVFFlat``, k-means trained on a seeded sample), and
+``auto``: flat below :data:`AUTO_FLAT_BELOW` vectors, HNSW from there on.
+
+Metrics are those of :mod:`simsearch.distance`: euclidean and sqeuclidean (faiss L2), cosine
+(1 - cos: faiss inner product on unit vectors; a zero vector stays zero, at distance 1 from every
+vector, as ``distance.py`` has it), and manhattan (faiss ``METRIC_L1``, which both HNSW and IVF
+support; IVF still places its centroids by k-means, so its L1 recall at a given nprobe is a
+little lower). Every returned distance is recomputed exactly from the block's vectors
+(:func:`simsearch.distance.polish`), so the approximate kinds differ from brute force only in
+*which* rows they find, never in the distances reported, and ties go to the smaller row.
+
+Filtering (``allow``): the exact kinds simply scan the allowed positions. HNSW and IVF pass the
+bitmap to faiss as an ``IDSelectorBitmap`` in the search parameters, so faiss skips disallowed
+rows while it searches; when the filter keeps few rows (at most :data:`EXACT_SCAN_MAX`, or less
+than :data:`MIN_SELECTIVITY` of the block), a graph or list walk would mostly visit rejected rows,
+and an exact scan of the allowed rows is both faster and exact, so that is what runs. HNSW's
+``efSearch`` grows with 1 / selectivity (at most :data:`MAX_EF_BOOST` times) so that a filtered
+walk still collects enough allowed candidates. :class:`AnnResult.path` says which path ran.
+
+File format (version :data:`FORMAT_VERSION`): ``<stem>.ann``: magic, a little-endian u32 format
+version and u32 header length, a JSON header (kind, metric, params, sizes, the XXH3-64 checksums
+of both files' payloads), then, 64-byte aligned, rows (<i8) and vectors (<f4). ``<stem>.faiss``:
+faiss's own format (absent for flat). :meth:`AnnBlock.save` writes both to temporary names,
+fsyncs and renames them, the ``.ann`` last, so a crash leaves the old block or the new one.
+A bad checksum, truncation or a mismatched pair raises StorageCorruptionError on open.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import xxhash
+
+from ..backends import get_knn_backend
+from ..distance import check_vectors, exact_knn, max_row_norm, normalize_metric, polish, unit_rows
+from ..errors import BackendUnavailableError, InvalidArgumentError, StorageCorruptionError, UnsupportedFormatError
+from ..validation import VECTOR_INDEX_KINDS, check_int, check_option, check_param
+
+__all__ = [
+    "AUTO_FLAT_BELOW",
+    "EXACT_SCAN_MAX",
+    "FORMAT_VERSION",
+    "MAX_EF_BOOST",
+    "MIN_SELECTIVITY",
+    "VECTOR_INDEX_KINDS",
+    "AnnBlock",
+    "AnnParams",
+    "AnnResult",
+    "check_ann_params",
+    "resolve_kind",
+]
+
+AUTO_FLAT_BELOW = 20_000  # auto: a flat scan below this many vectors, HNSW from there on
+EXACT_SCAN_MAX = 20_000  # a filter keeping at most this many rows is answered by an exact scan
+MIN_SELECTIVITY = 0.01  # ... and so is one keeping less than this fraction of the block
+MAX_EF_BOOST = 8  # a filtered HNSW search raises efSearch by 1/selectivity, at most this much
+FORMAT_VERSION = 1
+_MAGIC = b"SSANNBLK"
+_ALIGN = 64
+_MIN_TRAIN_PER_LIST = 39  # faiss's k-means wants at least this many points per centroid
+_BATCH = 4096  # queries per faiss call
+
+
+@dataclass(frozen=True)
+class AnnParams:
+    """The tunables of an approximate index. ``nlist=None``: about 4 * sqrt(n) lists;
+    ``nprobe=None``: nlist / 16, at least 8. ``seed`` fixes IVF's training sample and k-means."""
+
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    ef_search: int = 64
+    nlist: int | None = None
+    nprobe: int | None = None
+    seed: int = 0
+
+
+def check_ann_params(*, vector_index: str = "auto", hnsw_m: int = 32, ef_construction: int = 80,
+                     ef_search: int = 64, nlist: int | None = None, nprobe: int | None = None,
+                     func: str = "create_collection") -> tuple[str, AnnParams]:
+    """The validated kind and :class:`AnnParams` of a collection's vector index options."""
+    kind = check_param("vector_index", vector_index, func=func)
+    params = AnnParams(
+        hnsw_m=check_param("hnsw_m", hnsw_m, func=func),
+        ef_construction=check_param("ef_construction", ef_construction, func=func),
+        ef_search=check_param("ef_search", ef_search, func=func),
+        nlist=None if nlist is None else check_param("nlist", nlist, func=func),
+        nprobe=None if nprobe is None else check_param("nprobe", nprobe, func=func),
+    )
+    return kind, params
+
+
+def resolve_kind(kind: str, n: int) -> str:
+    """The concrete kind ("flat", "hnsw" or "ivf") of ``kind`` for a block of ``n`` vectors."""
+    if kind == "auto":
+        return "flat" if n < AUTO_FLAT_BELOW else "hnsw"
+    return kind
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"vector_index='hnsw'/'ivf' needs faiss ({exc}). Install simsearch[cpu] (faiss-cpu) or "
+            "simsearch[gpu]; vector_index='flat' works without it."
+        ) from exc
+    return faiss
+
+
+def _faiss_metric(faiss, metric: str) -> int:
+    if metric == "manhattan":
+        return faiss.METRIC_L1
+    if metric in ("euclidean", "sqeuclidean"):
+        return faiss.METRIC_L2
+    return faiss.METRIC_INNER_PRODUCT  # cosine, on unit vectors
+
+
+@dataclass(frozen=True)
+class AnnResult:
+    """kNN results of a batch: ``distances`` (nq, k) float32 ascending, exact for the rows found;
+    ``rows`` (nq, k) int64, -1 (distance +inf) where fewer than k rows were found or allowed;
+    ``path``: "exact" (a scan of every allowed row), "ann" (the faiss index, unfiltered) or
+    "ann_filtered" (the faiss index with the allow bitmap as an ID selector)."""
+
+    distances: np.ndarray
+    rows: np.ndarray
+    path: str
+
+
+@dataclass
+class AnnBlock:
+    """An immutable kNN index over ``rows`` (int64, ascending, unique) and their ``vectors``."""
+
+    kind: str  # "flat" | "hnsw" | "ivf"
+    metric: str
+    params: AnnParams
+    rows: np.ndarray
+    vectors: np.ndarray
+    _index: Any = field(default=None, repr=False)  # the faiss structure; labels are positions
+    _nlist: int = 0
+    _bnorm: float = 0.0
+    _amax: float = 0.0
+    extra: dict = field(default_factory=dict)  # the owner's identity of the block (kept by save)
+    _mapped: str | None = None  # the faiss file the structure is memory-mapped from
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def dim(self) -> int:
+        return self.vectors.shape[1]
+
+    # -- building ------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, rows: Any, vectors: Any, *, metric: str = "euclidean", kind: str = "auto",
+              params: AnnParams | None = None) -> AnnBlock:
+        """Index ``vectors`` (n, dim) under ``rows`` (n ascending unique int64). ``kind="ivf"`` with
+        too few vectors to train its lists (39 per list) builds fewer lists, one at the least."""
+        params = params or AnnParams()
+        metric = normalize_metric(metric, func="AnnBlock.build")
+        kind = check_option(kind, "kind", VECTOR_INDEX_KINDS, func="AnnBlock.build")
+        rows = np.ascontiguousarray(rows, dtype=np.int64).reshape(-1)
+        if len(rows):
+            vectors = check_vectors(vectors, "vectors", func="AnnBlock.build")
+        else:
+            vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(0, np.shape(vectors)[-1])
+        if vectors.ndim != 2 or len(vectors) != len(rows):
+            raise InvalidArgumentError(f"AnnBlock.build needs one vector per row; got {len(rows)} rows and "
+                                       f"vectors of shape {vectors.shape}.")
+        if len(rows) > 1 and not np.all(np.diff(rows) > 0):
+            raise InvalidArgumentError("AnnBlock.build needs ascending, unique rows.")
+        kind = resolve_kind(kind, len(rows))
+        block = cls(kind, metric, params, rows, vectors)
+        block._stats()
+        if kind != "flat" and len(rows):
+            block._index, block._nlist = _build_faiss(kind, metric, params, vectors)
+        elif kind != "flat":
+            block.kind = "flat"  # nothing to index
+        return block
+
+    def _stats(self) -> None:
+        v = self.vectors
+        self._bnorm = max_row_norm(v) if len(v) else 0.0
+        self._amax = float(np.abs(v).max()) if v.size else 0.0
+
+    # -- search --------------------------------------------------------------------------------
+    def search(self, queries: Any, k: int, *, allow: np.ndarray | None = None, live: np.ndarray | None = None,
+               exact: bool = False, ef_search: int | None = None, nprobe: int | None = None,
+               backend: Any = "auto") -> AnnResult:
+        """The k nearest rows of each query among those ``allow`` (a filter) and ``live`` (the
+        rows not deleted) keep: bool arrays over the block's positions, None for all. A filter
+        that keeps at most EXACT_SCAN_MAX rows (or under MIN_SELECTIVITY of the block) is an
+        exact scan; ``live`` alone always goes through the selector. ``exact=True`` scans."""
+        q = check_vectors(queries, "queries", dim=self.dim, func="search")
+        qmax = float(np.abs(q).max()) if q.size else 0.0
+        k = check_int(k, "k", 1, None, func="search")
+        nq, n = len(q), len(self)
+        dist = np.full((nq, k), np.inf, np.float32)
+        rows = np.full((nq, k), -1, np.int64)
+        keep = None
+        for name, mask in (("allow", allow), ("live", live)):
+            if mask is None:
+                continue
+            mask = np.asarray(mask, dtype=bool)
+            if mask.shape != (n,):
+                raise InvalidArgumentError(f"{name} must be a bool array of {n} positions; got shape {mask.shape}.")
+            keep = mask if keep is None else keep & mask
+        n_keep = n if keep is None else int(np.count_nonzero(keep))
+        use_ann = not exact and self._index is not None
+        if use_ann and allow is not None:
+            use_ann = n_keep > EXACT_SCAN_MAX and n_keep >= MIN_SELECTIVITY * n
+        path = "exact" if not use_ann else ("ann_filtered" if allow is not None else "ann")
+        if not nq or not n_keep:
+            return AnnResult(dist, rows, path)
+        be = get_knn_backend(backend)
+        kk = min(k, n_keep)
+        if not use_ann:
+            pos = None if n_keep == n else np.flatnonzero(keep)
+            base = self.vectors if pos is None else self.vectors[pos]
+            d, p = exact_knn(be, np.ascontiguousarray(base), q, kk, self.metric, max(qmax, self._amax), self._bnorm)
+            p = p if pos is None else np.where(p >= 0, pos[np.maximum(p, 0)], -1)
+        else:
+            sel = None if n_keep == n else keep
+            cand = self._faiss_search(q, kk, sel, n_keep / n, allow is not None, ef_search, nprobe)
+            d, p = polish(self.vectors, q, cand, self.metric, backend=be)
+        dist[:, :kk] = d
+        rows[:, :kk] = np.where(p >= 0, self.rows[np.maximum(p, 0)], -1)
+        dist[rows < 0] = np.inf
+        return AnnResult(dist, rows, path)
+
+    def _faiss_search(self, q: np.ndarray, k: int, allow: np.ndarray | None, selectivity: float, boost: bool,
+                      ef_search: int | None, nprobe: int | None) -> np.ndarray:
+        """Candidate positions (nq, k), -1 where none, from the faiss structure."""
+        faiss = _faiss()
+        if self.kind == "hnsw":
+            sp = faiss.SearchParametersHNSW()
+            ef = max(ef_search or self.params.ef_search, k)
+            if boost:
+                ef = int(ef * min(MAX_EF_BOOST, max(1.0, 1.0 / max(selectivity, 1e-9))))
+            sp.efSearch = ef
+        else:
+            sp = faiss.SearchParametersIVF()
+            probe = nprobe or self.params.nprobe or max(8, self._nlist // 16)
+            if boost:
+                probe = int(probe * min(MAX_EF_BOOST, max(1.0, 1.0 / max(selectivity, 1e-9))))
+            sp.nprobe = min(self._nlist, probe)
+        bits = None
+        if allow is not None:
+            bits = np.packbits(allow, bitorder="little")
+            sp.sel = faiss.IDSelectorBitmap(len(allow), faiss.swig_ptr(bits))
+        x = unit_rows(q) if self.metric == "cosine" else q
+        out = np.empty((len(q), k), np.int64)
+        for lo in range(0, len(q), _BATCH):
+            _, labels = self._index.search(np.ascontiguousarray(x[lo:lo + _BATCH]), k, params=sp)
+            out[lo:lo + _BATCH] = labels
+        del bits  # the selector read it during the searches
+        return out
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, stem: str, *, extra: dict | None = None) -> None:
+        """Write ``<stem>.ann`` (and ``<stem>.faiss`` for hnsw/ivf) atomically; ``extra`` is a
+        JSON-able dict kept in the header (the owner's identity of the block), read back by
+        :meth:`open` as :attr:`extra`."""
+        faiss_path, ann_path = stem + ".faiss", stem + ".ann"
+        faiss_sum = None
+        if self._index is not None:
+            tmp = faiss_path + ".tmp"
+            _faiss().write_index(self._index, tmp)
+            faiss_sum = _file_digest(tmp)
+            _fsync_rename(tmp, faiss_path)
+        rows = self.rows.astype("<i8", copy=False)
+        vecs = np.ascontiguousarray(self.vectors, dtype="<f4")
+        h = xxhash.xxh3_64()
+        h.update(memoryview(rows).cast("B") if rows.nbytes else b"")
+        h.update(memoryview(vecs).cast("B") if vecs.nbytes else b"")
+        header = {
+            "kind": self.kind, "metric": self.metric, "params": self.params.__dict__, "n": len(self),
+            "dim": self.dim, "nlist": self._nlist, "data_xxh3": h.hexdigest(), "faiss_xxh3": faiss_sum,
+            "extra": extra or {},
+        }
+        hjson = json.dumps(header, sort_keys=True).encode()
+        head = _MAGIC + struct.pack("<II", FORMAT_VERSION, len(hjson)) + hjson
+        pad = (-len(head)) % _ALIGN
+        tmp = ann_path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(head + b"\0" * pad)
+            f.write(memoryview(rows).cast("B") if rows.nbytes else b"")
+            f.write(memoryview(vecs).cast("B") if vecs.nbytes else b"")
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_rename(tmp, ann_path, sync_file=False)
+        if self._index is None and os.path.exists(faiss_path):
+            os.unlink(faiss_path)
+        self.extra = extra or {}
+
+    @classmethod
+    def open(cls, stem: str, *, verify: bool = True) -> AnnBlock:
+        """The block :meth:`save` wrote to ``stem``, memory-mapped. ``verify`` checks both files'
+        checksums (reading them once); StorageCorruptionError on any mismatch."""
+        ann_path = stem + ".ann"
+        try:
+            raw = np.memmap(ann_path, dtype=np.uint8, mode="r")
+        except (OSError, ValueError) as exc:
+            raise StorageCorruptionError(f"ANN block {ann_path!r} cannot be read ({exc}).") from None
+        head = len(_MAGIC) + 8
+        if len(raw) < head or bytes(raw[: len(_MAGIC)]) != _MAGIC:
+            raise StorageCorruptionError(f"{ann_path!r} is not an ANN block (bad magic or too short).")
+        version, hlen = struct.unpack("<II", bytes(raw[len(_MAGIC):head]))
+        if version > FORMAT_VERSION:
+            raise UnsupportedFormatError(f"ANN block {ann_path!r} has format version {version}; upgrade simsearch.")
+        try:
+            h = json.loads(bytes(raw[head:head + hlen]))
+            n, dim, kind = int(h["n"]), int(h["dim"]), str(h["kind"])
+            params = AnnParams(**h["params"])
+            off = head + hlen + (-(head + hlen)) % _ALIGN
+            if off + 8 * n + 4 * n * dim != len(raw) or kind not in ("flat", "hnsw", "ivf"):
+                raise ValueError("section sizes do not add up")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StorageCorruptionError(f"ANN block {ann_path!r} is malformed ({exc}).") from None
+        rows = raw[off:off + 8 * n].view("<i8")
+        vectors = raw[off + 8 * n:].view("<f4").reshape(n, dim)
+        if verify:
+            hx = xxhash.xxh3_64()
+            hx.update(raw[off:])
+            if hx.hexdigest() != h["data_xxh3"]:
+                raise StorageCorruptionError(f"ANN block {ann_path!r} failed its checksum.")
+        block = cls(kind, h["metric"], params, rows, vectors, _nlist=int(h["nlist"]), extra=h.get("extra", {}))
+        if kind != "flat":
+            fpath = stem + ".faiss"
+            if not os.path.exists(fpath) or (verify and _file_digest(fpath) != h["faiss_xxh3"]):
+                raise StorageCorruptionError(f"ANN block {stem!r}: its faiss file is missing or fails its checksum.")
+            faiss = _faiss()
+            try:
+                block._index = faiss.read_index(fpath, faiss.IO_FLAG_MMAP_IFC)
+                block._mapped = fpath
+            except RuntimeError:  # a faiss without mmap support for this index: read it whole
+                block._index = faiss.read_index(fpath)
+            if block._index.ntotal != n or block._index.d != dim:
+                raise StorageCorruptionError(f"ANN block {stem!r}: the faiss file does not match its rows.")
+        block._stats()
+        return block
+
+    def extended(self, rows: Any, vectors: Any) -> AnnBlock:
+        """A block of these rows plus ``rows`` (ascending, above every row held) and their vectors,
+        added to the same faiss structure (HNSW and IVF add incrementally), so this block must not
+        be searched afterwards. A faiss structure read memory-mapped is first read into memory."""
+        rows = np.ascontiguousarray(rows, dtype=np.int64).reshape(-1)
+        vectors = check_vectors(vectors, "vectors", dim=self.dim, func="AnnBlock.extended")
+        if len(rows) != len(vectors) or (len(rows) and len(self) and rows[0] <= self.rows[-1]) or (
+                len(rows) > 1 and not np.all(np.diff(rows) > 0)):
+            raise InvalidArgumentError("AnnBlock.extended needs one vector per row and ascending rows above the block's.")
+        index = self._index
+        if index is not None and len(rows):
+            if self._mapped is not None:  # faiss cannot grow a viewed (mmapped) vector: read it whole
+                index = _faiss().read_index(self._mapped)
+            x = unit_rows(vectors) if self.metric == "cosine" else vectors
+            if self.kind == "hnsw":
+                index.add(x)
+            else:
+                index.add_with_ids(x, np.arange(len(self), len(self) + len(rows), dtype=np.int64))
+        block = AnnBlock(self.kind, self.metric, self.params, np.concatenate([self.rows, rows]),
+                         np.concatenate([self.vectors, vectors]), index, self._nlist, extra=dict(self.extra))
+        block._stats()
+        return block
+
+    def with_params(self, params: AnnParams) -> AnnBlock:
+        """The same block searched with other query-time params (ef_search, nprobe)."""
+        return replace(self, params=params)
+
+
+def _build_faiss(kind: str, metric: str, params: AnnParams, vectors: np.ndarray):
+    faiss = _faiss()
+    n, dim = vectors.shape
+    mt = _faiss_metric(faiss, metric)
+    x = unit_rows(vectors) if metric == "cosine" else np.ascontiguousarray(vectors)
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, params.hnsw_m, mt)
+        index.hnsw.efConstruction = params.ef_construction
+        index.add(x)
+        return index, 0
+    nlist = params.nlist if params.nlist is not None else max(1, round(4 * math.sqrt(n)))
+    nlist = int(max(1, min(nlist, n // _MIN_TRAIN_PER_LIST)))
+    quantizer = faiss.IndexFlat(dim, mt)
+    index = faiss.IndexIVFFlat(quantizer, dim, nlist, mt)
+    index.cp.seed = params.seed
+    index.cp.spherical = metric == "cosine"
+    sample = x
+    if n > 256 * nlist:
+        pick = np.sort(np.random.RandomState(params.seed).choice(n, 256 * nlist, replace=False))
+        sample = x[pick]
+    index.train(np.ascontiguousarray(sample))
+    index.add_with_ids(x, np.arange(n, dtype=np.int64))
+    return index, nlist
+
+
+def _file_digest(path: str) -> str:
+    h = xxhash.xxh3_64()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_rename(tmp: str, final: str, *, sync_file: bool = True) -> None:
+    if sync_file:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    os.replace(tmp, final)
+    dfd = os.open(os.path.dirname(os.path.abspath(final)), os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)

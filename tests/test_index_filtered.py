@@ -1,0 +1,359 @@
+"""Filtered queries and the collection's vector index: results equal brute force with the filter
+applied (Filter.matches over the documents), for every metric and vector index kind, with the
+filter's fields indexed or scanned; the ANN block persists and is reused, and is rebuilt when
+damaged or stale."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from simsearch.distance import pairwise
+from simsearch.errors import InvalidArgumentError
+from simsearch.index import Document, Index, _ann, _vecsearch, parse_filter
+
+pytest.importorskip("faiss")
+
+METRICS = ("euclidean", "sqeuclidean", "cosine", "manhattan")
+KINDS = ("flat", "hnsw", "ivf")
+LANGS = ("en", "fr", "de")
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima"]
+
+
+def _docs(seed: int, n: int, dim: int = 6) -> list[Document]:
+    rng = np.random.default_rng(seed)
+    base = [" ".join(rng.choice(WORDS, 25)) for _ in range(max(1, n // 3))]
+    out = []
+    for i in range(n):
+        meta: dict = {"lang": LANGS[int(rng.integers(0, 3))], "nested": {"a": bool(rng.integers(0, 2))}}
+        if rng.random() < 0.8:
+            meta["year"] = int(rng.integers(2000, 2030))
+        text = base[i % len(base)] + (" " + WORDS[i % len(WORDS)]) * int(rng.integers(0, 3))
+        vec = rng.standard_normal(dim).astype(np.float32) if rng.random() < 0.9 else None
+        label = f"l{int(rng.integers(0, 3))}" if rng.random() < 0.8 else None
+        out.append(Document(id=f"d{i:04d}", text=text, metadata=meta, vector=vec, label=label))
+    return out
+
+
+_leaf = st.one_of(
+    st.builds(lambda v: {"lang": v}, st.sampled_from(LANGS)),
+    st.builds(lambda vs: {"lang": {"in": vs}}, st.lists(st.sampled_from(LANGS), max_size=3)),
+    st.builds(lambda op, y: {"year": {op: y}}, st.sampled_from(["gt", "gte", "lt", "lte"]), st.integers(1995, 2035)),
+    st.builds(lambda b: {"year": {"exists": b}}, st.booleans()),
+    st.builds(lambda b: {"nested.a": b}, st.booleans()),
+    st.builds(lambda v: {"$label": v}, st.sampled_from(["l0", "l1", "l2", None])),
+    st.builds(lambda i: {"$id": {"in": [f"d{j:04d}" for j in range(i, i + 40)]}}, st.integers(0, 100)),
+)
+FILTERS = st.recursive(
+    _leaf,
+    lambda kids: st.one_of(
+        st.builds(lambda xs: {"and": xs}, st.lists(kids, min_size=1, max_size=3)),
+        st.builds(lambda xs: {"or": xs}, st.lists(kids, min_size=1, max_size=3)),
+        st.builds(lambda x: {"not": x}, kids),
+    ),
+    max_leaves=5,
+)
+INDEXED = ["lang", "year", "nested.a", "$label", "$id"]
+
+
+def _matching(docs, flt):
+    f = parse_filter(flt)
+    return [d for d in docs if f is None or f.matches(d.metadata, id=d.id, label=d.label)]
+
+
+def _knn_oracle(docs, query, k, metric, exclude=None):
+    cand = [d for d in docs if d.vector is not None and d.id != exclude]
+    if not cand:
+        return []
+    dist = pairwise(query[None, :], np.stack([d.vector for d in cand]), metric)[0]
+    order = sorted(range(len(cand)), key=lambda j: (float(dist[j]), cand[j].id))[:k]
+    return [(cand[j].id, float(dist[j])) for j in order]
+
+
+@pytest.fixture(scope="module")
+def collections(tmp_path_factory):
+    """One index with a collection per (metric, kind), with and without indexed fields."""
+    ix = Index(str(tmp_path_factory.mktemp("filtered")))
+    docs = _docs(0, 240)
+    out = {}
+    for metric in METRICS:
+        for kind in KINDS:
+            for indexed in (True, False):
+                name = f"{metric}-{kind}-{'ix' if indexed else 'scan'}"
+                c = ix.create_collection(name, dim=6, metric=metric, vector_index=kind, nlist=4, nprobe=2,
+                                         threshold=0.5, indexed_fields=INDEXED if indexed else [])
+                c.upsert(docs)
+                c.delete(["d0003", "d0100"])  # tombstones in the ANN block
+                out[(metric, kind, indexed)] = c
+    live = [d for d in docs if d.id not in ("d0003", "d0100")]
+    yield _Fixture((ix, out, live))
+    ix.close()
+
+
+class _Fixture(tuple):
+    """The fixture's (index, collections, live docs), with a short repr for hypothesis reports."""
+
+    def __repr__(self) -> str:
+        return "collections"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flt=FILTERS, metric=st.sampled_from(METRICS), kind=st.sampled_from(KINDS), indexed=st.booleans(),
+       k=st.integers(1, 25), qi=st.integers(0, 239))
+def test_filtered_search_equals_brute_force(collections, flt, metric, kind, indexed, k, qi):
+    _, colls, docs = collections
+    c = colls[(metric, kind, indexed)]
+    query = np.random.default_rng(qi).standard_normal(6).astype(np.float32)
+    res = c.search_batch(vectors=[query], k=k, filter=flt, with_stats=True)
+    want = _knn_oracle(_matching(docs, flt), query, k, metric)
+    got = [(n.id, n.distance) for n in res.results[0]]
+    assert [g[0] for g in got] == [w[0] for w in want]
+    np.testing.assert_allclose([g[1] for g in got], [w[1] for w in want], rtol=1e-5, atol=1e-5)
+    assert res.stats.allowed == len(_matching(docs, flt))
+    assert res.stats.metadata_scan == (not indexed)
+    assert res.stats.path == "exact"  # a few hundred allowed rows: an exact scan on every kind
+    # by stored id: the document itself is left out
+    qid = docs[qi % len(docs)]
+    if qid.vector is not None:
+        got = [n.id for n in c.search(id=qid.id, k=k, filter=flt)]
+        assert got == [w[0] for w in _knn_oracle(_matching(docs, flt), qid.vector, k, metric, exclude=qid.id)]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flt=FILTERS, indexed=st.booleans(), qi=st.integers(0, 239), k=st.one_of(st.none(), st.integers(1, 5)),
+       exact=st.booleans())
+def test_filtered_near_duplicates_equal_unfiltered_then_filtered(collections, flt, indexed, qi, k, exact):
+    """Filtering the LSH candidates before ranking equals ranking everything and dropping the
+    documents the filter rejects (the brute-force reading of a filter)."""
+    _, colls, docs = collections
+    c = colls[("cosine", "flat", indexed)]
+    qid = docs[qi % len(docs)].id
+    keep = {d.id for d in _matching(docs, flt)}
+    full = c.near_duplicates(id=qid, exact=exact)
+    want = [h for h in full if h.id in keep][:k] if k else [h for h in full if h.id in keep]
+    res = c.near_duplicates_batch(ids=[qid], k=k, exact=exact, filter=flt, with_stats=True)
+    assert res.results[0] == want
+    assert res.stats.path == "lsh" and res.stats.allowed == len(keep)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flt=FILTERS)
+def test_filtered_find_duplicates_equals_the_subcollection(collections, flt, tmp_path_factory):
+    """find_duplicates(filter=f) equals find_duplicates over a collection holding only the
+    documents f keeps, inserted in the same order (same signatures, same representatives)."""
+    ix, colls, docs = collections
+    got = colls[("cosine", "flat", True)].find_duplicates(filter=flt)
+    sub_docs = _matching(docs, flt)
+    name = f"sub{abs(hash(str(flt))) % 10**9}"
+    sub = ix.create_collection(name, dim=6, threshold=0.5)
+    try:
+        if sub_docs:
+            sub.upsert(sub_docs)
+        assert got == sub.find_duplicates()
+    finally:
+        ix.drop_collection(name)
+
+
+def test_classify_neighbours_are_filtered(collections):
+    _, colls, docs = collections
+    c = colls[("euclidean", "hnsw", True)]
+    c.train_classifier("m", kind="gmm", params={"n_components": 2})
+    q = next(d.vector for d in docs if d.vector is not None)
+    flt = {"lang": "fr"}
+    res = c.classify([q], model="m", k=5, filter=flt)
+    assert [n.id for n in res[0].neighbors] == [w[0] for w in _knn_oracle(_matching(docs, flt), q, 5, "euclidean")]
+
+
+@pytest.mark.parametrize("kind", ("hnsw", "ivf"))
+def test_ann_paths_and_recall(tmp_path, kind, monkeypatch):
+    """Above the exact-scan limits the approximate index answers: unfiltered ("ann") and with the
+    filter as a faiss selector ("ann_filtered"); recall@10 against exact=True, and only allowed ids."""
+    monkeypatch.setattr(_ann, "EXACT_SCAN_MAX", 50)
+    rng = np.random.default_rng(1)
+    centres = rng.standard_normal((20, 16)).astype(np.float32) * 4
+    X = (centres[rng.integers(0, 20, 3000)] + rng.standard_normal((3000, 16))).astype(np.float32)
+    ix = Index(str(tmp_path / "ix"))
+    c = ix.create_collection("v", dim=16, metric="euclidean", vector_index=kind, nprobe=8,
+                             indexed_fields=["g"])
+    c.upsert([Document(id=f"v{i}", metadata={"g": i % 4}, vector=X[i]) for i in range(3000)])
+    Q = (centres[rng.integers(0, 20, 30)] + rng.standard_normal((30, 16))).astype(np.float32)
+    for flt, path in ((None, "ann"), ({"g": 1}, "ann_filtered")):
+        res = c.search_batch(vectors=Q, k=10, filter=flt, with_stats=True)
+        truth = c.search_batch(vectors=Q, k=10, filter=flt, exact=True, with_stats=True)
+        assert (res.stats.path, res.stats.vector_index) == (path, kind)
+        assert truth.stats.path == "exact"
+        recall = np.mean([len({n.id for n in a} & {n.id for n in b}) / 10 for a, b in zip(res.results, truth.results)])
+        assert recall >= 0.9, recall
+        if flt:
+            assert all(int(n.id[1:]) % 4 == 1 for hits in res.results for n in hits)
+    ix.close()
+
+
+def test_block_persists_and_is_reused(tmp_path):
+    path = str(tmp_path / "ix")
+    docs = _docs(2, 300)
+    ix = Index(path)
+    c = ix.create_collection("c", dim=6, metric="manhattan", vector_index="hnsw")
+    c.upsert(docs)
+    q = next(d.vector for d in docs if d.vector is not None)
+    before = c.search(q, k=7)
+    ix.close()
+    stem = _vecsearch.ann_stem(path, c._cid)
+    mtime = os.path.getmtime(stem + ".faiss")
+    ix = Index(path)
+    c = ix.get_collection("c")
+    assert c._ann._block is not None and not len(c._ann._pending)  # opened, not rebuilt
+    assert c.search(q, k=7) == before
+    assert os.path.getmtime(stem + ".faiss") == mtime
+    ix.drop_collection("c")
+    assert not os.path.exists(stem + ".ann") and not os.path.exists(stem + ".faiss")
+    c = ix.create_collection("c", dim=6, metric="manhattan", vector_index="hnsw")
+    c.upsert(docs)
+    assert c.search(q, k=7) == before  # built again (new rowids), saved on close
+    ix.close()
+    ix = Index(path)
+    c = ix.get_collection("c")
+    assert c._ann._block is not None
+    # writes after the reopen: deletes are tombstones, new rows pending, then added incrementally
+    gone = before[0].id
+    c.delete([gone])
+    c.upsert([Document(id="new", vector=q + 0.01)])
+    hits = [n.id for n in c.search(q, k=3)]
+    assert "new" in hits and gone not in hits
+    monkey = _vecsearch.PENDING_SCAN_MAX
+    try:
+        _vecsearch.PENDING_SCAN_MAX = 0
+        assert [n.id for n in c.search(q, k=3)] == hits
+        assert not len(c._ann._pending)
+    finally:
+        _vecsearch.PENDING_SCAN_MAX = monkey
+    ix.close()
+
+
+@pytest.mark.parametrize("damage", ("flip", "truncate", "delete_faiss", "foreign"))
+def test_damaged_or_foreign_block_is_rebuilt(tmp_path, damage):
+    path = str(tmp_path / "ix")
+    docs = _docs(3, 200)
+    ix = Index(path)
+    c = ix.create_collection("c", dim=6, metric="cosine", vector_index="hnsw")
+    c.upsert(docs)
+    q = next(d.vector for d in docs[4:] if d.vector is not None)
+    want = c.search(q, k=5, exact=True)
+    c.search(q, k=5)  # builds and saves the block
+    ix.close()
+    stem = _vecsearch.ann_stem(path, c._cid)
+    if damage == "flip":
+        with open(stem + ".ann", "r+b") as f:
+            f.seek(os.path.getsize(stem + ".ann") - 10)
+            f.write(b"\xff\xfe")
+    elif damage == "truncate":
+        os.truncate(stem + ".ann", 100)
+    elif damage == "delete_faiss":
+        os.unlink(stem + ".faiss")
+    else:  # another database's block of the same shape under this name
+        other = str(tmp_path / "other")
+        ix2 = Index(other)
+        c2 = ix2.create_collection("c", dim=6, metric="cosine", vector_index="hnsw")
+        c2.upsert(_docs(4, 200))
+        c2.search(q, k=5)
+        ix2.close()
+        ostem = _vecsearch.ann_stem(other, c2._cid)
+        for ext in (".ann", ".faiss"):
+            os.replace(ostem + ext, stem + ext)
+    ix = Index(path)
+    c = ix.get_collection("c")
+    assert c._ann._block is None  # refused
+    assert c.search(q, k=5, exact=True) == want
+    hits = c.search(q, k=5)
+    assert hits[0] == want[0] and {n.id for n in hits} <= {d.id for d in docs}
+    assert c._ann._block is not None  # rebuilt on the first approximate query
+    ix.close()
+
+
+def test_auto_switches_to_hnsw(tmp_path, monkeypatch):
+    monkeypatch.setattr(_ann, "AUTO_FLAT_BELOW", 100)
+    ix = Index(str(tmp_path / "ix"))
+    c = ix.create_collection("c", dim=6)
+    docs = _docs(5, 150)
+    q = np.ones(6, np.float32)
+    c.upsert(docs[:80])
+    assert c.search_batch(vectors=[q], k=3, with_stats=True).stats.vector_index == "flat"
+    c.upsert(docs[80:])
+    res = c.search_batch(vectors=[q], k=3, with_stats=True)
+    assert (res.stats.path, res.stats.vector_index) == ("ann", "hnsw")
+    ix.close()
+
+
+def test_bad_filters_name_the_position(collections):
+    _, colls, _ = collections
+    c = colls[("cosine", "flat", True)]
+    v = np.ones(6, np.float32)
+    for flt, pos in (({"and": [{"lang": "en"}, {"year": {"between": 1}}]}, "filter.and[1].year.between"),
+                     ({"year": {"gt": "x"}}, "filter.year.gt"),
+                     ({"a.b.c.d.e.f.g.h.i": 1}, "filter.a.b.c.d.e.f.g.h.i")):
+        for call in (lambda f=flt: c.search(v, filter=f), lambda f=flt: c.near_duplicates(id="d0001", filter=f),
+                     lambda f=flt: c.find_duplicates(filter=f)):
+            with pytest.raises(InvalidArgumentError, match=pos.replace(".", r"\.").replace("[", r"\[")):
+                call()
+
+
+def test_filters_over_grpc(collections, grpc_server):
+    """The same filtered calls through the sync client equal the embedded index (stats included)."""
+    from simsearch.client import Client
+
+    ix, _, docs = collections
+    with Client(grpc_server.address) as client:
+        rc = client.create_collection("g", dim=6, vector_index="hnsw", indexed_fields=["lang"], threshold=0.5)
+        rc.upsert(docs)
+        local = ix.create_collection("g_local", dim=6, vector_index="hnsw", indexed_fields=["lang"], threshold=0.5)
+        local.upsert(docs)
+        flt = {"or": [{"lang": "de"}, {"year": {"lt": 2005}}]}
+        q = next(d.vector for d in docs if d.vector is not None)
+        assert rc.search_batch(vectors=[q], k=6, filter=flt, with_stats=True) == \
+            local.search_batch(vectors=[q], k=6, filter=flt, with_stats=True)
+        assert rc.near_duplicates(id=docs[1].id, filter=flt) == local.near_duplicates(id=docs[1].id, filter=flt)
+        assert rc.find_duplicates(filter=flt) == local.find_duplicates(filter=flt)
+        with pytest.raises(InvalidArgumentError, match=r"filter\.lang\.in"):
+            rc.search(q, filter={"lang": {"in": "en"}})
+        ix.drop_collection("g_local")
+
+
+def test_indexed_columns_persist_across_a_clean_close(tmp_path):
+    from simsearch.index._filtering import FieldStore, fields_path
+
+    path = str(tmp_path / "ix")
+    docs = _docs(6, 120)
+    ix = Index(path)
+    c = ix.create_collection("c", dim=6, indexed_fields=["lang", "year"])
+    c.upsert(docs)
+    c.delete(["d0007"])
+    flt = {"and": [{"lang": "en"}, {"year": {"gte": 2010}}]}
+    want = c.search(np.ones(6, np.float32), k=8, filter=flt)
+    ix.close()
+    fpath = fields_path(path, c._cid)
+    assert os.path.exists(fpath)
+    ix = Index(path)
+    c = ix.get_collection("c")
+    state = c._storage.state(c._cid)
+    assert FieldStore.load(fpath, ("lang", "year"), state) is not None  # used, not rebuilt
+    assert FieldStore.load(fpath, ("lang", "year"), (state[0], state[1] + 1, state[2])) is None  # stale
+    assert FieldStore.load(fpath, ("lang",), state) is None
+    assert c.search(np.ones(6, np.float32), k=8, filter=flt) == want
+    assert "d0007" not in {n.id for n in c.search(np.ones(6, np.float32), k=200, filter={"lang": {"exists": True}})}
+    with open(fpath, "r+b") as f:  # damage: rebuilt from the metadata on the next open
+        f.seek(os.path.getsize(fpath) - 3)
+        f.write(b"\x00\x01\x02")
+    ix.close()  # rewrites it (same state)
+    with open(fpath, "r+b") as f:
+        f.seek(os.path.getsize(fpath) - 3)
+        f.write(b"\x07\x07\x07")
+    ix = Index(path)
+    c = ix.get_collection("c")
+    assert c.search(np.ones(6, np.float32), k=8, filter=flt) == want
+    ix.drop_collection("c")
+    assert not os.path.exists(fpath)
+    ix.close()
