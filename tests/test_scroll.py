@@ -8,11 +8,11 @@ import asyncio
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from simsearch import AsyncClient, Client, Document, Index
-from simsearch.errors import InvalidArgumentError, InvalidTypeError, NotFoundError, \
-    SimsearchError
+from simsearch.errors import InvalidArgumentError, InvalidTypeError, NotFoundError, SimsearchError
 from simsearch.index import parse_filter
 
 
@@ -145,7 +145,7 @@ def _scenario(api) -> list:
     c = api.create_collection("c", dim=4)
     c.upsert(ALL)
     for flt in FILTERS + ['{"lang": "de"}']:
-        step(lambda: api.pages(c, flt, batch_size=7))
+        step(lambda flt=flt: api.pages(c, flt, batch_size=7))
     step(lambda: api.pages(c, None, batch_size=9, with_text=True, with_vector=True, after=sorted(d.id for d in ALL)[20]))
     step(lambda: api.pages(c, {"year": {"lt": "x"}}))
     step(lambda: api.pages(c, None, batch_size=0))

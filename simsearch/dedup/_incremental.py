@@ -33,15 +33,25 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._arrays import offsets_from_sizes
+from ..backends import get_backend
 from ..errors import FailedPreconditionError, InvalidArgumentError, InvalidTypeError
 from ..index import Collection
-from ..backends import get_backend
 from ..shingling import ShingleSets, shingle_hashes
 from ._io import ReadConfig, Unit, read_unit
 from ._stages import Params
 
-__all__ = ["RULES", "Matches", "check_against", "check_compatible", "match_batch", "query_units",
-           "first_kept", "add_kept", "first_kept_clusters", "with_collection_pairs"]
+__all__ = [
+    "RULES",
+    "Matches",
+    "add_kept",
+    "check_against",
+    "check_compatible",
+    "first_kept",
+    "first_kept_clusters",
+    "match_batch",
+    "query_units",
+    "with_collection_pairs",
+]
 
 RULES = ("components", "first-kept")
 _QUERY_DOCS = 1000  # documents per near_duplicates_batch call (bounds a gRPC message)
@@ -57,11 +67,11 @@ class Matches:
     own_ids: list[str]  # the NEW document's own id
 
     @classmethod
-    def empty(cls) -> "Matches":
+    def empty(cls) -> Matches:
         return cls(np.empty(0, np.int64), [], np.empty(0, np.float64), [])
 
     @classmethod
-    def concat(cls, parts: list["Matches"]) -> "Matches":
+    def concat(cls, parts: list[Matches]) -> Matches:
         parts = [m for m in parts if len(m.index)]
         if not parts:
             return cls.empty()

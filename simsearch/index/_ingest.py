@@ -31,8 +31,16 @@ from ..minhash import is_empty
 from ..shingling import ShingleSets, shingle_hashes
 from ..validation import check_option, check_param
 
-__all__ = ["ON_DUPLICATE", "DUPLICATE_OF_FIELD", "DUPLICATE_JACCARD_FIELD", "Decision", "check_on_duplicate",
-           "decide", "by_position", "tag_metadata"]
+__all__ = [
+    "DUPLICATE_JACCARD_FIELD",
+    "DUPLICATE_OF_FIELD",
+    "ON_DUPLICATE",
+    "Decision",
+    "by_position",
+    "check_on_duplicate",
+    "decide",
+    "tag_metadata",
+]
 
 ON_DUPLICATE = ("insert", "skip", "tag")
 # Under on_duplicate="tag" a near-duplicate is stored with these two metadata keys set (replacing
