@@ -1,17 +1,32 @@
-"""Durable index: batched upsert throughput, reopen time, query latency, bytes on disk and RSS.
+"""Durable index: ingest throughput, open time after a clean close and after kill -9, memory per
+document (anonymous and RSS, from /proc/PID/smaps_rollup), query latency, bytes on disk.
 
 Documents are ~200 words with a 128-d float32 vector, upserted in batches into an on-disk
-``simsearch.Index`` (SQLite WAL, synchronous=FULL). After closing, the index is reopened twice:
-from the stored rows (the cache written at close moved aside) and from that cache; then
-single-query latencies are measured in process. ``--smoke`` runs a tiny version.
+``simsearch.Index`` (SQLite WAL, ``durability="full"``). Then, each in a fresh process so the
+numbers are those of a server starting up:
+
+* **open (clean close)**: ``Index(path)`` to the first answered near-duplicate and kNN query, in
+  a process that has already loaded the backend's compiled kernels (a small in-memory index was
+  queried first); "process start" adds the imports and that warm-up, the same for any index size;
+* **open (kill -9)**: a process opens the index, upserts one more batch (so the memtable holds
+  unflushed rows), and is killed with SIGKILL; the next process is timed the same way;
+* in that process, once warm: near-duplicate and kNN latencies (p50 / p99 of single queries),
+  and its anonymous memory and RSS, minus those of a process that did the same warm-up and
+  opened nothing (the baseline), per document.
+
+Runs against any simsearch (the engine before issue 14 too: it then rebuilds from the rows or
+from its close-time cache), so one script gives the before and after rows. ``--smoke`` is tiny.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,13 +41,18 @@ from bench_minhash import make_corpus  # noqa: E402
 from simsearch.index import Document, Index  # noqa: E402
 
 
-def rss_bytes() -> int:
+def smaps() -> dict[str, int]:
+    """Bytes of this process: rss, anonymous (heap, not file-backed) from smaps_rollup."""
+    out = {}
     try:
-        import psutil
-
-        return psutil.Process().memory_info().rss
-    except ImportError:  # pragma: no cover
-        return 0
+        with open("/proc/self/smaps_rollup") as fh:
+            for line in fh:
+                parts = line.split()
+                if parts[0] in ("Rss:", "Anonymous:"):
+                    out[parts[0][:-1].lower()] = int(parts[1]) * 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return out
 
 
 def dir_bytes(path: str) -> int:
@@ -43,13 +63,115 @@ def percentile(xs, q):
     return float(np.percentile(np.asarray(xs), q))
 
 
+def make_docs(texts, rng, start, n, dim):
+    vecs = rng.normal(size=(n, dim)).astype(np.float32)
+    return [Document(id=f"doc-{start + i}", text=texts[(start + i) % len(texts)], metadata={"n": start + i},
+                     vector=vecs[i]) for i in range(n)]
+
+
+def build(path, args, texts) -> dict:
+    rng = np.random.default_rng(0)
+    idx = Index(path, durability=args.durability)
+    coll = idx.create_collection("bench", dim=args.dim, metric="cosine", threshold=0.8)
+    upsert_time = 0.0
+    for start in range(0, args.docs, args.batch):
+        docs = make_docs(texts, rng, start, min(args.batch, args.docs - start), args.dim)
+        t = time.perf_counter()
+        coll.upsert(docs)
+        upsert_time += time.perf_counter() - t
+    t = time.perf_counter()
+    engine = getattr(coll, "_engine", None)
+    if engine is not None:  # let the background merges finish (not counted as ingest)
+        engine.wait_merges()
+    merge_s = time.perf_counter() - t
+    idx.close()
+    return {"docs_per_s": round(args.docs / upsert_time, 1), "merge_tail_s": round(merge_s, 2)}
+
+
+CHILD = r"""
+import time
+t_start = time.perf_counter()
+import json, os, signal, sys
+import numpy as np
+sys.path.insert(0, sys.argv[5])
+import bench_index as B
+from simsearch.index import Index
+path, mode, nq, dim = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+texts = B.make_corpus(2000, 200, seed=1)
+t_import = time.perf_counter()
+if mode in ("baseline", "open"):  # load the backend and its compiled kernels: a process's one-time cost
+    with Index() as warm:
+        w = warm.create_collection("w", dim=dim, metric="cosine", threshold=0.8)
+        w.upsert(B.make_docs(texts, np.random.default_rng(9), 0, 200, dim))
+        w.near_duplicates(texts[0], k=10)
+        w.search(np.ones(dim, np.float32), k=10)
+t_warm = time.perf_counter()
+if mode == "baseline":
+    import simsearch
+    print(json.dumps({**B.smaps(), "simsearch_from": simsearch.__file__}))
+    sys.exit(0)
+if mode == "crash":  # one more batch, unflushed, then SIGKILL
+    idx = Index(path)
+    c = idx.get_collection("bench")
+    c.upsert(B.make_docs(texts, np.random.default_rng(7), 10_000_000, 1000, dim))
+    print("acked", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+t0 = time.perf_counter()
+idx = Index(path)
+c = idx.get_collection("bench")
+c.near_duplicates(texts[0], k=10)
+c.search(np.ones(dim, np.float32), k=10)
+open_s = time.perf_counter() - t0
+rng = np.random.default_rng(3)
+for q in texts[:20]:  # warm-up
+    c.near_duplicates(q, k=10)
+lat_nd, lat_knn = [], []
+for i in range(nq):
+    q = texts[int(rng.integers(0, len(texts)))]
+    t = time.perf_counter(); c.near_duplicates(q, k=10); lat_nd.append(time.perf_counter() - t)
+for v in rng.normal(size=(max(nq // 4, 5), dim)).astype(np.float32):
+    t = time.perf_counter(); c.search(v, k=10); lat_knn.append(time.perf_counter() - t)
+mem = B.smaps()
+print(json.dumps({"open_s": open_s, "cold_s": open_s + (t_warm - t_start), "count": c.count(), "nd": lat_nd,
+                  "knn": lat_knn, **mem}))
+os._exit(0)
+"""
+
+
+def child(path, mode, args) -> dict:
+    here = str(Path(__file__).resolve().parent)
+    # cwd: not a checkout, so the child imports the simsearch the parent does (PYTHONPATH), not ./simsearch
+    out = subprocess.run([sys.executable, "-c", CHILD, os.path.abspath(path), mode, str(args.queries), str(args.dim),
+                          here], capture_output=True, text=True, cwd=tempfile.gettempdir())
+    if mode == "crash":
+        assert out.returncode == -signal.SIGKILL and "acked" in out.stdout, out.stderr[-2000:]
+        return {}
+    if out.returncode:
+        raise RuntimeError(out.stderr[-4000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def report_open(rep, label, res, base, docs, args):
+    rep.add(metric=f"open ({label}) to first answer", docs=res["count"], seconds=round(res["open_s"], 3))
+    rep.add(metric=f"process start ({label}) to first answer", docs=res["count"], seconds=round(res["cold_s"], 3))
+    anon = res.get("anonymous", 0) - base.get("anonymous", 0)
+    rss = res.get("rss", 0) - base.get("rss", 0)
+    rep.add(metric=f"anonymous memory per doc ({label})", docs=res["count"], value=round(anon / docs, 1))
+    rep.add(metric=f"RSS per doc ({label})", docs=res["count"], value=round(rss / docs, 1))
+    rep.add(metric=f"near_duplicates latency ({label})", p50_ms=round(percentile(res["nd"], 50) * 1e3, 3),
+            p99_ms=round(percentile(res["nd"], 99) * 1e3, 3), qps=round(1 / statistics.mean(res["nd"]), 1))
+    rep.add(metric=f"search (kNN) latency ({label})", p50_ms=round(percentile(res["knn"], 50) * 1e3, 3),
+            p99_ms=round(percentile(res["knn"], 99) * 1e3, 3), qps=round(1 / statistics.mean(res["knn"]), 1))
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--docs", type=int, default=200_000)
     p.add_argument("--batch", type=int, default=5_000)
     p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--queries", type=int, default=300)
+    p.add_argument("--queries", type=int, default=400)
     p.add_argument("--dir", default=None, help="where to build the index (default: a temp dir)")
+    p.add_argument("--reuse", action="store_true", help="reuse an index already built in --dir")
     p.add_argument("--durability", choices=["full", "normal"], default="full")
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args(argv)
@@ -58,68 +180,25 @@ def main(argv=None) -> None:
     rep = Reporter("bench_index", "psutil")
     root = args.dir or tempfile.mkdtemp(prefix="simsearch-bench-")
     path = os.path.join(root, "idx")
-    shutil.rmtree(path, ignore_errors=True)
-    texts = make_corpus(min(args.docs, 50_000), 200, seed=0)
-    rng = np.random.default_rng(0)
-    rss0 = rss_bytes()
-
-    idx = Index(path, durability=args.durability)
-    coll = idx.create_collection("bench", dim=args.dim, metric="cosine", threshold=0.8)
-    upsert_time = 0.0
-    for start in range(0, args.docs, args.batch):
-        n = min(args.batch, args.docs - start)
-        vecs = rng.normal(size=(n, args.dim)).astype(np.float32)
-        docs = [
-            Document(id=f"doc-{start + i}", text=texts[(start + i) % len(texts)], metadata={"n": start + i}, vector=vecs[i])
-            for i in range(n)
-        ]
-        t = time.perf_counter()
-        coll.upsert(docs)
-        upsert_time += time.perf_counter() - t
-    rep.add(metric="upsert", docs=args.docs, batch=args.batch, docs_per_s=round(args.docs / upsert_time, 1))
-    rss_built = rss_bytes() - rss0
-    idx.close()
-    disk = dir_bytes(path)
-    rep.add(metric="bytes on disk per doc", value=round(disk / args.docs, 1))
-
-    # without the cache written at close: every row is read and its checksum verified
-    shutil.move(os.path.join(path, "cache"), os.path.join(root, "cache-aside"))
-    t = time.perf_counter()
-    idx = Index(path)
-    open_s = time.perf_counter() - t
-    rep.add(metric="open (from rows)", docs=args.docs, seconds=round(open_s, 3),
-            extrapolated_1M_s=round(open_s * 1_000_000 / args.docs, 2))
-    idx.close()  # writes the cache again; put the first one back so the next open reads that
-    shutil.rmtree(os.path.join(path, "cache"), ignore_errors=True)
-    shutil.move(os.path.join(root, "cache-aside"), os.path.join(path, "cache"))
-    t = time.perf_counter()
-    idx = Index(path)
-    coll = idx.get_collection("bench")
-    open_s = time.perf_counter() - t
-    rep.add(metric="open (from cache)", docs=args.docs, seconds=round(open_s, 3),
-            extrapolated_1M_s=round(open_s * 1_000_000 / args.docs, 2))
-    rep.add(metric="RSS per doc (after build)", value=round(rss_built / args.docs, 1))
-
-    qtexts = [texts[int(i)] for i in rng.integers(0, len(texts), args.queries)]
-    lat = []
-    for q in qtexts:
-        t = time.perf_counter()
-        coll.near_duplicates(q, k=10)
-        lat.append(time.perf_counter() - t)
-    rep.add(metric="near_duplicates latency", p50_ms=round(percentile(lat, 50) * 1e3, 3),
-            p99_ms=round(percentile(lat, 99) * 1e3, 3), qps=round(1 / statistics.mean(lat), 1))
-    lat = []
-    for q in rng.normal(size=(args.queries, args.dim)).astype(np.float32):
-        t = time.perf_counter()
-        coll.search(q, k=10)
-        lat.append(time.perf_counter() - t)
-    rep.add(metric="search (kNN) latency", p50_ms=round(percentile(lat, 50) * 1e3, 3),
-            p99_ms=round(percentile(lat, 99) * 1e3, 3), qps=round(1 / statistics.mean(lat), 1))
-    idx.close()
+    rep.add(metric="load average at start", value=round(os.getloadavg()[0], 2))
+    if not (args.reuse and os.path.exists(path)):
+        shutil.rmtree(path, ignore_errors=True)
+        texts = make_corpus(min(args.docs, 50_000), 200, seed=0)
+        res = build(path, args, texts)
+        del texts
+        rep.add(metric="upsert", docs=args.docs, batch=args.batch, docs_per_s=res["docs_per_s"],
+                seconds=res["merge_tail_s"])
+    rep.add(metric="bytes on disk per doc", value=round(dir_bytes(path) / args.docs, 1))
+    base = child(path, "baseline", args)
+    rep.add(metric="simsearch imported from " + os.path.dirname(os.path.dirname(base.pop("simsearch_from"))))
+    report_open(rep, "clean close", child(path, "open", args), base, args.docs, args)
+    child(path, "crash", args)
+    report_open(rep, "after kill -9", child(path, "open", args), base, args.docs, args)
+    rep.add(metric="load average at end", value=round(os.getloadavg()[0], 2))
     if args.dir is None:
         shutil.rmtree(root, ignore_errors=True)
     print()
-    print(rep.table(["metric", "docs", "docs_per_s", "seconds", "extrapolated_1M_s", "value", "p50_ms", "p99_ms", "qps"]))
+    print(rep.table(["metric", "docs", "docs_per_s", "seconds", "value", "p50_ms", "p99_ms", "qps"]))
 
 
 if __name__ == "__main__":

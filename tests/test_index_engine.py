@@ -333,3 +333,23 @@ def test_every_write_gets_the_next_seq_and_deletes_are_logged(tmp_path, small_me
         with c._lock.write():
             c._engine.flush()  # a manifest at seq 3: the log below it is pruned
         assert len(st.deletes_after(c._cid, 0)) == 0
+
+
+def test_a_snapshot_carries_its_segments_and_restores_without_a_rebuild(tmp_path, small_memtable, monkeypatch):
+    with Index(tmp_path / "idx") as idx:
+        c = idx.create_collection("c", dim=8, threshold=0.5)
+        live = churn(c, 13)
+        c.upsert(make_docs(5, 77, prefix="tail"))  # in the memtable: replayed from the copied database
+        live.update({d.id: d for d in make_docs(5, 77, prefix="tail")})
+        expected = answers(c, list(live.values()))
+        idx.snapshot(tmp_path / "snap")
+        c.delete([next(iter(live))])  # after the snapshot: not in it
+    rebuilds = []
+    real = _engine.Engine._rebuild
+    monkeypatch.setattr(_engine.Engine, "_rebuild", lambda self: rebuilds.append(1) or real(self))
+    with Index(tmp_path / "snap") as snap:
+        assert answers(snap.get_collection("c"), list(live.values())) == expected
+    restored = Index.restore(tmp_path / "snap", tmp_path / "restored")
+    with restored:
+        assert answers(restored.get_collection("c"), list(live.values())) == expected
+    assert rebuilds == []  # both opened from the copied manifest

@@ -328,14 +328,34 @@ class Collection:
             )
         with self._lock.read():
             sigs, shingles, exclude = self._query_signatures(texts, ids, want_shingles=exact, func=func)
-            return self._rank(sigs, shingles, np.asarray(exclude, np.int64), threshold, k)
+            return self._ranked_matches(sigs, shingles, exclude, threshold, k)
 
-    def _rank(self, sigs, shingles, exclude, threshold, k) -> list[list[NearDuplicate]]:
-        """Candidates (source, row) of every query -> scores (the pair-Jaccard kernels) -> kept,
-        ranked by score then id. The caller holds the read lock."""
+    def _candidate_lists(self, sigs) -> list[np.ndarray]:
+        """LSH candidate rowids (ascending) of each query signature. The caller holds the read or
+        write lock."""
+        q, src, rows = self._engine.candidates(sigs)
+        rowids = self._engine.rowids_at(src, rows)
+        order = np.lexsort((rowids, q))
+        q, rowids = q[order], rowids[order]
+        bounds = np.searchsorted(q, np.arange(len(sigs) + 1))
+        return [rowids[bounds[i] : bounds[i + 1]] for i in range(len(sigs))]
+
+    def _ranked_matches(self, sigs, shingles, exclude, threshold, k, cand_lists=None) -> list[list[NearDuplicate]]:
+        """Per query signature, its ranked stored near-duplicates: candidates (source, row) from
+        the LSH (or ``cand_lists``, rowids per query) -> rowid ``exclude[q]`` left out -> scores
+        (the pair-Jaccard kernels; exact when ``shingles`` is given) -> kept -> ranked by score
+        then id. The caller holds the read or write lock."""
         eng = self._engine
         nq = len(sigs)
-        q, src, rows = eng.candidates(sigs)
+        exclude = np.asarray(exclude, np.int64)
+        if cand_lists is None:
+            q, src, rows = eng.candidates(sigs)
+        else:
+            q = np.repeat(np.arange(nq, dtype=np.int64), [len(c) for c in cand_lists])
+            flat = np.concatenate(cand_lists).astype(np.int64) if cand_lists else np.empty(0, np.int64)
+            src, rows = eng.locate_rowids(flat)
+            ok = src >= 0
+            q, src, rows = q[ok], src[ok], rows[ok]
         keep = eng.rowids_at(src, rows) != exclude[q]
         q, src, rows = q[keep], src[keep], rows[keep]
         est = eng.estimate(sigs, q, src, rows)

@@ -51,7 +51,7 @@ REBUILD_ROWS = 1 << 18  # rows per segment when building from the stored rows
 MERGE_FACTOR = 4
 SEGMENTS_DIR = "segments"
 SHINGLE_CACHE_BYTES = 64 << 20
-_GATHER_DEAD = 64  # a vector block with more removed rows than this is gathered, not scanned whole
+_GATHER_DEAD = 256  # a vector block with more removed rows than this is gathered, not scanned whole
 
 
 def segments_dir(index_path: str, cid: int) -> str:
@@ -327,6 +327,25 @@ class Engine:
             while self._merge_once_in_memory():
                 pass
 
+    def snapshot_into(self, dest_index: str, database: str) -> None:
+        """Copy the current manifest's files into the index at ``dest_index`` (hard links where
+        possible: the files are immutable), with a manifest naming the copy's ``database``. The
+        caller holds the write lock. Without a manifest nothing is copied (the copy rebuilds)."""
+        if self.dir is None:
+            return
+        body = _manifest.read_manifest(self.dir)
+        if body is None:
+            return
+        dest = segments_dir(dest_index, self.cid)
+        os.makedirs(dest, exist_ok=True)
+        for name in _manifest.referenced(body) - {_manifest.MANIFEST}:
+            src, dst = os.path.join(self.dir, name), os.path.join(dest, name)
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copyfile(src, dst)
+        _manifest.write_manifest(dest, dict(body, database=database), self.fsync)
+
     def flush_on_close(self) -> None:
         """Flush the memtable so the next open replays nothing (best effort: a failure only
         means that open replays these rows from SQLite)."""
@@ -423,10 +442,10 @@ class Engine:
                 while not self._merge_stop and self.merge_once():
                     pass
 
+        # A merge due at open waits for the first timer tick (or the next flush): the first
+        # queries after a restart should not compete with it.
         self._merger = threading.Thread(target=run, name=f"simsearch-merge-c{self.cid}", daemon=True)
         self._merger.start()
-        if self._pick_merge():
-            self._merge_wake.set()
 
     def wait_merges(self) -> None:
         """Run merges until none is due (tests, benchmarks)."""

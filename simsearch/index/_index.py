@@ -11,6 +11,7 @@ from ..validation import check_int, check_option
 from ..backends import BackendLike, get_backend
 from ..errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, InvalidTypeError, NotFoundError
 from ._collection import Collection
+from ._engine import SEGMENTS_DIR
 from ._storage import DB_FILE, open_storage
 from ._types import MAX_NAME_BYTES, CollectionConfig, CollectionInfo
 
@@ -152,12 +153,26 @@ class Index:
 
     # -- maintenance -----------------------------------------------------------------------
     def snapshot(self, dest_path: str | os.PathLike) -> None:
-        """Write a consistent online copy of the whole index to the empty directory ``dest_path``.
+        """Write a consistent online copy of the whole index to the empty directory ``dest_path``:
+        the database, and each collection's segment files as of its last manifest (hard links
+        where the filesystem allows; the writes after it are replayed from the copied database).
 
         ``Index(dest_path)`` opens the snapshot; :meth:`restore` copies one to a new location.
         """
         self._check_open()
-        self._storage.backup(os.fspath(dest_path))
+        dest = os.fspath(dest_path)
+        with self._lock:
+            colls = sorted(self._collections.values(), key=lambda c: c.name)
+            locks = [c._lock.write() for c in colls]
+            for lk in locks:  # no write and no merge install while the copy is taken
+                lk.__enter__()
+            try:
+                new_uuid = self._storage.backup(dest)
+                for c in colls:  # the segments of the last manifest, linked (immutable), renamed to the copy
+                    c._engine.snapshot_into(dest, new_uuid)
+            finally:
+                for lk in reversed(locks):
+                    lk.__exit__(None, None, None)
 
     @staticmethod
     def restore(snapshot_path: str | os.PathLike, dest_path: str | os.PathLike) -> "Index":
@@ -169,6 +184,10 @@ class Index:
         if os.path.exists(dest):
             raise AlreadyExistsError(f"{dest_path} already holds an index")
         os.makedirs(os.fspath(dest_path), exist_ok=True)
+        seg_src = os.path.join(os.fspath(snapshot_path), SEGMENTS_DIR)
+        seg_dest = os.path.join(os.fspath(dest_path), SEGMENTS_DIR)
+        if os.path.isdir(seg_src) and not os.path.exists(seg_dest):
+            shutil.copytree(seg_src, seg_dest)  # checked on open, rebuilt if anything is off
         shutil.copyfile(src, dest + ".tmp")
         os.replace(dest + ".tmp", dest)
         return Index(dest_path)

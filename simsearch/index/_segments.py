@@ -55,7 +55,7 @@ __all__ = [
 MAGIC = b"SIMSSEG\n"
 SEGMENT_FORMAT = 1
 ALIGN = 4096
-VEC_BLOCK = 1 << 16  # rows per flat-scan block; its largest |value| and norm are in the header
+VEC_BLOCK = 1 << 18  # rows per flat-scan block; its largest |value| and norm are in the header
 
 
 def hash_ids(ids: list[str]) -> np.ndarray:

@@ -157,7 +157,7 @@ class Storage(Protocol):
     def load_index_data(self, cid: int) -> Iterator[tuple]: ...
     def fetch(self, cid: int, rowids: Iterable[int] | None = None, ext_ids: Iterable[str] | None = None) -> list[Row]: ...
     def count(self, cid: int) -> int: ...
-    def backup(self, dest_dir: str) -> None: ...
+    def backup(self, dest_dir: str) -> str: ...
     def close(self) -> None: ...
 
 
@@ -579,8 +579,9 @@ class SQLiteStorage:
         return self._guard(run)
 
     # -- maintenance -----------------------------------------------------------------------
-    def backup(self, dest_dir: str) -> None:
-        """A consistent online copy into ``dest_dir`` (SQLite's backup API), fsynced."""
+    def backup(self, dest_dir: str) -> str:
+        """A consistent online copy into ``dest_dir`` (SQLite's backup API), fsynced; returns the
+        copy's uuid (a new one: the copy starts a history of its own)."""
         os.makedirs(dest_dir, exist_ok=True)
         dest = os.path.join(dest_dir, DB_FILE)
         if os.path.exists(dest):
@@ -593,7 +594,8 @@ class SQLiteStorage:
             self._guard(self._reader().backup, target)
             target.execute("PRAGMA journal_mode=DELETE")
             # a copy starts a history of its own: caches of this index never match it
-            target.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('uuid', ?)", (uuid.uuid4().hex,))
+            new_uuid = uuid.uuid4().hex
+            target.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('uuid', ?)", (new_uuid,))
             target.commit()
         finally:
             target.close()
@@ -605,6 +607,7 @@ class SQLiteStorage:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+        return new_uuid
 
     def close(self) -> None:
         if self._closed:
