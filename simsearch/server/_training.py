@@ -162,8 +162,10 @@ class TrainingRunner:
                 elif not proc.is_alive() and not receive.poll(0):
                     outcome = ("died", None)
                 elif not context.is_active():
+                    # the client's own deadline timer fires a moment before the server's (which
+                    # starts when the call arrives), so a cancel this close to it is the deadline
                     remaining = _remaining(context)
-                    expired = remaining is not None and remaining <= 0
+                    expired = remaining is not None and remaining <= _DEADLINE_MARGIN_S * 5
                     self._stop(proc, started, "deadline passed" if expired else "cancelled")
                     raise StatusError(grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED,
                                       "the training was stopped: " + ("deadline passed" if expired else "cancelled"))
