@@ -203,6 +203,64 @@ def simsearch_run(src: str, out: str, args, engine: str) -> dict:
     return m
 
 
+def _kept(out: str) -> list[str]:
+    ids = []
+    for root, _, files in sorted(os.walk(os.path.join(out, "data"))):
+        for f in sorted(files):
+            with open(os.path.join(root, f), encoding="utf-8") as fh:
+                ids += [json.loads(line)["id"] for line in fh if line.strip()]
+    return ids
+
+
+def _against_rows(args, work: str, src: str, rep: Reporter) -> None:
+    """``dedup --against``: the second half of the corpus against a collection holding what a run
+    over the first half kept (--against + --add into an empty collection), timed against one
+    ``simsearch dedup`` over the whole corpus (both rules); the kept sets must be identical."""
+    exe = os.path.join(os.path.dirname(sys.executable), "simsearch")
+    files = sorted(os.path.join(src, f) for f in os.listdir(src)) if os.path.isdir(src) else [src]
+    half = max(1, len(files) // 2)
+    first, second = files[:half], files[half:]
+    common = ["--id-field", "id", "--threshold", str(args.threshold), "--num-perm", str(args.num_perm),
+              "--batch-size", str(args.batch_size), "--quiet", "--overwrite"]
+    ix = os.path.join(work, "against-index")
+    from simsearch import Index
+
+    with Index(ix) as index:
+        index.create_collection("kept", threshold=args.threshold, num_perm=args.num_perm)
+        index.create_collection("warm", threshold=args.threshold, num_perm=args.num_perm)
+    for extra in (["--against", ix, "--collection", "warm", "--add"], ["--rule", "first-kept"], []):
+        run_measured([exe, "dedup", files[0], "-o", os.path.join(work, "against-warm"), *common, *extra])  # warm-up
+    runs = {}
+    for name, inputs, extra in (
+        ("whole, components rule", files, []),
+        ("whole, first-kept rule", files, ["--rule", "first-kept"]),
+        ("first half --against --add (builds the collection)", first,
+         ["--against", ix, "--collection", "kept", "--add"]),
+        ("second half --against the collection", second, ["--against", ix, "--collection", "kept"]),
+    ):
+        out = os.path.join(work, "against-" + str(len(runs)))
+        m = run_measured([exe, "dedup", *inputs, "-o", out, *common, *extra])
+        runs[name] = (m, json.load(open(os.path.join(out, "summary.json"))), out)
+    whole_c, whole_f = runs["whole, components rule"], runs["whole, first-kept rule"]
+    build, against = runs["first half --against --add (builds the collection)"], \
+        runs["second half --against the collection"]
+    identical = _kept(whole_f[2]) == _kept(build[2]) + _kept(against[2])
+    for name, (m, summ, _) in runs.items():
+        row = dict(method=f"dedup {name}", docs=summ["docs_in"], seconds=round(summ["seconds"]["total"], 2),
+                   process_wall_s=round(m["wall"], 2), process_cpu_s=round(m["cpu"], 1),
+                   docs_per_s=round(summ["docs_in"] / summ["seconds"]["total"], 1), docs_out=summ["docs_out"],
+                   peak_tree_mb=round(m["peak_tree"] / 2**20), stages=summ["seconds"],
+                   against_matches=summ.get("against_matches"), added=summ.get("added"))
+        if name.startswith("second half"):
+            row.update(collection_docs=build[1]["added"],
+                       ratio_vs_whole_components=round(m["wall"] / whole_c[0]["wall"], 3),
+                       ratio_vs_whole_first_kept=round(m["wall"] / whole_f[0]["wall"], 3),
+                       kept_sets_identical=identical)
+        rep.add(**row)
+    if not identical:
+        raise RuntimeError("dedup --against: the two halves did not keep what the whole run kept")
+
+
 # ---------------------------------------------------------------------------------------------
 # The datasketch reference pipeline (runs in a child process: --_datasketch).
 
@@ -266,7 +324,8 @@ def main(argv=None) -> int:
     ap.add_argument("--num-perm", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=20_000)
     ap.add_argument("--datasketch-docs", type=int, default=20_000, help="subset the datasketch pipeline runs on")
-    ap.add_argument("--engines", default="local,ray,datasketch")
+    ap.add_argument("--engines", default="local,ray,datasketch",
+                    help="comma-separated: local, ray, datasketch, against (dedup --against, issue 15)")
     ap.add_argument("--shards", type=int, default=8,
                     help="JSONL files the corpus is split into (Ray reads files in parallel)")
     ap.add_argument("--seed", type=int, default=0)
@@ -341,9 +400,12 @@ def _bench(args, engines: list[str], work: str) -> int:
         add(f"simsearch-{engine}", args.docs, nbytes, s["seconds"]["total"], m["pairs"], s["peak_rss_bytes"],
             m["peak_tree"], cpu, engine_device=s["device"], stages=s["seconds"], docs_out=s["docs_out"],
             process_wall_s=round(m["wall"], 2), extrapolated=False)
+    if "against" in engines:
+        _against_rows(args, work, src, rep)
     print(rep.table(["method", "docs", "gb", "seconds", "docs_per_s", "process_cpu_s", "docs_per_cpu_s", "recall",
                      "precision", "peak_rss_mb", "peak_tree_mb", "mb_per_million_docs", "speedup_vs_datasketch",
-                     "extrapolated"]))
+                     "extrapolated", "process_wall_s", "ratio_vs_whole_components", "ratio_vs_whole_first_kept",
+                     "kept_sets_identical"]))
     return 0
 
 

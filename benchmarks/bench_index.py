@@ -164,6 +164,38 @@ def report_open(rep, label, res, base, docs, args):
             p99_ms=round(percentile(res["knn"], 99) * 1e3, 3), qps=round(1 / statistics.mean(res["knn"]), 1))
 
 
+def _skip_upsert_row(rep, path, args) -> None:
+    """Issue 15: on_duplicate="skip" against a plain upsert of the same documents, batches and
+    vectors into two fresh collections of a fresh index, batch for batch in alternation (after one
+    warm-up batch of each), so both see the same machine state; target ratio >= 0.7."""
+    texts = make_corpus(min(args.docs, 50_000), 200, seed=0)
+    shutil.rmtree(path, ignore_errors=True)
+    with Index(path, durability=args.durability) as idx:
+        plain = idx.create_collection("bench-plain", dim=args.dim, metric="cosine", threshold=0.8)
+        skip = idx.create_collection("bench-skip", dim=args.dim, metric="cosine", threshold=0.8)
+        warm = [Document(id=f"warm-{i}", text=texts[-1 - i], vector=np.ones(args.dim, np.float32)) for i in range(50)]
+        plain.upsert(warm)
+        skip.upsert(warm, on_duplicate="skip")
+        rng = np.random.default_rng(0)
+        seconds = {"plain": 0.0, "skip": 0.0}
+        skipped = 0
+        for start in range(0, args.docs, args.batch):
+            docs = make_docs(texts, rng, start, min(args.batch, args.docs - start), args.dim)
+            t = time.perf_counter()
+            plain.upsert(docs)
+            seconds["plain"] += time.perf_counter() - t
+            t = time.perf_counter()
+            skipped += skip.upsert(docs, on_duplicate="skip").skipped
+            seconds["skip"] += time.perf_counter() - t
+    shutil.rmtree(path, ignore_errors=True)
+    ratio = seconds["plain"] / seconds["skip"]
+    rep.add(metric="upsert (plain, paired with skip)", docs=args.docs, batch=args.batch,
+            docs_per_s=round(args.docs / seconds["plain"], 1))
+    rep.add(metric="upsert on_duplicate=skip", docs=args.docs, batch=args.batch,
+            docs_per_s=round(args.docs / seconds["skip"], 1), value=round(ratio, 3), ratio_vs_plain_upsert=round(ratio, 3),
+            skipped=skipped)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--docs", type=int, default=200_000)
@@ -174,6 +206,8 @@ def main(argv=None) -> None:
     p.add_argument("--reuse", action="store_true", help="reuse an index already built in --dir")
     p.add_argument("--durability", choices=["full", "normal"], default="full")
     p.add_argument("--smoke", action="store_true")
+    p.add_argument("--no-skip-row", action="store_true", help="leave out the on_duplicate=skip row (issue 15)")
+    p.add_argument("--only-skip-row", action="store_true", help="run only the on_duplicate=skip row (issue 15)")
     args = p.parse_args(argv)
     if args.smoke:
         args.docs, args.batch, args.queries = 2_000, 500, 20
@@ -181,6 +215,12 @@ def main(argv=None) -> None:
     root = args.dir or tempfile.mkdtemp(prefix="simsearch-bench-")
     path = os.path.join(root, "idx")
     rep.add(metric="load average at start", value=round(os.getloadavg()[0], 2))
+    if args.only_skip_row:
+        _skip_upsert_row(rep, os.path.join(root, "skip-idx"), args)
+        rep.add(metric="load average at end", value=round(os.getloadavg()[0], 2))
+        print()
+        print(rep.table(["metric", "docs", "docs_per_s", "value", "skipped"]))
+        return
     if not (args.reuse and os.path.exists(path)):
         shutil.rmtree(path, ignore_errors=True)
         texts = make_corpus(min(args.docs, 50_000), 200, seed=0)
@@ -194,6 +234,8 @@ def main(argv=None) -> None:
     report_open(rep, "clean close", child(path, "open", args), base, args.docs, args)
     child(path, "crash", args)
     report_open(rep, "after kill -9", child(path, "open", args), base, args.docs, args)
+    if not args.no_skip_row:
+        _skip_upsert_row(rep, os.path.join(root, "skip-idx"), args)
     rep.add(metric="load average at end", value=round(os.getloadavg()[0], 2))
     if args.dir is None:
         shutil.rmtree(root, ignore_errors=True)

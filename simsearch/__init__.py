@@ -22,6 +22,8 @@ from .index import (
     QueryStats,
     SearchResult,
     UpsertResult,
+    Duplicate,
+    ScrollPage,
 )
 from .banding import lsh_error_areas, lsh_params, lsh_params_for_recall, lsh_probability
 from .lsh import BatchNearDuplicates, Candidates, LSHIndex, NearDuplicates
@@ -69,6 +71,8 @@ __all__ = [
     "SearchResult",
     "Cluster",
     "UpsertResult",
+    "Duplicate",
+    "ScrollPage",
     "Classification",
     "ClassifierInfo",
     "MinHash",

@@ -9,7 +9,7 @@ Same methods, arguments, results and exceptions as the sync client, each a corou
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -39,9 +39,11 @@ from .index import (
     Document,
     NearDuplicate,
     Neighbor,
+    ScrollPage,
     SearchResult,
     UpsertResult,
     check_collection_name,
+    check_on_duplicate,
 )
 
 
@@ -59,28 +61,40 @@ class AsyncRemoteCollection(Requests):
     def __repr__(self) -> str:
         return f"AsyncRemoteCollection({self.name!r}, target={self._client.target!r})"
 
-    async def upsert(self, docs: Sequence[Document | dict]) -> UpsertResult:
-        return wire.upsert_result_from_pb(await self._client._call("Upsert", self._upsert_request(docs)))
+    async def upsert(self, docs: Sequence[Document | dict], *, on_duplicate: str = "insert",
+                     threshold: float | None = None) -> UpsertResult:
+        req = self._upsert_request(docs, on_duplicate, threshold)
+        return wire.upsert_result_from_pb(await self._client._call("Upsert", req))
 
-    async def upsert_stream(self, batches: Iterable[Sequence[Document | dict]] | AsyncIterable) -> UpsertResult:
+    async def upsert_stream(self, batches: Iterable[Sequence[Document | dict]] | AsyncIterable, *,
+                            on_duplicate: str = "insert", threshold: float | None = None) -> UpsertResult:
         """Many batches on one stream (a sync or async iterable); see ``RemoteCollection.upsert_stream``."""
+        check_on_duplicate(on_duplicate, threshold, self.config.threshold)
         failure: list = []
         if isinstance(batches, AsyncIterable):
-            requests = self._async_stream_requests(batches, failure)
+            requests = self._async_stream_requests(batches, failure, on_duplicate, threshold)
         else:
-            requests = self._stream_requests(batches, failure)
+            requests = self._stream_requests(batches, failure, on_duplicate, threshold)
         resp = await self._client._call("UpsertStream", requests)
         return self._stream_result(resp, failure)
 
-    async def _async_stream_requests(self, batches: AsyncIterable, failure: list):
+    async def _async_stream_requests(self, batches: AsyncIterable, failure: list, on_duplicate: str = "insert",
+                                     threshold=None):
         try:
             async for docs in batches:
-                yield self._upsert_request(docs)
+                yield self._upsert_request(docs, on_duplicate, threshold)
         except Exception as exc:  # noqa: BLE001 - re-raised after the ack
             failure.append(exc)
 
     async def delete(self, ids: Sequence[str], *, missing_ok: bool = False) -> int:
         return (await self._client._call("Delete", self._delete_request(ids, missing_ok))).deleted
+
+    def scroll(self, filter: dict | str | None = None, *, batch_size: int = 1000, with_text: bool = False,
+               with_vector: bool = False, after: str | None = None) -> AsyncIterator[ScrollPage]:
+        """Pages of documents in id order, an async iterator (``async for page in coll.scroll()``);
+        see ``Collection.scroll``. The arguments are checked at once."""
+        req = self._scroll_request(filter, batch_size, with_text, with_vector, after)
+        return self._client._stream("Scroll", req, wire.scroll_page_from_pb)
 
     async def count(self) -> int:
         return (await self._client._call("Count", pb.CountRequest(collection=self.name))).count
@@ -174,6 +188,13 @@ class AsyncClient:
             if method == "FindDuplicates":
                 return [msg async for msg in call]
             return await call
+        except grpc.RpcError as exc:
+            raise translate_error(exc.code(), exc.details(), exc.trailing_metadata()) from None
+
+    async def _stream(self, method: str, request, convert):
+        try:
+            async for msg in self._methods[method](request, timeout=self.timeout, metadata=self._metadata):
+                yield convert(msg)
         except grpc.RpcError as exc:
             raise translate_error(exc.code(), exc.details(), exc.trailing_metadata()) from None
 

@@ -85,18 +85,57 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return serve(config, ready=ready)
 
 
+def _dedup_against(args: argparse.Namespace, stack) -> object | None:
+    """The collection of ``dedup --against DIR | --against-address HOST:PORT --collection NAME``,
+    opened here (and closed by ``stack``)."""
+    from .errors import InvalidArgumentError
+
+    if args.against is None and args.against_address is None:
+        for flag, val in (("--collection", args.collection), ("--add", args.add or None),
+                          ("--token-file", args.token_file), ("--tls-ca", args.tls_ca)):
+            if val is not None:
+                raise InvalidArgumentError(f"{flag} goes with --against DIR or --against-address HOST:PORT.")
+        return None
+    if args.against is not None and args.against_address is not None:
+        raise InvalidArgumentError("pass one of --against DIR and --against-address HOST:PORT, not both.")
+    if not args.collection:
+        raise InvalidArgumentError("--against needs --collection NAME.")
+    if args.against is not None:
+        import os
+
+        from .index import Index
+
+        if not os.path.isdir(args.against):
+            raise InvalidArgumentError(f"--against {args.against}: not an index directory.")
+        return stack.enter_context(Index(args.against)).get_collection(args.collection)
+    from .client import Client
+
+    token = None
+    if args.token_file:
+        with open(args.token_file, encoding="utf-8") as fh:
+            token = fh.read().strip()
+    client = stack.enter_context(Client(args.against_address, token=token, tls=args.tls_ca))
+    return client.get_collection(args.collection)
+
+
 def _cmd_dedup(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
     from .dedup import run
 
-    s = run(
-        args.inputs, args.output, format=args.format, text_field=args.text_field, id_field=args.id_field,
-        threshold=args.threshold, ngram=args.ngram, shingle=args.shingle, num_perm=args.num_perm,
-        verify=args.verify, engine=args.engine, ray_address=args.ray_address, batch_size=args.batch_size,
-        backend=args.backend, seed=args.seed, overwrite=args.overwrite, quiet=args.quiet,
-    )
-    print(json.dumps({"output": s.output, "docs_in": s.docs_in, "docs_out": s.docs_out, "duplicates": s.duplicates,
-                      "clusters": s.clusters, "engine": s.engine, "device": s.device,
-                      "seconds": s.seconds.get("total")}))
+    with ExitStack() as stack:
+        s = run(
+            args.inputs, args.output, format=args.format, text_field=args.text_field, id_field=args.id_field,
+            threshold=args.threshold, ngram=args.ngram, shingle=args.shingle, num_perm=args.num_perm,
+            verify=args.verify, engine=args.engine, ray_address=args.ray_address, batch_size=args.batch_size,
+            backend=args.backend, seed=args.seed, overwrite=args.overwrite, quiet=args.quiet,
+            rule=args.rule, against=_dedup_against(args, stack), add=args.add,
+        )
+    out = {"output": s.output, "docs_in": s.docs_in, "docs_out": s.docs_out, "duplicates": s.duplicates,
+           "clusters": s.clusters, "engine": s.engine, "device": s.device, "seconds": s.seconds.get("total")}
+    if s.against is not None:
+        out.update(rule=s.rule, against=s.against, against_matches=s.against_matches, added=s.added)
+    print(json.dumps(out))
     return 0
 
 
@@ -173,6 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["auto", "numpy", "numba", "cupy"], default="auto")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUTDIR")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary table")
+    p.add_argument("--rule", choices=["components", "first-kept"],
+                   help="which documents stay: one per connected component (default), or first-kept: drop a "
+                        "document iff it near-duplicates an earlier kept one (the --against default)")
+    p.add_argument("--against", metavar="INDEX_DIR", help="also drop near-duplicates of this index's --collection")
+    p.add_argument("--against-address", metavar="HOST:PORT", help="the same, against a running simsearch server")
+    p.add_argument("--collection", metavar="NAME", help="the collection of --against / --against-address")
+    p.add_argument("--token-file", help="with --against-address: the server's bearer token, in this file")
+    p.add_argument("--tls-ca", help="with --against-address: TLS, trusting this CA certificate (PEM)")
+    p.add_argument("--add", action="store_true", help="then insert the kept documents into the collection")
     p.set_defaults(func=_cmd_dedup)
 
     from ._cli_client import add_commands

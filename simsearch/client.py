@@ -16,8 +16,8 @@ dropped and recreated under the same name talks to the new one.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from collections.abc import Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -43,10 +43,14 @@ from .index import (
     Document,
     NearDuplicate,
     Neighbor,
+    ScrollPage,
     SearchResult,
     UpsertResult,
     check_collection_name,
     check_documents,
+    check_id,
+    check_on_duplicate,
+    parse_filter,
     check_filter,
     check_kind,
     check_model_name,
@@ -134,11 +138,25 @@ class Requests:
     name: str
     config: CollectionConfig
 
-    def _upsert_request(self, docs) -> pb.UpsertRequest:
+    def _upsert_request(self, docs, on_duplicate: str = "insert", threshold=None) -> pb.UpsertRequest:
         """Checked by the library's ``check_documents``, as ``Collection.upsert`` checks (the
         server applies its own max_batch and max_text_bytes); metadata is JSON-encoded there, once."""
+        check_on_duplicate(on_duplicate, threshold, self.config.threshold)
         docs = check_documents(docs, dim=self.config.dim, collection=self.name)
-        return wire.upsert_request(self.name, docs, self.config.dim)
+        return wire.upsert_request(self.name, docs, self.config.dim,
+                                   None if on_duplicate == "insert" else on_duplicate, threshold)
+
+    def _scroll_request(self, filter, batch_size, with_text, with_vector, after) -> pb.ScrollRequest:
+        """Checked as ``Collection.scroll`` checks its arguments (the server applies max_batch)."""
+        func = "scroll"
+        flt = parse_filter(filter)
+        for name, val in (("with_text", with_text), ("with_vector", with_vector)):
+            if not isinstance(val, bool):
+                raise InvalidTypeError(f"The '{name}' parameter of {func} must be a bool.")
+        if after is not None:
+            after = check_id(after, f"The 'after' parameter of {func}")
+        return wire.scroll_request(self.name, "" if flt is None else flt.to_json(), batch_size, with_text,
+                                   with_vector, after)
 
     def _delete_request(self, ids, missing_ok) -> pb.DeleteRequest:
         return pb.DeleteRequest(collection=self.name, ids=wire.encode_ids(ids, "delete"), missing_ok=bool(missing_ok))
@@ -213,18 +231,18 @@ class Requests:
     def _model_request(self, cls, name):
         return cls(collection=self.name, name=check_model_name(name))
 
-    def _stream_requests(self, batches, failure: list):
+    def _stream_requests(self, batches, failure: list, on_duplicate: str = "insert", threshold=None):
         """UpsertRequests from ``batches``; a batch that cannot be encoded ends the stream cleanly
         (so the server acknowledges what came before) and its error goes to ``failure``."""
         try:
             for docs in batches:
-                yield self._upsert_request(docs)
+                yield self._upsert_request(docs, on_duplicate, threshold)
         except Exception as exc:  # noqa: BLE001 - re-raised by the caller after the ack
             failure.append(exc)
 
     @staticmethod
     def _stream_result(resp: pb.UpsertStreamResponse, failure: list) -> UpsertResult:
-        result = UpsertResult(upserted=resp.upserted, replaced=resp.replaced)
+        result = wire.upsert_result_from_pb(resp)
         if failure:
             exc = failure[0]
             exc.committed_batches, exc.committed_documents = resp.batches, resp.upserted
@@ -262,20 +280,41 @@ class RemoteCollection(Requests):
     def __repr__(self) -> str:
         return f"RemoteCollection({self.name!r}, target={self._client.target!r})"
 
-    # -- writes ----------------------------------------------------------------------------
-    def upsert(self, docs: Sequence[Document | dict]) -> UpsertResult:
-        """Insert or replace a batch of documents atomically; returns after the server's commit."""
-        return wire.upsert_result_from_pb(self._client._call("Upsert", self._upsert_request(docs)))
+    def __reduce__(self):
+        """Pickles as what reconnects to it (target, token, TLS, timeout, name), e.g. for Ray workers;
+        TLS given as grpc.ChannelCredentials cannot be pickled."""
+        if isinstance(self._client._args[2], grpc.ChannelCredentials):
+            raise InvalidTypeError("a RemoteCollection whose Client has tls=grpc.ChannelCredentials cannot be "
+                                   "pickled; pass tls as True, a CA path or PEM bytes.")
+        return _reconnect, (self._client._args, self.name)
 
-    def upsert_stream(self, batches: Iterable[Sequence[Document | dict]]) -> UpsertResult:
-        """Send many batches on one stream; each commits on arrival. Returns the totals.
+    # -- writes ----------------------------------------------------------------------------
+    def upsert(self, docs: Sequence[Document | dict], *, on_duplicate: str = "insert",
+               threshold: float | None = None) -> UpsertResult:
+        """Insert or replace a batch of documents atomically; returns after the server's commit.
+        ``on_duplicate`` and ``threshold``: see ``Collection.upsert``."""
+        req = self._upsert_request(docs, on_duplicate, threshold)
+        return wire.upsert_result_from_pb(self._client._call("Upsert", req))
+
+    def upsert_stream(self, batches: Iterable[Sequence[Document | dict]], *, on_duplicate: str = "insert",
+                      threshold: float | None = None) -> UpsertResult:
+        """Send many batches on one stream; each commits on arrival. Returns the totals (and every
+        skipped or tagged document, with ``on_duplicate``).
 
         If the stream fails, the exception has ``committed_batches`` and ``committed_documents``:
         those first batches are durably committed (each batch is atomic), the rest are not.
         """
+        check_on_duplicate(on_duplicate, threshold, self.config.threshold)
         failure: list = []
-        resp = self._client._call("UpsertStream", self._stream_requests(batches, failure))
+        resp = self._client._call("UpsertStream", self._stream_requests(batches, failure, on_duplicate, threshold))
         return self._stream_result(resp, failure)
+
+    def scroll(self, filter: dict | str | None = None, *, batch_size: int = 1000, with_text: bool = False,
+               with_vector: bool = False, after: str | None = None) -> Iterator[ScrollPage]:
+        """Pages of documents in id order over the Scroll RPC; see ``Collection.scroll``. The
+        arguments are checked at once; the pages stream as the iterator is consumed."""
+        req = self._scroll_request(filter, batch_size, with_text, with_vector, after)
+        return self._client._stream("Scroll", req, wire.scroll_page_from_pb)
 
     def delete(self, ids: Sequence[str], *, missing_ok: bool = False) -> int:
         return self._client._call("Delete", self._delete_request(ids, missing_ok)).deleted
@@ -356,6 +395,7 @@ class Client:
                  timeout: float | None = None, options: Sequence[tuple[str, Any]] = ()) -> None:
         self.target = target
         self.timeout = timeout
+        self._args = (target, token, tls, timeout, tuple(options))
         creds = channel_credentials(tls)
         opts = CHANNEL_OPTIONS + list(options)
         self._channel = grpc.secure_channel(target, creds, opts) if creds else grpc.insecure_channel(target, opts)
@@ -380,6 +420,14 @@ class Client:
             if method == "FindDuplicates":
                 result = list(result)
             return result
+        except grpc.RpcError as exc:
+            raise translate_error(exc.code(), exc.details(), exc.trailing_metadata()) from None
+
+    def _stream(self, method: str, request, convert):
+        """The converted messages of a server-streaming call, as they arrive (errors translated)."""
+        try:
+            for msg in self._methods[method](request, timeout=self.timeout, metadata=self._metadata):
+                yield convert(msg)
         except grpc.RpcError as exc:
             raise translate_error(exc.code(), exc.details(), exc.trailing_metadata()) from None
 
@@ -452,6 +500,12 @@ def snapshot_request(name: Any) -> pb.SnapshotRequest:
 
 def _snapshot_info(msg: pb.SnapshotInfo) -> SnapshotInfo:
     return SnapshotInfo(msg.name, msg.size_bytes, msg.created_unix_seconds)
+
+
+def _reconnect(args, name: str) -> RemoteCollection:
+    target, token, tls, timeout, options = args
+    client = Client(target, token, tls, timeout=timeout, options=options)
+    return client.get_collection(name)
 
 
 def stats_from_pb(msg: pb.StatsResponse) -> dict[str, Any]:

@@ -43,6 +43,8 @@ from .index import (
     Neighbor,
     QueryStats,
     UpsertResult,
+    Duplicate,
+    ScrollPage,
     check_ids,
     check_vector,
 )
@@ -86,6 +88,10 @@ __all__ = [
     "cluster_to_pb",
     "cluster_from_pb",
     "upsert_result_from_pb",
+    "upsert_result_to_pb",
+    "scroll_request",
+    "scroll_page_to_pb",
+    "scroll_page_from_pb",
     "classifier_info_to_pb",
     "classifier_info_from_pb",
     "classifications_to_pb",
@@ -299,10 +305,13 @@ def vectors_from_pb(msg, func: str) -> np.ndarray | list[np.ndarray] | None:
 
 
 # -- documents --------------------------------------------------------------------------------
-def upsert_request(collection: str, docs: list[Document], dim: int | None) -> pb.UpsertRequest:
+def upsert_request(collection: str, docs: list[Document], dim: int | None, on_duplicate: str | None = None,
+                   threshold: float | None = None) -> pb.UpsertRequest:
     """An UpsertRequest of documents normalised by :func:`~simsearch.index.check_documents`
-    (metadata as its JSON text), their vectors in one ``packed_vectors`` Matrix."""
-    req = pb.UpsertRequest(collection=collection)
+    (metadata as its JSON text), their vectors in one ``packed_vectors`` Matrix; ``on_duplicate``
+    and ``threshold`` as given (None: unset)."""
+    req = pb.UpsertRequest(collection=collection, on_duplicate=on_duplicate,
+                           duplicate_threshold=None if threshold is None else float(threshold))
     add = req.documents.add
     vectors, owners = [], []
     for i, d in enumerate(docs):
@@ -518,7 +527,36 @@ def cluster_from_pb(msg: pb.Cluster) -> Cluster:
 
 
 def upsert_result_from_pb(msg) -> UpsertResult:
-    return UpsertResult(upserted=msg.upserted, replaced=msg.replaced)
+    """An UpsertResponse or UpsertStreamResponse as the UpsertResult it encodes."""
+    return UpsertResult(upserted=msg.upserted, replaced=msg.replaced, skipped=msg.skipped,
+                        duplicates=tuple(Duplicate(d.id, d.duplicate_of, d.jaccard) for d in msg.duplicates))
+
+
+def upsert_result_to_pb(result: UpsertResult, cls=None, **extra):
+    """``result`` as an UpsertResponse (or ``cls``, e.g. UpsertStreamResponse, with ``extra`` fields)."""
+    cls = pb.UpsertResponse if cls is None else cls
+    return cls(upserted=result.upserted, replaced=result.replaced, skipped=result.skipped,
+               duplicates=[pb.Duplicate(id=d.id, duplicate_of=d.duplicate_of, jaccard=d.jaccard)
+                           for d in result.duplicates], **extra)
+
+
+def scroll_request(collection: str, filter_json: str, batch_size, with_text, with_vector, after) -> pb.ScrollRequest:
+    """A ScrollRequest of arguments as given (the server's ``Collection.scroll`` checks them)."""
+    func = "scroll"
+    return pb.ScrollRequest(
+        collection=collection, filter_json=filter_json,
+        batch_size=encode_int(batch_size, "batch_size", 1, _INT64_MAX, func),
+        with_text=with_text, with_vector=with_vector,
+        after=None if after is None else encode_string(after, f"The 'after' parameter of {func}"),
+    )
+
+
+def scroll_page_to_pb(page: ScrollPage) -> pb.ScrollPage:
+    return pb.ScrollPage(documents=[document_to_pb(d) for d in page.documents], cursor=page.cursor)
+
+
+def scroll_page_from_pb(msg: pb.ScrollPage) -> ScrollPage:
+    return ScrollPage(documents=tuple(document_from_pb(d) for d in msg.documents), cursor=optional(msg, "cursor"))
 
 
 def classifier_info_from_pb(msg: pb.ClassifierInfo) -> ClassifierInfo:

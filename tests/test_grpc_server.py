@@ -67,7 +67,7 @@ def test_service_declares_every_rpc():
     methods = {m.name for m in pb.DESCRIPTOR.services_by_name["SimSearch"].methods}
     assert methods == {
         "CreateCollection", "GetCollection", "ListCollections", "DropCollection", "Upsert", "UpsertStream", "Delete",
-        "Get", "Count", "QueryNearDuplicates", "SearchVectors", "FindDuplicates", "Stats",
+        "Get", "Count", "Scroll", "QueryNearDuplicates", "SearchVectors", "FindDuplicates", "Stats",
         "TrainClassifier", "ListClassifiers", "Classify", "DeleteClassifier",
         "Snapshot", "ListSnapshots", "DeleteSnapshot",
     }

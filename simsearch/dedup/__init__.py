@@ -21,10 +21,11 @@ from ._core import (
     merge_pairs,
     verify_pairs,
 )
-from ._run import ENGINES, DedupSummary, format_summary, run
+from ._run import ENGINES, RULES, DedupSummary, format_summary, run
 
 __all__ = [
     "run",
+    "RULES",
     "DedupSummary",
     "ENGINES",
     "format_summary",

@@ -34,7 +34,7 @@ from ._core import connected_components, merge_pairs
 from ._stages import Params, band_pairs, concat_material, signature_chunk, verify_chunk, \
     verify_material
 
-__all__ = ["run_ray", "import_ray"]
+__all__ = ["run_ray", "import_ray", "ray_matches"]
 
 _ROWS_PER_BUCKET = 2_000_000  # keys per (band, partition) group, which one worker joins
 _PAIRS_PER_TASK = 1_000_000
@@ -353,3 +353,38 @@ def _verify(ray, cand, needed, material, p: Params, cpus: int):
     kept = np.concatenate([np.frombuffer(k, dtype=np.int64).reshape(-1, 2) for _, k, _ in out])
     jac = np.concatenate([np.frombuffer(j, dtype=np.float64) for _, _, j in out])
     return (needed[kept] if kept.size else np.empty((0, 2), dtype=np.int64)), jac
+
+
+def _against_unit(unit, cfg, p, exact, offset, with_ids, coll):
+    """One unit's matches in the collection, queried from this worker (``coll`` is a
+    RemoteCollection, which reconnected to its server when it was unpickled here)."""
+    from ._incremental import _unit_matches
+
+    try:
+        return _unit_matches(coll, unit, cfg, p, exact, offset, with_ids), None
+    except SimsearchError as exc:
+        return None, pickle.dumps(exc)
+
+
+def ray_matches(units, cfg, p: Params, counts, exact: bool, with_ids: bool, coll, address: str | None):
+    """``dedup --against`` on Ray: one task per unit; each worker reads its unit in batches and
+    queries the server of the RemoteCollection ``coll`` (the workers never open an index directory)."""
+    from ._incremental import Matches
+
+    ray = import_ray()
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR)
+    try:
+        task = ray.remote(_against_unit)
+        off = offsets_from_sizes(counts)
+        refs = [task.remote(u, cfg, p, exact, int(off[k]), with_ids, coll) for k, u in enumerate(units)]
+        parts = []
+        for m, err in ray.get(refs):
+            if err is not None:
+                raise pickle.loads(err)
+            parts.append(m)
+        return Matches.concat(parts)
+    finally:
+        if started_here:
+            ray.shutdown()

@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -18,11 +18,13 @@ from ..validation import check_int, check_option, check_param
 from ..banding import choose_params
 from ..errors import AlreadyExistsError, InvalidArgumentError, InvalidTypeError
 from .._arrays import offsets_from_sizes
-from ._common import EngineResult, Progress, StageClock
+from ._common import EngineResult, Progress, StageClock, needs_ids
+from ._incremental import RULES, Matches, add_kept, check_against, check_compatible, first_kept, \
+    first_kept_clusters, query_units, with_collection_pairs
 from ._io import FORMATS, ReadConfig, Unit, plan_units, write_unit
 from ._stages import Params, representative_jaccard
 
-__all__ = ["run", "DedupSummary", "ENGINES"]
+__all__ = ["run", "DedupSummary", "ENGINES", "RULES"]
 
 ENGINES = ("local", "ray")
 _BACKENDS = ("auto", "numpy", "numba", "cupy")
@@ -61,6 +63,10 @@ class DedupSummary:
     peak_rss_scope: str
     inputs: list
     files: dict
+    rule: str = "components"
+    against: str | None = None
+    against_matches: int = 0
+    added: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -85,6 +91,9 @@ def run(
     seed: int = 1,
     overwrite: bool = False,
     quiet: bool = False,
+    rule: str | None = None,
+    against=None,
+    add: bool = False,
 ) -> DedupSummary:
     """Deduplicate ``inputs`` (JSONL[.gz] / Parquet files, or directories) into the directory ``output``.
 
@@ -99,6 +108,13 @@ def run(
     and renamed into place, and removed on any error. An existing non-empty OUTDIR is refused
     unless ``overwrite``. Without ``id_field``, a document's id is its 0-based position in the
     input (files in order); documents of a text directory are identified by their path.
+
+    ``rule``: ``"components"`` (the default without ``against``) keeps the smallest index of each
+    connected component; ``"first-kept"`` drops a document iff it near-duplicates an earlier kept
+    one (see :mod:`simsearch.dedup._incremental`). ``against`` (a Collection or a RemoteCollection) also drops NEW documents that near-duplicate one of the collection's,
+    under the first-kept rule; clusters.parquet and pairs.parquet then name the collection's ids
+    (``representative_id``, ``in_collection``; ``id_a``/``a_in_collection``). ``add`` then upserts
+    the kept documents (id and text) into the collection; it needs ids (``id_field``, or text files).
     """
     started = time.perf_counter()
     f = "dedup.run"
@@ -118,8 +134,21 @@ def run(
     ngram = check_param("ngram", ngram, func=f)
     batch_size = check_int(batch_size, "batch_size", 1, 1 << 24, func=f)
     seed = check_param("seed", seed, func=f)
+    rule = ("first-kept" if against is not None else "components") if rule is None else rule
+    check_option(rule, "rule", RULES, func=f)
+    if against is not None and rule != "first-kept":
+        raise InvalidArgumentError("dedup --against keeps the first-kept rule (the one that a split run keeps "
+                                   "alike); pass rule='first-kept' (--rule first-kept) or leave it unset.")
+    if add and against is None:
+        raise InvalidArgumentError("dedup --add needs --against (the collection to add the kept documents to).")
+    if against is not None:
+        check_against(against, engine)
+        check_compatible(against, ngram=ngram, shingle=shingle, num_perm=num_perm, seed=seed, verify=verify)
     _check_output(output, inputs, overwrite)
     fmt, units = plan_units(inputs, format, batch_size)
+    if add and not needs_ids(fmt, ReadConfig(text_field, id_field, batch_size)):
+        raise InvalidArgumentError("dedup --add needs document ids in the collection; pass --id-field (id_field=) "
+                                   "naming a unique id field of the input.")
 
     b, r = choose_params(threshold, num_perm, verify)
     cfg = ReadConfig(text_field, id_field, batch_size)
@@ -140,10 +169,14 @@ def run(
                f"on {_device(p.backend)}")
         res = run_local(units, cfg, p, ui, clock, _total_hint(units))
         res.device = _device(p.backend)
+    coll, described = against, (None if against is None else against.name)
+    fk = None
+    if rule == "first-kept":
+        fk = _first_kept(units, cfg, p, res, coll, engine, ray_address, ui, clock)
     tmp = _make_tmp(output)
     try:
-        files = _write_outputs(tmp, units, cfg, p, res, ui, clock)
-        summary = _summary(output, fmt, engine, p, res, clock, started, inputs, files)
+        files = _write_outputs(tmp, units, cfg, p, res, ui, clock, fk)
+        summary = _summary(output, fmt, engine, p, res, clock, started, inputs, files, fk, rule, described)
         with open(os.path.join(tmp, "summary.json"), "w", encoding="utf-8") as fh:
             json.dump(summary.as_dict(), fh, indent=2)
             fh.write("\n")
@@ -151,9 +184,50 @@ def run(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if add:
+        added = add_kept(coll, units, cfg, res.counts, fk.keep, ui)
+        clock.lap("add")
+        summary = replace(summary, added=added, seconds={**summary.seconds, "add": round(clock.seconds["add"], 4)})
+        with open(os.path.join(output, "summary.json"), "w", encoding="utf-8") as fh:
+            json.dump(summary.as_dict(), fh, indent=2)
+            fh.write("\n")
     if not quiet:
         print(format_summary(summary), file=sys.stderr, flush=True)
     return summary
+
+
+@dataclass
+class _FirstKept:
+    """The first-kept rule's outcome: per document its representative (-1: a collection document)."""
+
+    rep: np.ndarray
+    rep_jaccard: np.ndarray
+    matches: Matches
+
+    @property
+    def keep(self) -> np.ndarray:
+        return self.rep == np.arange(self.rep.shape[0])
+
+
+def _first_kept(units, cfg, p, res, coll, engine, ray_address, ui, clock) -> _FirstKept:
+    n = int(res.clusters.shape[0])
+    matches = Matches.empty()
+    if coll is not None:
+        exact = p.verify == "exact"
+        with_ids = bool(units) and needs_ids(units[0].format, cfg)
+        if engine == "ray":
+            from ._ray import ray_matches
+
+            matches = ray_matches(units, cfg, p, res.counts, exact, with_ids, coll, ray_address)
+        else:
+            matches = query_units(coll, units, cfg, p, res.counts, exact, with_ids, ui)
+        clock.lap("against")
+    blocked = np.zeros(n, dtype=bool)
+    blocked[matches.index] = True
+    rep, rep_jac = first_kept(n, res.pairs, res.jaccard, blocked)
+    rep_jac[matches.index] = matches.jaccard
+    clock.lap("components")
+    return _FirstKept(rep, rep_jac, matches)
 
 
 def _check_output(output: str, inputs: list[str], overwrite: bool) -> None:
@@ -212,14 +286,14 @@ def _device(backend: str) -> str:
 
 
 def _write_outputs(tmp: str, units: list[Unit], cfg: ReadConfig, p: Params, res: EngineResult, ui: Progress,
-                   clock: StageClock) -> dict:
-    """data/ (kept records per unit) and clusters.parquet, inside ``tmp``."""
+                   clock: StageClock, fk: _FirstKept | None = None) -> dict:
+    """data/ (kept records per unit), clusters.parquet and pairs.parquet, inside ``tmp``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     clusters = res.clusters
     n = clusters.shape[0]
-    keep = clusters == np.arange(n)
+    keep = clusters == np.arange(n) if fk is None else fk.keep
     off = offsets_from_sizes(res.counts)
     data = os.path.join(tmp, "data")
     os.makedirs(data)
@@ -228,17 +302,20 @@ def _write_outputs(tmp: str, units: list[Unit], cfg: ReadConfig, p: Params, res:
             rows = np.flatnonzero(keep[off[k] : off[k + 1]]).astype(np.int64)
             write_unit(unit, cfg, rows, data)
             bar.update(int(res.counts[k]))
-    members, jac = representative_jaccard(clusters, res.needed, res.material, p)
-    pq.write_table(pa.table({
-        "id": _ids_of(members, res), "index": pa.array(members, type=pa.int64()),
-        "cluster_id": pa.array(clusters[members], type=pa.int64()), "kept": pa.array(keep[members], type=pa.bool_()),
-        "jaccard": pa.array(jac, type=pa.float64()),
-    }), os.path.join(tmp, "clusters.parquet"))
+    if fk is None:
+        members, jac = representative_jaccard(clusters, res.needed, res.material, p)
+        table = {"id": _ids_of(members, res), "index": pa.array(members, type=pa.int64()),
+                 "cluster_id": pa.array(clusters[members], type=pa.int64()),
+                 "kept": pa.array(keep[members], type=pa.bool_()), "jaccard": pa.array(jac, type=pa.float64())}
+    else:
+        table = first_kept_clusters(fk.rep, fk.rep_jaccard, fk.matches, lambda d: _ids_of(d, res).to_pylist())
+    pq.write_table(pa.table(table), os.path.join(tmp, "clusters.parquet"))
     a, b = res.pairs[:, 0], res.pairs[:, 1]
-    pq.write_table(pa.table({
-        "id_a": _ids_of(a, res), "id_b": _ids_of(b, res), "index_a": pa.array(a, type=pa.int64()),
-        "index_b": pa.array(b, type=pa.int64()), "jaccard": pa.array(res.jaccard, type=pa.float64()),
-    }), os.path.join(tmp, "pairs.parquet"))
+    table = {"id_a": _ids_of(a, res), "id_b": _ids_of(b, res), "index_a": pa.array(a, type=pa.int64()),
+             "index_b": pa.array(b, type=pa.int64()), "jaccard": pa.array(res.jaccard, type=pa.float64())}
+    if fk is not None:
+        table = with_collection_pairs(table, fk.matches)
+    pq.write_table(pa.table(table), os.path.join(tmp, "pairs.parquet"))
     clock.lap("write")
     return {"data": "data", "clusters": "clusters.parquet", "pairs": "pairs.parquet", "summary": "summary.json"}
 
@@ -253,20 +330,28 @@ def _ids_of(docs: np.ndarray, res: EngineResult):
     return pa.array([res.needed_ids[i] for i in pos.tolist()], type=pa.string())
 
 
-def _summary(output, fmt, engine, p: Params, res: EngineResult, clock, started, inputs, files) -> DedupSummary:
+def _summary(output, fmt, engine, p: Params, res: EngineResult, clock, started, inputs, files,
+             fk: _FirstKept | None = None, rule: str = "components", against: str | None = None) -> DedupSummary:
     clusters = res.clusters
     n = int(clusters.shape[0])
-    docs_out = int((clusters == np.arange(n)).sum())
-    sizes = np.bincount(clusters, minlength=n) if n else np.zeros(0, np.int64)
+    if fk is None:
+        docs_out = int((clusters == np.arange(n)).sum())
+        sizes = np.bincount(clusters, minlength=n) if n else np.zeros(0, np.int64)
+        n_clusters = int((sizes > 1).sum())
+    else:
+        docs_out = int(fk.keep.sum())
+        dropped = ~fk.keep
+        n_clusters = len(np.unique(fk.rep[dropped & (fk.rep >= 0)])) + len(set(fk.matches.ids))
     seconds = {k: round(v, 4) for k, v in clock.seconds.items()}
     seconds["total"] = round(time.perf_counter() - started, 4)
     return DedupSummary(
         output=output, format=fmt, engine=engine, backend=res.backend or p.backend, device=res.device, docs_in=n,
-        docs_out=docs_out, duplicates=n - docs_out, clusters=int((sizes > 1).sum()), candidates=res.candidates,
-        pairs=int(res.pairs.shape[0]), threshold=p.threshold, num_perm=p.num_perm, bands=p.b, rows_per_band=p.r,
+        docs_out=docs_out, duplicates=n - docs_out, clusters=n_clusters, candidates=res.candidates,
+        pairs=int(res.pairs.shape[0]) + (0 if fk is None else len(fk.matches.index)), threshold=p.threshold, num_perm=p.num_perm, bands=p.b, rows_per_band=p.r,
         ngram=p.ngram, shingle=p.shingle, verify=p.verify, seed=p.seed, seconds=seconds,
         peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        peak_rss_scope=res.peak_rss_scope, inputs=inputs, files=files,
+        peak_rss_scope=res.peak_rss_scope, inputs=inputs, files=files, rule=rule, against=against,
+        against_matches=0 if fk is None else len(fk.matches.index),
     )
 
 
@@ -276,7 +361,11 @@ def format_summary(s: DedupSummary) -> str:
             ("duplicates removed", f"{s.duplicates:,}"), ("clusters (2+ docs)", f"{s.clusters:,}"),
             ("candidate pairs", f"{s.candidates:,}"), ("verified pairs", f"{s.pairs:,}"),
             ("engine / backend", f"{s.engine} / {s.backend} on {s.device}"),
-            ("banding (b x r)", f"{s.bands} x {s.rows_per_band}, threshold {s.threshold}, verify {s.verify}")]
+            ("banding (b x r)", f"{s.bands} x {s.rows_per_band}, threshold {s.threshold}, verify {s.verify}"),
+            ("rule", s.rule)]
+    if s.against is not None:
+        rows += [("against", s.against), ("matched in collection", f"{s.against_matches:,}"),
+                 ("added to collection", f"{s.added:,}")]
     rows += [(f"time: {k}", f"{v:.2f} s") for k, v in s.seconds.items()]
     rows.append(("peak RSS", f"{s.peak_rss_bytes / 2**20:,.0f} MiB ({s.peak_rss_scope})"))
     width = max(len(k) for k, _ in rows)

@@ -17,7 +17,10 @@ from ._types import (
     QueryStats,
     SearchResult,
     UpsertResult,
+    Duplicate,
+    ScrollPage,
 )
+from ._ingest import DUPLICATE_JACCARD_FIELD, DUPLICATE_OF_FIELD, ON_DUPLICATE, check_on_duplicate
 
 __all__ = [
     "Index",
@@ -31,6 +34,11 @@ __all__ = [
     "QueryStats",
     "SearchResult",
     "UpsertResult",
+    "Duplicate",
+    "ScrollPage",
+    "ON_DUPLICATE",
+    "DUPLICATE_OF_FIELD",
+    "DUPLICATE_JACCARD_FIELD",
     "Classification",
     "ClassifierInfo",
     "MAX_K",
@@ -45,6 +53,7 @@ __all__ = [
     "check_kind",
     "check_params",
     "check_filter",
+    "check_on_duplicate",
     "METRICS",
     "Filter",
     "Column",

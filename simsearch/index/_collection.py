@@ -10,7 +10,7 @@ between.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,12 +26,12 @@ from ..errors import (
 )
 from ..minhash import is_empty, minhash
 from ..shingling import shingle_hashes
-from ..validation import check_option, check_param
-from . import _doctable
+from ..validation import check_int, check_option, check_param
+from . import _doctable, _ingest
 from ._classify import Classification, ClassifierInfo
-from ._document import check_documents, check_ids
-from ._engine import Engine
+from ._document import check_documents, check_id, check_ids
 from ._filter import parse as parse_filter
+from ._engine import Engine
 from ._filtering import FieldStore, RowSet, fields_path
 from ._vecsearch import CollectionVectors, ann_stem
 from ._storage import pack, unpack
@@ -40,7 +40,9 @@ from ._types import (
     Cluster,
     CollectionConfig,
     Document,
+    Duplicate,
     NearDuplicate,
+    ScrollPage,
     Neighbor,
     QueryStats,
     SearchResult,
@@ -228,9 +230,18 @@ class Collection:
         return arr
 
     # -- writes ----------------------------------------------------------------------------
-    def upsert(self, docs: Sequence[Document | dict]) -> UpsertResult:
-        """Insert or replace a batch of documents atomically; returns after the commit."""
+    def upsert(self, docs: Sequence[Document | dict], *, on_duplicate: str = "insert",
+               threshold: float | None = None) -> UpsertResult:
+        """Insert or replace a batch of documents atomically; returns after the commit.
+
+        ``on_duplicate``: ``"insert"`` stores every document; ``"skip"`` leaves out a document
+        whose near-duplicate (Jaccard >= ``threshold``, default the collection's; exact when the
+        collection stores shingles) is stored or comes earlier in the batch and is kept; ``"tag"``
+        stores it with metadata ``_duplicate_of`` and ``_duplicate_jaccard`` set. The decision
+        and the insert happen under the write lock (see :mod:`simsearch.index._ingest`); the
+        result lists each skipped or tagged document."""
         self._check_alive()
+        on_duplicate, threshold = _ingest.check_on_duplicate(on_duplicate, threshold, self.config.threshold)
         norm = check_documents(docs, dim=self.config.dim, collection=self.name, max_batch=self._index.max_batch,
                                max_text_bytes=self._index.max_text_bytes)  # metadata as its JSON text
         cfg = self.config
@@ -260,23 +271,39 @@ class Collection:
             (d.id, d.text if store_text else None, d.metadata, d.label, vec_blobs[i], sig_blobs[i], shingle_blobs[i])
             for i, d in enumerate(norm)
         ]
+        ids = [d.id for d in norm]
+        labels = [d.label for d in norm]
+        duplicates: tuple[Duplicate, ...] = ()
         with self._lock.write():
             self._check_alive()
+            if on_duplicate != "insert":
+                decision = _ingest.decide(self, ids, [d.text for d in norm], sigs, on_duplicate, threshold,
+                                          cfg.store_shingles)
+                duplicates = tuple(Duplicate(ids[j], of, jac) for j, (of, jac) in sorted(decision.matches.items()))
+                if on_duplicate == "tag":
+                    for j, (of, jac) in decision.matches.items():
+                        rows[j] = rows[j][:2] + (_ingest.tag_metadata(rows[j][2], of, jac),) + rows[j][3:]
+                elif not decision.stored.all():
+                    keep = np.flatnonzero(decision.stored)
+                    rows, ids, labels = [rows[i] for i in keep], [ids[i] for i in keep], [labels[i] for i in keep]
+                    sigs = sigs[keep]
+                    vecs = None if vecs is None else vecs[keep]
+                if not rows:
+                    return UpsertResult(upserted=0, replaced=0, skipped=len(norm), duplicates=duplicates)
             # A memtable past its size is flushed first: a full disk fails this write uncommitted.
             self._engine.flush_if_full()
             # Only ids the collection holds need a DELETE (the engine mirrors what is committed;
             # were it ever wrong, the UNIQUE (cid, ext_id) constraint fails the batch).
-            ids = [d.id for d in norm]
             replaced = [e for e, r in zip(ids, self._engine.rowids_of(ids)) if r >= 0]
             removed, new_rowids, seq = self._storage.write(self._cid, replaced, rows)
             try:
-                self._engine.apply(seq, np.asarray(removed, dtype=np.int64), new_rowids, ids,
-                                   [d.label for d in norm], sigs, vecs)
-                self._applied(removed, new_rowids, ids, [d.label for d in norm], [d.metadata for d in norm], vecs)
+                self._engine.apply(seq, np.asarray(removed, dtype=np.int64), new_rowids, ids, labels, sigs, vecs)
+                self._applied(removed, new_rowids, ids, labels, [r[2] for r in rows], vecs)
             except BaseException:
                 self._rebuild()  # memory must match what was committed
                 raise
-        return UpsertResult(upserted=len(norm), replaced=len(removed))
+        return UpsertResult(upserted=len(rows), replaced=len(removed), skipped=len(norm) - len(rows),
+                            duplicates=duplicates)
 
     def delete(self, ids: Sequence[str], *, missing_ok: bool = False) -> int:
         """Delete documents by id, atomically. Unknown ids raise NotFoundError unless ``missing_ok``."""
@@ -313,6 +340,50 @@ class Collection:
         if missing:
             raise NotFoundError(f"get: {len(missing)} unknown id(s) in collection {self.name!r}, e.g. {missing[0]!r}")
         return [self._to_document(rows[i]) for i in ids]
+
+    def scroll(self, filter: dict | str | None = None, *, batch_size: int = 1000, with_text: bool = False,
+               with_vector: bool = False, after: str | None = None) -> Iterator[ScrollPage]:
+        """Every document (or those ``filter`` keeps: :func:`simsearch.index.parse_filter`) in id
+        order, as pages of up to ``batch_size``. Resumable: ``after=page.cursor`` continues after a
+        page. Each page is read under the read lock, from one committed state; a document written
+        during the walk appears if its id sorts after the current page. Text and vector are
+        left out (None) unless ``with_text`` / ``with_vector``."""
+        self._check_alive()
+        func = "scroll"
+        flt = parse_filter(filter)
+        batch_size = check_int(batch_size, "batch_size", 1, self._index.max_batch, func=func)
+        for name, val in (("with_text", with_text), ("with_vector", with_vector)):
+            if not isinstance(val, bool):
+                raise InvalidTypeError(f"The '{name}' parameter of {func} must be a bool.")
+        if after is not None:
+            after = check_id(after, f"The 'after' parameter of {func}")
+        return self._scroll(flt, batch_size, with_text, with_vector, after)
+
+    def _scroll(self, flt, batch_size: int, with_text: bool, with_vector: bool, after: str | None):
+        while True:
+            self._check_alive()
+            page: list[Document] = []
+            with self._lock.read():
+                while len(page) < batch_size:
+                    rows = self._storage.scan(self._cid, after, batch_size)
+                    for row in rows:
+                        after = row.ext_id
+                        meta = json.loads(row.metadata)
+                        if flt is not None and not flt.matches(meta, id=row.ext_id, label=row.label):
+                            continue
+                        page.append(Document(id=row.ext_id, text=row.text if with_text else None, metadata=meta,
+                                             vector=unpack(row.vector, np.float32) if with_vector else None,
+                                             label=row.label))
+                        if len(page) == batch_size:
+                            break
+                    if len(rows) < batch_size:
+                        break
+            done = len(page) < batch_size
+            if page or not done:
+                yield ScrollPage(documents=tuple(page), cursor=page[-1].id)
+            if done:
+                return
+            after = page[-1].id
 
     def _metadata_of(self, ids: list[str]) -> list[dict]:
         """The metadata of stored documents ``ids``, in order, read in chunks (no ``max_batch``
@@ -462,21 +533,21 @@ class Collection:
         nq = len(sigs)
         exclude = np.asarray(exclude, np.int64)
         if cand_lists is None:
-            q, src, rows = eng.candidates(sigs)
+            q, src, rows, cand_rowids, est = eng.scored_candidates(sigs)
         else:
             q = np.repeat(np.arange(nq, dtype=np.int64), [len(c) for c in cand_lists])
             flat = np.concatenate(cand_lists).astype(np.int64) if cand_lists else np.empty(0, np.int64)
             src, rows = eng.locate_rowids(flat)
             ok = src >= 0
-            q, src, rows = q[ok], src[ok], rows[ok]
-        keep = eng.rowids_at(src, rows) != exclude[q]
-        q, src, rows = q[keep], src[keep], rows[keep]
-        est = eng.estimate(sigs, q, src, rows)
+            q, src, rows, cand_rowids = q[ok], src[ok], rows[ok], flat[ok]
+            est = eng.estimate(sigs, q, src, rows)
+        keep = cand_rowids != exclude[q]
+        if not keep.all():
+            q, src, rows, cand_rowids, est = q[keep], src[keep], rows[keep], cand_rowids[keep], est[keep]
         exa = None
         if shingles is not None and len(q):
             from .._arrays import offsets_from_sizes
 
-            cand_rowids = eng.rowids_at(src, rows)
             uniq, inv = np.unique(cand_rowids, return_inverse=True)
             sets = self._shingle_sets(uniq.tolist())
             c_sets = [sets[int(r)] for r in uniq]

@@ -58,6 +58,8 @@ def segments_dir(index_path: str, cid: int) -> str:
     return os.path.join(index_path, SEGMENTS_DIR, f"c{cid}")
 
 
+_SCAN_LIMIT = 1 << 22  # queries x memtable rows above which a probe sorts the memtable instead of scanning it
+
 class Engine:
     def __init__(self, storage, cid: int, cfg, backend, lock, index_path: str | None, *, fsync: bool):
         self.storage = storage
@@ -518,14 +520,18 @@ class Engine:
                     out[i] = v
         return out
 
-    def candidates(self, qsigs: np.ndarray):
-        """(query, source, row) of every LSH candidate of each query signature."""
-        qkeys = self.k.band_keys(qsigs, self.b, self.r)
+    def candidates(self, qsigs: np.ndarray, qkeys: np.ndarray | None = None):
+        """(query, source, row) of every LSH candidate of each query signature (``qkeys``: their
+        band keys, when the caller has them)."""
+        qkeys = self.k.band_keys(qsigs, self.b, self.r) if qkeys is None else qkeys
         qvalid = nonempty(qsigs)
         qs, ss, rs = [], [], []
         for s, src in enumerate(self.sources()):
             if isinstance(src, Segment):
                 off, rows = self.k.lookup(*src.table, src.alive, qkeys, qvalid)
+            elif len(qsigs) * len(src) > _SCAN_LIMIT:  # a batch of queries: sort the memtable's keys once
+                mask = src.lsh_mask()
+                off, rows = self.k.lookup(*self.k.bucket_sort(src.keys, mask), mask, qkeys, qvalid)
             else:
                 off, rows = self.k.scan(src.keys, src.lsh_mask(), qkeys, qvalid)
             if len(rows):
@@ -536,6 +542,30 @@ class Engine:
             e = np.empty(0, np.int64)
             return e, e, e
         return np.concatenate(qs), np.concatenate(ss), np.concatenate(rs)
+
+    def scored_candidates(self, qsigs: np.ndarray):
+        """(query, source, row, rowid, estimated Jaccard) of every LSH candidate, in one pass
+        over the sources (the lookup and the pair-Jaccard kernel per source)."""
+        qkeys = self.k.band_keys(qsigs, self.b, self.r)
+        qvalid = nonempty(qsigs)
+        parts = []
+        nq = len(qsigs)
+        for s, src in enumerate(self.sources()):
+            if isinstance(src, Segment):
+                off, rows = self.k.lookup(*src.table, src.alive, qkeys, qvalid)
+            else:
+                off, rows = self.k.scan(src.keys, src.lsh_mask(), qkeys, qvalid)
+            if len(rows):
+                rows = np.asarray(rows, np.int64)
+                q = np.repeat(np.arange(nq, dtype=np.int64), np.diff(off)) if nq > 1 else np.zeros(len(rows), np.int64)
+                parts.append((q, np.full(len(rows), s, np.int64), rows, src.rowids[rows],
+                              self.k.pair_jaccard_sigs(qsigs, src.sigs, q, rows)))
+        if not parts:
+            e = np.empty(0, np.int64)
+            return e, e, e, e, np.empty(0, np.float64)
+        if len(parts) == 1:
+            return parts[0]
+        return tuple(np.concatenate([p[i] for p in parts]) for i in range(5))
 
     def estimate(self, qsigs, q, src, rows) -> np.ndarray:
         """Estimated Jaccard of each (query, candidate) pair (the pair-Jaccard kernel)."""
@@ -614,6 +644,12 @@ class Engine:
                 continue
             valive = seg.alive[seg.vec_rows]
             vrowids = seg.rowids[seg.vec_rows]
+            ndead = len(valive) - int(valive.sum())
+            if ndead <= _GATHER_DEAD:  # one scan of the whole segment: fewer calls, fewer thread hand-offs
+                blocks = seg.vec_blocks
+                add(seg.vecs, max(b[2] for b in blocks), max(b[3] for b in blocks), vrowids,
+                    valive if ndead else None)
+                continue
             for lo, hi, amax, bnorm in seg.vec_blocks:
                 a = valive[lo:hi]
                 add(seg.vecs[lo:hi], amax, bnorm, vrowids[lo:hi], None if a.all() else a)

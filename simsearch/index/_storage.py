@@ -511,6 +511,20 @@ class SQLiteStorage:
             rows.append(Row(*r[:8]))
         return rows
 
+    def scan(self, cid: int, after: str | None, limit: int) -> list[Row]:
+        """Up to ``limit`` rows with ``ext_id > after`` (None: from the first), in ext_id order
+        (SQLite's BINARY collation: UTF-8 byte order), checksums verified; the (cid, ext_id)
+        index makes each call a range read."""
+        cols = "rowid, ext_id, text, metadata, label, vector, signature, shingles, crc_index, crc_doc"
+        sql = f"SELECT {cols} FROM documents WHERE cid=?{'' if after is None else ' AND ext_id > ?'} ORDER BY ext_id LIMIT ?"
+        args = (cid, limit) if after is None else (cid, after, limit)
+        rows = []
+        for r in self._guard(lambda: self._reader().execute(sql, args).fetchall()):
+            if crc_index(r[1], r[4], r[5], r[6]) != r[8] or crc_doc(r[2], r[3], r[7]) != r[9]:
+                raise StorageCorruptionError(f"document {r[1]!r} failed its checksum in {self._where}")
+            rows.append(Row(*r[:8]))
+        return rows
+
     def fetch_shingle_sources(self, cid: int, rowids: list[int]) -> dict[int, tuple[bytes | None, str | None]]:
         """rowid -> (stored shingle blob, text) for the rows that exist, checksums verified.
 

@@ -27,6 +27,8 @@ __all__ = [
     "Neighbor",
     "Cluster",
     "UpsertResult",
+    "Duplicate",
+    "ScrollPage",
     "QueryStats",
     "SearchResult",
     "METRICS",
@@ -172,9 +174,34 @@ class Cluster:
 
 
 @dataclass(frozen=True)
+class ScrollPage:
+    """One page of ``Collection.scroll``: documents in id order, and the cursor to pass as
+    ``after=`` to continue after them (the last document's id)."""
+
+    documents: tuple[Document, ...]
+    cursor: str | None
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """A document of an upsert batch that near-duplicates ``duplicate_of`` (a stored document, or
+    an earlier one of the batch) with Jaccard ``jaccard``; see ``Collection.upsert(on_duplicate=)``."""
+
+    id: str
+    duplicate_of: str
+    jaccard: float
+
+
+@dataclass(frozen=True)
 class UpsertResult:
+    """``upserted``: documents stored; ``replaced``: of those, ids that existed before;
+    ``skipped``: near-duplicates not stored (on_duplicate="skip"); ``duplicates``: every skipped or
+    tagged document, in batch order."""
+
     upserted: int
     replaced: int
+    skipped: int = 0
+    duplicates: tuple[Duplicate, ...] = ()
 
 
 @dataclass(frozen=True)

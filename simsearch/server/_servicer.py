@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError
 import simsearch
 from simsearch import wire
 from simsearch.errors import InvalidArgumentError, ResourceExhaustedError
-from simsearch.index import MAX_K, CollectionInfo, Index
+from simsearch.index import MAX_K, CollectionInfo, Index, UpsertResult
 from simsearch.wire import pb
 
 from ._config import MiB, ServerConfig
@@ -85,16 +85,21 @@ class SimSearchServicer:
     # -- writes ----------------------------------------------------------------------------
     def _upsert(self, request):
         coll = self._coll(request.collection)
-        result = coll.upsert(wire.documents_from_pb(request))
+        kwargs = {}
+        if request.HasField("on_duplicate"):
+            kwargs["on_duplicate"] = request.on_duplicate
+        if request.HasField("duplicate_threshold"):
+            kwargs["threshold"] = request.duplicate_threshold
+        result = coll.upsert(wire.documents_from_pb(request), **kwargs)
         self.state.metrics.observe_ingest(result.upserted)
         return result
 
     def Upsert(self, request, context):
-        r = self._upsert(request)
-        return pb.UpsertResponse(upserted=r.upserted, replaced=r.replaced)
+        return wire.upsert_result_to_pb(self._upsert(request))
 
     def UpsertStream(self, requests: Iterator, context):
-        batches = upserted = replaced = 0
+        batches = upserted = replaced = skipped = 0
+        duplicates: list = []
         try:
             for request in requests:
                 if self.state.draining.is_set():
@@ -103,10 +108,13 @@ class SimSearchServicer:
                 _check_deadline(context)
                 r = self._upsert(request)
                 batches, upserted, replaced = batches + 1, upserted + r.upserted, replaced + r.replaced
+                skipped += r.skipped
+                duplicates.extend(r.duplicates)
         finally:
             context.set_trailing_metadata(((wire.COMMITTED_BATCHES_KEY, str(batches)),
                                            (wire.COMMITTED_DOCS_KEY, str(upserted))))
-        return pb.UpsertStreamResponse(batches=batches, upserted=upserted, replaced=replaced)
+        total = UpsertResult(upserted=upserted, replaced=replaced, skipped=skipped, duplicates=tuple(duplicates))
+        return wire.upsert_result_to_pb(total, pb.UpsertStreamResponse, batches=batches)
 
     def Delete(self, request, context):
         n = self._coll(request.collection).delete(list(request.ids), missing_ok=request.missing_ok)
@@ -119,6 +127,16 @@ class SimSearchServicer:
 
     def Count(self, request, context):
         return pb.CountResponse(count=self._coll(request.collection).count())
+
+    def Scroll(self, request, context):
+        kwargs = {} if not request.HasField("batch_size") else {"batch_size": request.batch_size}
+        pages = self._coll(request.collection).scroll(
+            request.filter_json or None, with_text=request.with_text, with_vector=request.with_vector,
+            after=wire.optional(request, "after"), **kwargs)
+        for page in pages:
+            if not context.is_active():
+                return
+            yield wire.scroll_page_to_pb(page)
 
     # -- queries ---------------------------------------------------------------------------
     def QueryNearDuplicates(self, request, context):

@@ -185,32 +185,54 @@ class DropCollectionResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class UpsertRequest(_message.Message):
-    __slots__ = ("collection", "documents", "packed_vectors")
+    __slots__ = ("collection", "documents", "packed_vectors", "on_duplicate", "duplicate_threshold")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     PACKED_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    ON_DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     collection: str
     documents: _containers.RepeatedCompositeFieldContainer[Document]
     packed_vectors: Matrix
-    def __init__(self, collection: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ..., packed_vectors: _Optional[_Union[Matrix, _Mapping]] = ...) -> None: ...
+    on_duplicate: str
+    duplicate_threshold: float
+    def __init__(self, collection: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ..., packed_vectors: _Optional[_Union[Matrix, _Mapping]] = ..., on_duplicate: _Optional[str] = ..., duplicate_threshold: _Optional[float] = ...) -> None: ...
+
+class Duplicate(_message.Message):
+    __slots__ = ("id", "duplicate_of", "jaccard")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_OF_FIELD_NUMBER: _ClassVar[int]
+    JACCARD_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    duplicate_of: str
+    jaccard: float
+    def __init__(self, id: _Optional[str] = ..., duplicate_of: _Optional[str] = ..., jaccard: _Optional[float] = ...) -> None: ...
 
 class UpsertResponse(_message.Message):
-    __slots__ = ("upserted", "replaced")
+    __slots__ = ("upserted", "replaced", "skipped", "duplicates")
     UPSERTED_FIELD_NUMBER: _ClassVar[int]
     REPLACED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     upserted: int
     replaced: int
-    def __init__(self, upserted: _Optional[int] = ..., replaced: _Optional[int] = ...) -> None: ...
+    skipped: int
+    duplicates: _containers.RepeatedCompositeFieldContainer[Duplicate]
+    def __init__(self, upserted: _Optional[int] = ..., replaced: _Optional[int] = ..., skipped: _Optional[int] = ..., duplicates: _Optional[_Iterable[_Union[Duplicate, _Mapping]]] = ...) -> None: ...
 
 class UpsertStreamResponse(_message.Message):
-    __slots__ = ("batches", "upserted", "replaced")
+    __slots__ = ("batches", "upserted", "replaced", "skipped", "duplicates")
     BATCHES_FIELD_NUMBER: _ClassVar[int]
     UPSERTED_FIELD_NUMBER: _ClassVar[int]
     REPLACED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     batches: int
     upserted: int
     replaced: int
-    def __init__(self, batches: _Optional[int] = ..., upserted: _Optional[int] = ..., replaced: _Optional[int] = ...) -> None: ...
+    skipped: int
+    duplicates: _containers.RepeatedCompositeFieldContainer[Duplicate]
+    def __init__(self, batches: _Optional[int] = ..., upserted: _Optional[int] = ..., replaced: _Optional[int] = ..., skipped: _Optional[int] = ..., duplicates: _Optional[_Iterable[_Union[Duplicate, _Mapping]]] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
     __slots__ = ("collection", "ids", "missing_ok")
@@ -253,6 +275,30 @@ class CountResponse(_message.Message):
     COUNT_FIELD_NUMBER: _ClassVar[int]
     count: int
     def __init__(self, count: _Optional[int] = ...) -> None: ...
+
+class ScrollRequest(_message.Message):
+    __slots__ = ("collection", "filter_json", "batch_size", "with_text", "with_vector", "after")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    FILTER_JSON_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    WITH_TEXT_FIELD_NUMBER: _ClassVar[int]
+    WITH_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    filter_json: str
+    batch_size: int
+    with_text: bool
+    with_vector: bool
+    after: str
+    def __init__(self, collection: _Optional[str] = ..., filter_json: _Optional[str] = ..., batch_size: _Optional[int] = ..., with_text: _Optional[bool] = ..., with_vector: _Optional[bool] = ..., after: _Optional[str] = ...) -> None: ...
+
+class ScrollPage(_message.Message):
+    __slots__ = ("documents", "cursor")
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    documents: _containers.RepeatedCompositeFieldContainer[Document]
+    cursor: str
+    def __init__(self, documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ..., cursor: _Optional[str] = ...) -> None: ...
 
 class QueryNearDuplicatesRequest(_message.Message):
     __slots__ = ("collection", "texts", "ids", "threshold", "k", "exact", "filter_json")

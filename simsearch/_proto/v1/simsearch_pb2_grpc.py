@@ -81,6 +81,11 @@ class SimSearchStub:
                 request_serializer=simsearch_dot_v1_dot_simsearch__pb2.CountRequest.SerializeToString,
                 response_deserializer=simsearch_dot_v1_dot_simsearch__pb2.CountResponse.FromString,
                 _registered_method=True)
+        self.Scroll = channel.unary_stream(
+                '/simsearch.v1.SimSearch/Scroll',
+                request_serializer=simsearch_dot_v1_dot_simsearch__pb2.ScrollRequest.SerializeToString,
+                response_deserializer=simsearch_dot_v1_dot_simsearch__pb2.ScrollPage.FromString,
+                _registered_method=True)
         self.QueryNearDuplicates = channel.unary_unary(
                 '/simsearch.v1.SimSearch/QueryNearDuplicates',
                 request_serializer=simsearch_dot_v1_dot_simsearch__pb2.QueryNearDuplicatesRequest.SerializeToString,
@@ -205,6 +210,14 @@ class SimSearchServicer:
 
     def Count(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Scroll(self, request, context):
+        """Every document (or those a filter keeps) in id order, one message per page; a page's cursor,
+        sent back as `after`, resumes after it. Each page is read from one committed state.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -349,6 +362,11 @@ def add_SimSearchServicer_to_server(servicer, server):
                     servicer.Count,
                     request_deserializer=simsearch_dot_v1_dot_simsearch__pb2.CountRequest.FromString,
                     response_serializer=simsearch_dot_v1_dot_simsearch__pb2.CountResponse.SerializeToString,
+            ),
+            'Scroll': grpc.unary_stream_rpc_method_handler(
+                    servicer.Scroll,
+                    request_deserializer=simsearch_dot_v1_dot_simsearch__pb2.ScrollRequest.FromString,
+                    response_serializer=simsearch_dot_v1_dot_simsearch__pb2.ScrollPage.SerializeToString,
             ),
             'QueryNearDuplicates': grpc.unary_unary_rpc_method_handler(
                     servicer.QueryNearDuplicates,
@@ -651,6 +669,33 @@ class SimSearch:
             '/simsearch.v1.SimSearch/Count',
             simsearch_dot_v1_dot_simsearch__pb2.CountRequest.SerializeToString,
             simsearch_dot_v1_dot_simsearch__pb2.CountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Scroll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/simsearch.v1.SimSearch/Scroll',
+            simsearch_dot_v1_dot_simsearch__pb2.ScrollRequest.SerializeToString,
+            simsearch_dot_v1_dot_simsearch__pb2.ScrollPage.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,163 @@
+"""Dedup on ingest: which documents of an upsert batch near-duplicate what is already kept.
+
+``Collection.upsert(docs, on_duplicate=..., threshold=...)`` decides here, under the collection's
+write lock, so the decision and the insert are one step: two concurrent upserts of near-identical
+texts never both get in under ``"skip"``.
+
+The rule is sequential: the batch behaves as if its documents were upserted one by one, in order.
+A document is a near-duplicate when its Jaccard (exact when the collection stores shingles, else
+the signature estimate) reaches ``threshold`` with
+
+* a document already in the collection, other than the stored document of the same id (which it
+  replaces), or
+* an earlier document of the same batch that is stored: under ``"skip"`` a skipped document is not
+  stored, so later documents are not compared with it (the streaming "first kept" rule of
+  ``simsearch dedup --rule first-kept``); under ``"tag"`` every document is stored.
+
+Candidates come from the collection's LSH banding (tuned for recall at the collection's threshold;
+a pair the banding misses is not found, as for ``near_duplicates``). Of several matches the one
+with the highest Jaccard is reported, ties to the smaller id. Documents without text, or whose
+text has no shingles, duplicate nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..minhash import is_empty
+from ..shingling import ShingleSets, shingle_hashes
+from ..validation import check_option, check_param
+
+__all__ = ["ON_DUPLICATE", "DUPLICATE_OF_FIELD", "DUPLICATE_JACCARD_FIELD", "Decision", "check_on_duplicate",
+           "decide", "by_position", "tag_metadata"]
+
+ON_DUPLICATE = ("insert", "skip", "tag")
+# Under on_duplicate="tag" a near-duplicate is stored with these two metadata keys set (replacing
+# any value the document gave them): the id it duplicates and the Jaccard. A filter selects them,
+# e.g. {"_duplicate_of": {"exists": True}} or {"not": {"_duplicate_of": {"exists": True}}}.
+DUPLICATE_OF_FIELD = "_duplicate_of"
+DUPLICATE_JACCARD_FIELD = "_duplicate_jaccard"
+
+_ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Per batch document (by position): ``(id it duplicates, Jaccard)`` or absent; and whether each is stored."""
+
+    matches: dict[int, tuple[str, float]]
+    stored: np.ndarray  # bool per batch document
+
+
+def check_on_duplicate(on_duplicate, threshold, default_threshold: float, func: str = "upsert"):
+    """The validated ``(on_duplicate, threshold)``; ``threshold`` None means the collection's."""
+    on_duplicate = check_option(on_duplicate, "on_duplicate", ON_DUPLICATE, func=func)
+    if threshold is None:
+        return on_duplicate, default_threshold
+    return on_duplicate, check_param("threshold", threshold, func=func, rule="collection_threshold")
+
+
+def decide(coll, ids: list[str], texts: list[str | None], sigs: np.ndarray, mode: str, threshold: float,
+           exact: bool) -> Decision:
+    """The on_duplicate decision for one batch; the caller holds ``coll``'s write lock.
+
+    ``sigs`` (n, num_perm) are the batch's signatures (empty rows for documents without shingles).
+    With ``exact``, shingle sets are computed only for the documents that have a candidate (in
+    the collection or in the batch), so a batch without near-duplicates costs one LSH probe.
+    """
+    n = len(ids)
+    has = np.flatnonzero(~is_empty(sigs)) if n else np.zeros(0, np.int64)
+    stored = np.ones(n, dtype=bool)
+    matches: dict[int, tuple[str, float]] = {}
+    if not len(has):
+        return Decision(matches, stored)
+    eng = coll._engine
+    own = eng.rowids_of([ids[i] for i in has])
+    keys = eng.k.band_keys(np.ascontiguousarray(sigs[has]), eng.b, eng.r)
+    q, src, rows = eng.candidates(sigs[has], keys)
+    q = q[eng.rowids_at(src, rows) != own[q]]  # the stored document of the same id is replaced, not matched
+    with_cands = has[np.unique(q)]
+    ia, ib = _batch_candidates(has, keys)
+    need = np.union1d(with_cands, np.r_[ia, ib]).astype(np.int64)
+    sets = None
+    if exact and len(need):
+        cfg = coll.config
+        sets = by_position(shingle_hashes([texts[i] for i in need], ngram=cfg.ngram, shingle=cfg.shingle,
+                                          backend=coll._index._backend), need.tolist(), n)
+    best = {}
+    if len(with_cands):
+        exclude = eng.rowids_of([ids[i] for i in with_cands])
+        hits = coll._ranked_matches(sigs[with_cands], None if sets is None else [sets[int(i)] for i in with_cands],
+                          np.asarray(exclude, np.int64), threshold, 1)
+        best = {int(i): (h[0].jaccard, h[0].id) for i, h in zip(with_cands, hits) if h}
+    earlier = _verify_pairs(coll, ia, ib, sigs, sets, threshold)
+    for j in sorted(set(best) | set(earlier)):
+        options = [best[j]] if j in best else []
+        options += [(jac, ids[i]) for i, jac in earlier.get(j, ()) if stored[i]]
+        if options:
+            jac, of = min(options, key=lambda o: (-o[0], o[1]))
+            matches[j] = (of, float(jac))
+            stored[j] = mode != "skip"
+    return Decision(matches, stored)
+
+
+def _batch_candidates(has: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pairs (i < j, batch positions, unique) of the batch itself: documents sharing a
+    band key (``keys``, one row per position in ``has``, under the collection's banding)."""
+    e = np.empty(0, np.int64)
+    if len(has) < 2:
+        return e, e
+    pairs = []
+    for j in range(keys.shape[1]):
+        order = np.argsort(keys[:, j], kind="stable")
+        k = keys[order, j]
+        same = np.flatnonzero(k[1:] == k[:-1])
+        if not len(same):
+            continue
+        starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+        ends = np.r_[starts[1:], len(k)]
+        for lo, hi in zip(starts.tolist(), ends.tolist()):
+            if hi - lo > 1:
+                grp = np.sort(has[order[lo:hi]])
+                a, c = np.triu_indices(len(grp), 1)
+                pairs.append(np.stack([grp[a], grp[c]], axis=1))
+    if not pairs:
+        return e, e
+    uniq = np.unique(np.concatenate(pairs), axis=0)
+    return uniq[:, 0], uniq[:, 1]
+
+
+def _verify_pairs(coll, ia, ib, sigs, sets, threshold: float) -> dict[int, list[tuple[int, float]]]:
+    """j -> [(i, Jaccard)] of the candidate pairs that reach ``threshold`` (exact with ``sets``)."""
+    if not len(ia):
+        return {}
+    be = coll._index._backend
+    if sets is None:
+        jac = be.pair_jaccard_sigs(sigs, sigs, ia, ib)
+    else:
+        jac = be.pair_jaccard_sets(sets.offsets, sets.hashes, sets.offsets, sets.hashes, ia, ib)
+    out: dict[int, list[tuple[int, float]]] = {}
+    for i, j, v in zip(ia.tolist(), ib.tolist(), jac.tolist()):
+        if v >= threshold:
+            out.setdefault(j, []).append((i, v))
+    return out
+
+
+def by_position(sets: ShingleSets, texted: list[int], n: int) -> ShingleSets:
+    """``sets`` of the documents at positions ``texted`` as sets of all ``n`` positions (empty elsewhere)."""
+    sizes = np.zeros(n, dtype=np.int64)
+    sizes[texted] = np.diff(sets.offsets)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    return ShingleSets(offsets, sets.hashes)
+
+
+def tag_metadata(metadata: str, of: str, jaccard: float) -> str:
+    """The stored metadata text of a tagged near-duplicate."""
+    value = json.loads(metadata) if metadata and metadata != "{}" else {}
+    value[DUPLICATE_OF_FIELD] = of
+    value[DUPLICATE_JACCARD_FIELD] = jaccard
+    return _ENCODER.encode(value)
