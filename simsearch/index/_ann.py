@@ -68,7 +68,7 @@ __all__ = [
 ]
 
 AUTO_FLAT_BELOW = 20_000  # auto: a flat scan below this many vectors, HNSW from there on
-EXACT_SCAN_MAX = 20_000  # a filter keeping at most this many rows is answered by an exact scan
+EXACT_SCAN_MAX = 4096  # a filter keeping at most this many rows is answered by an exact scan
 MIN_SELECTIVITY = 0.01  # ... and so is one keeping less than this fraction of the block
 MAX_EF_BOOST = 8  # a filtered HNSW search raises efSearch by 1/selectivity, at most this much
 FORMAT_VERSION = 1
