@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -353,3 +354,43 @@ def test_a_snapshot_carries_its_segments_and_restores_without_a_rebuild(tmp_path
     with restored:
         assert answers(restored.get_collection("c"), list(live.values())) == expected
     assert rebuilds == []  # both opened from the copied manifest
+
+
+def test_a_flush_during_a_merge_keeps_the_merge_output(tmp_path, small_memtable, monkeypatch):
+    """A merge writes its segment outside the lock; a flush that commits meanwhile collects the
+    directory's garbage and must not remove that file (the merged manifest would name a missing
+    segment: the next open rebuilds and a snapshot cannot link it)."""
+    with Index(tmp_path / "idx") as idx:
+        c = idx.create_collection("c", dim=8, threshold=0.5)
+        eng = c._engine
+        eng._merge_stop = True  # no background merger: this test runs the merge itself
+        live = churn(c, 5)
+        real = _engine.write_segment
+        flushed = []
+
+        def write_then_flush(directory, header, sections, **kw):
+            name = real(directory, header, sections, **kw)
+            if threading.current_thread() is merger and not flushed and name.endswith(".seg"):
+                flushed.append(name)  # first: the flush below writes a segment through here too
+                extra = make_docs(40, 99, prefix="during")  # > MEMTABLE_ROWS: this upsert flushes
+                c.upsert(extra)
+                live.update({d.id: d for d in extra})
+            return name
+
+        monkeypatch.setattr(_engine, "write_segment", write_then_flush)
+        merged = []
+        merger = threading.Thread(target=lambda: merged.append(eng.merge_once()))
+        merger.start()
+        merger.join()
+        assert merged == [True] and flushed
+        body = _manifest.read_manifest(eng.dir)
+        for name in _manifest.referenced(body):
+            assert os.path.exists(os.path.join(eng.dir, name)), name
+        want = answers(c, list(live.values()))
+        idx.snapshot(tmp_path / "snap")
+    rebuilds = []
+    real_rebuild = _engine.Engine._rebuild
+    monkeypatch.setattr(_engine.Engine, "_rebuild", lambda self: rebuilds.append(1) or real_rebuild(self))
+    with Index(tmp_path / "idx") as idx:
+        assert answers(idx.get_collection("c"), list(live.values())) == want
+    assert rebuilds == []

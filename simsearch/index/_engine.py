@@ -41,7 +41,16 @@ from ..distance import exact_knn
 from ..errors import ResourceExhaustedError, StorageCorruptionError
 from . import _manifest
 from ._memtable import Memtable
-from ._segments import Segment, SegmentData, build_segment, hash_ids, open_segment, segment_in_memory, write_segment
+from ._segments import (
+    Segment,
+    SegmentData,
+    build_segment,
+    hash_ids,
+    open_segment,
+    segment_file,
+    segment_in_memory,
+    write_segment,
+)
 from ._storage import _is_full, pack, unpack
 
 log = logging.getLogger("simsearch.index")
@@ -89,6 +98,7 @@ class Engine:
         self._merge_wake = threading.Event()
         self._merge_mutex = threading.Lock()
         self._merge_stop = False
+        self._merging: set[str] = set()  # file names a running merge is writing (kept from garbage collection)
         self._merger: threading.Thread | None = None
         self.merge_error: BaseException | None = None
 
@@ -249,6 +259,8 @@ class Engine:
 
     def _referenced(self) -> set[str]:
         keep = {_manifest.MANIFEST}
+        for name in self._merging:  # a merge writes outside the lock: its output is not garbage
+            keep.update((name, name + ".tmp"))
         for seg in self.segments:
             keep.add(seg.name)
             if seg.tomb:
@@ -411,6 +423,7 @@ class Engine:
             with self.lock.write():  # ids are allotted under the lock; the write below is outside it
                 seg_id = self.next_id
                 self.next_id += 1
+                self._merging.add(segment_file(seg_id))
             if len(data):
                 header, sections = build_segment(seg_id, data, self.cfg, self.b, self.r, self.k)
                 name = write_segment(self.dir, header, sections, fsync=self.fsync)
@@ -436,6 +449,9 @@ class Engine:
             log.warning("a merge of collection %d failed (%s); serving the last good manifest", self.cid, exc)
             self.merge_error = exc
             return False
+        finally:
+            with self.lock.write():
+                self._merging.clear()
         return True
 
     def _start_merger(self) -> None:

@@ -199,6 +199,11 @@ def segment_in_memory(header: dict, sections: dict) -> Segment:
     return Segment(None, header, None, sections)
 
 
+def segment_file(seg_id: int) -> str:
+    """The file name of segment ``seg_id`` in its collection's directory."""
+    return f"seg-{seg_id:08d}.seg"
+
+
 def write_segment(directory: str, header: dict, sections: dict, *, fsync: bool = True) -> str:
     """Write a built segment into ``directory`` (temporary name, fsync, rename); returns the
     file name. Raises OSError (ENOSPC included) with no file left behind."""
@@ -208,7 +213,7 @@ def write_segment(directory: str, header: dict, sections: dict, *, fsync: bool =
     raw = json.dumps(header).encode()
     head = MAGIC + len(raw).to_bytes(8, "little") + raw + xxhash.xxh3_64_intdigest(raw).to_bytes(8, "little")
     base = -(-len(head) // ALIGN) * ALIGN
-    name = f"seg-{header['id']:08d}.seg"
+    name = segment_file(header["id"])
     path = os.path.join(directory, name)
     tmp = path + ".tmp"
     try:
