@@ -25,7 +25,9 @@ bitmap to faiss as an ``IDSelectorBitmap`` in the search parameters, so faiss sk
 rows while it searches; when the filter keeps few rows (at most :data:`EXACT_SCAN_MAX`, or less
 than :data:`MIN_SELECTIVITY` of the block), a graph or list walk would mostly visit rejected rows,
 and an exact scan of the allowed rows is both faster and exact, so that is what runs. HNSW's
-``efSearch`` grows with 1 / selectivity (at most :data:`MAX_EF_BOOST` times) so that a filtered
+``efSearch`` (IVF's ``nprobe``) grows with sqrt(1 / selectivity), at most :data:`MAX_EF_BOOST` times
+(measured at 10 %, 40k x 64: recall@10 0.956 unboosted, 0.989 at 2x, 1.0 at 4x and 8x, p50
+0.35 / 0.47 / 0.68 / 1.11 ms), so that a filtered
 walk still collects enough allowed candidates. :class:`AnnResult.path` says which path ran.
 
 File format (version :data:`FORMAT_VERSION`): ``<stem>.ann``: magic, a little-endian u32 format
@@ -70,7 +72,7 @@ __all__ = [
 AUTO_FLAT_BELOW = 20_000  # auto: a flat scan below this many vectors, HNSW from there on
 EXACT_SCAN_MAX = 4096  # a filter keeping at most this many rows is answered by an exact scan
 MIN_SELECTIVITY = 0.01  # ... and so is one keeping less than this fraction of the block
-MAX_EF_BOOST = 8  # a filtered HNSW search raises efSearch by 1/selectivity, at most this much
+MAX_EF_BOOST = 8  # a filtered search raises efSearch / nprobe by sqrt(1/selectivity), at most this much
 FORMAT_VERSION = 1
 _MAGIC = b"SSANNBLK"
 _ALIGN = 64
@@ -253,13 +255,13 @@ class AnnBlock:
             sp = faiss.SearchParametersHNSW()
             ef = max(ef_search or self.params.ef_search, k)
             if boost:
-                ef = int(ef * min(MAX_EF_BOOST, max(1.0, 1.0 / max(selectivity, 1e-9))))
+                ef = int(ef * min(MAX_EF_BOOST, max(1.0, math.sqrt(1.0 / max(selectivity, 1e-9)))))
             sp.efSearch = ef
         else:
             sp = faiss.SearchParametersIVF()
             probe = nprobe or self.params.nprobe or max(8, self._nlist // 16)
             if boost:
-                probe = int(probe * min(MAX_EF_BOOST, max(1.0, 1.0 / max(selectivity, 1e-9))))
+                probe = int(probe * min(MAX_EF_BOOST, max(1.0, math.sqrt(1.0 / max(selectivity, 1e-9)))))
             sp.nprobe = min(self._nlist, probe)
         bits = None
         if allow is not None:
