@@ -143,16 +143,14 @@ def test_ingest_query_search_export(served, tmp_path):
     assert _jsonl(cli(served, "export", "docs", "-o", str(out_ids), "--ids", str(ids), "--json"))[0]["documents"] == 2
     exported = [json.loads(line) for line in out_ids.read_text().splitlines()]
     assert [(e["id"], e["metadata"], e["label"]) for e in exported] == [("d1", {"i": 1}, "b"), ("d2", {"i": 2}, "a")]
+    out_all = tmp_path / "all.jsonl"  # every document, through the Scroll RPC
+    assert _jsonl(cli(served, "export", "docs", "-o", str(out_all), "--json"))[0]["documents"] == 41
+    exported = [json.loads(line) for line in out_all.read_text().splitlines()]
+    assert [e["id"] for e in exported] == sorted([f"d{i}" for i in range(40)] + ["d100"], key=str.encode)
     with Client(served.address, token=TOKEN, timeout=60) as client:
-        has_scroll = hasattr(client.get_collection("docs"), "scroll")
-    out_all = tmp_path / "all.jsonl"
-    if has_scroll:
-        cli(served, "export", "docs", "-o", str(out_all))
-        assert sorted(json.loads(line)["id"] for line in out_all.read_text().splitlines()) == \
-            sorted([f"d{i}" for i in range(40)] + ["d100"])
-    else:
-        assert "--ids" in cli(served, "export", "docs", "-o", str(out_all), expect=2).stderr
-        assert not out_all.exists()
+        want = client.get_collection("docs").get([e["id"] for e in exported])
+    assert [(e["id"], e["text"], e["metadata"], e["label"]) for e in exported] == \
+        [(d.id, d.text, d.metadata, d.label) for d in want]
 
 
 def test_snapshot_commands(served):

@@ -394,3 +394,23 @@ def test_a_flush_during_a_merge_keeps_the_merge_output(tmp_path, small_memtable,
     with Index(tmp_path / "idx") as idx:
         assert answers(idx.get_collection("c"), list(live.values())) == want
     assert rebuilds == []
+
+
+def test_collection_stats_count_segments_and_their_bytes(tmp_path, small_memtable):
+    with Index(tmp_path / "idx") as idx:
+        c = idx.create_collection("c", dim=8, threshold=0.5)
+        c._engine._merge_stop = True  # segment count as flushed (no merge in between)
+        live = churn(c, 7)
+        s = c.stats()
+        eng = c._engine
+        assert s["documents"] == len(live) == c.count()
+        assert s["segments"] == len(eng.segments) >= 1
+        files = os.listdir(eng.dir)
+        assert s["bytes_on_disk"] == sum(os.path.getsize(os.path.join(eng.dir, f)) for f in files)
+        assert s["bytes_on_disk"] >= sum(os.path.getsize(seg.path) for seg in eng.segments)
+        assert s["bytes_in_memory"] >= eng.mem.nbytes() > 0
+    with Index() as mem:
+        m = mem.create_collection("m", dim=8)
+        m.upsert(make_docs(10, 3))
+        s = m.stats()
+        assert s["documents"] == 10 and s["bytes_on_disk"] is None and s["segments"] == len(m._engine.segments)

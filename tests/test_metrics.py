@@ -56,6 +56,8 @@ def test_metrics_of_a_served_process(tmp_path):
         assert _value(m, lat, f"{lat}_sum", grpc_method="Upsert") > 0
         assert _value(m, "simsearch_collection_documents", collection="docs") == 30
         assert _value(m, "simsearch_collection_bytes_in_memory", collection="docs") > 0
+        assert _value(m, "simsearch_collection_segments", collection="docs") >= 0
+        assert _value(m, "simsearch_collection_bytes_on_disk", collection="docs") >= 0
         assert _value(m, "simsearch_index_bytes_on_disk") > 0
         assert _value(m, "simsearch_ingested_documents", "simsearch_ingested_documents_total") == 30
         assert _value(m, "simsearch_ingest_documents_per_second") == pytest.approx(30 / 60)
@@ -67,6 +69,8 @@ def test_metrics_of_a_served_process(tmp_path):
         assert up["calls_by_code"] == {"OK": 3} and up["latency_buckets"][-1] == (float("inf"), 3)
         assert stats["rpcs"][f"{svc}/GetCollection"]["calls_by_code"] == {"NOT_FOUND": 1}
         assert stats["collection_stats"]["docs"]["documents"] == 30
+        assert stats["collection_stats"]["docs"]["segments"] == \
+            _value(m, "simsearch_collection_segments", collection="docs")
         assert stats["collection_stats"]["docs"]["bytes_in_memory"] == \
             _value(m, "simsearch_collection_bytes_in_memory", collection="docs")
         assert stats["ingested_documents"] == 30 and stats["requests_queued"] == 0

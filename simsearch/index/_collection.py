@@ -10,6 +10,7 @@ between.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -325,6 +326,24 @@ class Collection:
         return len(removed)
 
     # -- reads -----------------------------------------------------------------------------
+    def stats(self) -> dict:
+        """``documents``, ``segments`` (immutable segment files of the engine), ``bytes_on_disk``
+        (those files and the collection's ANN files; None in memory; the shared SQLite database
+        is not split per collection) and ``bytes_in_memory`` (heap the collection holds beyond the
+        file-backed mappings). The server's metrics and Stats RPC report these."""
+        self._check_alive()
+        with self._lock.read():
+            out = self._engine.stats()
+        path = self._index.path
+        if path is not None and out["bytes_on_disk"] is not None:
+            stem = ann_stem(path, self._cid)
+            for ext in (".ann", ".faiss"):
+                try:
+                    out["bytes_on_disk"] += os.stat(stem + ext).st_size
+                except OSError:  # not built (flat, or not yet)
+                    pass
+        return out
+
     def count(self) -> int:
         self._check_alive()
         with self._lock.read():

@@ -300,6 +300,25 @@ class Engine:
         self._append(np.asarray(rowids, np.int64), ext_ids, labels, sigs, vecs)
         self.seq = seq
 
+    def stats(self) -> dict:
+        """Live documents, segments, bytes of this collection's segment files, and the heap bytes
+        the engine holds (the memtable, segment vectors copied for flat scans, the shingle-set
+        cache; mapped segment pages are file-backed and not counted). The caller holds the lock."""
+        on_disk = None
+        if self.dir is not None:
+            on_disk = 0
+            try:
+                names = os.listdir(self.dir)
+            except OSError:
+                names = []
+            for name in names:
+                try:
+                    on_disk += os.stat(os.path.join(self.dir, name)).st_size
+                except OSError:  # collected meanwhile
+                    pass
+        return {"documents": self.live, "segments": len(self.segments), "bytes_on_disk": on_disk,
+                "bytes_in_memory": self.mem.nbytes() + self._flat_bytes + self._shingle_bytes}
+
     def flush_if_full(self) -> None:
         if len(self.mem) >= MEMTABLE_ROWS:
             self.flush()
