@@ -13,10 +13,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from served import Served, simsearch_command
 
 from simsearch.client import Client
-
-from served import Served, simsearch_command
 
 TOKEN = "cli-token"
 

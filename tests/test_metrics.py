@@ -8,12 +8,11 @@ import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from served import Served
 
 from simsearch.client import Client
 from simsearch.errors import NotFoundError
 from simsearch.server import ServerConfig, create_server
-
-from served import Served
 
 
 def _scrape(url: str) -> dict[str, list]:

@@ -31,10 +31,9 @@ from ..validation import check_int, check_option, check_param
 from . import _doctable, _ingest
 from ._classify import Classification, ClassifierInfo
 from ._document import check_documents, check_id, check_ids
-from ._filter import parse as parse_filter
 from ._engine import Engine
+from ._filter import parse as parse_filter
 from ._filtering import FieldStore, RowSet, fields_path
-from ._vecsearch import CollectionVectors, ann_stem
 from ._storage import pack, unpack
 from ._types import (
     METRICS,
@@ -43,12 +42,13 @@ from ._types import (
     Document,
     Duplicate,
     NearDuplicate,
-    ScrollPage,
     Neighbor,
     QueryStats,
+    ScrollPage,
     SearchResult,
     UpsertResult,
 )
+from ._vecsearch import CollectionVectors, ann_stem
 
 
 def _row_blobs(matrix: np.ndarray, dtype: str, present: list[bool]) -> list[bytes | None]:

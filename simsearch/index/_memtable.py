@@ -34,18 +34,9 @@ class _Grow:
     def view(self) -> np.ndarray:
         return self.data[: self.n]
 
-    @property
-    def nbytes(self) -> int:
-        return int(self.data.nbytes)
-
 
 class Memtable:
     """Recent rows: rowids, ids, labels, signatures, band keys, vectors (NaN rows: none), alive."""
-
-    def nbytes(self) -> int:
-        """Heap bytes of the arrays (ids and labels, Python strings, not counted)."""
-        grows = (self._rowids, self._sigs, self._keys, self._indexable, self._alive, self._vecs)
-        return sum(g.nbytes for g in grows if g is not None)
 
     def __init__(self, num_perm: int, b: int, dim: int | None):
         self.dim = dim
