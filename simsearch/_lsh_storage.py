@@ -26,7 +26,7 @@ import numpy as np
 
 from ._arrays import concat_csr, gather_csr, offsets_from_sizes
 
-__all__ = ["Segment", "Buffer", "build_segment", "merge_segments", "nonempty"]
+__all__ = ["Segment", "Buffer", "GrowingArray", "build_segment", "merge_segments", "nonempty"]
 
 _FULL = np.uint32(0xFFFFFFFF)
 
@@ -136,20 +136,24 @@ def merge_segments(backend, segments: list[Segment]) -> Segment:
     )
 
 
-class _Grow:
-    """An append-only array with amortised doubling along axis 0."""
+class GrowingArray:
+    """An append-only array with amortised doubling along axis 0; slots past ``n`` hold ``fill``
+    (uninitialised when None)."""
 
-    def __init__(self, dtype, width: int | None = None):
+    def __init__(self, dtype, width: int | None = None, fill=None):
         self.width = width
         self.n = 0
-        shape = (16,) if width is None else (16, width)
-        self.data = np.empty(shape, dtype=dtype)
+        self.fill = fill
+        self.data = self._alloc((16,) if width is None else (16, width), dtype)
+
+    def _alloc(self, shape, dtype) -> np.ndarray:
+        return np.empty(shape, dtype=dtype) if self.fill is None else np.full(shape, self.fill, dtype=dtype)
 
     def append(self, values: np.ndarray) -> None:
         need = self.n + values.shape[0]
         if need > self.data.shape[0]:
             cap = max(need, 2 * self.data.shape[0])
-            new = np.empty((cap,) + self.data.shape[1:], dtype=self.data.dtype)
+            new = self._alloc((cap,) + self.data.shape[1:], self.data.dtype)
             new[: self.n] = self.data[: self.n]
             self.data = new
         self.data[self.n : need] = values
@@ -164,14 +168,14 @@ class Buffer:
     """Recent inserts, unsorted; ids map to rows through a small dict (bounded by buffer_size)."""
 
     def __init__(self, num_perm: int, b: int, store_shingles: bool):
-        self.ids = _Grow(np.int64)
-        self.sigs = _Grow(np.uint32, num_perm)
-        self.keys = _Grow(np.uint64, b)
-        self.live = _Grow(np.bool_)  # alive and non-empty: what a query may return
-        self.alive = _Grow(np.bool_)
+        self.ids = GrowingArray(np.int64)
+        self.sigs = GrowingArray(np.uint32, num_perm)
+        self.keys = GrowingArray(np.uint64, b)
+        self.live = GrowingArray(np.bool_)  # alive and non-empty: what a query may return
+        self.alive = GrowingArray(np.bool_)
         self.store_shingles = store_shingles
-        self.sh_sizes = _Grow(np.int64)
-        self.sh_hashes = _Grow(np.uint64)
+        self.sh_sizes = GrowingArray(np.int64)
+        self.sh_hashes = GrowingArray(np.uint64)
         self.row_of: dict[int, int] = {}
 
     def __len__(self) -> int:

@@ -15,6 +15,7 @@ modified in place.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -39,11 +40,15 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _write_atomic(path: str, data: bytes, fsync: bool) -> None:
+@contextlib.contextmanager
+def atomic_file(path: str, fsync: bool, *, sync_dir: bool = True):
+    """Write ``path`` atomically: yields its temporary twin open for writing; on success it is
+    flushed, fsynced and renamed over ``path`` (and the directory fsynced unless ``sync_dir`` is
+    false); on any failure the temporary file is removed and the error raised."""
     tmp = path + ".tmp"
     try:
         with open(tmp, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             if fsync:
                 os.fsync(fh.fileno())
@@ -54,8 +59,13 @@ def _write_atomic(path: str, data: bytes, fsync: bool) -> None:
         except OSError:
             pass
         raise
-    if fsync:
+    if fsync and sync_dir:
         _fsync_dir(os.path.dirname(path))
+
+
+def _write_atomic(path: str, data: bytes, fsync: bool) -> None:
+    with atomic_file(path, fsync) as fh:
+        fh.write(data)
 
 
 def write_tombstones(directory: str, seg_id: int, generation: int, alive: np.ndarray, fsync: bool) -> dict:

@@ -10,29 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._lsh_storage import GrowingArray
 from ._segments import SegmentData
-
-
-class _Grow:
-    """An append-only array with amortised doubling along axis 0."""
-
-    def __init__(self, dtype, width: int | None = None, fill=0):
-        self.n = 0
-        self.fill = fill
-        self.data = np.full((64,) if width is None else (64, width), fill, dtype=dtype)
-
-    def append(self, values: np.ndarray) -> None:
-        need = self.n + values.shape[0]
-        if need > self.data.shape[0]:
-            new = np.full((max(need, 2 * self.data.shape[0]),) + self.data.shape[1:], self.fill, dtype=self.data.dtype)
-            new[: self.n] = self.data[: self.n]
-            self.data = new
-        self.data[self.n : need] = values
-        self.n = need
-
-    @property
-    def view(self) -> np.ndarray:
-        return self.data[: self.n]
 
 
 class Memtable:
@@ -40,12 +19,12 @@ class Memtable:
 
     def __init__(self, num_perm: int, b: int, dim: int | None):
         self.dim = dim
-        self._rowids = _Grow(np.int64)
-        self._sigs = _Grow(np.uint32, num_perm)
-        self._keys = _Grow(np.uint64, b)
-        self._indexable = _Grow(np.bool_)
-        self._alive = _Grow(np.bool_)
-        self._vecs = _Grow(np.float32, dim, np.nan) if dim else None
+        self._rowids = GrowingArray(np.int64, fill=0)
+        self._sigs = GrowingArray(np.uint32, num_perm, fill=0)
+        self._keys = GrowingArray(np.uint64, b, fill=0)
+        self._indexable = GrowingArray(np.bool_, fill=False)
+        self._alive = GrowingArray(np.bool_, fill=False)
+        self._vecs = GrowingArray(np.float32, dim, np.nan) if dim else None
         self.ext: list[str] = []
         self.lab: list[str | None] = []
         self.by_ext: dict[str, int] = {}

@@ -40,6 +40,7 @@ from .._arrays import concat_csr, gather_csr
 from .._lsh_storage import nonempty
 from .._version import __version__
 from ..errors import StorageCorruptionError
+from ._manifest import atomic_file
 
 __all__ = [
     "SEGMENT_FORMAT",
@@ -215,29 +216,18 @@ def write_segment(directory: str, header: dict, sections: dict, *, fsync: bool =
     base = -(-len(head) // ALIGN) * ALIGN
     name = segment_file(header["id"])
     path = os.path.join(directory, name)
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(head + b"\0" * (base - len(head)))
-            pos = 0
-            last = max((k for k in sections if sections[k].nbytes), key=lambda k: meta[k]["offset"], default=None)
-            for sec, arr in sections.items():
-                fh.write(_raw(arr))
-                pos += arr.nbytes
-                pad = meta[sec]["offset"] + -(-arr.nbytes // ALIGN) * ALIGN - pos
-                if pad and sec != last:  # no padding after the last bytes: every byte of the tail is checked
-                    fh.write(b"\0" * pad)
-                    pos += pad
-            fh.flush()
-            if fsync:
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
+    # the directory is fsynced by the manifest that names the segment (the commit point)
+    with atomic_file(path, fsync, sync_dir=False) as fh:
+        fh.write(head + b"\0" * (base - len(head)))
+        pos = 0
+        last = max((k for k in sections if sections[k].nbytes), key=lambda k: meta[k]["offset"], default=None)
+        for sec, arr in sections.items():
+            fh.write(_raw(arr))
+            pos += arr.nbytes
+            pad = meta[sec]["offset"] + -(-arr.nbytes // ALIGN) * ALIGN - pos
+            if pad and sec != last:  # no padding after the last bytes: every byte of the tail is checked
+                fh.write(b"\0" * pad)
+                pos += pad
     return name
 
 
