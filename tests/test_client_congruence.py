@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import pytest
+from async_bridge import async_scenario
 
 from simsearch.aio_client import AsyncClient
 from simsearch.client import Client
@@ -39,35 +40,11 @@ def _corpus(seed: int = 0, n: int = 40, dim: int = 8) -> list[Document]:
 
 def _normal(value):
     """Results in a comparable form: collection handles become (name, config)."""
-    if isinstance(value, Collection) or type(value).__name__ in ("RemoteCollection", "_Sync"):
+    if isinstance(value, Collection) or type(value).__name__ in ("RemoteCollection", "SyncAsync"):
         return ("collection", value.name, value.config)
     if isinstance(value, list):
         return [_normal(v) for v in value]
     return value
-
-
-class _Sync:
-    """Runs an async client's coroutines on one loop, so one scenario drives all three APIs."""
-
-    def __init__(self, obj, loop):
-        self._obj, self._loop = obj, loop
-
-    @property
-    def name(self):
-        return self._obj.name
-
-    @property
-    def config(self):
-        return self._obj.config
-
-    def __getattr__(self, attr):
-        fn = getattr(self._obj, attr)
-
-        def call(*args, **kwargs):
-            out = self._loop.run_until_complete(fn(*args, **kwargs))
-            return _Sync(out, self._loop) if type(out).__name__ == "AsyncRemoteCollection" else out
-
-        return call
 
 
 def _stepper(log: list):
@@ -374,31 +351,8 @@ def test_client_congruent_with_index(tmp_path, grpc_server):
 def test_async_client_congruent_with_index(tmp_path, grpc_server):
     with Index(tmp_path / "local") as index:
         local = run_scenario(index)
-    loop = asyncio.new_event_loop()
-    try:
-        async def connect():  # the grpc.aio channel belongs to the loop that creates it
-            return AsyncClient(grpc_server.address)
-
-        client = loop.run_until_complete(connect())
-        remote = run_scenario(_Sync(client, loop))
-        loop.run_until_complete(client.close())
-    finally:
-        loop.close()
+    remote = async_scenario(grpc_server.address, run_scenario)
     _compare(local, remote)
-
-
-def _async_scenario(address: str, scenario) -> list:
-    loop = asyncio.new_event_loop()
-    try:
-        async def connect():  # the grpc.aio channel belongs to the loop that creates it
-            return AsyncClient(address)
-
-        client = loop.run_until_complete(connect())
-        log = scenario(_Sync(client, loop))
-        loop.run_until_complete(client.close())
-    finally:
-        loop.close()
-    return log
 
 
 def test_classifiers_congruent_with_index(tmp_path, grpc_server):
@@ -419,7 +373,7 @@ def test_classifiers_congruent_with_index(tmp_path, grpc_server):
 def test_classifiers_async_client_congruent_with_index(tmp_path, grpc_server):
     with Index(tmp_path / "local") as index:
         local = run_classifier_scenario(index)
-    _compare(local, _async_scenario(grpc_server.address, run_classifier_scenario))
+    _compare(local, async_scenario(grpc_server.address, run_classifier_scenario))
 
 
 def test_remote_classifications_match_the_models(grpc_server):

@@ -7,13 +7,13 @@ without shingles; the same calls through Index, Client and AsyncClient; 16 threa
 
 from __future__ import annotations
 
-import asyncio
 import threading
 
 import numpy as np
 import pytest
+from async_bridge import async_scenario
 
-from simsearch import AsyncClient, Client, Document, Index, minhash, shingles
+from simsearch import Client, Document, Index, minhash, shingles
 from simsearch.errors import InvalidArgumentError, InvalidTypeError, SimsearchError
 from simsearch.index import DUPLICATE_JACCARD_FIELD, DUPLICATE_OF_FIELD, Duplicate, parse_filter
 
@@ -228,20 +228,6 @@ def _scenario(api) -> list:
     return log
 
 
-class _Sync:
-    def __init__(self, obj, loop):
-        self._obj, self._loop = obj, loop
-
-    def __getattr__(self, attr):
-        fn = getattr(self._obj, attr)
-
-        def call(*args, **kwargs):
-            out = self._loop.run_until_complete(fn(*args, **kwargs))
-            return _Sync(out, self._loop) if type(out).__name__ == "AsyncRemoteCollection" else out
-
-        return call
-
-
 def test_remote_clients_congruent_with_index(tmp_path, grpc_server):
     with Index(tmp_path / "local") as ix:
         local = _scenario(ix)
@@ -250,16 +236,7 @@ def test_remote_clients_congruent_with_index(tmp_path, grpc_server):
     with Client(grpc_server.address) as client:
         assert _scenario(client) == local
         client.drop_collection("c")
-    loop = asyncio.new_event_loop()
-    try:
-        async def connect():
-            return AsyncClient(grpc_server.address)
-
-        aclient = loop.run_until_complete(connect())
-        assert _scenario(_Sync(aclient, loop)) == local
-        loop.run_until_complete(aclient.close())
-    finally:
-        loop.close()
+    assert async_scenario(grpc_server.address, _scenario) == local
 
 
 def test_upsert_stream_carries_on_duplicate(grpc_server):

@@ -4,14 +4,13 @@ Scroll RPC through Client and AsyncClient. Oracle: ``get`` of every id, sorted, 
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 import pytest
+from async_bridge import async_scenario
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from simsearch import AsyncClient, Client, Document, Index
+from simsearch import Client, Document, Index
 from simsearch.errors import InvalidArgumentError, InvalidTypeError, NotFoundError, SimsearchError
 from simsearch.index import parse_filter
 
@@ -197,16 +196,7 @@ def test_scroll_rpc_congruent_with_index(grpc_server):
         api = _LocalAPI(client)
         assert _scenario(api) == local
         client.drop_collection("c")
-    loop = asyncio.new_event_loop()
-    try:
-        async def connect():
-            return AsyncClient(grpc_server.address)
-
-        aclient = loop.run_until_complete(connect())
-        assert _scenario(_AsyncAPI(aclient, loop)) == local
-        loop.run_until_complete(aclient.close())
-    finally:
-        loop.close()
+    assert async_scenario(grpc_server.address, _scenario, wrap=_AsyncAPI) == local
 
 
 def test_scroll_rpc_unknown_collection_and_stop_early(grpc_server):
