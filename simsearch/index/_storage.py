@@ -6,7 +6,9 @@ Layout (format version 2), one database file ``simsearch.db`` in the index direc
   database's ``uuid`` (a copy made by :meth:`SQLiteStorage.backup` gets a new one).
 * ``collections(cid, name, config, seq)``: ``config`` is the JSON of :class:`CollectionConfig`;
   ``seq`` is the collection's write sequence number: every committed write to its documents
-  increments it by one, in the same transaction.
+  increments it by one, in the same transaction; ``ndocs`` is its number of documents, kept by
+  the same transaction (NULL in a store from before it existed: counted once, on first use), so
+  an open checks its segments against the rows without a COUNT(*) over them.
 * ``documents(rowid, cid, ext_id, label, crc_index, crc_doc, signature, vector, metadata, text,
   shingles, seq)``: ``seq`` is the write that inserted the row. The small columns an open reads come first, so SQLite reaches them without walking
   the overflow pages of long texts. ``rowid`` is AUTOINCREMENT, so an id that is re-inserted gets a new internal number
@@ -77,7 +79,8 @@ CREATE TABLE IF NOT EXISTS collections (
     cid INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL UNIQUE,
     config TEXT NOT NULL,
-    seq INTEGER NOT NULL DEFAULT 0
+    seq INTEGER NOT NULL DEFAULT 0,
+    ndocs INTEGER DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS documents (
     rowid INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -288,6 +291,9 @@ class SQLiteStorage:
                     conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('uuid', ?)", (uuid.uuid4().hex,))
             if version < FORMAT_VERSION:
                 self._upgrade_from_1()
+            if "ndocs" not in {r[1] for r in conn.execute("PRAGMA table_info(collections)")}:
+                with self._write_lock:  # counted on first use (count), per collection
+                    conn.execute("ALTER TABLE collections ADD COLUMN ndocs INTEGER")
             return
         if tables - {"sqlite_sequence"}:
             raise StorageCorruptionError(f"{self._where} is an SQLite database but not a simsearch index.")
@@ -403,6 +409,8 @@ class SQLiteStorage:
                 if removed:
                     c.executemany("INSERT INTO deletes(cid, seq, doc_rowid) VALUES (?,?,?)",
                                   [(cid, seq, r) for r in removed])
+                if len(rows) != len(removed):  # the document count (see count)
+                    c.execute("UPDATE collections SET ndocs = ndocs + ? WHERE cid=?", (len(rows) - len(removed), cid))
                 before = c.execute("SELECT seq FROM sqlite_sequence WHERE name='documents'").fetchone()
                 before = before[0] if before else 0
                 c.executemany(
@@ -447,13 +455,18 @@ class SQLiteStorage:
             conn.execute("BEGIN")
             try:
                 db = conn.execute("SELECT value FROM meta WHERE key='uuid'").fetchone()
-                seq = conn.execute("SELECT seq FROM collections WHERE cid=?", (cid,)).fetchone()
-                count = conn.execute("SELECT COUNT(*) FROM documents WHERE cid=?", (cid,)).fetchone()[0]
+                row = conn.execute("SELECT seq, ndocs FROM collections WHERE cid=?", (cid,)).fetchone()
             finally:
                 conn.execute("COMMIT")
-            return (db[0] if db else ""), int(seq[0]) if seq else 0, int(count)
+            return (db[0] if db else ""), row
 
-        return self._guard(run)
+        db, row = self._guard(run)
+        if row is None:
+            return db, 0, 0
+        if row[1] is None:  # a store from before the counter: count once, then read again
+            self.count(cid)
+            return self.state(cid)
+        return db, int(row[0]), int(row[1])
 
     def deletes_after(self, cid: int, seq: int) -> np.ndarray:
         """int64 rowids removed by the collection's writes after ``seq``."""
@@ -470,14 +483,17 @@ class SQLiteStorage:
 
         self._guard(run)
 
-    def load_index_data(self, cid: int, batch: int = 65536, *, after_rowid: int = 0) -> Iterator[tuple]:
+    def load_index_data(self, cid: int, batch: int = 65536, *, after_rowid: int = 0,
+                        upto_rowid: int | None = None) -> Iterator[tuple]:
         """Yield column tuples (rowids, ext_ids, labels, vectors, signatures) of up to ``batch``
-        rows each, in rowid order, checksums verified; only rows with rowid > ``after_rowid``."""
+        rows each, in rowid order, checksums verified; only rows with ``after_rowid`` < rowid
+        (<= ``upto_rowid`` when given)."""
+        upto = (1 << 62) if upto_rowid is None else upto_rowid
         cur = self._guard(
             lambda: self._reader().execute(
                 "SELECT rowid, ext_id, label, vector, signature, crc_index FROM documents"
-                " WHERE rowid > ? AND cid=? ORDER BY rowid",
-                (after_rowid, cid),
+                " WHERE rowid > ? AND rowid <= ? AND cid=? ORDER BY rowid",
+                (after_rowid, upto, cid),
             )
         )
         while True:
@@ -553,6 +569,24 @@ class SQLiteStorage:
         return found
 
     def count(self, cid: int) -> int:
+        """The collection's number of documents, from the counter its writes keep (counted with a
+        COUNT(*) once, the first time, in a store from before the counter)."""
+        row = self._guard(lambda: self._reader().execute("SELECT ndocs FROM collections WHERE cid=?", (cid,)).fetchone())
+        if row is None:
+            return 0
+        if row[0] is not None:
+            return int(row[0])
+
+        def fill():
+            with self._txn() as c:
+                c.execute("UPDATE collections SET ndocs = (SELECT COUNT(*) FROM documents WHERE cid=?)"
+                          " WHERE cid=? AND ndocs IS NULL", (cid, cid))
+                return c.execute("SELECT ndocs FROM collections WHERE cid=?", (cid,)).fetchone()[0]
+
+        return int(self._guard(fill))
+
+    def count_rows(self, cid: int) -> int:
+        """COUNT(*) of the collection's rows (a full check of :meth:`count`'s counter)."""
         return self._guard(lambda: self._reader().execute("SELECT COUNT(*) FROM documents WHERE cid=?", (cid,)).fetchone()[0])
 
     # -- models ----------------------------------------------------------------------------
