@@ -140,7 +140,7 @@ class Collection:
                 rows = np.flatnonzero(source.alive)
             parts.append((source.rowids[rows], source, rows))
         rowids = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int64)
-        return np.sort(rowids), parts
+        return np.sort(rowids, kind="stable"), parts  # stable: a merge of the sorted runs of the sources
 
     def _load_query_state(self) -> None:
         """The indexed fields' columns and the approximate vector index over the live rows."""

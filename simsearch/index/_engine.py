@@ -59,6 +59,9 @@ log = logging.getLogger("simsearch.index")
 MEMTABLE_ROWS = int(os.environ.get("SIMSEARCH_MEMTABLE_ROWS", "16384"))
 REBUILD_ROWS = 1 << 18  # rows per segment when building from the stored rows
 MERGE_FACTOR = 4
+# no merge makes a segment larger than this: a merge holds its output in memory (~1.6 KB a row
+# with 128-d vectors), so at 10M documents segments stay ~1M rows and a merge under ~3.5 GB
+MAX_MERGE_ROWS = int(os.environ.get("SIMSEARCH_MAX_MERGE_ROWS", str(1 << 21)))
 SEGMENTS_DIR = "segments"
 SHINGLE_CACHE_BYTES = 64 << 20
 FLAT_COPY_BYTES = 4 << 30  # vectors of segments scanned flat, copied to the heap, per collection
@@ -481,7 +484,7 @@ class Engine:
             t = int(np.log(max(seg.live, 1) / max(MEMTABLE_ROWS, 1)) / np.log(MERGE_FACTOR)) if seg.live else 0
             tiers.setdefault(max(t, 0), []).append(seg)
         for t in sorted(tiers):
-            if len(tiers[t]) >= MERGE_FACTOR:
+            if len(tiers[t]) >= MERGE_FACTOR and sum(s.live for s in tiers[t][:MERGE_FACTOR]) <= MAX_MERGE_ROWS:
                 return tiers[t][:MERGE_FACTOR]
         return []
 
