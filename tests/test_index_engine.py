@@ -538,3 +538,11 @@ def test_the_document_counter_follows_every_write_and_old_stores_count_once(tmp_
         assert c.count() == len(live) + 5 == idx._storage.count_rows(c._cid)
         c.delete([next(iter(live))])
         assert idx._storage.count(c._cid) == len(live) + 4 == idx._storage.count_rows(c._cid)
+    conn = sqlite3.connect(db)  # an older simsearch writes: seq moves, the counter does not
+    conn.execute("DELETE FROM documents WHERE rowid = (SELECT MAX(rowid) FROM documents)")
+    conn.execute("UPDATE collections SET seq = seq + 1")
+    conn.commit()
+    conn.close()
+    with Index(tmp_path / "idx") as idx:
+        c = idx.get_collection("c")
+        assert idx._storage.count(c._cid) == len(live) + 3 == idx._storage.count_rows(c._cid) == c.count()

@@ -7,8 +7,9 @@ Layout (format version 2), one database file ``simsearch.db`` in the index direc
 * ``collections(cid, name, config, seq)``: ``config`` is the JSON of :class:`CollectionConfig`;
   ``seq`` is the collection's write sequence number: every committed write to its documents
   increments it by one, in the same transaction; ``ndocs`` is its number of documents, kept by
-  the same transaction (NULL in a store from before it existed: counted once, on first use), so
-  an open checks its segments against the rows without a COUNT(*) over them.
+  the same transaction with ``ndocs_seq = seq``, so an open checks its segments against the rows
+  without a COUNT(*) over them. A counter that is missing (a store from before it) or stale
+  (``ndocs_seq != seq``: an older simsearch wrote since) is counted again once, on first use.
 * ``documents(rowid, cid, ext_id, label, crc_index, crc_doc, signature, vector, metadata, text,
   shingles, seq)``: ``seq`` is the write that inserted the row. The small columns an open reads come first, so SQLite reaches them without walking
   the overflow pages of long texts. ``rowid`` is AUTOINCREMENT, so an id that is re-inserted gets a new internal number
@@ -80,7 +81,8 @@ CREATE TABLE IF NOT EXISTS collections (
     name TEXT NOT NULL UNIQUE,
     config TEXT NOT NULL,
     seq INTEGER NOT NULL DEFAULT 0,
-    ndocs INTEGER DEFAULT 0
+    ndocs INTEGER DEFAULT 0,
+    ndocs_seq INTEGER DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS documents (
     rowid INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -291,9 +293,12 @@ class SQLiteStorage:
                     conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('uuid', ?)", (uuid.uuid4().hex,))
             if version < FORMAT_VERSION:
                 self._upgrade_from_1()
-            if "ndocs" not in {r[1] for r in conn.execute("PRAGMA table_info(collections)")}:
-                with self._write_lock:  # counted on first use (count), per collection
+            cols = {r[1] for r in conn.execute("PRAGMA table_info(collections)")}
+            with self._write_lock:  # counted on first use (count), per collection
+                if "ndocs" not in cols:
                     conn.execute("ALTER TABLE collections ADD COLUMN ndocs INTEGER")
+                if "ndocs_seq" not in cols:
+                    conn.execute("ALTER TABLE collections ADD COLUMN ndocs_seq INTEGER")
             return
         if tables - {"sqlite_sequence"}:
             raise StorageCorruptionError(f"{self._where} is an SQLite database but not a simsearch index.")
@@ -409,8 +414,8 @@ class SQLiteStorage:
                 if removed:
                     c.executemany("INSERT INTO deletes(cid, seq, doc_rowid) VALUES (?,?,?)",
                                   [(cid, seq, r) for r in removed])
-                if len(rows) != len(removed):  # the document count (see count)
-                    c.execute("UPDATE collections SET ndocs = ndocs + ? WHERE cid=?", (len(rows) - len(removed), cid))
+                c.execute("UPDATE collections SET ndocs = ndocs + ?, ndocs_seq = seq WHERE cid=?",  # see count
+                          (len(rows) - len(removed), cid))
                 before = c.execute("SELECT seq FROM sqlite_sequence WHERE name='documents'").fetchone()
                 before = before[0] if before else 0
                 c.executemany(
@@ -455,7 +460,8 @@ class SQLiteStorage:
             conn.execute("BEGIN")
             try:
                 db = conn.execute("SELECT value FROM meta WHERE key='uuid'").fetchone()
-                row = conn.execute("SELECT seq, ndocs FROM collections WHERE cid=?", (cid,)).fetchone()
+                row = conn.execute("SELECT seq, CASE WHEN ndocs_seq IS seq THEN ndocs END FROM collections WHERE cid=?",
+                                   (cid,)).fetchone()
             finally:
                 conn.execute("COMMIT")
             return (db[0] if db else ""), row
@@ -463,7 +469,7 @@ class SQLiteStorage:
         db, row = self._guard(run)
         if row is None:
             return db, 0, 0
-        if row[1] is None:  # a store from before the counter: count once, then read again
+        if row[1] is None:  # a missing or stale counter: count once, then read again
             self.count(cid)
             return self.state(cid)
         return db, int(row[0]), int(row[1])
@@ -573,16 +579,17 @@ class SQLiteStorage:
     def count(self, cid: int) -> int:
         """The collection's number of documents, from the counter its writes keep (counted with a
         COUNT(*) once, the first time, in a store from before the counter)."""
-        row = self._guard(lambda: self._reader().execute("SELECT ndocs FROM collections WHERE cid=?", (cid,)).fetchone())
+        row = self._guard(lambda: self._reader().execute(
+            "SELECT ndocs, ndocs_seq IS seq FROM collections WHERE cid=?", (cid,)).fetchone())
         if row is None:
             return 0
-        if row[0] is not None:
+        if row[0] is not None and row[1]:
             return int(row[0])
 
         def fill():
             with self._txn() as c:
-                c.execute("UPDATE collections SET ndocs = (SELECT COUNT(*) FROM documents WHERE cid=?)"
-                          " WHERE cid=? AND ndocs IS NULL", (cid, cid))
+                c.execute("UPDATE collections SET ndocs = (SELECT COUNT(*) FROM documents WHERE cid=?), ndocs_seq = seq"
+                          " WHERE cid=? AND (ndocs IS NULL OR ndocs_seq IS NOT seq)", (cid, cid))
                 return c.execute("SELECT ndocs FROM collections WHERE cid=?", (cid,)).fetchone()[0]
 
         return int(self._guard(fill))
