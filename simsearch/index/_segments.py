@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -303,6 +304,8 @@ class Segment:
         # lazily verified sections: name -> (their block checksums, bool per block: verified)
         self._lazy: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._unverified = 0
+        self._mark = threading.Lock()  # concurrent readers may verify the same block
+        self._closed = False
         for name, (checks, _) in (lazy or {}).items():
             if len(checks):
                 self._lazy[name] = (checks, np.zeros(len(checks), bool))
@@ -327,7 +330,7 @@ class Segment:
         if not len(blocks):
             return
         arr = self._array(name)
-        if arr is None:  # closed meanwhile (a merge replaced it)
+        if arr is None:  # closed meanwhile (a merge or a repair replaced it)
             return
         raw = memoryview(arr.reshape(-1)).cast("B")
         h = xxhash.xxh3_64_intdigest
@@ -336,8 +339,10 @@ class Segment:
                 continue
             if h(raw[blk * CHECK_BLOCK : (blk + 1) * CHECK_BLOCK]) != int(checks[blk]):
                 raise SegmentDamaged(f"segment {self.path}: section {name} fails its checksum (block {blk})", self)
-            done[blk] = True
-            self._unverified -= 1
+            with self._mark:
+                if not done[blk]:
+                    done[blk] = True
+                    self._unverified -= 1
 
     def _check_spans(self, name: str, lo_bytes: np.ndarray, hi_bytes: np.ndarray) -> None:
         """Verify the blocks covering the byte ranges [lo, hi) of a lazy section."""
@@ -361,6 +366,8 @@ class Segment:
     def verify_some(self, max_blocks: int) -> bool:
         """Verify up to ``max_blocks`` unverified blocks (the background pass); True when more remain.
         Raises SegmentDamaged on a bad block."""
+        if self._closed:
+            return False
         budget = max_blocks
         for name, (_, done) in list(self._lazy.items()):
             if budget <= 0:
@@ -369,7 +376,7 @@ class Segment:
             if len(todo):
                 self._check(name, todo)
                 budget -= len(todo)
-        return self._unverified > 0
+        return self._unverified > 0 and not self._closed
 
     def _rows_spans(self, name: str, rows: np.ndarray, rowbytes: int) -> None:
         if self._unverified and name in self._lazy and len(rows):
@@ -483,6 +490,7 @@ class Segment:
 
     def close(self) -> None:
         """Drop the arrays and the mapping (a no-op while numpy views of it are still referenced)."""
+        self._closed = True
         for attr in ("rowids", "_sigs", "id_hash", "id_row", "ext_off", "ext", "lab_off", "lab", "has_label",
                      "vec_rows", "_vecs", "flat_copy", "_skeys", "_srows", "directory"):
             setattr(self, attr, None)
