@@ -16,10 +16,14 @@ new segment and a new manifest (so a full disk fails that write, uncommitted, wi
 ResourceExhaustedError, and the engine keeps serving). A background thread merges segments of
 similar size (:data:`MERGE_FACTOR` at a time) and rewrites a segment a quarter dead, LSM-style.
 
-Opening maps the manifest's segments (checksums verified) and replays the SQLite rows after its
-``max_rowid`` and the deletes logged after its ``seq``; the same after a clean close and after a
-kill -9. A damaged, missing or stale segment or manifest, or a manifest of another database, is
-detected, dropped and the segments rebuilt from the rows. The caller (the collection) holds its
+Opening maps the manifest's segments (their structural sections verified; the large ones block
+by block on first read, see :mod:`simsearch.index._segments`, and by a background pass) and
+replays the SQLite rows after its ``max_rowid`` and the deletes logged after its ``seq``; the live
+count is checked against the store's document counter. The same after a clean close and after a
+kill -9. A damaged or missing segment (at open, or a block at its first read) is dropped and only
+its rows are rebuilt (:meth:`Engine.repair`: the stored rows of its rowid range that no other
+segment holds alive; this stays exact when merges combine non-adjacent segments, whose ranges
+then overlap). A damaged or stale manifest, or one of another database, rebuilds every segment. The caller (the collection) holds its
 read lock around queries and its write lock around :meth:`apply`, :meth:`flush_if_full` and the
 install step of a merge.
 """
