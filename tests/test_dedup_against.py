@@ -304,7 +304,7 @@ def test_ray_engine_queries_the_server_from_its_workers(tmp_path, grpc_server):
 
 # -- the settings a run shares with its collection --------------------------------------------
 
-def _settings_cases(coll_threshold):
+def _settings_cases():
     return [(dict(threshold=T), "threshold"), (dict(num_perm=64), "num_perm"), (dict(seed=2), "seed"),
             (dict(shingle="char"), "shingle"), (dict(ngram=4), "ngram")]
 
@@ -318,7 +318,7 @@ def test_settings_default_to_the_collections_and_a_mismatch_is_refused(tmp_path,
         make = client.create_collection if remote else ix.create_collection
         coll = make("c", threshold=0.7)
         weighted = make("w", threshold=0.7, weights=(0.9, 0.1))
-        for given, name in _settings_cases(0.7):
+        for given, name in _settings_cases():
             with pytest.raises(FailedPreconditionError, match=f"{name}=.* but collection 'c' was created with {name}="):
                 dedup.run(path, tmp_path / "o", id_field="id", against=coll, quiet=True, **given)
         with pytest.raises(FailedPreconditionError, match="weights"):

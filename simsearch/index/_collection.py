@@ -28,7 +28,7 @@ from ..errors import (
 from ..minhash import is_empty, minhash
 from ..shingling import shingle_hashes
 from ..validation import check_int, check_option, check_param
-from . import _doctable, _ingest
+from . import _doctable, _ingest, _scroll
 from ._classify import Classification, ClassifierInfo
 from ._document import check_documents, check_id, check_ids
 from ._engine import Engine
@@ -376,33 +376,7 @@ class Collection:
                 raise InvalidTypeError(f"The '{name}' parameter of {func} must be a bool.")
         if after is not None:
             after = check_id(after, f"The 'after' parameter of {func}")
-        return self._scroll(flt, batch_size, with_text, with_vector, after)
-
-    def _scroll(self, flt, batch_size: int, with_text: bool, with_vector: bool, after: str | None):
-        while True:
-            self._check_alive()
-            page: list[Document] = []
-            with self._lock.read():
-                while len(page) < batch_size:
-                    rows = self._storage.scan(self._cid, after, batch_size)
-                    for row in rows:
-                        after = row.ext_id
-                        meta = json.loads(row.metadata)
-                        if flt is not None and not flt.matches(meta, id=row.ext_id, label=row.label):
-                            continue
-                        page.append(Document(id=row.ext_id, text=row.text if with_text else None, metadata=meta,
-                                             vector=unpack(row.vector, np.float32) if with_vector else None,
-                                             label=row.label))
-                        if len(page) == batch_size:
-                            break
-                    if len(rows) < batch_size:
-                        break
-            done = len(page) < batch_size
-            if page or not done:
-                yield ScrollPage(documents=tuple(page), cursor=page[-1].id)
-            if done:
-                return
-            after = page[-1].id
+        return _scroll.pages(self, flt, batch_size, with_text, with_vector, after)
 
     def _metadata_of(self, ids: list[str]) -> list[dict]:
         """The metadata of stored documents ``ids``, in order, read in chunks (no ``max_batch``
