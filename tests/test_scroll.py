@@ -216,8 +216,6 @@ def test_scroll_rpc_unknown_collection_and_stop_early(grpc_server):
 
 # -- a filter on indexed fields: the RowSet path (no Filter.matches per document) -------------
 
-
-
 @pytest.fixture(scope="module")
 def indexed():
     """A collection with every field of RANDOM_FILTERS indexed, some documents replaced and deleted."""

@@ -568,9 +568,11 @@ class Collection:
         return out
 
     def find_duplicates(self, threshold: float | None = None, *, exact: bool | None = None,
-                        filter: dict | str | None = None) -> list[Cluster]:
+                        filter: dict | str | None = None, with_stats: bool = False) -> list[Cluster] | SearchResult:
         """All near-duplicate clusters (size ≥ 2) in the collection, largest first; with
         ``filter``, among the documents it keeps (both ends of every pair match).
+        ``with_stats=True`` returns a SearchResult of the clusters and the QueryStats (path "lsh",
+        the documents the filter kept, whether it scanned the metadata).
 
         Pairs come from the LSH self-join and are verified with the exact Jaccard when the
         collection stores shingles (else with the signature estimate). The representative is the
@@ -583,15 +585,21 @@ class Collection:
         if exact and not self.config.store_shingles:
             raise FailedPreconditionError(f"collection {self.name!r} does not store shingles; use exact=False.")
         parse_filter(filter)
+        if not isinstance(with_stats, bool):
+            raise InvalidTypeError("The 'with_stats' parameter of find_duplicates must be a bool.")
         with self._lock.read():
             rowset = self._rowset(filter, "find_duplicates")
             pairs = self._engine.candidate_pairs()
             if rowset is not None and len(pairs):
                 pairs = pairs[rowset.has(pairs[:, 0]) & rowset.has(pairs[:, 1])]
-            if not len(pairs):
-                return []
-            fetch = self._shingle_sets if exact else None
-            return _doctable.clusters_from_pairs(self._engine, pairs, threshold, fetch, self._index._backend)
+            out = []
+            if len(pairs):
+                fetch = self._shingle_sets if exact else None
+                out = _doctable.clusters_from_pairs(self._engine, pairs, threshold, fetch, self._index._backend)
+        if with_stats:
+            return SearchResult(out, QueryStats("lsh", "", None if rowset is None else rowset.count,
+                                                rowset is not None and rowset.scanned))
+        return out
 
     # -- vectors ---------------------------------------------------------------------------
     def search(self, vector=None, *, id: str | None = None, k: int = 10, metric: str | None = None,
@@ -731,11 +739,12 @@ class Collection:
                 raise NotFoundError(f"model {name!r} does not exist in collection {self.name!r}")
             self._models.pop(name, None)
 
-    def classify(self, vectors=None, *, ids=None, model: str, k: int = 10,
-                 filter: dict | str | None = None) -> list[Classification]:
+    def classify(self, vectors=None, *, ids=None, model: str, k: int = 10, filter: dict | str | None = None,
+                 with_stats: bool = False) -> list[Classification] | SearchResult:
         """Apply the stored model ``model`` to each query vector (or stored document's vector) and
         return, per query, a Classification holding the prediction and the k nearest neighbours
-        (among the documents ``filter`` keeps; the prediction itself is the model's)."""
+        (among the documents ``filter`` keeps; the prediction itself is the model's).
+        ``with_stats=True`` returns a SearchResult whose stats say how the neighbours were found."""
         from . import _classify
 
         self._check_alive()
@@ -743,6 +752,8 @@ class Collection:
         name = _classify.check_model_name(model)
         k = check_param("k", k, func=func)
         parse_filter(filter)
+        if not isinstance(with_stats, bool):
+            raise InvalidTypeError(f"The 'with_stats' parameter of {func} must be a bool.")
         if (vectors is None) == (ids is None):
             raise InvalidArgumentError(f"{func} takes either vectors or ids, not both and not neither.")
         if vectors is not None:
@@ -761,12 +772,14 @@ class Collection:
             if ids is not None:
                 _, X = self._stored_vectors(ids, func)
         if not len(X):
-            return []
+            return SearchResult([], QueryStats("exact", "flat")) if with_stats else []
         X = np.stack(X) if vectors is not None else X
         if X.shape[1] != loaded.info.dim:
             raise InvalidArgumentError(f"model {name!r} expects {loaded.info.dim}-d vectors. Got {X.shape[1]}.")
-        neighbors = self.search_batch(vectors=X if vectors is not None else None, ids=ids, k=k, filter=filter)
-        return loaded.apply(X, neighbors)
+        found = self.search_batch(vectors=X if vectors is not None else None, ids=ids, k=k, filter=filter,
+                                  with_stats=True)
+        out = loaded.apply(X, found.results)
+        return SearchResult(out, found.stats) if with_stats else out
 
     def snapshot(self, dest_path: str) -> None:
         """A consistent online copy of the whole index (all collections) into ``dest_path``."""
