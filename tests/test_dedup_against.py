@@ -211,7 +211,10 @@ def test_cli_against_an_index_directory(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert _kept_ids(tmp_path / "o") == _greedy(docs)
     with Index(tmp_path / "ix") as ix:
-        assert ix.get_collection("c").count() == len(_greedy(docs))
+        coll = ix.get_collection("c")
+        assert coll.count() == len(_greedy(docs))
+        by_id = {d["id"]: d for d in docs}
+        assert all(d.metadata == {"n": by_id[d.id]["n"]} for d in coll.get(_greedy(docs)))  # the other fields
     bad = subprocess.run(cmd[:-4] + ["--add", "--quiet"], capture_output=True, text=True, check=False,
                          env={**os.environ, "PYTHONPATH": os.getcwd()})  # --against without --collection
     assert bad.returncode == 2 and "--collection" in bad.stderr and "Traceback" not in bad.stderr
