@@ -460,6 +460,9 @@ def test_add_is_atomic_with_a_writer_racing_the_run(tmp_path, grpc_server, remot
     assert kept == [k for k in kept0 if k not in skipped]  # data/ holds exactly what this run added
     assert sorted(d.id for d in stored) == sorted(kept + [r["id"] for r in racing])
     assert s.added == len(kept) and s.docs_out == len(kept)
+    clusters_of = {c["representative_id"] for c in pq.read_table(tmp_path / "o" / "clusters.parquet").to_pylist()
+                   if not c["kept"] and c["representative_id"] in kept or c["in_collection"]}
+    assert s.clusters == len(clusters_of)  # one per kept or collection representative
     for a in range(len(stored)):  # nothing is stored twice
         for b in range(a):
             assert _jac(stored[a].text, stored[b].text) < T

@@ -374,7 +374,9 @@ def _summary(output, fmt, engine, p: Params, res: EngineResult, clock, started, 
     else:
         docs_out = int(fk.keep.sum())
         dropped = ~fk.keep
-        n_clusters = len(np.unique(fk.rep[dropped & (fk.rep >= 0)])) + len(set(fk.matches.ids))
+        reps = np.unique(fk.rep[dropped & (fk.rep >= 0)])
+        # a representative that --add's check skipped joins the cluster of the document it matched
+        n_clusters = int(fk.keep[reps].sum()) + len(set(fk.matches.ids))
     seconds = {k: round(v, 4) for k, v in clock.seconds.items()}
     seconds["total"] = round(time.perf_counter() - started, 4)
     return DedupSummary(
