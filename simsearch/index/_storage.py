@@ -200,6 +200,58 @@ def _lock_directory(path: str) -> int | None:
     return fd
 
 
+# The writer never checkpoints inside a commit: a background thread copies the WAL into the
+# database (SQLite's PASSIVE checkpoint, on its own connection) after writes, so a commit only
+# appends to the WAL and fsyncs it. Should the WAL still pass WAL_LIMIT_BYTES (a checkpoint that
+# cannot catch up with a steady stream of writes), the writer checkpoints it itself, under its lock.
+WAL_LIMIT_BYTES = 256 << 20
+CHECKPOINT_PAUSE_S = 0.05  # at most ~20 background checkpoints a second: bursts of commits coalesce
+
+
+class _Checkpointer:
+    """A daemon thread that runs ``PRAGMA wal_checkpoint(PASSIVE)`` when poked (durability is the
+    commit's WAL fsync; a checkpoint only moves committed pages into the database file)."""
+
+    def __init__(self, connect) -> None:
+        self._connect = connect
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def poke(self) -> None:
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None and not self._stop:
+                    self._thread = threading.Thread(target=self._run, name="simsearch-checkpoint", daemon=True)
+                    self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        import time
+
+        try:
+            conn = self._connect()
+        except sqlite3.Error:  # pragma: no cover - the writer checkpoints by itself past the limit
+            return
+        while True:
+            self._wake.wait()
+            if self._stop:
+                return
+            self._wake.clear()
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error:  # a full disk, a closing store: the next poke (or the writer) retries
+                pass
+            time.sleep(CHECKPOINT_PAUSE_S)
+
+    def stop(self) -> None:
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
 class SQLiteStorage:
     """SQLite in WAL mode: one writer connection behind a lock, one reader connection per thread."""
 
@@ -222,8 +274,13 @@ class SQLiteStorage:
         self._all_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._closed = False
+        self._checkpointer = None
         try:
             self._writer = self._connect()
+            if path is not None:
+                self._writer.execute("PRAGMA wal_autocheckpoint=0")
+                self._writer.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES // 2}")
+                self._checkpointer = _Checkpointer(self._connect)
             self._init_schema()
         except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # damaged pages can hold bad text
             self.close()
@@ -426,7 +483,25 @@ class SQLiteStorage:
                     new_ids = [found[r[0]] for r in rows]
                 return removed, new_ids, seq
 
-        return self._guard(run)
+        out = self._guard(run)
+        self._after_write()
+        return out
+
+    def _after_write(self) -> None:
+        """Hand the WAL to the background checkpointer; checkpoint here if it has fallen behind."""
+        if self._checkpointer is None:
+            return
+        self._checkpointer.poke()
+        try:
+            wal = os.stat(self._where + "-wal").st_size
+        except OSError:
+            return
+        if wal > WAL_LIMIT_BYTES:
+            with self._write_lock:  # no writer appends meanwhile, so the checkpoint can complete
+                try:
+                    self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:  # a full disk: the write itself was committed; retried next time
+                    pass
 
     def uuid(self) -> str:
         """The database's uuid: a manifest of segments names it, so a copied database never
@@ -627,6 +702,8 @@ class SQLiteStorage:
         if self._closed:
             return
         self._closed = True
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         with self._conns_lock:
             conns, self._all_conns = self._all_conns, []
         for c in conns:
