@@ -65,3 +65,20 @@ def test_background_checkpoints_keep_every_write(tmp_path):
         assert coll.count() == 600
         got = coll.get([d.id for d in docs])
         assert [g.text for g in got] == [d.text for d in docs]
+
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+_blob = st.none() | st.binary(max_size=64)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_text.filter(bool), st.none() | _text, _text, st.none() | _text, _blob, _blob, _blob),
+                max_size=8))
+def test_bulk_checksums_equal_the_per_row_ones(rows):
+    params = _storage._insert_params(3, 9, rows)
+    assert [p[:8] for p in params] == [(3, *r) for r in rows] and all(p[10] == 9 for p in params)
+    assert [p[8] for p in params] == [_storage.crc_index(e, lab, v, s) for e, _, _, lab, v, s, _ in rows]
+    assert [p[9] for p in params] == [_storage.crc_doc(t, m, sh) for _, t, m, _, _, _, sh in rows]
