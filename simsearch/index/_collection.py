@@ -51,6 +51,10 @@ from ._types import (
 from ._vecsearch import CollectionVectors, ann_stem
 
 
+# Plain upserts larger than this are hashed and inserted in chunks of it, overlapped (_upsert_pipelined).
+PIPELINE_DOCS = int(os.environ.get("SIMSEARCH_PIPELINE_DOCS", "1024"))
+
+
 def _row_blobs(matrix: np.ndarray, dtype: str, present: list[bool]) -> list[bytes | None]:
     """Each row of ``matrix`` as little-endian bytes (what storage.pack writes), None where absent."""
     raw = np.ascontiguousarray(matrix, dtype=dtype).tobytes()
@@ -245,33 +249,10 @@ class Collection:
         on_duplicate, threshold = _ingest.check_on_duplicate(on_duplicate, threshold, self.config.threshold)
         norm = check_documents(docs, dim=self.config.dim, collection=self.name, max_batch=self._index.max_batch,
                                max_text_bytes=self._index.max_text_bytes)  # metadata as its JSON text
-        cfg = self.config
-        texted = [i for i, d in enumerate(norm) if d.text is not None]
-        sigs = np.full((len(norm), cfg.num_perm), 0xFFFFFFFF, dtype=np.uint32)
-        shingle_blobs: list[bytes | None] = [None] * len(norm)
-        if texted:
-            texts = [norm[i].text for i in texted]
-            if cfg.store_shingles and not cfg.store_text:  # with the text stored, shingles are derived from it
-                sets = shingle_hashes(texts, ngram=cfg.ngram, shingle=cfg.shingle, backend=self._index._backend)
-                sigs[texted] = minhash(sets, num_perm=cfg.num_perm, seed=cfg.seed, backend=self._index._backend)
-                for j, i in enumerate(texted):
-                    shingle_blobs[i] = pack(sets[j], np.uint64)
-            else:
-                sigs[texted] = minhash(
-                    texts, num_perm=cfg.num_perm, seed=cfg.seed, ngram=cfg.ngram, shingle=cfg.shingle,
-                    backend=self._index._backend,
-                )
-        vecs = None
-        vec_blobs = [None] * len(norm)
-        if cfg.dim:
-            vecs = self._check_vectors([d.vector for d in norm], "upsert docs")
-            vec_blobs = _row_blobs(vecs, "<f4", [d.vector is not None for d in norm])
-        sig_blobs = _row_blobs(sigs, "<u4", [d.text is not None for d in norm])
-        store_text = cfg.store_text
-        rows = [
-            (d.id, d.text if store_text else None, d.metadata, d.label, vec_blobs[i], sig_blobs[i], shingle_blobs[i])
-            for i, d in enumerate(norm)
-        ]
+        vecs = self._check_vectors([d.vector for d in norm], "upsert docs") if self.config.dim else None
+        if on_duplicate == "insert" and len(norm) > PIPELINE_DOCS:
+            return self._upsert_pipelined(norm, vecs)
+        sigs, rows = self._prepare(norm, vecs)
         ids = [d.id for d in norm]
         labels = [d.label for d in norm]
         duplicates: tuple[Duplicate, ...] = ()
@@ -279,7 +260,7 @@ class Collection:
             self._check_alive()
             if on_duplicate != "insert":
                 decision = _ingest.decide(self, ids, [d.text for d in norm], sigs, on_duplicate, threshold,
-                                          cfg.store_shingles)
+                                          self.config.store_shingles)
                 duplicates = tuple(Duplicate(ids[j], of, jac) for j, (of, jac) in sorted(decision.matches.items()))
                 if on_duplicate == "tag":
                     for j, (of, jac) in decision.matches.items():
@@ -305,6 +286,72 @@ class Collection:
                 raise
         return UpsertResult(upserted=len(rows), replaced=len(removed), skipped=len(norm) - len(rows),
                             duplicates=duplicates)
+
+    def _prepare(self, norm: list[Document], vecs: np.ndarray | None) -> tuple[np.ndarray, list[tuple]]:
+        """(signatures, storage rows) of checked documents ``norm`` (``vecs``: their checked
+        vectors, NaN rows for none; None without vectors)."""
+        cfg = self.config
+        texted = [i for i, d in enumerate(norm) if d.text is not None]
+        sigs = np.full((len(norm), cfg.num_perm), 0xFFFFFFFF, dtype=np.uint32)
+        shingle_blobs: list[bytes | None] = [None] * len(norm)
+        if texted:
+            texts = [norm[i].text for i in texted]
+            if cfg.store_shingles and not cfg.store_text:  # with the text stored, shingles are derived from it
+                sets = shingle_hashes(texts, ngram=cfg.ngram, shingle=cfg.shingle, backend=self._index._backend)
+                sigs[texted] = minhash(sets, num_perm=cfg.num_perm, seed=cfg.seed, backend=self._index._backend)
+                for j, i in enumerate(texted):
+                    shingle_blobs[i] = pack(sets[j], np.uint64)
+            else:
+                sigs[texted] = minhash(
+                    texts, num_perm=cfg.num_perm, seed=cfg.seed, ngram=cfg.ngram, shingle=cfg.shingle,
+                    backend=self._index._backend,
+                )
+        vec_blobs = [None] * len(norm)
+        if vecs is not None:
+            vec_blobs = _row_blobs(vecs, "<f4", [d.vector is not None for d in norm])
+        sig_blobs = _row_blobs(sigs, "<u4", [d.text is not None for d in norm])
+        store_text = cfg.store_text
+        rows = [
+            (d.id, d.text if store_text else None, d.metadata, d.label, vec_blobs[i], sig_blobs[i], shingle_blobs[i])
+            for i, d in enumerate(norm)
+        ]
+        return sigs, rows
+
+    def _upsert_pipelined(self, norm: list[Document], vecs: np.ndarray | None) -> UpsertResult:
+        """A plain upsert of a large checked batch, in chunks of PIPELINE_DOCS: chunk i + 1 is
+        hashed here while a storage worker checksums and inserts chunk i, all in one
+        transaction (see SQLiteStorage.write_chunks), so the result is that of one write."""
+        step = PIPELINE_DOCS
+        sig_parts: list[np.ndarray] = []
+
+        def part(lo):
+            return self._prepare(norm[lo:lo + step], None if vecs is None else vecs[lo:lo + step])
+
+        first = part(0)  # before the lock: concurrent writers hash their first chunk in parallel
+
+        def chunks():
+            current = first
+            for lo in range(step, len(norm) + step, step):
+                sig_parts.append(current[0])
+                yield current[1]
+                if lo < len(norm):
+                    current = part(lo)
+
+        ids = [d.id for d in norm]
+        with self._lock.write():
+            self._check_alive()
+            self._engine.flush_if_full()
+            replaced = [e for e, r in zip(ids, self._engine.rowids_of(ids)) if r >= 0]
+            removed, new_rowids, seq = self._storage.write_chunks(self._cid, replaced, chunks())
+            try:
+                labels = [d.label for d in norm]
+                self._engine.apply(seq, np.asarray(removed, dtype=np.int64), new_rowids, ids, labels,
+                                   np.concatenate(sig_parts), vecs)
+                self._applied(removed, new_rowids, ids, labels, [d.metadata for d in norm], vecs)
+            except BaseException:
+                self._rebuild()  # memory must match what was committed
+                raise
+        return UpsertResult(upserted=len(norm), replaced=len(removed), skipped=0, duplicates=())
 
     def delete(self, ids: Sequence[str], *, missing_ok: bool = False) -> int:
         """Delete documents by id, atomically. Unknown ids raise NotFoundError unless ``missing_ok``."""
