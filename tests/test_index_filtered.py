@@ -251,7 +251,7 @@ def test_damaged_or_foreign_block_is_rebuilt(tmp_path, damage, monkeypatch):
     want = c.search(q, k=5, exact=True)
     ix.close()
     adir = _vecsearch.ann_dir(path, c._cid)
-    stem = os.path.join(adir, os.path.splitext(sorted(os.listdir(adir))[0])[0])
+    stem = os.path.join(adir, os.path.splitext(min(os.listdir(adir)))[0])
     if damage == "flip":
         with open(stem + ".faiss", "r+b") as f:
             f.seek(os.path.getsize(stem + ".faiss") - 10)
@@ -268,7 +268,7 @@ def test_damaged_or_foreign_block_is_rebuilt(tmp_path, damage, monkeypatch):
         _seal(c2)
         ix2.close()
         odir = _vecsearch.ann_dir(other, c2._cid)
-        ostem = os.path.join(odir, os.path.splitext(sorted(os.listdir(odir))[0])[0])
+        ostem = os.path.join(odir, os.path.splitext(min(os.listdir(odir)))[0])
         for ext in (".ann", ".faiss"):
             os.replace(ostem + ext, stem + ext)
     mtime = os.path.getmtime(stem + ".ann")
