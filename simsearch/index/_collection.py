@@ -10,7 +10,6 @@ between.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -48,7 +47,7 @@ from ._types import (
     SearchResult,
     UpsertResult,
 )
-from ._vecsearch import CollectionVectors, ann_stem
+from ._vecsearch import CollectionVectors, ann_dir
 
 
 # Plain upserts larger than this are hashed and inserted in chunks of it, overlapped (_upsert_pipelined).
@@ -134,17 +133,16 @@ class Collection:
                     self._fields.add(chunk, [g.ext_id for g in got], [g.label for g in got], [g.metadata for g in got])
         self._ann = None
         if cfg.dim:
-            stem = None if self._index.path is None else ann_stem(self._index.path, self._cid)
-            uuid = self._storage.state(self._cid)[0] if stem is not None else ""
-            self._ann = CollectionVectors(cfg, stem, {"db": uuid, "cid": self._cid}, self._index._backend)
-            self._ann.load(self._live_rows(vectors_only=True)[0], self._vectors_of)
+            directory = None if self._index.path is None else ann_dir(self._index.path, self._cid)
+            uuid = self._storage.state(self._cid)[0] if directory is not None else ""
+            self._ann = CollectionVectors(cfg, self._engine, directory, {"db": uuid, "cid": self._cid},
+                                          self._index._backend)
+            self._ann.start()  # builds the segments' ANN structures in the background
 
     def _save_query_state(self) -> None:
         """Persist the ANN block and the indexed columns (Index.close, under the write lock)."""
         if self._index.path is None or self._dropped:
             return
-        if self._ann is not None:
-            self._ann.save()
         if self.config.indexed_fields:
             try:
                 self._fields.save(fields_path(self._index.path, self._cid), self._storage.state(self._cid))
@@ -160,12 +158,8 @@ class Collection:
         removed = np.asarray(removed, dtype=np.int64)
         new_rowids = np.asarray(new_rowids, dtype=np.int64)
         self._fields.remove(removed)
-        if self._ann is not None:
-            self._ann.removed(removed)
         if len(new_rowids):
             self._fields.add(new_rowids, ids, labels, metadata)
-            if self._ann is not None and vecs is not None:
-                self._ann.added(new_rowids[~np.isnan(vecs[:, 0])])
 
     def _rowset(self, filter, func: str) -> RowSet | None:
         """The live rows ``filter`` keeps (None: no filter); the caller holds the read lock."""
@@ -189,6 +183,8 @@ class Collection:
     def _rebuild(self) -> None:
         """Reopen the engine from the manifest and the store (after an error while applying a
         committed write, memory must match what was committed)."""
+        if self._ann is not None:
+            self._ann.stop(join=False)  # the caller may hold the lock the builder reads under
         self._engine.close()
         self._open_engine()
 
@@ -381,15 +377,20 @@ class Collection:
         self._check_alive()
         with self._lock.read():
             out = self._engine.stats()
-        path = self._index.path
-        if path is not None and out["bytes_on_disk"] is not None:
-            stem = ann_stem(path, self._cid)
-            for ext in (".ann", ".faiss"):
-                try:
-                    out["bytes_on_disk"] += os.stat(stem + ext).st_size
-                except OSError:  # not built (flat, or not yet)
-                    pass
+            vec = self._ann.stats() if self._ann is not None else {"vectors_indexed": 0, "vectors_pending": 0}
+        out.update(vec)
+        if out["bytes_on_disk"] is not None and self._ann is not None:
+            out["bytes_on_disk"] += self._ann.nbytes_on_disk()
         return out
+
+    def wait_indexed(self, timeout: float | None = None) -> bool:
+        """Wait until every segment due an ANN structure has one (built in the background after
+        flushes and merges; until then its vectors are scanned exactly). False on timeout."""
+        self._check_alive()
+        if self._ann is None:
+            return True
+        self._engine.wait_merges()  # the merges due first: their outputs are what gets indexed
+        return self._ann.wait_indexed(timeout)
 
     def count(self) -> int:
         self._check_alive()
@@ -690,10 +691,8 @@ class Collection:
             if not len(queries):
                 return SearchResult([], QueryStats("exact", "flat")) if with_stats else []
             kk = k + (1 if ids is not None else 0)
-            dists, rows, stats = self._ann.search(
-                queries, kk, rowset=rowset, exact=exact, metric=metric, vectors_of=self._vectors_of,
-                flat_search=lambda q, kq: self._engine.knn(q, kq, metric),
-                live_rowids=lambda: self._live_rows(vectors_only=True)[0])
+            dists, rows, stats = self._ann.search(queries, kk, rowset=rowset, exact=exact, metric=metric,
+                                                  vectors_of=self._vectors_of)
             out = []
             for q in range(len(queries)):
                 keep = [(d, r) for d, r in zip(dists[q].tolist(), rows[q].tolist()) if r >= 0 and r != exclude[q]][:k]
