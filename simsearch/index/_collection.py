@@ -50,7 +50,6 @@ from ._types import (
 )
 from ._vecsearch import CollectionVectors, ann_dir
 
-
 # Plain upserts larger than this are hashed and inserted in chunks of it, overlapped (_upsert_pipelined).
 PIPELINE_DOCS = int(os.environ.get("SIMSEARCH_PIPELINE_DOCS", "1024"))
 
