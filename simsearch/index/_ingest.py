@@ -96,7 +96,7 @@ def decide(coll, ids: list[str], texts: list[str | None], sigs: np.ndarray, mode
         cfg = coll.config
         sets = by_position(shingle_hashes([texts[i] for i in need], ngram=cfg.ngram, shingle=cfg.shingle,
                                           backend=coll._index._backend), need.tolist(), n)
-    best = _best_stored(coll, has, sigs, sets, q, src, rows, cand, threshold)
+    best = _best_stored(coll, has, texts, sigs, sets, q, src, rows, cand, threshold)
     earlier = _verify_pairs(coll, ia, ib, sigs, sets, threshold)
     for j in sorted(set(best) | set(earlier)):
         options = [best[j]] if j in best else []
@@ -108,7 +108,7 @@ def decide(coll, ids: list[str], texts: list[str | None], sigs: np.ndarray, mode
     return Decision(matches, stored)
 
 
-def _best_stored(coll, has, sigs, sets, q, src, rows, cand, threshold: float) -> dict[int, tuple[float, str]]:
+def _best_stored(coll, has, texts, sigs, sets, q, src, rows, cand, threshold: float) -> dict[int, tuple[float, str]]:
     """Batch position -> (Jaccard, id) of its best stored match among the candidate pairs
     (``q`` indexes ``has``; ``src``/``rows`` locate the candidate, ``cand`` is its rowid): all
     pairs scored in one pair-Jaccard call (exact over ``sets`` and the candidates' cached or
@@ -123,7 +123,14 @@ def _best_stored(coll, has, sigs, sets, q, src, rows, cand, threshold: float) ->
         from .._arrays import offsets_from_sizes
 
         uniq, inv = np.unique(cand, return_inverse=True)
-        found = coll._shingle_sets(uniq.tolist())
+        asked = has[np.unique(q)].tolist()
+        by_text = {texts[i]: i for i in asked}
+
+        def known(text):  # a stored copy of a batch text has the batch text's set: not shingled again
+            i = by_text.get(text)
+            return None if i is None else sets.hashes[sets.offsets[i]:sets.offsets[i + 1]].copy()
+
+        found = eng.cached_shingles(uniq.tolist(), lambda missing: coll._read_shingle_sets(missing, known))
         c_sets = [found[int(r)] for r in uniq.tolist()]
         c_off = offsets_from_sizes([len(x) for x in c_sets])
         c_hash = np.concatenate(c_sets) if c_sets else np.empty(0, np.uint64)
