@@ -140,17 +140,36 @@ def _crc(*parts: bytes | str | None) -> int:
 
 
 def crc_index(ext_id: str, label: str | None, vector: bytes | None, signature: bytes | None) -> int:
-    return _crc(ext_id, label, vector, signature)
+    """``_crc(ext_id, label, vector, signature)``, written out (called per row at open and read)."""
+    crc32, ln = zlib.crc32, _LEN
+    e = ext_id.encode("utf-8", "surrogatepass")
+    c = crc32(e, crc32(ln(len(e))))
+    if label is None:
+        c = crc32(b"\xff", c)
+    else:
+        lb = label.encode("utf-8", "surrogatepass")
+        c = crc32(lb, crc32(ln(len(lb)), c))
+    c = crc32(b"\xff", c) if vector is None else crc32(vector, crc32(ln(len(vector)), c))
+    return crc32(b"\xff", c) if signature is None else crc32(signature, crc32(ln(len(signature)), c))
 
 
 def crc_doc(text: str | None, metadata: str, shingles: bytes | None) -> int:
-    return _crc(text, metadata, shingles)
+    """``_crc(text, metadata, shingles)``, written out."""
+    crc32, ln = zlib.crc32, _LEN
+    if text is None:
+        d = crc32(b"\xff")
+    else:
+        tb = text.encode("utf-8", "surrogatepass")
+        d = crc32(tb, crc32(ln(len(tb))))
+    mb = metadata.encode("utf-8", "surrogatepass")
+    d = crc32(mb, crc32(ln(len(mb)), d))
+    return crc32(b"\xff", d) if shingles is None else crc32(shingles, crc32(ln(len(shingles)), d))
 
 
 def _insert_params(cid: int, seq: int, rows: list[tuple]) -> list[tuple]:
     """The INSERT parameters of ``rows`` (see :meth:`SQLiteStorage.write`) with both checksums:
-    :func:`crc_index` and :func:`crc_doc` written out for a batch (one frame per row, not one
-    call per part; equal to them, tested)."""
+    :func:`crc_index` and :func:`crc_doc` written out for a batch (one frame per row; equal to
+    ``_crc``, the definition, tested)."""
     crc32, ln, ff = zlib.crc32, _LEN, b"\xff"
     out = []
     add = out.append
