@@ -154,29 +154,34 @@ def _best_stored(coll, has, texts, sigs, sets, q, src, rows, cand, threshold: fl
 
 
 def _batch_candidates(has: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate pairs (i < j, batch positions, unique) of the batch itself: documents sharing a
-    band key (``keys``, one row per position in ``has``, under the collection's banding)."""
+    """Candidate pairs (i < j, batch positions, unique, in (i, j) order) of the batch itself:
+    documents sharing a band key (``keys``, one row per position in ``has``, under the
+    collection's banding). Every pair of each group of equal keys, made by numpy per band."""
     e = np.empty(0, np.int64)
-    if len(has) < 2:
+    m = len(has)
+    if m < 2:
         return e, e
-    pairs = []
+    span = int(has.max()) + 1
+    codes = []
     for j in range(keys.shape[1]):
         order = np.argsort(keys[:, j], kind="stable")
         k = keys[order, j]
-        same = np.flatnonzero(k[1:] == k[:-1])
-        if not len(same):
+        new = np.r_[True, k[1:] != k[:-1]]
+        start = np.flatnonzero(new)
+        size = np.diff(np.r_[start, m])
+        if size.max() < 2:
             continue
-        starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
-        ends = np.r_[starts[1:], len(k)]
-        for lo, hi in zip(starts.tolist(), ends.tolist()):
-            if hi - lo > 1:
-                grp = np.sort(has[order[lo:hi]])
-                a, c = np.triu_indices(len(grp), 1)
-                pairs.append(np.stack([grp[a], grp[c]], axis=1))
-    if not pairs:
+        gid = np.cumsum(new) - 1
+        after = size[gid] - (np.arange(m) - start[gid]) - 1  # later members of each one's group
+        total = int(after.sum())
+        first = np.repeat(np.arange(m), after)
+        second = first + 1 + np.arange(total) - np.repeat(np.cumsum(after) - after, after)
+        pa, pb = has[order[first]], has[order[second]]
+        codes.append(np.minimum(pa, pb) * span + np.maximum(pa, pb))
+    if not codes:
         return e, e
-    uniq = np.unique(np.concatenate(pairs), axis=0)
-    return uniq[:, 0], uniq[:, 1]
+    uniq = np.unique(np.concatenate(codes))
+    return uniq // span, uniq % span
 
 
 def _verify_pairs(coll, ia, ib, sigs, sets, threshold: float) -> dict[int, list[tuple[int, float]]]:
