@@ -27,7 +27,8 @@ files are then built from the rows.
 Durability: every write is one transaction; ``synchronous=FULL`` (the default, ``durability=
 "full"``) fsyncs the WAL at each commit, so an acknowledged write survives kill -9 and power loss
 on storage that honours fsync. ``durability="normal"`` (``synchronous=NORMAL``) survives kill -9
-but may lose the last commits on power loss. A full disk (SQLITE_FULL, ENOSPC) fails the write with
+but may lose the last commits on power loss. Checkpoints (WAL -> database file) run on a
+background thread, off the commit path (:class:`_Checkpointer`). A full disk (SQLITE_FULL, ENOSPC) fails the write with
 :class:`ResourceExhaustedError`; the transaction rolls back, so nothing acknowledged is lost.
 """
 
