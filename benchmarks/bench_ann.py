@@ -2,9 +2,14 @@
 
 Rows (one JSON line each, then a table):
 
-* ``build``: seconds to build the HNSW (or IVF) block of the whole collection at its first
-  approximate query, and that per million vectors; ``reopen``: Index open + the first answered
-  approximate query after a clean close (the block is memory-mapped, not rebuilt).
+* ``first_query``: the first kNN query right after the bulk load (no query builds an ANN
+  structure: segments not indexed yet are scanned exactly), with the vectors indexed / pending.
+* ``build``: ``wait_indexed`` after the bulk load (the per-segment structures are built by a
+  background thread during and after it, merges included); ``s_per_million`` is (ingest + wait)
+  per million vectors, an upper bound of the build cost.
+* ``reopen``: Index open to the first answered kNN query (``seconds``) and to every segment's
+  structure reopened, checksum-verified, memory-mapped (``indexed_s``), after a clean close and
+  after a kill -9 (a child process writes 100 documents and kills itself).
 * ``knn``: single-query latency (p50 / p99 over ``--queries`` queries, ms) of ``search`` on the
   approximate index, of ``exact=True`` (the flat scan, unchanged from before), and with a filter
   that keeps 10 % of the documents (an indexed field); recall@10 of each approximate row against
@@ -18,14 +23,16 @@ Rows (one JSON line each, then a table):
 
 Data: ``--n`` x ``--dim`` float32 vectors of low intrinsic dimension (16 latent factors through a
 fixed random map, plus noise); queries are noisy copies of held-out points. Seeds are fixed; one
-warm-up pass precedes every timed one. ``load`` is the 1-minute load average when a row is
-written (the machine is shared). ``python benchmarks/bench_ann.py --smoke`` runs a tiny version.
+warm-up pass precedes every timed one; the filtered and unfiltered queries of a row pair run
+interleaved, query by query, so both see the same load. ``load`` is the 1-minute load average
+when a row is written (the machine is shared). ``python benchmarks/bench_ann.py --smoke`` runs a tiny version.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,10 +41,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Reporter  # noqa: E402
+from _common import Reporter
 
-from simsearch import Document, Index, distance  # noqa: E402
-from simsearch.index._ann import AnnBlock, AnnParams  # noqa: E402
+from simsearch import Document, Index, distance
+from simsearch.index._ann import AnnBlock, AnnParams
 
 WORDS = [f"w{i}" for i in range(5000)]
 
@@ -65,6 +72,23 @@ def latencies(fn, items) -> np.ndarray:
     return np.asarray(out) * 1e3
 
 
+def paired_latencies(fns: dict, items) -> dict:
+    """Per-call latencies (ms) of every function in ``fns`` on each item, the calls interleaved
+    (item by item, the order rotating) so that a change of load on the shared machine hits every
+    row alike: the filtered and unfiltered rows are paired in one run."""
+    names = list(fns)
+    for it in items[: max(1, len(items) // 10)]:
+        for name in names:
+            fns[name](it)  # warm-up
+    out = {name: [] for name in names}
+    for i, it in enumerate(items):
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            t = time.perf_counter()
+            fns[name](it)
+            out[name].append(time.perf_counter() - t)
+    return {name: np.asarray(v) * 1e3 for name, v in out.items()}
+
+
 def pct(ms: np.ndarray) -> dict:
     return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3)}
 
@@ -85,21 +109,27 @@ def bench_knn(rep: Reporter, args, path: str) -> None:
     ingest = time.perf_counter() - t
     t = time.perf_counter()
     first = c.search_batch(vectors=Q[:1], k=10, with_stats=True)
-    build = time.perf_counter() - t
-    rep.add(row="build", kind=first.stats.vector_index, n=args.n, dim=args.dim, seconds=round(build, 2),
-            s_per_million=round(build * 1e6 / args.n, 1), ingest_s=round(ingest, 1), load=load())
+    rep.add(row="first_query", kind=first.stats.vector_index, path=first.stats.path, n=args.n,
+            seconds=round(time.perf_counter() - t, 3), load=load(), **{k: c.stats()[k] for k in ('vectors_indexed', 'vectors_pending')})
+    t = time.perf_counter()
+    ok = c.wait_indexed()
+    wait = time.perf_counter() - t
+    st = c.stats()
+    rep.add(row="build", kind=args.kind, n=args.n, dim=args.dim, seconds=round(wait, 2),
+            s_per_million=round((ingest + wait) * 1e6 / args.n, 1), ingest_s=round(ingest, 1), indexed=ok,
+            vectors_indexed=st["vectors_indexed"], vectors_pending=st["vectors_pending"], segments=st["segments"],
+            load=load())
     qs = list(Q)
     flt = {"bucket": 3}  # keeps 10 %
     res = {}
-    for label, kw in (("ann", {}), ("exact", {"exact": True}), ("ann_filtered", {"filter": flt}),
-                      ("exact_filtered", {"filter": flt, "exact": True})):
-        if label.startswith("exact"):
-            items = qs[: args.exact_queries]
-        else:
-            items = qs
-        ms = latencies(lambda q, kw=kw: c.search(q, k=10, **kw), items)
-        stats = c.search_batch(vectors=[qs[0]], k=10, with_stats=True, **kw).stats
-        res[label] = (ms, stats)
+    runs = {"ann": {}, "exact": {"exact": True}, "ann_filtered": {"filter": flt},
+            "exact_filtered": {"filter": flt, "exact": True}}
+    for group, items in ((("ann", "ann_filtered"), qs), (("exact", "exact_filtered"), qs[: args.exact_queries])):
+        ms = paired_latencies({label: (lambda q, kw=runs[label]: c.search(q, k=10, **kw)) for label in group}, items)
+        for label in group:
+            stats = c.search_batch(vectors=[qs[0]], k=10, with_stats=True, **runs[label]).stats
+            res[label] = (ms[label], stats)
+    res = {label: res[label] for label in runs}
     truth = c.search_batch(vectors=Q, k=10, exact=True)
     truth_f = c.search_batch(vectors=Q, k=10, exact=True, filter=flt)
     got = c.search_batch(vectors=Q, k=10)
@@ -114,12 +144,33 @@ def bench_knn(rep: Reporter, args, path: str) -> None:
             row["ratio"] = round(row["p99_ms"] / max(pct(res["ann"][0])["p99_ms"], 1e-9), 2)
         rep.add(**row)
     ix.close()
+    reopen(rep, args, path, Q, "clean close")
+    subprocess.run([sys.executable, "-c", KILLED, path, str(args.dim)], check=False)
+    reopen(rep, args, path, Q, "kill -9")
+
+
+KILLED = """
+import os, signal, sys, numpy as np
+from simsearch import Document, Index
+ix = Index(sys.argv[1])
+c = ix.get_collection("v")
+dim = int(sys.argv[2])
+c.upsert([Document(id=f"k{i}", metadata={"bucket": 0}, vector=np.full(dim, i, np.float32)) for i in range(100)])
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def reopen(rep: Reporter, args, path: str, Q: np.ndarray, label: str) -> None:
+    """Index open to the first answered kNN query, then to every structure reopened (verified)."""
     t = time.perf_counter()
     ix = Index(path)
     c = ix.get_collection("v")
     r = c.search_batch(vectors=Q[:1], k=10, with_stats=True)
-    rep.add(row="reopen", kind=r.stats.vector_index, path=r.stats.path, n=args.n, seconds=round(time.perf_counter() - t, 2),
-            load=load())
+    first = time.perf_counter() - t
+    c.wait_indexed()
+    r2 = c.search_batch(vectors=Q[:1], k=10, with_stats=True)
+    rep.add(row="reopen", query=label, kind=r2.stats.vector_index, path=f"{r.stats.path}->{r2.stats.path}", n=args.n,
+            seconds=round(first, 3), indexed_s=round(time.perf_counter() - t, 2), load=load())
     ix.close()
 
 
@@ -155,9 +206,8 @@ def bench_near(rep: Reporter, args, path: str) -> None:
     for lo in range(0, n, 10_000):
         c.upsert(docs[lo:lo + 10_000])
     ids = [f"t{int(i)}" for i in rng.integers(0, n, args.queries)]
-    res = {}
-    for label, kw in (("near", {}), ("near_filtered", {"filter": {"bucket": 3}})):
-        res[label] = latencies(lambda q, kw=kw: c.near_duplicates(id=q, **kw), ids)
+    res = paired_latencies({label: (lambda q, kw=kw: c.near_duplicates(id=q, **kw))
+                            for label, kw in (("near", {}), ("near_filtered", {"filter": {"bucket": 3}}))}, ids)
     base_p99 = pct(res["near"])["p99_ms"]
     for label, ms in res.items():
         row = {"row": "near", "query": label, "n": n, **pct(ms), "load": load()}
@@ -193,8 +243,8 @@ def main() -> None:
         if not args.skip_near:
             bench_near(rep, args, os.path.join(tmp, "near"))
     print()
-    print(rep.table(["row", "query", "path", "kind", "n", "seconds", "s_per_million", "p50_ms", "p99_ms",
-                     "recall@10", "ratio", "load"]))
+    print(rep.table(["row", "query", "path", "kind", "n", "seconds", "s_per_million", "indexed_s", "vectors_indexed",
+                     "vectors_pending", "p50_ms", "p99_ms", "recall@10", "ratio", "load"]))
 
 
 if __name__ == "__main__":

@@ -187,3 +187,35 @@ def test_bad_inputs():
     empty = AnnBlock.build(np.empty(0, np.int64), np.empty((0, 4), np.float32), kind="hnsw")
     res = empty.search(x[:2], 3)
     assert np.all(res.rows == -1)
+
+
+@pytest.mark.parametrize("kind", ("hnsw", "ivf"))
+def test_external_data_round_trip_and_mismatch(data, tmp_path, kind):
+    """``save(data=False)`` keeps only the header and the faiss file (the owner holds the vectors);
+    ``open`` takes them back and refuses rows or vectors of another size."""
+    rows, x, q = data
+    block = AnnBlock.build(rows, x, kind=kind, params=AnnParams(nprobe=16))
+    stem = str(tmp_path / "ext")
+    block.save(stem, extra={"seg": 1}, data=False)
+    assert os.path.getsize(stem + ".ann") < 4096  # no copy of the vectors
+    back = AnnBlock.open(stem, rows=rows, vectors=x)
+    assert back.extra == {"seg": 1}
+    np.testing.assert_array_equal(back.search(q, 10).rows, block.search(q, 10).rows)
+    with pytest.raises(StorageCorruptionError):
+        AnnBlock.open(stem)
+    with pytest.raises(StorageCorruptionError):
+        AnnBlock.open(stem, rows=rows[:-1], vectors=x[:-1])
+
+
+def test_build_stops_between_batches(data, monkeypatch):
+    monkeypatch.setattr(_ann, "ADD_BATCH", 100)
+    rows, x, _ = data
+    polls = []
+
+    def stop():
+        polls.append(1)
+        return len(polls) > 3
+
+    with pytest.raises(_ann.BuildCancelled):
+        AnnBlock.build(rows, x, kind="hnsw", should_stop=stop)
+    assert len(polls) == 4  # three batches added, stopped before the fourth

@@ -9,55 +9,18 @@ import os
 
 import numpy as np
 import pytest
+from filter_cases import FILTERS, INDEXED, _docs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simsearch.distance import pairwise
-from simsearch.errors import InvalidArgumentError
+from simsearch.errors import InvalidArgumentError, SimsearchError
 from simsearch.index import Document, Index, _ann, _vecsearch, parse_filter
 
 pytest.importorskip("faiss")
 
 METRICS = ("euclidean", "sqeuclidean", "cosine", "manhattan")
 KINDS = ("flat", "hnsw", "ivf")
-LANGS = ("en", "fr", "de")
-WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima"]
-
-
-def _docs(seed: int, n: int, dim: int = 6) -> list[Document]:
-    rng = np.random.default_rng(seed)
-    base = [" ".join(rng.choice(WORDS, 25)) for _ in range(max(1, n // 3))]
-    out = []
-    for i in range(n):
-        meta: dict = {"lang": LANGS[int(rng.integers(0, 3))], "nested": {"a": bool(rng.integers(0, 2))}}
-        if rng.random() < 0.8:
-            meta["year"] = int(rng.integers(2000, 2030))
-        text = base[i % len(base)] + (" " + WORDS[i % len(WORDS)]) * int(rng.integers(0, 3))
-        vec = rng.standard_normal(dim).astype(np.float32) if rng.random() < 0.9 else None
-        label = f"l{int(rng.integers(0, 3))}" if rng.random() < 0.8 else None
-        out.append(Document(id=f"d{i:04d}", text=text, metadata=meta, vector=vec, label=label))
-    return out
-
-
-_leaf = st.one_of(
-    st.builds(lambda v: {"lang": v}, st.sampled_from(LANGS)),
-    st.builds(lambda vs: {"lang": {"in": vs}}, st.lists(st.sampled_from(LANGS), max_size=3)),
-    st.builds(lambda op, y: {"year": {op: y}}, st.sampled_from(["gt", "gte", "lt", "lte"]), st.integers(1995, 2035)),
-    st.builds(lambda b: {"year": {"exists": b}}, st.booleans()),
-    st.builds(lambda b: {"nested.a": b}, st.booleans()),
-    st.builds(lambda v: {"$label": v}, st.sampled_from(["l0", "l1", "l2", None])),
-    st.builds(lambda i: {"$id": {"in": [f"d{j:04d}" for j in range(i, i + 40)]}}, st.integers(0, 100)),
-)
-FILTERS = st.recursive(
-    _leaf,
-    lambda kids: st.one_of(
-        st.builds(lambda xs: {"and": xs}, st.lists(kids, min_size=1, max_size=3)),
-        st.builds(lambda xs: {"or": xs}, st.lists(kids, min_size=1, max_size=3)),
-        st.builds(lambda x: {"not": x}, kids),
-    ),
-    max_leaves=5,
-)
-INDEXED = ["lang", "year", "nested.a", "$label", "$id"]
 
 
 def _matching(docs, flt):
@@ -168,6 +131,13 @@ def test_classify_neighbours_are_filtered(collections):
     assert [n.id for n in res[0].neighbors] == [w[0] for w in _knn_oracle(_matching(docs, flt), q, 5, "euclidean")]
 
 
+def _seal(c) -> None:
+    """Flush the memtable to a segment and wait for its ANN structure (built in the background)."""
+    with c._lock.write():
+        c._engine.flush()
+    assert c.wait_indexed(timeout=120)
+
+
 @pytest.mark.parametrize("kind", ("hnsw", "ivf"))
 def test_ann_paths_and_recall(tmp_path, kind, monkeypatch):
     """Above the exact-scan limits the approximate index answers: unfiltered ("ann") and with the
@@ -181,6 +151,9 @@ def test_ann_paths_and_recall(tmp_path, kind, monkeypatch):
                              indexed_fields=["g"])
     c.upsert([Document(id=f"v{i}", metadata={"g": i % 4}, vector=X[i]) for i in range(3000)])
     Q = (centres[rng.integers(0, 20, 30)] + rng.standard_normal((30, 16))).astype(np.float32)
+    assert c.search_batch(vectors=Q, k=10, with_stats=True).stats.path == "exact"  # the memtable: scanned
+    _seal(c)
+    assert c.stats()["vectors_indexed"] == 3000 and c.stats()["vectors_pending"] == 0
     for flt, path in ((None, "ann"), ({"g": 1}, "ann_filtered")):
         res = c.search_batch(vectors=Q, k=10, filter=flt, with_stats=True)
         truth = c.search_batch(vectors=Q, k=10, filter=flt, exact=True, with_stats=True)
@@ -193,98 +166,107 @@ def test_ann_paths_and_recall(tmp_path, kind, monkeypatch):
     ix.close()
 
 
-def test_block_persists_and_is_reused(tmp_path):
+def test_block_persists_and_is_reused(tmp_path, monkeypatch):
+    monkeypatch.setattr(_vecsearch, "SEGMENT_ANN_MIN", 50)
     path = str(tmp_path / "ix")
     docs = _docs(2, 300)
     ix = Index(path)
     c = ix.create_collection("c", dim=6, metric="manhattan", vector_index="hnsw")
     c.upsert(docs)
+    _seal(c)
     q = next(d.vector for d in docs if d.vector is not None)
     before = c.search(q, k=7)
+    assert c.search_batch(vectors=[q], k=7, with_stats=True).stats.path == "ann"
     ix.close()
-    stem = _vecsearch.ann_stem(path, c._cid)
-    mtime = os.path.getmtime(stem + ".faiss")
+    adir = _vecsearch.ann_dir(path, c._cid)
+    files = sorted(os.listdir(adir))
+    assert len(files) == 2 and {os.path.splitext(f)[1] for f in files} == {".ann", ".faiss"}
+    mtimes = [os.path.getmtime(os.path.join(adir, f)) for f in files]
     ix = Index(path)
     c = ix.get_collection("c")
-    assert c._ann._block is not None and not len(c._ann._pending)  # opened, not rebuilt
+    assert c.search(q, k=7) == before  # exact until the builder has reopened the file: same answer here
+    assert c.wait_indexed(timeout=60)
     assert c.search(q, k=7) == before
-    assert os.path.getmtime(stem + ".faiss") == mtime
-    ix.drop_collection("c")
-    assert not os.path.exists(stem + ".ann") and not os.path.exists(stem + ".faiss")
-    c = ix.create_collection("c", dim=6, metric="manhattan", vector_index="hnsw")
-    c.upsert(docs)
-    assert c.search(q, k=7) == before  # built again (new rowids), saved on close
-    ix.close()
-    ix = Index(path)
-    c = ix.get_collection("c")
-    assert c._ann._block is not None
-    # writes after the reopen: deletes are tombstones, new rows pending, then added incrementally
+    assert [os.path.getmtime(os.path.join(adir, f)) for f in files] == mtimes  # opened, not rebuilt
+    # writes after the reopen: deletes excluded through the live mask, new rows scanned in the memtable
     gone = before[0].id
     c.delete([gone])
     c.upsert([Document(id="new", vector=q + 0.01)])
     hits = [n.id for n in c.search(q, k=3)]
     assert "new" in hits and gone not in hits
-    monkey = _vecsearch.PENDING_SCAN_MAX
-    try:
-        _vecsearch.PENDING_SCAN_MAX = 0
-        assert [n.id for n in c.search(q, k=3)] == hits
-        assert not len(c._ann._pending)
-    finally:
-        _vecsearch.PENDING_SCAN_MAX = monkey
+    want = [n.id for n in c.search(q, k=3, exact=True)]
+    assert hits == want
+    ix.drop_collection("c")
+    assert not os.path.exists(adir)
     ix.close()
 
 
 @pytest.mark.parametrize("damage", ("flip", "truncate", "delete_faiss", "foreign"))
-def test_damaged_or_foreign_block_is_rebuilt(tmp_path, damage):
+def test_damaged_or_foreign_block_is_rebuilt(tmp_path, damage, monkeypatch):
+    monkeypatch.setattr(_vecsearch, "SEGMENT_ANN_MIN", 50)
     path = str(tmp_path / "ix")
     docs = _docs(3, 200)
     ix = Index(path)
     c = ix.create_collection("c", dim=6, metric="cosine", vector_index="hnsw")
     c.upsert(docs)
+    _seal(c)
     q = next(d.vector for d in docs[4:] if d.vector is not None)
     want = c.search(q, k=5, exact=True)
-    c.search(q, k=5)  # builds and saves the block
     ix.close()
-    stem = _vecsearch.ann_stem(path, c._cid)
+    adir = _vecsearch.ann_dir(path, c._cid)
+    stem = os.path.join(adir, os.path.splitext(min(os.listdir(adir)))[0])
     if damage == "flip":
-        with open(stem + ".ann", "r+b") as f:
-            f.seek(os.path.getsize(stem + ".ann") - 10)
+        with open(stem + ".faiss", "r+b") as f:
+            f.seek(os.path.getsize(stem + ".faiss") - 10)
             f.write(b"\xff\xfe")
     elif damage == "truncate":
-        os.truncate(stem + ".ann", 100)
+        os.truncate(stem + ".ann", 20)
     elif damage == "delete_faiss":
         os.unlink(stem + ".faiss")
-    else:  # another database's block of the same shape under this name
+    else:  # another database's structure of the same shape under this name
         other = str(tmp_path / "other")
         ix2 = Index(other)
         c2 = ix2.create_collection("c", dim=6, metric="cosine", vector_index="hnsw")
         c2.upsert(_docs(4, 200))
-        c2.search(q, k=5)
+        _seal(c2)
         ix2.close()
-        ostem = _vecsearch.ann_stem(other, c2._cid)
+        odir = _vecsearch.ann_dir(other, c2._cid)
+        ostem = os.path.join(odir, os.path.splitext(min(os.listdir(odir)))[0])
         for ext in (".ann", ".faiss"):
             os.replace(ostem + ext, stem + ext)
+    mtime = os.path.getmtime(stem + ".ann")
     ix = Index(path)
     c = ix.get_collection("c")
-    assert c._ann._block is None  # refused
     assert c.search(q, k=5, exact=True) == want
-    hits = c.search(q, k=5)
+    assert c.wait_indexed(timeout=60)
+    assert os.path.getmtime(stem + ".ann") != mtime or damage == "truncate"  # refused and rebuilt
+    res = c.search_batch(vectors=[q], k=5, with_stats=True)
+    assert res.stats.path == "ann"
+    hits = res.results[0]
     assert hits[0] == want[0] and {n.id for n in hits} <= {d.id for d in docs}
-    assert c._ann._block is not None  # rebuilt on the first approximate query
     ix.close()
 
 
 def test_auto_switches_to_hnsw(tmp_path, monkeypatch):
+    """auto: a segment below AUTO_FLAT_BELOW vectors is scanned, one at or above it gets an HNSW."""
     monkeypatch.setattr(_ann, "AUTO_FLAT_BELOW", 100)
     ix = Index(str(tmp_path / "ix"))
     c = ix.create_collection("c", dim=6)
     docs = _docs(5, 150)
+    nvec = sum(d.vector is not None for d in docs)
+    assert nvec >= 100 and sum(d.vector is not None for d in docs[:80]) < 100
     q = np.ones(6, np.float32)
     c.upsert(docs[:80])
+    _seal(c)
     assert c.search_batch(vectors=[q], k=3, with_stats=True).stats.vector_index == "flat"
-    c.upsert(docs[80:])
-    res = c.search_batch(vectors=[q], k=3, with_stats=True)
+    assert c.stats()["vectors_indexed"] == 0
+    big = ix.create_collection("big", dim=6)
+    big.upsert(docs)
+    _seal(big)
+    res = big.search_batch(vectors=[q], k=3, with_stats=True)
     assert (res.stats.path, res.stats.vector_index) == ("ann", "hnsw")
+    assert big.stats()["vectors_indexed"] == nvec
+    assert res.results[0] == big.search(q, k=3, exact=True)
     ix.close()
 
 
@@ -357,3 +339,56 @@ def test_indexed_columns_persist_across_a_clean_close(tmp_path):
     ix.drop_collection("c")
     assert not os.path.exists(fpath)
     ix.close()
+
+
+# -- QueryStats of find_duplicates and classify, in the SDK and through both clients ------------
+
+def _stats_scenario(api) -> list:
+    """find_duplicates and classify asked with_stats, filtered (indexed and scanned) and not."""
+    log = []
+
+    def step(fn):
+        try:
+            log.append(("ok", fn()))
+        except SimsearchError as exc:
+            log.append(("error", type(exc).__name__, str(exc)))
+
+    docs = _docs(7, 160)
+    c = api.create_collection("st", dim=6, indexed_fields=["lang"], threshold=0.5, vector_index="flat")
+    c.upsert(docs)
+    c.train_classifier("m", kind="gmm", params={"n_components": 2})
+    q = [d.vector for d in docs if d.vector is not None][:3]
+    for flt in (None, {"lang": "de"}, {"year": {"lt": 2010}}, {"lang": "xx"}):
+        step(lambda f=flt: c.find_duplicates(filter=f, with_stats=True))
+        step(lambda f=flt: c.find_duplicates(filter=f))
+        step(lambda f=flt: c.classify(q, model="m", k=4, filter=f, with_stats=True))
+        step(lambda f=flt: c.classify(ids=[docs[1].id], model="m", k=2, filter=f, with_stats=True))
+    step(lambda: c.classify([], model="m", with_stats=True))
+    step(lambda: c.find_duplicates(with_stats="yes"))
+    step(lambda: c.classify(q, model="m", with_stats=1))
+    api.drop_collection("st")
+    return log
+
+
+def test_find_duplicates_and_classify_report_query_stats(grpc_server):
+    from async_bridge import async_scenario
+
+    from simsearch.client import Client
+
+    with Index() as ix:
+        local = _stats_scenario(ix)
+    docs = _docs(7, 160)
+    de = _matching(docs, {"lang": "de"})
+    old = _matching(docs, {"year": {"lt": 2010}})
+    stats = [entry[1].stats for entry in local if entry[0] == "ok" and hasattr(entry[1], "stats")]
+    assert [(s.path, s.allowed, s.metadata_scan) for s in stats[0::3][:4]] == [
+        ("lsh", None, False), ("lsh", len(de), False), ("lsh", len(old), True), ("lsh", 0, False)]
+    assert all(s.path == "exact" and s.vector_index == "flat" for s in stats if s.path != "lsh")
+    assert [s.allowed for s in stats if s.path != "lsh"][:8] == [None, None, len(de), len(de), len(old), len(old),
+                                                                   0, 0]
+    # with and without stats: the same clusters
+    assert local[0][1].results == local[1][1] and local[4][1].results == local[5][1]
+    assert [e[1] for e in local[-2:]] == ["InvalidTypeError", "InvalidTypeError"]
+    with Client(grpc_server.address) as client:
+        assert _stats_scenario(client) == local
+    assert async_scenario(grpc_server.address, _stats_scenario) == local

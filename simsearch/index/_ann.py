@@ -44,6 +44,7 @@ import json
 import math
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -65,6 +66,7 @@ __all__ = [
     "AnnBlock",
     "AnnParams",
     "AnnResult",
+    "BuildCancelled",
     "check_ann_params",
     "resolve_kind",
 ]
@@ -78,6 +80,11 @@ _MAGIC = b"SSANNBLK"
 _ALIGN = 64
 _MIN_TRAIN_PER_LIST = 39  # faiss's k-means wants at least this many points per centroid
 _BATCH = 4096  # queries per faiss call
+ADD_BATCH = 4096  # vectors per faiss add while building (a stop request is seen between batches)
+
+
+class BuildCancelled(Exception):
+    """A build stopped through its ``should_stop`` callback (nothing was saved)."""
 
 
 @dataclass(frozen=True)
@@ -172,9 +179,11 @@ class AnnBlock:
     # -- building ------------------------------------------------------------------------------
     @classmethod
     def build(cls, rows: Any, vectors: Any, *, metric: str = "euclidean", kind: str = "auto",
-              params: AnnParams | None = None) -> AnnBlock:
+              params: AnnParams | None = None, should_stop: Callable[[], bool] | None = None) -> AnnBlock:
         """Index ``vectors`` (n, dim) under ``rows`` (n ascending unique int64). ``kind="ivf"`` with
-        too few vectors to train its lists (39 per list) builds fewer lists, one at the least."""
+        too few vectors to train its lists (39 per list) builds fewer lists, one at the least.
+        ``should_stop`` is polled between batches of :data:`ADD_BATCH` vectors; when it returns
+        True the build raises :class:`BuildCancelled` (a background build stopped by a close)."""
         params = params or AnnParams()
         metric = normalize_metric(metric, func="AnnBlock.build")
         kind = check_option(kind, "kind", VECTOR_INDEX_KINDS, func="AnnBlock.build")
@@ -192,7 +201,7 @@ class AnnBlock:
         block = cls(kind, metric, params, rows, vectors)
         block._stats()
         if kind != "flat" and len(rows):
-            block._index, block._nlist = _build_faiss(kind, metric, params, vectors)
+            block._index, block._nlist = _build_faiss(kind, metric, params, vectors, should_stop)
         elif kind != "flat":
             block.kind = "flat"  # nothing to index
         return block
@@ -276,10 +285,11 @@ class AnnBlock:
         return out
 
     # -- persistence ---------------------------------------------------------------------------
-    def save(self, stem: str, *, extra: dict | None = None) -> None:
+    def save(self, stem: str, *, extra: dict | None = None, data: bool = True) -> None:
         """Write ``<stem>.ann`` (and ``<stem>.faiss`` for hnsw/ivf) atomically; ``extra`` is a
         JSON-able dict kept in the header (the owner's identity of the block), read back by
-        :meth:`open` as :attr:`extra`."""
+        :meth:`open` as :attr:`extra`. ``data=False`` leaves the rows and vectors out (the owner
+        keeps them, checksummed, e.g. in a segment, and passes them back to :meth:`open`)."""
         faiss_path, ann_path = stem + ".faiss", stem + ".ann"
         faiss_sum = None
         if self._index is not None:
@@ -289,13 +299,15 @@ class AnnBlock:
             _fsync_rename(tmp, faiss_path)
         rows = self.rows.astype("<i8", copy=False)
         vecs = np.ascontiguousarray(self.vectors, dtype="<f4")
+        if not data:
+            rows, vecs = rows[:0], vecs[:0]
         h = xxhash.xxh3_64()
         h.update(memoryview(rows).cast("B") if rows.nbytes else b"")
         h.update(memoryview(vecs).cast("B") if vecs.nbytes else b"")
         header = {
             "kind": self.kind, "metric": self.metric, "params": self.params.__dict__, "n": len(self),
             "dim": self.dim, "nlist": self._nlist, "data_xxh3": h.hexdigest(), "faiss_xxh3": faiss_sum,
-            "extra": extra or {},
+            "extra": extra or {}, "external": not data,
         }
         hjson = json.dumps(header, sort_keys=True).encode()
         head = _MAGIC + struct.pack("<II", FORMAT_VERSION, len(hjson)) + hjson
@@ -313,9 +325,11 @@ class AnnBlock:
         self.extra = extra or {}
 
     @classmethod
-    def open(cls, stem: str, *, verify: bool = True) -> AnnBlock:
+    def open(cls, stem: str, *, verify: bool = True, rows: np.ndarray | None = None,
+             vectors: np.ndarray | None = None) -> AnnBlock:
         """The block :meth:`save` wrote to ``stem``, memory-mapped. ``verify`` checks both files'
-        checksums (reading them once); StorageCorruptionError on any mismatch."""
+        checksums (reading them once); StorageCorruptionError on any mismatch. A block saved with
+        ``data=False`` takes its ``rows`` and ``vectors`` from the caller (they must match its size)."""
         ann_path = stem + ".ann"
         try:
             raw = np.memmap(ann_path, dtype=np.uint8, mode="r")
@@ -332,12 +346,19 @@ class AnnBlock:
             n, dim, kind = int(h["n"]), int(h["dim"]), str(h["kind"])
             params = AnnParams(**h["params"])
             off = head + hlen + (-(head + hlen)) % _ALIGN
-            if off + 8 * n + 4 * n * dim != len(raw) or kind not in ("flat", "hnsw", "ivf"):
+            external = bool(h.get("external", False))
+            held = 0 if external else n
+            if off + 8 * held + 4 * held * dim != len(raw) or kind not in ("flat", "hnsw", "ivf"):
                 raise ValueError("section sizes do not add up")
         except (KeyError, TypeError, ValueError) as exc:
             raise StorageCorruptionError(f"ANN block {ann_path!r} is malformed ({exc}).") from None
-        rows = raw[off:off + 8 * n].view("<i8")
-        vectors = raw[off + 8 * n:].view("<f4").reshape(n, dim)
+        if external:
+            if rows is None or vectors is None or len(rows) != n or np.shape(vectors) != (n, dim):
+                raise StorageCorruptionError(f"ANN block {ann_path!r} indexes {n} vectors of dim {dim}; "
+                                             "the rows and vectors given do not match it.")
+        else:
+            rows = raw[off:off + 8 * n].view("<i8")
+            vectors = raw[off + 8 * n:].view("<f4").reshape(n, dim)
         if verify:
             hx = xxhash.xxh3_64()
             hx.update(raw[off:])
@@ -387,15 +408,28 @@ class AnnBlock:
         return replace(self, params=params)
 
 
-def _build_faiss(kind: str, metric: str, params: AnnParams, vectors: np.ndarray):
+def _add_batches(index, x: np.ndarray, metric: str, should_stop, with_ids: bool) -> None:
+    """Add ``x`` in batches (cosine rows normalised per batch: no full copy of the vectors)."""
+    for lo in range(0, len(x), ADD_BATCH):
+        if should_stop is not None and should_stop():
+            raise BuildCancelled("the ANN build was stopped")
+        chunk = x[lo:lo + ADD_BATCH]
+        chunk = unit_rows(chunk) if metric == "cosine" else np.ascontiguousarray(chunk, dtype=np.float32)
+        if with_ids:
+            index.add_with_ids(chunk, np.arange(lo, lo + len(chunk), dtype=np.int64))
+        else:
+            index.add(chunk)
+
+
+def _build_faiss(kind: str, metric: str, params: AnnParams, vectors: np.ndarray, should_stop=None):
     faiss = _faiss()
     n, dim = vectors.shape
     mt = _faiss_metric(faiss, metric)
-    x = unit_rows(vectors) if metric == "cosine" else np.ascontiguousarray(vectors)
+    x = vectors
     if kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, params.hnsw_m, mt)
         index.hnsw.efConstruction = params.ef_construction
-        index.add(x)
+        _add_batches(index, x, metric, should_stop, with_ids=False)
         return index, 0
     nlist = params.nlist if params.nlist is not None else max(1, round(4 * math.sqrt(n)))
     nlist = int(max(1, min(nlist, n // _MIN_TRAIN_PER_LIST)))
@@ -407,8 +441,8 @@ def _build_faiss(kind: str, metric: str, params: AnnParams, vectors: np.ndarray)
     if n > 256 * nlist:
         pick = np.sort(np.random.RandomState(params.seed).choice(n, 256 * nlist, replace=False))
         sample = x[pick]
-    index.train(np.ascontiguousarray(sample))
-    index.add_with_ids(x, np.arange(n, dtype=np.int64))
+    index.train(unit_rows(sample) if metric == "cosine" else np.ascontiguousarray(sample, dtype=np.float32))
+    _add_batches(index, x, metric, should_stop, with_ids=True)
     return index, nlist
 
 

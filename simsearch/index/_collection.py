@@ -28,7 +28,7 @@ from ..errors import (
 from ..minhash import is_empty, minhash
 from ..shingling import shingle_hashes
 from ..validation import check_int, check_option, check_param
-from . import _doctable, _ingest
+from . import _doctable, _ingest, _scroll
 from ._classify import Classification, ClassifierInfo
 from ._document import check_documents, check_id, check_ids
 from ._engine import Engine
@@ -48,8 +48,7 @@ from ._types import (
     SearchResult,
     UpsertResult,
 )
-from ._vecsearch import CollectionVectors, ann_stem
-
+from ._vecsearch import CollectionVectors, ann_dir
 
 # Plain upserts larger than this are hashed and inserted in chunks of it, overlapped (_upsert_pipelined).
 PIPELINE_DOCS = int(os.environ.get("SIMSEARCH_PIPELINE_DOCS", "1024"))
@@ -134,17 +133,16 @@ class Collection:
                     self._fields.add(chunk, [g.ext_id for g in got], [g.label for g in got], [g.metadata for g in got])
         self._ann = None
         if cfg.dim:
-            stem = None if self._index.path is None else ann_stem(self._index.path, self._cid)
-            uuid = self._storage.state(self._cid)[0] if stem is not None else ""
-            self._ann = CollectionVectors(cfg, stem, {"db": uuid, "cid": self._cid}, self._index._backend)
-            self._ann.load(self._live_rows(vectors_only=True)[0], self._vectors_of)
+            directory = None if self._index.path is None else ann_dir(self._index.path, self._cid)
+            uuid = self._storage.state(self._cid)[0] if directory is not None else ""
+            self._ann = CollectionVectors(cfg, self._engine, directory, {"db": uuid, "cid": self._cid},
+                                          self._index._backend)
+            self._ann.start()  # builds the segments' ANN structures in the background
 
     def _save_query_state(self) -> None:
         """Persist the ANN block and the indexed columns (Index.close, under the write lock)."""
         if self._index.path is None or self._dropped:
             return
-        if self._ann is not None:
-            self._ann.save()
         if self.config.indexed_fields:
             try:
                 self._fields.save(fields_path(self._index.path, self._cid), self._storage.state(self._cid))
@@ -160,12 +158,8 @@ class Collection:
         removed = np.asarray(removed, dtype=np.int64)
         new_rowids = np.asarray(new_rowids, dtype=np.int64)
         self._fields.remove(removed)
-        if self._ann is not None:
-            self._ann.removed(removed)
         if len(new_rowids):
             self._fields.add(new_rowids, ids, labels, metadata)
-            if self._ann is not None and vecs is not None:
-                self._ann.added(new_rowids[~np.isnan(vecs[:, 0])])
 
     def _rowset(self, filter, func: str) -> RowSet | None:
         """The live rows ``filter`` keeps (None: no filter); the caller holds the read lock."""
@@ -189,6 +183,8 @@ class Collection:
     def _rebuild(self) -> None:
         """Reopen the engine from the manifest and the store (after an error while applying a
         committed write, memory must match what was committed)."""
+        if self._ann is not None:
+            self._ann.stop(join=False)  # the caller may hold the lock the builder reads under
         self._engine.close()
         self._open_engine()
 
@@ -381,15 +377,20 @@ class Collection:
         self._check_alive()
         with self._lock.read():
             out = self._engine.stats()
-        path = self._index.path
-        if path is not None and out["bytes_on_disk"] is not None:
-            stem = ann_stem(path, self._cid)
-            for ext in (".ann", ".faiss"):
-                try:
-                    out["bytes_on_disk"] += os.stat(stem + ext).st_size
-                except OSError:  # not built (flat, or not yet)
-                    pass
+            vec = self._ann.stats() if self._ann is not None else {"vectors_indexed": 0, "vectors_pending": 0}
+        out.update(vec)
+        if out["bytes_on_disk"] is not None and self._ann is not None:
+            out["bytes_on_disk"] += self._ann.nbytes_on_disk()
         return out
+
+    def wait_indexed(self, timeout: float | None = None) -> bool:
+        """Wait until every segment due an ANN structure has one (built in the background after
+        flushes and merges; until then its vectors are scanned exactly). False on timeout."""
+        self._check_alive()
+        if self._ann is None:
+            return True
+        self._engine.wait_merges()  # the merges due first: their outputs are what gets indexed
+        return self._ann.wait_indexed(timeout)
 
     def count(self) -> int:
         self._check_alive()
@@ -423,33 +424,7 @@ class Collection:
                 raise InvalidTypeError(f"The '{name}' parameter of {func} must be a bool.")
         if after is not None:
             after = check_id(after, f"The 'after' parameter of {func}")
-        return self._scroll(flt, batch_size, with_text, with_vector, after)
-
-    def _scroll(self, flt, batch_size: int, with_text: bool, with_vector: bool, after: str | None):
-        while True:
-            self._check_alive()
-            page: list[Document] = []
-            with self._lock.read():
-                while len(page) < batch_size:
-                    rows = self._storage.scan(self._cid, after, batch_size)
-                    for row in rows:
-                        after = row.ext_id
-                        meta = json.loads(row.metadata)
-                        if flt is not None and not flt.matches(meta, id=row.ext_id, label=row.label):
-                            continue
-                        page.append(Document(id=row.ext_id, text=row.text if with_text else None, metadata=meta,
-                                             vector=unpack(row.vector, np.float32) if with_vector else None,
-                                             label=row.label))
-                        if len(page) == batch_size:
-                            break
-                    if len(rows) < batch_size:
-                        break
-            done = len(page) < batch_size
-            if page or not done:
-                yield ScrollPage(documents=tuple(page), cursor=page[-1].id)
-            if done:
-                return
-            after = page[-1].id
+        return _scroll.pages(self, flt, batch_size, with_text, with_vector, after)
 
     def _metadata_of(self, ids: list[str]) -> list[dict]:
         """The metadata of stored documents ``ids``, in order, read in chunks (no ``max_batch``
@@ -645,9 +620,11 @@ class Collection:
         return out
 
     def find_duplicates(self, threshold: float | None = None, *, exact: bool | None = None,
-                        filter: dict | str | None = None) -> list[Cluster]:
+                        filter: dict | str | None = None, with_stats: bool = False) -> list[Cluster] | SearchResult:
         """All near-duplicate clusters (size ≥ 2) in the collection, largest first; with
         ``filter``, among the documents it keeps (both ends of every pair match).
+        ``with_stats=True`` returns a SearchResult of the clusters and the QueryStats (path "lsh",
+        the documents the filter kept, whether it scanned the metadata).
 
         Pairs come from the LSH self-join and are verified with the exact Jaccard when the
         collection stores shingles (else with the signature estimate). The representative is the
@@ -660,15 +637,21 @@ class Collection:
         if exact and not self.config.store_shingles:
             raise FailedPreconditionError(f"collection {self.name!r} does not store shingles; use exact=False.")
         parse_filter(filter)
+        if not isinstance(with_stats, bool):
+            raise InvalidTypeError("The 'with_stats' parameter of find_duplicates must be a bool.")
         with self._lock.read():
             rowset = self._rowset(filter, "find_duplicates")
             pairs = self._engine.candidate_pairs()
             if rowset is not None and len(pairs):
                 pairs = pairs[rowset.has(pairs[:, 0]) & rowset.has(pairs[:, 1])]
-            if not len(pairs):
-                return []
-            fetch = self._shingle_sets if exact else None
-            return _doctable.clusters_from_pairs(self._engine, pairs, threshold, fetch, self._index._backend)
+            out = []
+            if len(pairs):
+                fetch = self._shingle_sets if exact else None
+                out = _doctable.clusters_from_pairs(self._engine, pairs, threshold, fetch, self._index._backend)
+        if with_stats:
+            return SearchResult(out, QueryStats("lsh", "", None if rowset is None else rowset.count,
+                                                rowset is not None and rowset.scanned))
+        return out
 
     # -- vectors ---------------------------------------------------------------------------
     def search(self, vector=None, *, id: str | None = None, k: int = 10, metric: str | None = None,
@@ -712,10 +695,8 @@ class Collection:
             if not len(queries):
                 return SearchResult([], QueryStats("exact", "flat")) if with_stats else []
             kk = k + (1 if ids is not None else 0)
-            dists, rows, stats = self._ann.search(
-                queries, kk, rowset=rowset, exact=exact, metric=metric, vectors_of=self._vectors_of,
-                flat_search=lambda q, kq: self._engine.knn(q, kq, metric),
-                live_rowids=lambda: self._live_rows(vectors_only=True)[0])
+            dists, rows, stats = self._ann.search(queries, kk, rowset=rowset, exact=exact, metric=metric,
+                                                  vectors_of=self._vectors_of)
             out = []
             for q in range(len(queries)):
                 keep = [(d, r) for d, r in zip(dists[q].tolist(), rows[q].tolist()) if r >= 0 and r != exclude[q]][:k]
@@ -808,11 +789,12 @@ class Collection:
                 raise NotFoundError(f"model {name!r} does not exist in collection {self.name!r}")
             self._models.pop(name, None)
 
-    def classify(self, vectors=None, *, ids=None, model: str, k: int = 10,
-                 filter: dict | str | None = None) -> list[Classification]:
+    def classify(self, vectors=None, *, ids=None, model: str, k: int = 10, filter: dict | str | None = None,
+                 with_stats: bool = False) -> list[Classification] | SearchResult:
         """Apply the stored model ``model`` to each query vector (or stored document's vector) and
         return, per query, a Classification holding the prediction and the k nearest neighbours
-        (among the documents ``filter`` keeps; the prediction itself is the model's)."""
+        (among the documents ``filter`` keeps; the prediction itself is the model's).
+        ``with_stats=True`` returns a SearchResult whose stats say how the neighbours were found."""
         from . import _classify
 
         self._check_alive()
@@ -820,6 +802,8 @@ class Collection:
         name = _classify.check_model_name(model)
         k = check_param("k", k, func=func)
         parse_filter(filter)
+        if not isinstance(with_stats, bool):
+            raise InvalidTypeError(f"The 'with_stats' parameter of {func} must be a bool.")
         if (vectors is None) == (ids is None):
             raise InvalidArgumentError(f"{func} takes either vectors or ids, not both and not neither.")
         if vectors is not None:
@@ -838,12 +822,14 @@ class Collection:
             if ids is not None:
                 _, X = self._stored_vectors(ids, func)
         if not len(X):
-            return []
+            return SearchResult([], QueryStats("exact", "flat")) if with_stats else []
         X = np.stack(X) if vectors is not None else X
         if X.shape[1] != loaded.info.dim:
             raise InvalidArgumentError(f"model {name!r} expects {loaded.info.dim}-d vectors. Got {X.shape[1]}.")
-        neighbors = self.search_batch(vectors=X if vectors is not None else None, ids=ids, k=k, filter=filter)
-        return loaded.apply(X, neighbors)
+        found = self.search_batch(vectors=X if vectors is not None else None, ids=ids, k=k, filter=filter,
+                                  with_stats=True)
+        out = loaded.apply(X, found.results)
+        return SearchResult(out, found.stats) if with_stats else out
 
     def snapshot(self, dest_path: str) -> None:
         """A consistent online copy of the whole index (all collections) into ``dest_path``."""

@@ -101,6 +101,9 @@ class Engine:
         self._merging: set[str] = set()  # file names a running merge is writing (kept from garbage collection)
         self._merger: threading.Thread | None = None
         self.merge_error: BaseException | None = None
+        # called as on_segments(removed, added) under the write lock whenever a flush or a merge
+        # changes the segment list (the collection's ANN builder: simsearch.index._vecsearch)
+        self.on_segments = None
 
     def _new_memtable(self) -> Memtable:
         return Memtable(self.cfg.num_perm, self.b, self.cfg.dim)
@@ -353,6 +356,7 @@ class Engine:
             self.flushed_seq, self.max_rowid = self.seq, self.last_rowid
         if seg is not None:
             self.segments.append(seg)
+            self._segments_changed([], [seg])
         self.mem = self._new_memtable()
         if self.dir is not None:
             _manifest.collect_garbage(self.dir, self._referenced())
@@ -415,7 +419,16 @@ class Engine:
         data = self._merged_data([(s, s.alive) for s in pick])
         merged = self._make_segment(data) if len(data) else None
         self.segments = self._replace(pick, merged)
+        self._segments_changed(pick, [merged] if merged is not None else [])
         return True
+
+    def _segments_changed(self, removed: list[Segment], added: list[Segment]) -> None:
+        hook = self.on_segments
+        if hook is not None:
+            try:
+                hook(removed, added)
+            except Exception:  # a derived structure; never fail the flush or merge for it
+                log.exception("the segment hook of collection %d failed", self.cid)
 
     def _replace(self, pick: list[Segment], merged: Segment | None) -> list[Segment]:
         at = self.segments.index(pick[0])
@@ -460,6 +473,7 @@ class Engine:
                 segments = self._replace([p for p, _ in parts], merged)
                 self._write_manifest(segments)
                 self.segments = segments
+                self._segments_changed([p for p, _ in parts], [merged] if merged is not None else [])
                 _manifest.collect_garbage(self.dir, self._referenced())
         except OSError as exc:
             if merged is not None:
@@ -648,9 +662,11 @@ class Engine:
         return out
 
     # -- vectors -----------------------------------------------------------------------------
-    def knn(self, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    def knn(self, queries: np.ndarray, k: int, metric: str, segments: list | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
         """Exact (distances, rowids) of the k nearest alive vectors, ties to the smaller rowid;
-        -1 / inf padded. Each segment is scanned in blocks (dead rows skipped), then the memtable."""
+        -1 / inf padded. Each segment (of ``segments``, default all) is scanned in blocks (dead
+        rows skipped), then the memtable."""
         nq = len(queries)
         qmax = float(np.abs(queries).max()) if queries.size else 0.0
         ds, rs = [], []
@@ -676,7 +692,7 @@ class Engine:
             ds.append(d)
             rs.append(rid)
 
-        for seg in self.segments:
+        for seg in self.segments if segments is None else segments:
             if seg.vecs is None or not len(seg.vecs):
                 continue
             vecs = self._flat_vectors(seg)

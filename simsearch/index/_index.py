@@ -221,6 +221,8 @@ class Index:
             self._closed = True
             try:
                 for c in self._collections.values():
+                    if c._ann is not None:  # before the lock: the ANN builder reads under it
+                        c._ann.stop()
                     with c._lock.write():  # waits for in-flight writes
                         c._engine.flush_on_close()
                         c._save_query_state()

@@ -1,26 +1,25 @@
-"""A collection's kNN through :mod:`simsearch.index._ann`: the approximate index, kept current.
+"""A collection's kNN: one ANN structure per sealed segment, built off the query path.
 
-Until the segment engine gives every segment its own ANN block, a collection keeps one
-:class:`~simsearch.index._ann.AnnBlock` over all its vectors, persisted next to the SQLite file
-(``ann/c<cid>.ann`` and ``.faiss``) and reopened memory-mapped, not rebuilt. It stays current
-this way, using the fact that rowids only grow and a document's vector never changes under its
-rowid (an upsert writes a new rowid):
+A query never builds or extends an approximate structure. Each sealed segment with enough
+vectors (``auto``: :data:`~simsearch.index._ann.AUTO_FLAT_BELOW`, HNSW; ``hnsw`` / ``ivf``:
+:data:`SEGMENT_ANN_MIN`) gets its own :class:`~simsearch.index._ann.AnnBlock`, built by one
+background thread per collection, woken when a flush or a merge changes the segments
+(``Engine.on_segments``). The block indexes the segment's vectors by their position in the
+segment (its rows are the segment's rowids), so it keeps no copy of the vectors of its own: the
+saved ``ann/c<cid>/<segment>.ann`` holds a header only (the segment's identity: its file name and
+the checksums of its rowid and vector sections) and ``.faiss`` the faiss structure, both written
+atomically as soon as the build ends and reopened memory-mapped, checksums verified, by the
+builder after an open (never rebuilt while they match). A file that fails its checksum or names
+another segment is ignored and rebuilt; files of segments no longer live are removed.
 
-- a deleted or replaced row becomes a tombstone: a 0 in the block's live bitmap, which every
-  search passes to faiss as its ID selector;
-- new rows are *pending*: searched by an exact scan while there are at most
-  :data:`PENDING_SCAN_MAX` of them, then added to the block's faiss structure (HNSW and IVF both
-  grow incrementally) at the next query;
-- the block is rebuilt from the live vectors when tombstones pass a quarter of it, when an
-  ``auto`` collection crosses 20,000 vectors, when an IVF has grown four times past its training
-  size, or when the file on disk does not match the database (another database's uuid, a row
-  that is live but older than the block's newest, a sampled vector that differs). The block is
-  saved after a rebuild and on :meth:`Index.close`; after a crash the file covers fewer rows, and
-  the rows after it are pending again.
-
-Below the ``auto`` threshold, with ``vector_index="flat"`` and for ``exact=True``, queries are an
-exact scan (the collection's flat :class:`~simsearch.VectorIndex`, or the allowed rows' vectors
-when filtered).
+A query is answered by every ready block (the segment's ``alive`` bytes as the live mask, the
+filter as the allow bitmap, both faiss ID selectors) plus an exact scan of everything else: the
+memtable, small segments, segments whose block is not built yet. The partial results are merged,
+ties to the smaller rowid. When segments merge, the merged segment is served through its
+inputs' blocks (a rowid is live there when the merged segment holds it alive) until its own
+block is ready. :meth:`CollectionVectors.wait_indexed` waits for the builder; ``stats()`` counts
+the vectors indexed and pending. ``exact=True``, ``vector_index="flat"`` and a metric other than
+the collection's are an exact scan of every vector.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import threading
 from collections.abc import Callable
 
@@ -35,22 +35,21 @@ import numpy as np
 
 from ..distance import knn
 from ..errors import SimsearchError
-from ._ann import AnnBlock, AnnParams, resolve_kind
+from . import _ann
+from ._ann import AnnBlock, AnnParams, BuildCancelled
 from ._filtering import RowSet
 from ._types import CollectionConfig, QueryStats
 
 log = logging.getLogger("simsearch.index")
 
-__all__ = ["PENDING_SCAN_MAX", "CollectionVectors", "ann_stem"]
+__all__ = ["SEGMENT_ANN_MIN", "CollectionVectors", "ann_dir"]
 
-PENDING_SCAN_MAX = 1024  # new vectors answered by an exact scan before they join the ANN structure
-_TOMBSTONES = 0.25  # rebuild when this share of the block is deleted
-_SAMPLE = 256  # stored vectors compared with the database's on open
+SEGMENT_ANN_MIN = 1024  # vector_index="hnsw"/"ivf": segments with at least this many vectors get a structure
 
 VectorsOf = Callable[[np.ndarray], np.ndarray]  # rowids -> their vectors (float32, NaN rows: none)
 
 
-def ann_stem(index_path: str, cid: int) -> str:
+def ann_dir(index_path: str, cid: int) -> str:
     return os.path.join(index_path, "ann", f"c{cid}")
 
 
@@ -62,159 +61,315 @@ def _merge(d1, r1, d2, r2, k):
     return np.take_along_axis(d, order, axis=1), np.take_along_axis(r, order, axis=1)
 
 
-class CollectionVectors:
-    """The approximate index of one collection's vectors (see the module docstring)."""
+def _stem_of(seg) -> str:
+    return os.path.splitext(seg.name)[0]
 
-    def __init__(self, cfg: CollectionConfig, stem: str | None, identity: dict, backend) -> None:
+
+class _Cover:
+    """The blocks that answer one segment's vectors: its own (positions = the segment's vector
+    positions) or, after a merge, its inputs' (matched by rowid), and the positions they miss."""
+
+    __slots__ = ("_live", "_resid", "inherited", "own")
+
+    def __init__(self, own: AnnBlock | None = None, inherited: tuple = ()) -> None:
+        self.own = own
+        self.inherited = tuple(inherited)
+        self._resid = None
+        self._live: dict[int, tuple[int, np.ndarray | None]] = {}
+
+    def blocks(self) -> tuple:
+        return (self.own,) if self.own is not None else self.inherited
+
+    def parts(self, seg) -> list[tuple[AnnBlock, np.ndarray | None]]:
+        """(block, live mask over its positions, None for all) of each block."""
+        out = []
+        for block in self.blocks():
+            hit = self._live.get(id(block))
+            if hit is None or hit[0] != seg.n_dead:
+                if block is self.own:
+                    live = seg.alive[seg.vec_rows] if seg.n_dead else None
+                else:
+                    live = seg.locate_rowids(np.asarray(block.rows)) >= 0
+                if live is not None and live.all():
+                    live = None
+                hit = (seg.n_dead, live)
+                self._live[id(block)] = hit
+            out.append((block, hit[1]))
+        return out
+
+    def residual(self, seg) -> np.ndarray:
+        """The segment's vector positions no block covers (scanned exactly)."""
+        if self.own is not None:
+            return np.empty(0, np.int64)
+        if self._resid is None:
+            rid = seg.rowids[seg.vec_rows]
+            held = np.concatenate([np.asarray(b.rows) for b in self.inherited]) if self.inherited else rid[:0]
+            self._resid = np.flatnonzero(~np.isin(rid, held))
+        return self._resid
+
+
+class CollectionVectors:
+    """The per-segment ANN structures of one collection and their builder (module docstring)."""
+
+    def __init__(self, cfg: CollectionConfig, engine, directory: str | None, identity: dict, backend) -> None:
         self.metric = cfg.metric
         self.dim = cfg.dim
         self.kind_opt = cfg.vector_index
         self.params = AnnParams(hnsw_m=cfg.hnsw_m, ef_construction=cfg.ef_construction, ef_search=cfg.ef_search,
                                 nlist=cfg.nlist, nprobe=cfg.nprobe, seed=cfg.seed)
-        self.stem = stem
+        self.engine = engine
+        self.dir = directory
         self.identity = {**identity, "metric": cfg.metric, "dim": cfg.dim, "vector_index": cfg.vector_index,
                          "params": self.params.__dict__}
         self.backend = backend
-        self._block: AnnBlock | None = None
-        self._live: np.ndarray | None = None  # over the block's positions
-        self._pending = np.empty(0, np.int64)  # live rows with a vector that the block lacks, ascending
-        self._trained = 0
-        self._saved = True
+        self._covers: dict = {}  # Segment -> _Cover
         self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
+        self._wake = threading.Event()
+        self._stop = False
+        self._passes = 0  # completed builder passes that found nothing to do
+        self._failed: set[int] = set()  # id() of segments whose build failed (not retried)
+        self._thread: threading.Thread | None = None
         self._allow_cache: tuple | None = None
+        self.build_error: BaseException | None = None
 
-    # -- state ---------------------------------------------------------------------------------
-    def load(self, rowids: np.ndarray, vectors_of: VectorsOf) -> None:
-        """Start from the live rows with a vector (ascending): the saved block where it matches
-        the database, the rest pending."""
-        rowids = np.asarray(rowids, dtype=np.int64)
-        self._block, self._live, self._pending = None, None, rowids.copy()
-        if self.stem is None or not os.path.exists(self.stem + ".ann"):
+    # -- the builder ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the background builder (nothing to do for vector_index="flat")."""
+        if self.kind_opt == "flat" or self._thread is not None:
             return
-        try:
-            block = AnnBlock.open(self.stem)
-        except SimsearchError as exc:
-            log.warning("ANN block %s is unusable (%s); it will be rebuilt", self.stem, exc)
-            return
-        if json.dumps(block.extra.get("identity"), sort_keys=True) != json.dumps(self.identity, sort_keys=True):
-            return
-        pos = np.searchsorted(rowids, block.rows)
-        inside = pos < len(rowids)
-        live = np.zeros(len(block), dtype=bool)
-        live[inside] = rowids[pos[inside]] == block.rows[inside]
-        newer = rowids > (block.rows[-1] if len(block) else -1)
-        if np.count_nonzero(live) + np.count_nonzero(newer) != len(rowids):
-            return  # a live row the block should hold but does not: not this database's block
-        check = np.flatnonzero(live)
-        if len(check) > 2 * _SAMPLE:
-            pick = np.random.default_rng(0).choice(len(check) - _SAMPLE, _SAMPLE, replace=False)
-            check = np.concatenate([check[pick], check[-_SAMPLE:]])  # the newest rows are the likeliest reused
-        if len(check) and not np.array_equal(block.vectors[check], vectors_of(block.rows[check])):
-            return
-        self._block, self._live, self._pending = block, live, rowids[newer]
-        self._trained = int(block.extra.get("trained", len(block)))
+        self.engine.on_segments = self.segments_changed
+        self._thread = threading.Thread(target=self._run, name=f"simsearch-ann-c{self.identity.get('cid')}",
+                                        daemon=True)
+        self._thread.start()
 
-    def added(self, rowids: np.ndarray) -> None:
-        """Rows just written that have a vector (ascending, above every row held)."""
-        if len(rowids):
-            self._pending = np.concatenate([self._pending, np.asarray(rowids, dtype=np.int64)])
-
-    def removed(self, rowids: np.ndarray) -> None:
-        rowids = np.asarray(rowids, dtype=np.int64)
-        if not len(rowids):
-            return
-        self._pending = self._pending[~np.isin(self._pending, rowids)]
-        if self._block is not None and len(self._block):
-            pos = np.searchsorted(self._block.rows, rowids)
-            ok = pos < len(self._block)
-            ok[ok] = self._block.rows[pos[ok]] == rowids[ok]
-            self._live[pos[ok]] = False
-
-    @property
-    def count(self) -> int:
-        live = 0 if self._live is None else int(np.count_nonzero(self._live))
-        return live + len(self._pending)
-
-    def kind(self) -> str:
-        return resolve_kind(self.kind_opt, self.count)
-
-    def _current(self, vectors_of: VectorsOf) -> AnnBlock | None:
-        """The block, brought up to date (the caller holds the collection's read lock, so no
-        write runs meanwhile; the mutex serialises the queries that update it)."""
-        kind = self.kind()
-        if kind == "flat":
-            return None
-        with self._mutex:
-            block = self._block
-            n_live = 0 if self._live is None else int(np.count_nonzero(self._live))
-            stale = (block is None or block.kind != kind or len(block) - n_live > _TOMBSTONES * max(len(block), 1)
-                     or (kind == "ivf" and self.params.nlist is None and self.count > 4 * max(self._trained, 1)))
-            if stale:
-                rows = np.concatenate([block.rows[self._live] if block is not None else np.empty(0, np.int64),
-                                       self._pending])
-                block = AnnBlock.build(rows, vectors_of(rows), metric=self.metric, kind=kind, params=self.params)
-                self._block, self._live, self._pending = block, np.ones(len(block), bool), np.empty(0, np.int64)
-                self._trained = len(block)
-                self._saved = False
-                self._save_locked()
-            elif len(self._pending) > PENDING_SCAN_MAX:
-                add = self._pending
-                self._block = block.extended(add, vectors_of(add))
-                self._live = np.concatenate([self._live, np.ones(len(add), bool)])
-                self._pending = np.empty(0, np.int64)
-                self._saved = False
-            return self._block
-
-    def save(self) -> None:
-        """Persist the block if it changed since it was saved (Index.close, no write in flight)."""
-        with self._mutex:
-            self._save_locked()
+    def stop(self, join: bool = True) -> None:
+        """Stop the builder; a build in progress stops at its next batch and is not saved. Never
+        call with ``join`` while holding the collection's lock (the builder takes its read lock)."""
+        self._stop = True
+        self._wake.set()
+        with self._cond:
+            self._cond.notify_all()
+        if join and self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
 
     def discard(self) -> None:
-        """Remove the saved block (the collection is dropped)."""
+        """Stop and remove the saved structures (the collection is dropped)."""
+        self.stop(join=False)
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def segments_changed(self, removed: list, added: list) -> None:
+        """Engine hook (under its write lock): a merged segment inherits its inputs' blocks."""
         with self._mutex:
-            self._block, self._saved = None, True
-            for ext in (".ann", ".faiss"):
-                if self.stem is not None and os.path.exists(self.stem + ext):
-                    os.remove(self.stem + ext)
+            inherited = []
+            for seg in removed:
+                cover = self._covers.pop(seg, None)
+                if cover is not None:
+                    inherited.extend(cover.blocks())
+            if inherited and len(added) == 1:
+                self._covers[added[0]] = _Cover(None, inherited)
+        self._wake.set()
 
-    def _save_locked(self) -> None:
-        if self._saved or self._block is None or self.stem is None:
+    def wait_indexed(self, timeout: float | None = None) -> bool:
+        """Wait until every segment due a structure has one (True), or ``timeout`` seconds (False)."""
+        if self._thread is None:
+            return True
+        with self._cond:
+            target = self._passes + 1
+            self._wake.set()
+            ok = self._cond.wait_for(lambda: self._passes >= target or self._stop or not self._thread.is_alive(),
+                                     timeout)
+        return bool(ok) and not self._stop
+
+    def _seg_kind(self, seg) -> str | None:
+        n = 0 if seg.vec_rows is None else len(seg.vec_rows)
+        if self.kind_opt == "auto":
+            return "hnsw" if n >= _ann.AUTO_FLAT_BELOW else None
+        if self.kind_opt in ("hnsw", "ivf") and n >= SEGMENT_ANN_MIN:
+            return self.kind_opt
+        return None
+
+    def _run(self) -> None:
+        first = True
+        while not self._stop:
+            if not first:
+                self._wake.wait(timeout=30)
+            first = False
+            self._wake.clear()
+            try:
+                while not self._stop:
+                    seg = self._next_job()
+                    if seg is None:
+                        break
+                    self._index_segment(seg)
+            except BaseException as exc:  # never take the process down; queries scan exactly
+                if not isinstance(exc, BuildCancelled):
+                    log.exception("the ANN builder of collection %s failed", self.identity.get("cid"))
+                    self.build_error = exc
+            with self._cond:
+                if not self._wake.is_set():
+                    self._passes += 1
+                self._cond.notify_all()
+
+    def _next_job(self):
+        """The largest live segment due a structure that lacks its own (None: nothing to do).
+        Segments the next merge will replace wait for it while a merger runs."""
+        eng = self.engine
+        with eng.lock.read():
+            segs = list(eng.segments)
+            soon = {id(s) for s in eng._pick_merge()} if eng._merger is not None else set()
+        with self._mutex:
+            live = set(segs)
+            for seg in [s for s in self._covers if s not in live]:
+                del self._covers[seg]
+            todo = [s for s in segs if self._seg_kind(s) is not None and id(s) not in self._failed
+                    and id(s) not in soon and (s not in self._covers or self._covers[s].own is None)]
+        self._collect_garbage(segs)
+        return max(todo, key=lambda s: len(s.vec_rows), default=None)
+
+    def _identity(self, seg, kind: str) -> dict:
+        sec = seg.header.get("sections", {})
+        return {**self.identity, "kind": kind, "segment": seg.name, "n": len(seg.vec_rows),
+                "rowids_xxh3": sec.get("rowids", {}).get("xxh3"), "vecs_xxh3": sec.get("vecs", {}).get("xxh3")}
+
+    def _index_segment(self, seg) -> None:
+        kind = self._seg_kind(seg)
+        vecs = seg.vecs
+        if vecs is None:
             return
-        try:
-            os.makedirs(os.path.dirname(self.stem), exist_ok=True)
-            self._block.save(self.stem, extra={"identity": self.identity, "trained": self._trained})
-            self._block = AnnBlock.open(self.stem, verify=False)  # file-backed from now on
-            self._saved = True
-        except OSError as exc:  # a derived file: the next save or rebuild tries again
-            log.warning("could not save ANN block %s (%s)", self.stem, exc)
+        rows = np.asarray(seg.rowids[seg.vec_rows], dtype=np.int64)
+        ident = self._identity(seg, kind)
+        stem = None if self.dir is None or seg.name is None else os.path.join(self.dir, _stem_of(seg))
+        block = None
+        if stem is not None and os.path.exists(stem + ".ann"):
+            try:
+                found = AnnBlock.open(stem, rows=rows, vectors=vecs)
+                if json.dumps(found.extra, sort_keys=True) == json.dumps(ident, sort_keys=True):
+                    block = found
+            except SimsearchError as exc:
+                log.warning("ANN file %s is unusable (%s); rebuilding it", stem, exc)
+        if block is None:
+            try:
+                block = AnnBlock.build(rows, vecs, metric=self.metric, kind=kind, params=self.params,
+                                       should_stop=lambda: self._stop)
+            except BuildCancelled:
+                raise
+            except (SimsearchError, RuntimeError, MemoryError) as exc:  # faiss raises RuntimeError
+                log.warning("could not build the ANN structure of %s (%s); it is scanned exactly", seg.name, exc)
+                self._failed.add(id(seg))
+                self.build_error = exc
+                return
+            if stem is not None and not self._stop:
+                try:
+                    os.makedirs(self.dir, exist_ok=True)
+                    block.save(stem, extra=ident, data=False)
+                    block = AnnBlock.open(stem, verify=False, rows=rows, vectors=vecs)  # file-backed now
+                except (OSError, SimsearchError) as exc:  # derived: served from memory, saved next time
+                    log.warning("could not save ANN file %s (%s)", stem, exc)
+        with self._mutex:
+            if seg in set(self.engine.segments):
+                self._covers[seg] = _Cover(block)
 
-    # -- search --------------------------------------------------------------------------------
+    def _collect_garbage(self, segs: list) -> None:
+        """Remove the files of segments no longer live (and the one-block files of format 1)."""
+        if self.dir is None:
+            return
+        legacy = self.dir.rstrip(os.sep)
+        for ext in (".ann", ".faiss"):
+            if os.path.exists(legacy + ext):
+                _remove(legacy + ext)
+        try:
+            names = os.listdir(self.dir)
+        except OSError:
+            return
+        keep = {_stem_of(s) for s in segs if s.name is not None}
+        for name in names:
+            if name.split(".")[0] not in keep:
+                _remove(os.path.join(self.dir, name))
+
+    # -- state -----------------------------------------------------------------------------
+    def stats(self) -> dict:
+        """Live vectors answered by a segment's own structure, and those in segments due one
+        that are scanned exactly until it is built (the caller holds the read lock)."""
+        indexed = pending = 0
+        with self._mutex:
+            covers = dict(self._covers)
+        for seg in self.engine.segments:
+            if self._seg_kind(seg) is None:
+                continue
+            n = int(np.count_nonzero(seg.alive[seg.vec_rows])) if seg.n_dead else len(seg.vec_rows)
+            cover = covers.get(seg)
+            if cover is not None and cover.own is not None:
+                indexed += n
+            else:
+                pending += n
+        return {"vectors_indexed": indexed, "vectors_pending": pending}
+
+    def nbytes_on_disk(self) -> int:
+        total = 0
+        if self.dir is not None and os.path.isdir(self.dir):
+            for name in os.listdir(self.dir):
+                try:
+                    total += os.stat(os.path.join(self.dir, name)).st_size
+                except OSError:
+                    pass
+        return total
+
+    # -- search ----------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int, *, rowset: RowSet | None, exact: bool, metric: str,
-               vectors_of: VectorsOf, flat_search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
-               live_rowids: Callable[[], np.ndarray]) -> tuple[np.ndarray, np.ndarray, QueryStats]:
-        """(distances, rowids) (nq, k), -1 padded, and how the query was answered.
-        ``flat_search`` is the exact unfiltered search of every vector; ``live_rowids`` gives
-        the live rows with a vector (for an exact filtered scan)."""
+               vectors_of: VectorsOf) -> tuple[np.ndarray, np.ndarray, QueryStats]:
+        """(distances, rowids) (nq, k), -1 padded, and how the query was answered (the caller
+        holds the collection's read lock)."""
+        eng = self.engine
         allowed = None if rowset is None else rowset.count
         scanned = rowset is not None and rowset.scanned
-        block = None if exact or metric != self.metric else self._current(vectors_of)
-        if block is None:
-            if rowset is None and metric == self.metric:
-                d, r = flat_search(queries, k)
-                return d, r, QueryStats("exact", "flat", None, False)
-            rows = live_rowids() if rowset is None else rowset.rowids()
-            d, r = self._scan(queries, k, rows, vectors_of, metric)
-            return d, r, QueryStats("exact", "flat", allowed, scanned)
-        allow = None if rowset is None else self._allow(rowset, block)
-        live = None if self._live.all() else self._live
-        res = block.search(queries, k, allow=allow, live=live, backend=self.backend)
-        d, r = res.distances, res.rows
-        pending = self._pending if rowset is None else self._pending[rowset.has(self._pending)]
-        if len(pending):
-            d2, r2 = self._scan(queries, k, pending, vectors_of, metric)
+        covers = {}
+        if not exact and metric == self.metric and self.kind_opt != "flat":
+            with self._mutex:
+                covers = {s: self._covers[s] for s in eng.segments if s in self._covers}
+        if not covers and rowset is None:
+            d, r = eng.knn(queries, k, metric)
+            return d, r, QueryStats("exact", "flat", None, False)
+        nq = len(queries)
+        d = np.full((nq, k), np.inf, np.float32)
+        r = np.full((nq, k), -1, np.int64)
+        paths, kinds = set(), set()
+        rest_rowids, rest_vecs = [], []
+        for seg, cover in covers.items():
+            for block, live in cover.parts(seg):
+                allow = None if rowset is None else self._allow(rowset, block)
+                res = block.search(queries, k, allow=allow, live=live, backend=self.backend)
+                d, r = _merge(d, r, res.distances, res.rows, k)
+                paths.add(res.path)
+                kinds.add(block.kind)
+            resid = cover.residual(seg)
+            if len(resid):
+                resid = resid[seg.alive[seg.vec_rows[resid]]]
+                rid = seg.rowids[seg.vec_rows[resid]].astype(np.int64)
+                if rowset is not None:
+                    keep = rowset.has(rid)
+                    rid, resid = rid[keep], resid[keep]
+                rest_rowids.append(rid)
+                rest_vecs.append(seg.vecs[resid])
+        others = [s for s in eng.segments if s not in covers]
+        if rowset is None:
+            d2, r2 = eng.knn(queries, k, metric, segments=others)
+            if d2.shape[1]:
+                d, r = _merge(d, r, d2, r2, k)
+        else:
+            for src in others + ([eng.mem] if len(eng.mem) else []):
+                rid, vec = _allowed_vectors(src, rowset)
+                rest_rowids.append(rid)
+                rest_vecs.append(vec)
+        if rest_rowids:
+            rid = np.concatenate(rest_rowids)
+            vec = np.concatenate(rest_vecs) if len(rid) else np.empty((0, self.dim), np.float32)
+            d2, r2 = self._scan(queries, k, rid, vec, metric)
             d, r = _merge(d, r, d2, r2, k)
-        return d, r, QueryStats(res.path, block.kind, allowed, scanned)
+        path = "ann_filtered" if "ann_filtered" in paths else "ann" if "ann" in paths else "exact"
+        kind = min(kinds) if kinds else "flat"
+        return d, r, QueryStats(path, kind, allowed, scanned)
 
     def _allow(self, rowset: RowSet, block: AnnBlock) -> np.ndarray:
         """The filter's bitmap over the block's positions; the last one is reused while the same
@@ -222,23 +377,41 @@ class CollectionVectors:
         cached = self._allow_cache
         if cached is not None and cached[0] is rowset and cached[1] is block:
             return cached[2]
-        allow = rowset.has(block.rows)
+        allow = rowset.has(np.asarray(block.rows))
         self._allow_cache = (rowset, block, allow)
         return allow
 
-    def _scan(self, queries, k, rows, vectors_of, metric):
-        """Exact top-k among ``rows`` (those without a vector are skipped)."""
+    def _scan(self, queries, k, rowids, vecs, metric):
+        """Exact top-k among ``rowids`` / ``vecs`` (ties to the smaller rowid)."""
         nq = len(queries)
         d = np.full((nq, k), np.inf, np.float32)
         r = np.full((nq, k), -1, np.int64)
-        if not len(rows):
+        if not len(rowids):
             return d, r
-        vecs = vectors_of(rows)
-        has = ~np.isnan(vecs[:, 0])
-        rows, vecs = rows[has], vecs[has]
-        kk = min(k, len(rows))
-        if kk:
-            dd, pos = knn(vecs, queries, kk, metric, backend=self.backend)
-            d[:, :kk], r[:, :kk] = dd, rows[pos]
+        order = np.argsort(rowids, kind="stable")
+        rowids, vecs = rowids[order], np.ascontiguousarray(vecs[order])
+        kk = min(k, len(rowids))
+        dd, pos = knn(vecs, queries, kk, metric, backend=self.backend)
+        d[:, :kk], r[:, :kk] = dd, rowids[pos]
         return d, r
 
+
+def _allowed_vectors(src, rowset: RowSet) -> tuple[np.ndarray, np.ndarray]:
+    """(rowids, vectors) of a segment's or the memtable's alive rows with a vector that the
+    filter keeps (only those vectors are read)."""
+    if getattr(src, "vec_rows", None) is not None:  # a segment
+        vp = np.flatnonzero(src.alive[src.vec_rows])
+        rid = src.rowids[src.vec_rows[vp]].astype(np.int64)
+        keep = rowset.has(rid)
+        return rid[keep], src.vecs[vp[keep]]
+    rows, vecs = src.vector_rows()
+    rid = src.rowids[rows].astype(np.int64)
+    keep = rowset.has(rid)
+    return rid[keep], vecs[keep]
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass

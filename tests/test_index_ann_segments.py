@@ -1,0 +1,237 @@
+"""Per-segment ANN structures (simsearch.index._vecsearch): built in the background, never by a
+query; results against exact=True through deletes, upserts, filters, flushes, merges, reopen after
+close and after kill -9; merged segments served by their inputs' structures; a prompt close."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+from simsearch.index import Document, Index, _ann, _engine, _vecsearch
+
+pytest.importorskip("faiss")
+
+DIM = 12
+
+
+def _vectors(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((30, DIM)).astype(np.float32) * 4
+    return (centres[rng.integers(0, 30, n)] + rng.standard_normal((n, DIM))).astype(np.float32)
+
+
+def _docs(lo: int, hi: int, seed: int = 0) -> list[Document]:
+    X = _vectors(hi, seed)
+    return [Document(id=f"v{i}", metadata={"g": i % 3}, vector=X[i]) for i in range(lo, hi)]
+
+
+def _flush(c) -> None:
+    with c._lock.write():
+        c._engine.flush()
+
+
+def _recall(got, truth) -> float:
+    return float(np.mean([len({n.id for n in a} & {n.id for n in b}) / max(len(b), 1)
+                          for a, b in zip(got, truth)]))
+
+
+@pytest.fixture
+def small(monkeypatch):
+    """Small memtables and structure thresholds, so flushes and merges happen at test sizes."""
+    monkeypatch.setattr(_engine, "MEMTABLE_ROWS", 400)
+    monkeypatch.setattr(_vecsearch, "SEGMENT_ANN_MIN", 300)
+    monkeypatch.setattr(_ann, "EXACT_SCAN_MAX", 50)
+
+
+@pytest.mark.parametrize("kind", ("hnsw", "ivf", "flat"))
+@pytest.mark.parametrize("metric", ("euclidean", "cosine", "manhattan"))
+def test_results_against_exact_through_writes_merges_and_reopen(tmp_path, small, kind, metric):
+    path = str(tmp_path / "ix")
+    ix = Index(path)
+    c = ix.create_collection("v", dim=DIM, metric=metric, vector_index=kind, nprobe=16, indexed_fields=["g"])
+    for lo in range(0, 2400, 300):
+        c.upsert(_docs(lo, lo + 300))
+    c.delete([f"v{i}" for i in range(0, 2400, 7)])  # tombstones inside indexed segments
+    c.upsert([Document(id=f"v{i}", metadata={"g": 0}, vector=np.full(DIM, 0.5, np.float32) * (i % 5))
+              for i in range(1, 2400, 11)])  # upserts: the old rowid dies, the new one is scanned
+    assert c.wait_indexed(timeout=120)
+    st = c.stats()
+    assert st["vectors_pending"] == 0 and (st["vectors_indexed"] > 0) == (kind != "flat")
+    Q = _vectors(40, 9)
+    deleted = {f"v{i}" for i in range(0, 2400, 7)} - {f"v{i}" for i in range(1, 2400, 11)}
+
+    def check(c):
+        for flt in (None, {"g": 0}):
+            res = c.search_batch(vectors=Q, k=10, filter=flt, with_stats=True)
+            truth = c.search_batch(vectors=Q, k=10, filter=flt, exact=True)
+            found = {n.id for hits in res.results for n in hits}
+            assert not found & deleted
+            if flt:
+                assert all(int(n.id[1:]) % 3 == 0 or (int(n.id[1:]) - 1) % 11 == 0 for n in
+                           (n for hits in res.results for n in hits))
+            if kind == "flat":
+                assert res.results == truth and res.stats.path == "exact"
+            else:
+                assert res.stats.path in ("ann", "ann_filtered")
+                assert _recall(res.results, truth) >= 0.95
+                for hits, want in zip(res.results, truth):  # the distances reported are the exact ones
+                    exact = {n.id: n.distance for n in want}
+                    for n in hits:
+                        if n.id in exact:
+                            assert n.distance == pytest.approx(exact[n.id], rel=1e-5, abs=1e-5)
+
+    check(c)
+    ix.close()
+    ix = Index(path)
+    c = ix.get_collection("v")
+    assert c.wait_indexed(timeout=120)
+    check(c)
+    ix.close()
+
+
+def test_merged_segment_is_served_by_its_inputs_structures(tmp_path, small):
+    ix = Index(str(tmp_path / "ix"))
+    c = ix.create_collection("v", dim=DIM, vector_index="hnsw")
+    for lo in range(0, 1600, 400):
+        c.upsert(_docs(lo, lo + 400))
+    c._engine.stop_merger()  # merged below, once every input has its structure
+    _flush(c)
+    assert c._ann.wait_indexed(timeout=60)
+    assert c.stats()["vectors_indexed"] == 1600
+    c._ann.stop()  # no builder from here on: whatever serves the merged segment was built before
+    c._ann._thread = None
+    before = len(c._engine.segments)
+    c._engine.wait_merges()
+    assert len(c._engine.segments) < before
+    merged = c._engine.segments[0]
+    cover = c._ann._covers.get(merged)
+    assert cover is not None and cover.own is None and len(cover.inherited) == 4
+    c.delete(["v3", "v500"])
+    Q = _vectors(30, 4)
+    res = c.search_batch(vectors=Q, k=10, with_stats=True)
+    truth = c.search_batch(vectors=Q, k=10, exact=True)
+    assert res.stats.path == "ann"
+    assert _recall(res.results, truth) >= 0.95
+    assert not {"v3", "v500"} & {n.id for hits in res.results for n in hits}
+    ix.close()
+
+
+def test_no_query_builds(tmp_path, small, monkeypatch):
+    """With the builder held, queries still answer (exactly) and never build a structure."""
+    ix = Index(str(tmp_path / "ix"))
+    c = ix.create_collection("v", dim=DIM, vector_index="hnsw")
+    c._ann.stop()
+    builds = []
+    real = _ann.AnnBlock.build
+
+    def counting(*a, **kw):
+        builds.append(threading.current_thread().name)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(_ann.AnnBlock, "build", counting)
+    c.upsert(_docs(0, 1200))
+    _flush(c)
+    Q = _vectors(10, 5)
+    res = c.search_batch(vectors=Q, k=5, with_stats=True)
+    assert res.stats.path == "exact" and res.results == c.search_batch(vectors=Q, k=5, exact=True)
+    assert builds == []
+    assert c.stats()["vectors_pending"] > 0
+    ix.close()
+
+
+def test_close_during_a_build_stops_it_at_the_next_batch(tmp_path, small, monkeypatch):
+    monkeypatch.setattr(_ann, "ADD_BATCH", 50)
+    started, calls = threading.Event(), []
+    real = _ann.AnnBlock.build.__func__
+
+    def held(cls, *a, should_stop=None, **kw):
+        def stop_check():
+            calls.append(1)
+            if len(calls) == 2:  # the second batch waits for the close
+                started.set()
+                for _ in range(600):
+                    if should_stop():
+                        break
+                    threading.Event().wait(0.05)
+            return should_stop()
+        return real(cls, *a, should_stop=stop_check, **kw)
+
+    monkeypatch.setattr(_ann.AnnBlock, "build", classmethod(held))
+    path = str(tmp_path / "ix")
+    ix = Index(path)
+    c = ix.create_collection("v", dim=DIM, vector_index="hnsw")
+    c.upsert(_docs(0, 1000))
+    _flush(c)
+    assert started.wait(60)
+    ix.close()  # returns once the builder saw the stop: at the batch boundary, not after 20 batches
+    assert len(calls) == 2
+    adir = _vecsearch.ann_dir(path, c._cid)
+    assert not os.path.isdir(adir) or not [f for f in os.listdir(adir) if f.endswith(".faiss")]
+    monkeypatch.setattr(_ann.AnnBlock, "build", classmethod(real))
+    ix = Index(path)  # the unfinished build was not saved: built again
+    c = ix.get_collection("v")
+    assert c.wait_indexed(timeout=60) and c.stats()["vectors_indexed"] == 1000
+    ix.close()
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys, threading, numpy as np
+    from simsearch.index import Index, Document, _ann, _vecsearch
+    _vecsearch.SEGMENT_ANN_MIN = 300
+    _ann.ADD_BATCH = 50
+    real = _ann.AnnBlock.build.__func__
+    def held(cls, *a, should_stop=None, **kw):
+        n = []
+        def stop_check():
+            n.append(1)
+            if len(n) == 3:
+                print("building", flush=True)
+                threading.Event().wait()   # killed here, mid-build
+            return False
+        return real(cls, *a, should_stop=stop_check, **kw)
+    _ann.AnnBlock.build = classmethod(held)
+    ix = Index(sys.argv[1])
+    c = ix.create_collection("v", dim=12, vector_index="hnsw")
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((1000, 12)).astype(np.float32)
+    c.upsert([Document(id=f"v{i}", vector=X[i]) for i in range(1000)])
+    with c._lock.write():
+        c._engine.flush()
+    threading.Event().wait()
+    """
+)
+
+
+def test_kill9_during_a_build_leaves_a_store_that_opens(tmp_path, monkeypatch):
+    monkeypatch.setattr(_vecsearch, "SEGMENT_ANN_MIN", 300)
+    path = str(tmp_path / "ix")
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, path], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "building"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    adir = os.path.join(path, "ann", "c1")
+    os.makedirs(adir, exist_ok=True)
+    with open(os.path.join(adir, "seg-00000001.faiss.tmp"), "wb") as f:  # as a kill inside a save leaves
+        f.write(b"partial")
+    ix = Index(path)
+    c = ix.get_collection("v")
+    assert c.count() == 1000
+    X = np.random.default_rng(0).standard_normal((1000, 12)).astype(np.float32)
+    Q = X[:20] + 0.01
+    want = c.search_batch(vectors=Q, k=5, exact=True)
+    assert c.search_batch(vectors=Q, k=5) == want  # exact until the structure is rebuilt
+    assert c.wait_indexed(timeout=60)
+    res = c.search_batch(vectors=Q, k=5, with_stats=True)
+    assert res.stats.path == "ann" and _recall(res.results, want) >= 0.95
+    assert not [f for f in os.listdir(adir) if f.endswith(".tmp")]
+    ix.close()
