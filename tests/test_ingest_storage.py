@@ -86,3 +86,11 @@ def test_checksums_written_out_equal_their_definition(rows):
     assert [p[9] for p in params] == spec_doc
     assert [_storage.crc_index(e, lab, v, s) for e, _, _, lab, v, s, _ in rows] == spec_index
     assert [_storage.crc_doc(t, m, sh) for _, t, m, _, _, _, sh in rows] == spec_doc
+
+
+def test_checksums_of_values_of_the_wrong_type_are_the_definitions():
+    """A damaged row can read back a blob where text was stored (or the reverse): the checksum
+    is still computed (and then fails to match), never a raw AttributeError."""
+    assert _storage.crc_doc(b"text", b"{}", None) == _storage._crc(b"text", b"{}", None)
+    assert _storage.crc_index(b"id", b"lab", "vec", None) == _storage._crc(b"id", b"lab", "vec", None)
+    assert _storage.crc_doc("text", "{}", None) != _storage.crc_doc(b"tex", "{}", None)

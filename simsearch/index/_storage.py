@@ -141,30 +141,37 @@ def _crc(*parts: bytes | str | None) -> int:
 
 
 def crc_index(ext_id: str, label: str | None, vector: bytes | None, signature: bytes | None) -> int:
-    """``_crc(ext_id, label, vector, signature)``, written out (called per row at open and read)."""
+    """``_crc(ext_id, label, vector, signature)``, written out (called per row at open and read);
+    values of another type than expected (a damaged row) go through ``_crc`` itself."""
     crc32, ln = zlib.crc32, _LEN
-    e = ext_id.encode("utf-8", "surrogatepass")
-    c = crc32(e, crc32(ln(len(e))))
-    if label is None:
-        c = crc32(b"\xff", c)
-    else:
-        lb = label.encode("utf-8", "surrogatepass")
-        c = crc32(lb, crc32(ln(len(lb)), c))
-    c = crc32(b"\xff", c) if vector is None else crc32(vector, crc32(ln(len(vector)), c))
-    return crc32(b"\xff", c) if signature is None else crc32(signature, crc32(ln(len(signature)), c))
+    try:
+        e = ext_id.encode("utf-8", "surrogatepass")
+        c = crc32(e, crc32(ln(len(e))))
+        if label is None:
+            c = crc32(b"\xff", c)
+        else:
+            lb = label.encode("utf-8", "surrogatepass")
+            c = crc32(lb, crc32(ln(len(lb)), c))
+        c = crc32(b"\xff", c) if vector is None else crc32(vector, crc32(ln(len(vector)), c))
+        return crc32(b"\xff", c) if signature is None else crc32(signature, crc32(ln(len(signature)), c))
+    except (AttributeError, TypeError):
+        return _crc(ext_id, label, vector, signature)
 
 
 def crc_doc(text: str | None, metadata: str, shingles: bytes | None) -> int:
-    """``_crc(text, metadata, shingles)``, written out."""
+    """``_crc(text, metadata, shingles)``, written out (as :func:`crc_index`)."""
     crc32, ln = zlib.crc32, _LEN
-    if text is None:
-        d = crc32(b"\xff")
-    else:
-        tb = text.encode("utf-8", "surrogatepass")
-        d = crc32(tb, crc32(ln(len(tb))))
-    mb = metadata.encode("utf-8", "surrogatepass")
-    d = crc32(mb, crc32(ln(len(mb)), d))
-    return crc32(b"\xff", d) if shingles is None else crc32(shingles, crc32(ln(len(shingles)), d))
+    try:
+        if text is None:
+            d = crc32(b"\xff")
+        else:
+            tb = text.encode("utf-8", "surrogatepass")
+            d = crc32(tb, crc32(ln(len(tb))))
+        mb = metadata.encode("utf-8", "surrogatepass")
+        d = crc32(mb, crc32(ln(len(mb)), d))
+        return crc32(b"\xff", d) if shingles is None else crc32(shingles, crc32(ln(len(shingles)), d))
+    except (AttributeError, TypeError):
+        return _crc(text, metadata, shingles)
 
 
 def _insert_params(cid: int, seq: int, rows: list[tuple]) -> list[tuple]:
