@@ -60,7 +60,7 @@ REBUILD_ROWS = 1 << 18  # rows per segment when building from the stored rows
 MERGE_FACTOR = 4
 SEGMENTS_DIR = "segments"
 SHINGLE_CACHE_BYTES = 64 << 20
-FLAT_COPY_BYTES = 4 << 30  # vectors of segments scanned flat, copied to the heap, per collection
+FLAT_COPY_BYTES = 1 << 30  # vectors of segments scanned flat, copied to the heap, per collection (no multi-GB copies)
 _GATHER_DEAD = 256  # a vector block with more removed rows than this is gathered, not scanned whole
 
 
@@ -723,8 +723,10 @@ class Engine:
         """The vectors a flat scan of ``seg`` reads: a heap copy, made on the first scan, while
         the collection's copies stay under FLAT_COPY_BYTES, else the mapping itself. A GEMM over
         a file-backed mapping ran at half the speed of one over (transparently huge-paged) heap
-        memory on the benchmark machine; the copy is the only one in memory (512 B per 128-d
-        vector), and a collection larger than the budget is scanned from the page cache."""
+        memory on a quiet benchmark machine (at load 4-6 the two measured within noise, 200k and
+        1M x 128); the copy is the only one in memory (512 B per 128-d vector), at most 1 GiB per
+        collection, and the rest is scanned from the page cache. Segments with an ANN structure
+        are only scanned flat by exact=True, so most collections above 20,000 vectors copy none."""
         copy = seg.flat_copy
         if copy is not None:
             return copy
