@@ -23,8 +23,9 @@ Rows (one JSON line each, then a table):
 
 Data: ``--n`` x ``--dim`` float32 vectors of low intrinsic dimension (16 latent factors through a
 fixed random map, plus noise); queries are noisy copies of held-out points. Seeds are fixed; one
-warm-up pass precedes every timed one. ``load`` is the 1-minute load average when a row is
-written (the machine is shared). ``python benchmarks/bench_ann.py --smoke`` runs a tiny version.
+warm-up pass precedes every timed one; the filtered and unfiltered queries of a row pair run
+interleaved, query by query, so both see the same load. ``load`` is the 1-minute load average
+when a row is written (the machine is shared). ``python benchmarks/bench_ann.py --smoke`` runs a tiny version.
 """
 
 from __future__ import annotations
@@ -71,6 +72,23 @@ def latencies(fn, items) -> np.ndarray:
     return np.asarray(out) * 1e3
 
 
+def paired_latencies(fns: dict, items) -> dict:
+    """Per-call latencies (ms) of every function in ``fns`` on each item, the calls interleaved
+    (item by item, the order rotating) so that a change of load on the shared machine hits every
+    row alike: the filtered and unfiltered rows are paired in one run."""
+    names = list(fns)
+    for it in items[: max(1, len(items) // 10)]:
+        for name in names:
+            fns[name](it)  # warm-up
+    out = {name: [] for name in names}
+    for i, it in enumerate(items):
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            t = time.perf_counter()
+            fns[name](it)
+            out[name].append(time.perf_counter() - t)
+    return {name: np.asarray(v) * 1e3 for name, v in out.items()}
+
+
 def pct(ms: np.ndarray) -> dict:
     return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3)}
 
@@ -104,15 +122,14 @@ def bench_knn(rep: Reporter, args, path: str) -> None:
     qs = list(Q)
     flt = {"bucket": 3}  # keeps 10 %
     res = {}
-    for label, kw in (("ann", {}), ("exact", {"exact": True}), ("ann_filtered", {"filter": flt}),
-                      ("exact_filtered", {"filter": flt, "exact": True})):
-        if label.startswith("exact"):
-            items = qs[: args.exact_queries]
-        else:
-            items = qs
-        ms = latencies(lambda q, kw=kw: c.search(q, k=10, **kw), items)
-        stats = c.search_batch(vectors=[qs[0]], k=10, with_stats=True, **kw).stats
-        res[label] = (ms, stats)
+    runs = {"ann": {}, "exact": {"exact": True}, "ann_filtered": {"filter": flt},
+            "exact_filtered": {"filter": flt, "exact": True}}
+    for group, items in ((("ann", "ann_filtered"), qs), (("exact", "exact_filtered"), qs[: args.exact_queries])):
+        ms = paired_latencies({label: (lambda q, kw=runs[label]: c.search(q, k=10, **kw)) for label in group}, items)
+        for label in group:
+            stats = c.search_batch(vectors=[qs[0]], k=10, with_stats=True, **runs[label]).stats
+            res[label] = (ms[label], stats)
+    res = {label: res[label] for label in runs}
     truth = c.search_batch(vectors=Q, k=10, exact=True)
     truth_f = c.search_batch(vectors=Q, k=10, exact=True, filter=flt)
     got = c.search_batch(vectors=Q, k=10)
@@ -189,9 +206,8 @@ def bench_near(rep: Reporter, args, path: str) -> None:
     for lo in range(0, n, 10_000):
         c.upsert(docs[lo:lo + 10_000])
     ids = [f"t{int(i)}" for i in rng.integers(0, n, args.queries)]
-    res = {}
-    for label, kw in (("near", {}), ("near_filtered", {"filter": {"bucket": 3}})):
-        res[label] = latencies(lambda q, kw=kw: c.near_duplicates(id=q, **kw), ids)
+    res = paired_latencies({label: (lambda q, kw=kw: c.near_duplicates(id=q, **kw))
+                            for label, kw in (("near", {}), ("near_filtered", {"filter": {"bucket": 3}}))}, ids)
     base_p99 = pct(res["near"])["p99_ms"]
     for label, ms in res.items():
         row = {"row": "near", "query": label, "n": n, **pct(ms), "load": load()}

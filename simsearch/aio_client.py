@@ -135,9 +135,10 @@ class AsyncRemoteCollection(Requests):
         return SearchResult(out, wire.query_stats_from_pb(msg.stats)) if with_stats else out
 
     async def find_duplicates(self, threshold: float | None = None, *, exact: bool | None = None,
-                              filter: dict | str | None = None) -> list[Cluster]:
-        clusters = await self._client._call("FindDuplicates", self._find_request(threshold, exact, filter))
-        return [wire.cluster_from_pb(c) for c in clusters]
+                              filter: dict | str | None = None,
+                              with_stats: bool = False) -> list[Cluster] | SearchResult:
+        req = self._find_request(threshold, exact, filter, with_stats)
+        return self._clusters(await self._client._call("FindDuplicates", req), with_stats)
 
     async def train_classifier(self, name: str, kind: str = "svm", params: dict | None = None,
                                filter: dict | None = None) -> ClassifierInfo:
@@ -148,10 +149,10 @@ class AsyncRemoteCollection(Requests):
         resp = await self._client._call("ListClassifiers", pb.ListClassifiersRequest(collection=self.name))
         return [wire.classifier_info_from_pb(i) for i in resp.classifiers]
 
-    async def classify(self, vectors=None, *, ids=None, model: str, k: int = 10,
-                       filter: dict | str | None = None) -> list[Classification]:
-        req = self._classify_request(vectors, ids, model, k, filter)
-        return wire.classifications_from_pb(await self._client._call("Classify", req))
+    async def classify(self, vectors=None, *, ids=None, model: str, k: int = 10, filter: dict | str | None = None,
+                       with_stats: bool = False) -> list[Classification] | SearchResult:
+        req = self._classify_request(vectors, ids, model, k, filter, with_stats)
+        return self._classified(await self._client._call("Classify", req), with_stats)
 
     async def delete_classifier(self, name: str) -> None:
         await self._client._call("DeleteClassifier", self._model_request(pb.DeleteClassifierRequest, name))

@@ -129,12 +129,14 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
             threshold=args.threshold, ngram=args.ngram, shingle=args.shingle, num_perm=args.num_perm,
             verify=args.verify, engine=args.engine, ray_address=args.ray_address, batch_size=args.batch_size,
             backend=args.backend, seed=args.seed, overwrite=args.overwrite, quiet=args.quiet,
-            rule=args.rule, against=_dedup_against(args, stack), add=args.add,
+            rule=args.rule, against=_dedup_against(args, stack), add=args.add, label_field=args.label_field,
+            vector_field=args.vector_field,
         )
     out = {"output": s.output, "docs_in": s.docs_in, "docs_out": s.docs_out, "duplicates": s.duplicates,
            "clusters": s.clusters, "engine": s.engine, "device": s.device, "seconds": s.seconds.get("total")}
     if s.against is not None:
-        out.update(rule=s.rule, against=s.against, against_matches=s.against_matches, added=s.added)
+        out.update(rule=s.rule, against=s.against, against_matches=s.against_matches, added=s.added,
+                   add_skipped=s.add_skipped)
     print(json.dumps(out))
     return 0
 
@@ -199,11 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["jsonl", "parquet", "text"], help="default: from the file extensions")
     p.add_argument("--text-field", default="text", help="JSON field / Parquet column holding the text")
     p.add_argument("--id-field", help="JSON field / Parquet column holding a unique id (default: position)")
-    p.add_argument("--threshold", type=float, default=0.8, help="Jaccard similarity that makes a duplicate")
-    p.add_argument("--ngram", type=int, default=5)
-    p.add_argument("--shingle", choices=["word", "char"], default="word")
-    p.add_argument("--num-perm", type=int, default=128)
-    p.add_argument("--seed", type=int, default=1)
+    # None: 0.8 / 5 / word / 128 / 1, or with --against the collection's (a different value is refused)
+    p.add_argument("--threshold", type=float, help="Jaccard similarity that makes a duplicate (default 0.8; "
+                   "with --against the collection's)")
+    p.add_argument("--ngram", type=int, help="default 5 (with --against: the collection's)")
+    p.add_argument("--shingle", choices=["word", "char"], help="default word (with --against: the collection's)")
+    p.add_argument("--num-perm", type=int, help="default 128 (with --against: the collection's)")
+    p.add_argument("--seed", type=int, help="default 1 (with --against: the collection's)")
     p.add_argument("--verify", choices=["exact", "estimate", "none"], default="exact",
                    help="check candidate pairs by exact shingle Jaccard (precision 1.0), the MinHash estimate, or not")
     p.add_argument("--engine", choices=["local", "ray"], default="local")
@@ -220,7 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--collection", metavar="NAME", help="the collection of --against / --against-address")
     p.add_argument("--token-file", help="with --against-address: the server's bearer token, in this file")
     p.add_argument("--tls-ca", help="with --against-address: TLS, trusting this CA certificate (PEM)")
-    p.add_argument("--add", action="store_true", help="then insert the kept documents into the collection")
+    p.add_argument("--add", action="store_true",
+                   help="then insert the kept documents into the collection (id, text, the other fields as "
+                        "metadata), skipping any that another writer's near-duplicate beat in the meantime")
+    p.add_argument("--label-field", help="with --add: the input field that becomes the document's label")
+    p.add_argument("--vector-field", help="with --add: the input field (a list of floats) that becomes its vector")
     p.set_defaults(func=_cmd_dedup)
 
     from ._cli_client import add_commands

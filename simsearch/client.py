@@ -193,12 +193,30 @@ class Requests:
             req.ids.CopyFrom(pb.StringList(values=wire.encode_ids(ids, func)))
         return req
 
-    def _find_request(self, threshold, exact, filter=None) -> pb.FindDuplicatesRequest:
-        return pb.FindDuplicatesRequest(
+    def _find_request(self, threshold, exact, filter=None, with_stats=False) -> pb.FindDuplicatesRequest:
+        req = pb.FindDuplicatesRequest(
             collection=self.name, threshold=wire.encode_float(threshold, "threshold", 0.0, 1.0, "find_duplicates",
                                                           lo_open=True),
             exact=None if exact is None else bool(exact), filter_json=_filter_json(filter),
         )
+        if not isinstance(with_stats, bool):
+            raise InvalidTypeError("The 'with_stats' parameter of find_duplicates must be a bool.")
+        req.with_stats = with_stats
+        return req
+
+    @staticmethod
+    def _clusters(msgs: list, with_stats: bool) -> list[Cluster] | SearchResult:
+        """FindDuplicates' messages as clusters; asked ``with_stats``, the last one holds the stats."""
+        if not with_stats:
+            return [wire.cluster_from_pb(c) for c in msgs]
+        last = msgs[-1] if msgs and msgs[-1].HasField("stats") else pb.Cluster()
+        body = msgs[:-1] if msgs and msgs[-1].HasField("stats") else msgs
+        return SearchResult([wire.cluster_from_pb(c) for c in body], wire.query_stats_from_pb(last.stats))
+
+    @staticmethod
+    def _classified(msg, with_stats: bool) -> list[Classification] | SearchResult:
+        out = wire.classifications_from_pb(msg)
+        return SearchResult(out, wire.query_stats_from_pb(msg.stats)) if with_stats else out
 
     def _train_request(self, name, kind, params, filter) -> pb.TrainClassifierRequest:
         """Checked as ``Collection.train_classifier`` checks its arguments, in the same order."""
@@ -214,12 +232,14 @@ class Requests:
             filter_json=wire.encode_json_object(filter, "filter", func),
         )
 
-    def _classify_request(self, vectors, ids, model, k, filter=None) -> pb.ClassifyRequest:
+    def _classify_request(self, vectors, ids, model, k, filter=None, with_stats=False) -> pb.ClassifyRequest:
         """Checked as ``Collection.classify`` checks its arguments, in the same order."""
         func = "classify"
         req = pb.ClassifyRequest(collection=self.name, model=check_model_name(model),
                                  k=wire.encode_int(k, "k", 1, MAX_K, func, optional=False),
                                  filter_json=_filter_json(filter))
+        if not isinstance(with_stats, bool):
+            raise InvalidTypeError(f"The 'with_stats' parameter of {func} must be a bool.")
         if (vectors is None) == (ids is None):
             raise InvalidArgumentError(f"{func} takes either vectors or ids, not both and not neither.")
         if vectors is not None:
@@ -358,9 +378,9 @@ class RemoteCollection(Requests):
         return SearchResult(out, wire.query_stats_from_pb(msg.stats)) if with_stats else out
 
     def find_duplicates(self, threshold: float | None = None, *, exact: bool | None = None,
-                        filter: dict | str | None = None) -> list[Cluster]:
-        req = self._find_request(threshold, exact, filter)
-        return [wire.cluster_from_pb(c) for c in self._client._call("FindDuplicates", req)]
+                        filter: dict | str | None = None, with_stats: bool = False) -> list[Cluster] | SearchResult:
+        req = self._find_request(threshold, exact, filter, with_stats)
+        return self._clusters(self._client._call("FindDuplicates", req), with_stats)
 
     # -- classifiers -----------------------------------------------------------------------
     def train_classifier(self, name: str, kind: str = "svm", params: dict | None = None,
@@ -374,10 +394,10 @@ class RemoteCollection(Requests):
         resp = self._client._call("ListClassifiers", pb.ListClassifiersRequest(collection=self.name))
         return [wire.classifier_info_from_pb(i) for i in resp.classifiers]
 
-    def classify(self, vectors=None, *, ids=None, model: str, k: int = 10,
-                 filter: dict | str | None = None) -> list[Classification]:
-        req = self._classify_request(vectors, ids, model, k, filter)
-        return wire.classifications_from_pb(self._client._call("Classify", req))
+    def classify(self, vectors=None, *, ids=None, model: str, k: int = 10, filter: dict | str | None = None,
+                 with_stats: bool = False) -> list[Classification] | SearchResult:
+        req = self._classify_request(vectors, ids, model, k, filter, with_stats)
+        return self._classified(self._client._call("Classify", req), with_stats)
 
     def delete_classifier(self, name: str) -> None:
         self._client._call("DeleteClassifier", self._model_request(pb.DeleteClassifierRequest, name))

@@ -211,7 +211,10 @@ def test_cli_against_an_index_directory(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert _kept_ids(tmp_path / "o") == _greedy(docs)
     with Index(tmp_path / "ix") as ix:
-        assert ix.get_collection("c").count() == len(_greedy(docs))
+        coll = ix.get_collection("c")
+        assert coll.count() == len(_greedy(docs))
+        by_id = {d["id"]: d for d in docs}
+        assert all(d.metadata == {"n": by_id[d.id]["n"]} for d in coll.get(_greedy(docs)))  # the other fields
     bad = subprocess.run(cmd[:-4] + ["--add", "--quiet"], capture_output=True, text=True, check=False,
                          env={**os.environ, "PYTHONPATH": os.getcwd()})  # --against without --collection
     assert bad.returncode == 2 and "--collection" in bad.stderr and "Traceback" not in bad.stderr
@@ -229,8 +232,10 @@ def test_bad_against_options(tmp_path):
             dedup.run(path, out, id_field="id", against=coll, rule="components", quiet=True)
         with pytest.raises(InvalidArgumentError, match="--id-field"):
             dedup.run(path, out, against=coll, add=True, quiet=True)
-        with pytest.raises(InvalidArgumentError, match="ngram"):
+        with pytest.raises(FailedPreconditionError, match="ngram=3 but collection 'c' was created with ngram=5"):
             dedup.run(path, out, id_field="id", against=coll, ngram=3, quiet=True)
+        with pytest.raises(InvalidArgumentError, match="--label-field"):
+            dedup.run(path, out, id_field="id", against=coll, label_field="n", quiet=True)
         with pytest.raises(FailedPreconditionError, match="--verify estimate"):
             dedup.run(path, out, id_field="id", against=bare, quiet=True)
         with pytest.raises(InvalidArgumentError, match="--against-address"):
@@ -298,3 +303,207 @@ def test_ray_engine_queries_the_server_from_its_workers(tmp_path, grpc_server):
     finally:
         ray.shutdown()
     assert kept == _kept_ids(tmp_path / "whole") and len(kept) == whole.docs_out
+
+
+# -- the settings a run shares with its collection --------------------------------------------
+
+def _settings_cases():
+    return [(dict(threshold=T), "threshold"), (dict(num_perm=64), "num_perm"), (dict(seed=2), "seed"),
+            (dict(shingle="char"), "shingle"), (dict(ngram=4), "ngram")]
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_settings_default_to_the_collections_and_a_mismatch_is_refused(tmp_path, grpc_server, remote):
+    docs = _corpus(11, 120)
+    path = _write(tmp_path / "in.jsonl", docs)
+    whole = dedup.run(path, tmp_path / "whole", id_field="id", rule="first-kept", threshold=0.7, quiet=True)
+    with Index(tmp_path / "ix") as ix, Client(grpc_server.address) as client:
+        make = client.create_collection if remote else ix.create_collection
+        coll = make("c", threshold=0.7)
+        weighted = make("w", threshold=0.7, weights=(0.9, 0.1))
+        for given, name in _settings_cases():
+            with pytest.raises(FailedPreconditionError, match=f"{name}=.* but collection 'c' was created with {name}="):
+                dedup.run(path, tmp_path / "o", id_field="id", against=coll, quiet=True, **given)
+        with pytest.raises(FailedPreconditionError, match="weights"):
+            dedup.run(path, tmp_path / "o", id_field="id", against=weighted, quiet=True)
+        with pytest.raises(FailedPreconditionError, match="verify='none'"):
+            dedup.run(path, tmp_path / "o", id_field="id", against=coll, verify="none", quiet=True)
+        assert not (tmp_path / "o").exists() and coll.count() == 0
+        s = dedup.run(path, tmp_path / "o", id_field="id", against=coll, add=True, quiet=True)  # unset: the collection's
+        assert (s.threshold, s.num_perm, s.ngram, s.shingle, s.seed) == (0.7, 128, 5, "word", 1)
+        assert _kept_ids(tmp_path / "o") == _kept_ids(tmp_path / "whole") == _greedy_at(docs, 0.7)
+        assert coll.count() == whole.docs_out
+
+
+def _greedy_at(docs, t):
+    kept = []
+    for d in docs:
+        if not any(_jac(d["text"], k["text"]) >= t for k in kept):
+            kept.append(d)
+    return [d["id"] for d in kept]
+
+
+def test_cli_names_the_mismatching_setting(tmp_path):
+    path = _write(tmp_path / "in.jsonl", _corpus(12, 30))
+    with Index(tmp_path / "ix") as ix:
+        ix.create_collection("c", threshold=0.7)
+    proc = subprocess.run([sys.executable, "-m", "simsearch", "dedup", path, "-o", str(tmp_path / "o"), "--id-field",
+                           "id", "--against", str(tmp_path / "ix"), "--collection", "c", "--threshold", "0.8",
+                           "--quiet"], capture_output=True, text=True, check=False,
+                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert proc.returncode == 2 and "threshold=0.8 but collection 'c' was created with threshold=0.7" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "o").exists()
+
+
+# -- what --add stores, and its own check -----------------------------------------------------
+
+def _rich(docs):
+    """The corpus with metadata of several kinds, a label and a 4-d vector per document."""
+    rng = np.random.default_rng(13)
+    out = []
+    for d in docs:
+        vec = rng.standard_normal(4).astype(np.float32).tolist()
+        out.append({**d, "lang": ["en", "de"][d["n"] % 2], "meta": {"year": 2000 + d["n"] % 20, "tags": ["a", "b"]},
+                    "missing": None, "topic": f"t{d['n'] % 3}", "emb": vec})
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_add_copies_metadata_label_and_vector(tmp_path, fmt):
+    docs = _rich(_corpus(14, 120))
+    if fmt == "jsonl":
+        path = _write(tmp_path / "in.jsonl", docs)
+    else:
+        import pyarrow as pa
+
+        path = str(tmp_path / "in.parquet")
+        pq.write_table(pa.Table.from_pylist(docs), path)
+    with Index(tmp_path / "ix") as ix:
+        coll = ix.create_collection("c", threshold=T, dim=4)
+        s = dedup.run(path, tmp_path / "o", id_field="id", against=coll, add=True, label_field="topic",
+                      vector_field="emb", quiet=True)
+        kept = _greedy(docs)
+        assert s.added == len(kept) == coll.count() and s.add_skipped == 0
+        by_id = {d["id"]: d for d in docs}
+        for got in coll.get(kept):
+            want = by_id[got.id]
+            assert got.text == want["text"] and got.label == want["topic"]
+            np.testing.assert_array_equal(got.vector, np.asarray(want["emb"], np.float32))
+            assert got.metadata == {k: v for k, v in want.items() if k not in ("id", "text", "topic", "emb")}
+
+
+def test_add_of_text_files_stores_id_and_text(tmp_path):
+    docs = _corpus(15, 40)
+    src = tmp_path / "texts"
+    src.mkdir()
+    for d in docs:
+        (src / f"{d['id']}.txt").write_text(d["text"], encoding="utf-8")
+    with Index(tmp_path / "ix") as ix:
+        coll = ix.create_collection("c", threshold=T)
+        s = dedup.run(str(src), tmp_path / "o", against=coll, add=True, quiet=True)
+        stored = [d for p in coll.scroll(with_text=True) for d in p.documents]
+    assert s.added == len(stored) == len(_greedy(docs))
+    assert sorted(os.path.basename(d.id)[:-4] for d in stored) == sorted(_greedy(docs))
+    assert all(d.metadata == {} and d.label is None for d in stored)
+
+
+class _Raced:
+    """A collection handle whose first upsert waits until another writer (a second connection, in
+    another thread) has stored ``docs``: the documents land between the run's query and its add."""
+
+    def __init__(self, coll, other, docs):
+        self._coll, self._other, self._docs, self._done = coll, other, docs, False
+
+    def __getattr__(self, name):
+        return getattr(self._coll, name)
+
+    def upsert(self, docs, **kwargs):
+        import threading
+
+        if not self._done:
+            self._done = True
+            t = threading.Thread(target=self._other.upsert, args=(self._docs,))
+            t.start()
+            t.join()
+        return self._coll.upsert(docs, **kwargs)
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_add_is_atomic_with_a_writer_racing_the_run(tmp_path, grpc_server, remote):
+    docs = _corpus(16, 160)
+    path = _write(tmp_path / "in.jsonl", docs)
+    kept0 = _greedy(docs)
+    texts = {d["id"]: d["text"] for d in docs}
+    # the racing writer stores near-copies (one word changed) of three documents the run keeps
+    racing = []
+    for i, kid in enumerate(kept0[5:8]):
+        words = texts[kid].split()
+        words[0] = "zz"
+        racing.append({"id": f"other-{i}", "text": " ".join(words)})
+    with Client(grpc_server.address) as client, Index(tmp_path / "ix") as ix:
+        if remote:
+            coll, other = client.create_collection("c", threshold=T), Client(grpc_server.address)
+            other_coll = other.get_collection("c")
+        else:
+            coll = ix.create_collection("c", threshold=T)
+            other, other_coll = None, coll
+        try:
+            s = dedup.run(path, tmp_path / "o", id_field="id", against=_Raced(coll, other_coll, racing), add=True,
+                          quiet=True, batch_size=50)
+        finally:
+            if other is not None:
+                other.close()
+        stored = [d for p in coll.scroll(with_text=True) for d in p.documents]
+    skipped = [k for k in kept0 if any(_jac(texts[k], r["text"]) >= T for r in racing)]
+    assert len(skipped) >= 3 and s.add_skipped == len(skipped)
+    kept = _kept_ids(tmp_path / "o")
+    assert kept == [k for k in kept0 if k not in skipped]  # data/ holds exactly what this run added
+    assert sorted(d.id for d in stored) == sorted(kept + [r["id"] for r in racing])
+    assert s.added == len(kept) and s.docs_out == len(kept)
+    clusters_of = {c["representative_id"] for c in pq.read_table(tmp_path / "o" / "clusters.parquet").to_pylist()
+                   if not c["kept"] and c["representative_id"] in kept or c["in_collection"]}
+    assert s.clusters == len(clusters_of)  # one per kept or collection representative
+    for a in range(len(stored)):  # nothing is stored twice
+        for b in range(a):
+            assert _jac(stored[a].text, stored[b].text) < T
+    clusters = {c["id"]: c for c in pq.read_table(tmp_path / "o" / "clusters.parquet").to_pylist()}
+    for k in skipped:
+        c = clusters[k]
+        assert c["in_collection"] and not c["kept"] and c["representative_id"].startswith("other-")
+        assert c["jaccard"] == pytest.approx(_jac(texts[k], texts.get(c["representative_id"]) or
+                                                  next(r["text"] for r in racing if r["id"] == c["representative_id"])))
+
+
+def test_two_runs_adding_at_once_store_no_pair_twice(tmp_path):
+    """Two runs of near-identical crawls (other ids) query an empty collection, then add at once:
+    the add's check under the write lock keeps every near-duplicate pair out."""
+    import threading
+
+    docs = _corpus(17, 140)
+    twin = [{**d, "id": "twin-" + d["id"]} for d in docs]
+    paths = [_write(tmp_path / "a.jsonl", docs), _write(tmp_path / "b.jsonl", twin)]
+    with Index(tmp_path / "ix") as ix:
+        coll = ix.create_collection("c", threshold=T)
+        errors, summaries = [], {}
+
+        def go(k):
+            try:
+                summaries[k] = dedup.run(paths[k], tmp_path / f"o{k}", id_field="id", against=coll, add=True,
+                                         quiet=True, batch_size=20)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=go, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        stored = [d for p in coll.scroll(with_text=True) for d in p.documents]
+    kept = _kept_ids(tmp_path / "o0") + _kept_ids(tmp_path / "o1")
+    assert sorted(kept) == sorted(d.id for d in stored)
+    assert len(stored) == len(_greedy(docs))  # every text once, whichever run stored it
+    assert sum(s.added for s in summaries.values()) == len(stored)
+    for a in range(len(stored)):
+        for b in range(a):
+            assert _jac(stored[a].text, stored[b].text) < T

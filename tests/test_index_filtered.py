@@ -9,55 +9,18 @@ import os
 
 import numpy as np
 import pytest
+from filter_cases import FILTERS, INDEXED, _docs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simsearch.distance import pairwise
-from simsearch.errors import InvalidArgumentError
+from simsearch.errors import InvalidArgumentError, SimsearchError
 from simsearch.index import Document, Index, _ann, _vecsearch, parse_filter
 
 pytest.importorskip("faiss")
 
 METRICS = ("euclidean", "sqeuclidean", "cosine", "manhattan")
 KINDS = ("flat", "hnsw", "ivf")
-LANGS = ("en", "fr", "de")
-WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima"]
-
-
-def _docs(seed: int, n: int, dim: int = 6) -> list[Document]:
-    rng = np.random.default_rng(seed)
-    base = [" ".join(rng.choice(WORDS, 25)) for _ in range(max(1, n // 3))]
-    out = []
-    for i in range(n):
-        meta: dict = {"lang": LANGS[int(rng.integers(0, 3))], "nested": {"a": bool(rng.integers(0, 2))}}
-        if rng.random() < 0.8:
-            meta["year"] = int(rng.integers(2000, 2030))
-        text = base[i % len(base)] + (" " + WORDS[i % len(WORDS)]) * int(rng.integers(0, 3))
-        vec = rng.standard_normal(dim).astype(np.float32) if rng.random() < 0.9 else None
-        label = f"l{int(rng.integers(0, 3))}" if rng.random() < 0.8 else None
-        out.append(Document(id=f"d{i:04d}", text=text, metadata=meta, vector=vec, label=label))
-    return out
-
-
-_leaf = st.one_of(
-    st.builds(lambda v: {"lang": v}, st.sampled_from(LANGS)),
-    st.builds(lambda vs: {"lang": {"in": vs}}, st.lists(st.sampled_from(LANGS), max_size=3)),
-    st.builds(lambda op, y: {"year": {op: y}}, st.sampled_from(["gt", "gte", "lt", "lte"]), st.integers(1995, 2035)),
-    st.builds(lambda b: {"year": {"exists": b}}, st.booleans()),
-    st.builds(lambda b: {"nested.a": b}, st.booleans()),
-    st.builds(lambda v: {"$label": v}, st.sampled_from(["l0", "l1", "l2", None])),
-    st.builds(lambda i: {"$id": {"in": [f"d{j:04d}" for j in range(i, i + 40)]}}, st.integers(0, 100)),
-)
-FILTERS = st.recursive(
-    _leaf,
-    lambda kids: st.one_of(
-        st.builds(lambda xs: {"and": xs}, st.lists(kids, min_size=1, max_size=3)),
-        st.builds(lambda xs: {"or": xs}, st.lists(kids, min_size=1, max_size=3)),
-        st.builds(lambda x: {"not": x}, kids),
-    ),
-    max_leaves=5,
-)
-INDEXED = ["lang", "year", "nested.a", "$label", "$id"]
 
 
 def _matching(docs, flt):
@@ -376,3 +339,56 @@ def test_indexed_columns_persist_across_a_clean_close(tmp_path):
     ix.drop_collection("c")
     assert not os.path.exists(fpath)
     ix.close()
+
+
+# -- QueryStats of find_duplicates and classify, in the SDK and through both clients ------------
+
+def _stats_scenario(api) -> list:
+    """find_duplicates and classify asked with_stats, filtered (indexed and scanned) and not."""
+    log = []
+
+    def step(fn):
+        try:
+            log.append(("ok", fn()))
+        except SimsearchError as exc:
+            log.append(("error", type(exc).__name__, str(exc)))
+
+    docs = _docs(7, 160)
+    c = api.create_collection("st", dim=6, indexed_fields=["lang"], threshold=0.5, vector_index="flat")
+    c.upsert(docs)
+    c.train_classifier("m", kind="gmm", params={"n_components": 2})
+    q = [d.vector for d in docs if d.vector is not None][:3]
+    for flt in (None, {"lang": "de"}, {"year": {"lt": 2010}}, {"lang": "xx"}):
+        step(lambda f=flt: c.find_duplicates(filter=f, with_stats=True))
+        step(lambda f=flt: c.find_duplicates(filter=f))
+        step(lambda f=flt: c.classify(q, model="m", k=4, filter=f, with_stats=True))
+        step(lambda f=flt: c.classify(ids=[docs[1].id], model="m", k=2, filter=f, with_stats=True))
+    step(lambda: c.classify([], model="m", with_stats=True))
+    step(lambda: c.find_duplicates(with_stats="yes"))
+    step(lambda: c.classify(q, model="m", with_stats=1))
+    api.drop_collection("st")
+    return log
+
+
+def test_find_duplicates_and_classify_report_query_stats(grpc_server):
+    from async_bridge import async_scenario
+
+    from simsearch.client import Client
+
+    with Index() as ix:
+        local = _stats_scenario(ix)
+    docs = _docs(7, 160)
+    de = _matching(docs, {"lang": "de"})
+    old = _matching(docs, {"year": {"lt": 2010}})
+    stats = [entry[1].stats for entry in local if entry[0] == "ok" and hasattr(entry[1], "stats")]
+    assert [(s.path, s.allowed, s.metadata_scan) for s in stats[0::3][:4]] == [
+        ("lsh", None, False), ("lsh", len(de), False), ("lsh", len(old), True), ("lsh", 0, False)]
+    assert all(s.path == "exact" and s.vector_index == "flat" for s in stats if s.path != "lsh")
+    assert [s.allowed for s in stats if s.path != "lsh"][:8] == [None, None, len(de), len(de), len(old), len(old),
+                                                                   0, 0]
+    # with and without stats: the same clusters
+    assert local[0][1].results == local[1][1] and local[4][1].results == local[5][1]
+    assert [e[1] for e in local[-2:]] == ["InvalidTypeError", "InvalidTypeError"]
+    with Client(grpc_server.address) as client:
+        assert _stats_scenario(client) == local
+    assert async_scenario(grpc_server.address, _stats_scenario) == local

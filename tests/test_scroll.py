@@ -7,6 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from async_bridge import async_scenario
+from filter_cases import FILTERS as RANDOM_FILTERS
+from filter_cases import INDEXED
+from filter_cases import _docs as _filtered_docs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -209,3 +212,78 @@ def test_scroll_rpc_unknown_collection_and_stop_early(grpc_server):
         client.drop_collection("c")
         with pytest.raises(NotFoundError):
             list(c.scroll())
+
+
+# -- a filter on indexed fields: the RowSet path (no Filter.matches per document) -------------
+
+@pytest.fixture(scope="module")
+def indexed():
+    """A collection with every field of RANDOM_FILTERS indexed, some documents replaced and deleted."""
+    docs = _filtered_docs(3, 150)
+    ix = Index()
+    c = ix.create_collection("c", dim=6, indexed_fields=INDEXED)
+    c.upsert(docs[:100])
+    c.upsert(docs[100:])
+    c.delete(["d0004", "d0077"])
+    again = [Document(id=d.id, text=d.text, metadata={**d.metadata, "lang": "de"}, vector=d.vector, label=d.label)
+             for d in docs[10:20]]
+    c.upsert(again)
+    live = {d.id: d for d in docs if d.id not in ("d0004", "d0077")}
+    live.update({d.id: d for d in again})
+    yield c, sorted(live.values(), key=lambda d: d.id.encode())
+    ix.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flt=RANDOM_FILTERS, batch_size=st.integers(1, 40), stop=st.integers(0, 4))
+def test_indexed_filter_scroll_is_brute_force_without_a_metadata_scan(indexed, monkeypatch_matches, flt,
+                                                                        batch_size, stop):
+    coll, live = indexed
+    f = parse_filter(flt)
+    want = [_stripped(d, False, False) for d in live if f is None or f.matches(d.metadata, id=d.id, label=d.label)]
+    with monkeypatch_matches():  # the indexed path never evaluates the filter per document
+        it = coll.scroll(flt, batch_size=batch_size)
+        first, cursor = [], None
+        for _ in range(stop):
+            page = next(it, None)
+            if page is None:
+                break
+            assert 0 < len(page.documents) <= batch_size
+            first.extend(page.documents)
+            cursor = page.cursor
+        rest = [d for p in coll.scroll(flt, batch_size=batch_size, after=cursor) for d in p.documents]
+    got = first + rest
+    assert [d.id for d in got] == [d.id for d in want]
+    for g, w in zip(got, want):
+        assert (g.metadata, g.label, g.text, g.vector) == (w.metadata, w.label, None, None)
+
+
+@pytest.fixture
+def monkeypatch_matches(monkeypatch):
+    from contextlib import contextmanager
+
+    from simsearch.index._filter import Filter
+
+    @contextmanager
+    def forbid():
+        def boom(self, *a, **k):
+            raise AssertionError("Filter.matches called: the indexed path should use the RowSet")
+
+        with monkeypatch.context() as m:
+            m.setattr(Filter, "matches", boom)
+            yield
+
+    return forbid
+
+
+def test_indexed_filter_scroll_sees_writes_between_pages():
+    with Index() as ix:
+        c = ix.create_collection("c", indexed_fields=["k"])
+        c.upsert([{"id": f"a{i:02d}", "metadata": {"k": i % 2}} for i in range(12)])
+        it = c.scroll({"k": 0}, batch_size=2)
+        assert [d.id for d in next(it).documents] == ["a00", "a02"]
+        c.delete(["a04"])
+        c.upsert([{"id": "a055", "metadata": {"k": 0}}, {"id": "a01", "metadata": {"k": 0}},
+                  {"id": "a06", "metadata": {"k": 1}}])
+        rest = [d.id for p in it for d in p.documents]
+        assert rest == ["a055", "a08", "a10"]  # after the cursor only, each page from one committed state

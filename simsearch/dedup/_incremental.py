@@ -27,21 +27,23 @@ worker, so ``--engine ray`` needs ``--against-address`` (serve an index director
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from .._arrays import offsets_from_sizes
 from ..backends import get_backend
+from ..banding import choose_params
 from ..errors import FailedPreconditionError, InvalidArgumentError, InvalidTypeError
 from ..index import Collection
 from ..shingling import ShingleSets, shingle_hashes
-from ._io import ReadConfig, Unit, read_unit
+from ._io import ReadConfig, Unit, read_records, read_unit
 from ._stages import Params
 
 __all__ = [
     "RULES",
+    "AddFields",
+    "SETTINGS",
     "Matches",
     "add_kept",
     "check_against",
@@ -50,6 +52,7 @@ __all__ = [
     "first_kept_clusters",
     "match_batch",
     "query_units",
+    "resolve_settings",
     "with_collection_pairs",
 ]
 
@@ -94,14 +97,41 @@ def check_against(against, engine: str):
     return against
 
 
-def check_compatible(coll, *, ngram: int, shingle: str, num_perm: int, seed: int, verify: str) -> bool:
-    """Refuse a collection whose signatures are not the run's; returns whether to verify exactly."""
+# The settings a run and its collection must share for the two-halves equality, and their defaults.
+SETTINGS = (("threshold", 0.8), ("num_perm", 128), ("ngram", 5), ("shingle", "word"), ("seed", 1))
+
+
+def resolve_settings(coll, given: dict) -> dict:
+    """The run's hashing and threshold settings. A setting left None is the collection's (with
+    ``against``) or the default; one given must equal the collection's, else a
+    FailedPreconditionError names it: only then do the run and the collection find the same
+    candidate pairs, which the first-kept rule's split-run equality needs."""
+    out = {}
+    for name, default in SETTINGS:
+        val = given.get(name)
+        if coll is None:
+            out[name] = default if val is None else val
+            continue
+        have = getattr(coll.config, name)
+        if val is not None and val != have:
+            raise FailedPreconditionError(
+                f"dedup --against: {name}={val!r} but collection {coll.name!r} was created with {name}={have!r}; "
+                f"leave --{name.replace('_', '-')} unset (the collection's is used) or pass {have}.")
+        out[name] = have
+    return out
+
+
+def check_compatible(coll, *, threshold: float, num_perm: int, verify: str, bands: tuple[int, int]) -> bool:
+    """Refuse a collection whose banding is not the run's (explicit ``weights``, or ``verify="none"``),
+    or exact verification without stored shingles; returns whether to verify exactly."""
     cfg = coll.config
-    for name, want in (("ngram", ngram), ("shingle", shingle), ("num_perm", num_perm), ("seed", seed)):
-        if getattr(cfg, name) != want:
-            raise InvalidArgumentError(
-                f"dedup --against: {name}={want!r} but collection {coll.name!r} has {name}="
-                f"{getattr(cfg, name)!r}; pass --{name.replace('_', '-')} {getattr(cfg, name)} so both hash alike.")
+    theirs = choose_params(threshold, num_perm, "exact", cfg.weights)
+    if theirs != tuple(bands):
+        why = (f"weights={cfg.weights!r}" if cfg.weights is not None else f"verify={verify!r}")
+        raise FailedPreconditionError(
+            f"dedup --against: the run bands its signatures as {bands[0]} x {bands[1]} but collection {coll.name!r} "
+            f"as {theirs[0]} x {theirs[1]} ({why}); they must find the same candidates: use --verify exact or "
+            "estimate, and a collection created without weights.")
     exact = verify == "exact"
     if exact and not cfg.store_shingles:
         raise FailedPreconditionError(
@@ -210,27 +240,78 @@ def first_kept(n: int, pairs: np.ndarray, jaccard: np.ndarray, blocked: np.ndarr
     return rep, rep_jac
 
 
-def _kept_batches(units: list[Unit], cfg: ReadConfig, counts: np.ndarray, keep: np.ndarray) -> Iterator[list[dict]]:
+@dataclass(frozen=True)
+class AddFields:
+    """Which input fields ``--add`` maps to what: ``text_field`` is the text, ``id_field`` (or a
+    text file's path) the id, ``label`` (``--label-field``) the label and ``vector``
+    (``--vector-field``) the vector; every other field of the record is metadata."""
+
+    label: str | None = None
+    vector: str | None = None
+
+
+def _plain(value):
+    """A Parquet value as JSON can hold it: dates and times as ISO 8601 text, decimals as floats."""
+    import datetime
+    import decimal
+
+    if isinstance(value, (datetime.date, datetime.time)):  # datetime is a date
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _document(unit: Unit, cfg: ReadConfig, fields: AddFields, row: int, rec: dict) -> dict:
+    rec = dict(rec)
+    text = rec.pop(cfg.text_field)
+    if unit.format == "text":
+        doc_id = unit.paths[row]
+    else:
+        v = rec.pop(cfg.id_field)
+        doc_id = v if isinstance(v, str) else str(v)
+    doc = {"id": doc_id, "text": text}
+    for key, name in (("label", fields.label), ("vector", fields.vector)):
+        if name is not None and rec.get(name) is not None:
+            doc[key] = rec.pop(name)
+    doc["metadata"] = {k: _plain(v) for k, v in rec.items() if k not in (fields.label, fields.vector)}
+    return doc
+
+
+def add_kept(coll, units: list[Unit], cfg: ReadConfig, counts: np.ndarray, keep: np.ndarray, threshold: float,
+             fields: AddFields, ui) -> tuple[int, Matches]:
+    """``--add``: upsert the kept documents (id, text, metadata, and label / vector as ``fields``
+    maps them) into the collection, batch by batch, each batch atomic and with
+    ``on_duplicate="skip"`` at the run's ``threshold``: the collection checks each document again
+    under its write lock, so one that another writer stored since the run queried (a near-duplicate
+    of it) is not stored twice. Returns how many were added and, as Matches, the ones that check
+    skipped (each with the stored document it duplicates)."""
     off = offsets_from_sizes(counts)
-    for k, unit in enumerate(units):
-        rows = np.flatnonzero(keep[off[k] : off[k + 1]]).astype(np.int64)
-        if not len(rows):
-            continue
-        for batch in read_unit(unit, cfg, select=rows, want_ids=True):
-            docs = [{"id": i, "text": t} for i, t in zip(batch.ids, batch.texts)]
-            for lo in range(0, len(docs), _QUERY_DOCS):
-                yield docs[lo : lo + _QUERY_DOCS]
-
-
-def add_kept(coll, units: list[Unit], cfg: ReadConfig, counts: np.ndarray, keep: np.ndarray, ui) -> int:
-    """``--add``: upsert the kept documents (id and text) into the collection, batch by batch
-    (each batch atomic); returns how many were added."""
-    added = 0
+    added, late = 0, []
     with ui.bar("add", int(keep.sum())) as bar:
-        for docs in _kept_batches(units, cfg, counts, keep):
-            added += coll.upsert(docs).upserted
-            bar.update(len(docs))
-    return added
+        for k, unit in enumerate(units):
+            rows = np.flatnonzero(keep[off[k] : off[k + 1]]).astype(np.int64)
+            if not len(rows):
+                continue
+            for got, recs in read_records(unit, cfg, rows):
+                docs = [_document(unit, cfg, fields, r, rec) for r, rec in zip(got.tolist(), recs)]
+                glob = int(off[k]) + got
+                for lo in range(0, len(docs), _QUERY_DOCS):
+                    part = docs[lo : lo + _QUERY_DOCS]
+                    res = coll.upsert(part, on_duplicate="skip", threshold=threshold)
+                    added += res.upserted
+                    if res.duplicates:
+                        pos = {d["id"]: lo + i for i, d in enumerate(part)}
+                        dup = sorted(res.duplicates, key=lambda d: pos[d.id])
+                        late.append(Matches(np.array([glob[pos[d.id]] for d in dup], np.int64),
+                                            [d.duplicate_of for d in dup],
+                                            np.array([d.jaccard for d in dup], np.float64), [d.id for d in dup]))
+                    bar.update(len(part))
+    return added, Matches.concat(late)
 
 
 def first_kept_clusters(rep: np.ndarray, rep_jac: np.ndarray, matches: Matches, ids_of) -> dict:

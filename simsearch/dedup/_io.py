@@ -26,7 +26,7 @@ import xxhash
 from ..errors import InputDataError, InvalidArgumentError
 
 __all__ = ["FORMATS", "Unit", "Batch", "ReadConfig", "plan_units", "read_unit", "write_unit", "hash_ids", "unit_ids",
-           "location"]
+           "location", "read_records"]
 
 FORMATS = ("jsonl", "parquet", "text")
 _JSONL_EXT = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz")
@@ -420,6 +420,37 @@ def _read_text_file(path: str) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputDataError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})", path=path) from None
+
+
+def read_records(unit: Unit, cfg: ReadConfig, select: np.ndarray) -> Iterator[tuple[np.ndarray, list[dict]]]:
+    """(rows, whole records) of the sorted rows ``select`` of ``unit``, in batches: every field of a
+    JSONL object or Parquet row (``--add`` copies them), ``{text_field: text}`` for a text file."""
+    if unit.format == "text":
+        for b in read_unit(unit, cfg, select=select, want_ids=False):
+            yield b.rows, [{cfg.text_field: t} for t in b.texts]
+        return
+    if unit.format == "parquet":
+        import pyarrow as pa
+
+        pf = _parquet_file(unit.paths[0])
+        start = 0
+        for rb in pf.iter_batches(batch_size=cfg.batch_size):
+            lo, hi = np.searchsorted(select, [start, start + rb.num_rows])
+            if hi > lo:
+                rows = select[lo:hi]
+                yield rows, rb.take(pa.array(rows - start)).to_pylist()
+            start += rb.num_rows
+        return
+    path, row = unit.paths[0], 0
+    for blk in _jsonl_blocks(path):
+        m = len(blk.starts)
+        lo, hi = np.searchsorted(select, [row, row + m])
+        k = select[lo:hi] - row
+        for s in range(0, len(k), cfg.batch_size):
+            kk = k[s : s + cfg.batch_size]
+            recs = [json.loads(blk.data[a:b]) for a, b in zip(blk.starts[kk].tolist(), blk.ends[kk].tolist())]
+            yield row + kk, recs
+        row += m
 
 
 def unit_ids(unit: Unit, cfg: ReadConfig, select: np.ndarray) -> dict[int, tuple[str, str, int | None]]:

@@ -19,8 +19,8 @@ from ..banding import choose_params
 from ..errors import AlreadyExistsError, InvalidArgumentError, InvalidTypeError
 from .._arrays import offsets_from_sizes
 from ._common import EngineResult, Progress, StageClock, needs_ids
-from ._incremental import RULES, Matches, add_kept, check_against, check_compatible, first_kept, \
-    first_kept_clusters, query_units, with_collection_pairs
+from ._incremental import RULES, AddFields, Matches, add_kept, check_against, check_compatible, first_kept, \
+    first_kept_clusters, query_units, resolve_settings, with_collection_pairs
 from ._io import FORMATS, ReadConfig, Unit, plan_units, write_unit
 from ._stages import Params, representative_jaccard
 
@@ -67,6 +67,7 @@ class DedupSummary:
     against: str | None = None
     against_matches: int = 0
     added: int = 0
+    add_skipped: int = 0  # kept documents --add's check found stored meanwhile (in against_matches)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -79,21 +80,23 @@ def run(
     format: str | None = None,  # noqa: A002 - mirrors --format
     text_field: str = "text",
     id_field: str | None = None,
-    threshold: float = 0.8,
-    ngram: int = 5,
-    shingle: str = "word",
-    num_perm: int = 128,
+    threshold: float | None = None,
+    ngram: int | None = None,
+    shingle: str | None = None,
+    num_perm: int | None = None,
     verify: str = "exact",
     engine: str = "local",
     ray_address: str | None = None,
     batch_size: int = 10_000,
     backend: str = "auto",
-    seed: int = 1,
+    seed: int | None = None,
     overwrite: bool = False,
     quiet: bool = False,
     rule: str | None = None,
     against=None,
     add: bool = False,
+    label_field: str | None = None,
+    vector_field: str | None = None,
 ) -> DedupSummary:
     """Deduplicate ``inputs`` (JSONL[.gz] / Parquet files, or directories) into the directory ``output``.
 
@@ -113,8 +116,18 @@ def run(
     connected component; ``"first-kept"`` drops a document iff it near-duplicates an earlier kept
     one (see :mod:`simsearch.dedup._incremental`). ``against`` (a Collection or a RemoteCollection) also drops NEW documents that near-duplicate one of the collection's,
     under the first-kept rule; clusters.parquet and pairs.parquet then name the collection's ids
-    (``representative_id``, ``in_collection``; ``id_a``/``a_in_collection``). ``add`` then upserts
-    the kept documents (id and text) into the collection; it needs ids (``id_field``, or text files).
+    (``representative_id``, ``in_collection``; ``id_a``/``a_in_collection``). ``threshold``,
+    ``num_perm``, ``ngram``, ``shingle`` and ``seed`` default to 0.8, 128, 5, "word" and 1, or
+    with ``against`` to the collection's; a value that differs from the collection's is a
+    FailedPreconditionError naming it (the run and the collection must find the same pairs).
+
+    ``add`` then upserts the kept documents into the collection, before the outputs are written:
+    id, text, every other field of the record as metadata, and the fields ``label_field`` /
+    ``vector_field`` as the label / vector (text files: id and text only). It needs ids
+    (``id_field``, or text files). Each batch is upserted with ``on_duplicate="skip"`` at the run's
+    threshold, so a document that near-duplicates one another writer stored since the run's query
+    is not stored; the outputs count it as matched in the collection (``add_skipped`` in the
+    summary) and documents dropped for it stay dropped, so data/ holds exactly what was added.
     """
     started = time.perf_counter()
     f = "dedup.run"
@@ -122,11 +135,19 @@ def run(
     output = os.path.abspath(os.fspath(output))
     if format is not None:
         check_option(format, "format", FORMATS, func=f)
+    if against is not None:
+        check_against(against, engine)
+    given = dict(threshold=threshold, num_perm=num_perm, ngram=ngram, shingle=shingle, seed=seed)
+    given = {k: (v if v is None else check_param(k, v, func=f)) for k, v in given.items()}
+    settings = resolve_settings(against, given)
+    threshold, num_perm, ngram, shingle, seed = (settings[k] for k in ("threshold", "num_perm", "ngram", "shingle",
+                                                                        "seed"))
     check_param("shingle", shingle, func=f)
     check_param("verify", verify, func=f)
     check_option(engine, "engine", ENGINES, func=f)
     check_option(backend, "backend", _BACKENDS, func=f)
-    for name, val in (("text_field", text_field), ("id_field", id_field)):
+    for name, val in (("text_field", text_field), ("id_field", id_field), ("label_field", label_field),
+                      ("vector_field", vector_field)):
         if val is not None and (not isinstance(val, str) or not val):
             raise InvalidTypeError(f"The '{name}' parameter of {f} must be a non-empty str. Got {val!r} instead.")
     threshold = check_param("threshold", threshold, func=f)
@@ -141,16 +162,18 @@ def run(
                                    "alike); pass rule='first-kept' (--rule first-kept) or leave it unset.")
     if add and against is None:
         raise InvalidArgumentError("dedup --add needs --against (the collection to add the kept documents to).")
+    if not add and (label_field is not None or vector_field is not None):
+        raise InvalidArgumentError("dedup --label-field / --vector-field go with --add (they map input fields to "
+                                   "the collection's documents).")
+    b, r = choose_params(threshold, num_perm, verify)
     if against is not None:
-        check_against(against, engine)
-        check_compatible(against, ngram=ngram, shingle=shingle, num_perm=num_perm, seed=seed, verify=verify)
+        check_compatible(against, threshold=threshold, num_perm=num_perm, verify=verify, bands=(b, r))
     _check_output(output, inputs, overwrite)
     fmt, units = plan_units(inputs, format, batch_size)
     if add and not needs_ids(fmt, ReadConfig(text_field, id_field, batch_size)):
         raise InvalidArgumentError("dedup --add needs document ids in the collection; pass --id-field (id_field=) "
                                    "naming a unique id field of the input.")
 
-    b, r = choose_params(threshold, num_perm, verify)
     cfg = ReadConfig(text_field, id_field, batch_size)
     ui = Progress(quiet)
     clock = StageClock()
@@ -173,10 +196,17 @@ def run(
     fk = None
     if rule == "first-kept":
         fk = _first_kept(units, cfg, p, res, coll, engine, ray_address, ui, clock)
+    added = 0
+    if add:
+        added, late = add_kept(coll, units, cfg, res.counts, fk.keep, p.threshold, AddFields(label_field, vector_field),
+                               ui)
+        fk = fk.with_late(late)
+        clock.lap("add")
     tmp = _make_tmp(output)
     try:
         files = _write_outputs(tmp, units, cfg, p, res, ui, clock, fk)
         summary = _summary(output, fmt, engine, p, res, clock, started, inputs, files, fk, rule, described)
+        summary = replace(summary, added=added)
         with open(os.path.join(tmp, "summary.json"), "w", encoding="utf-8") as fh:
             json.dump(summary.as_dict(), fh, indent=2)
             fh.write("\n")
@@ -184,13 +214,6 @@ def run(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if add:
-        added = add_kept(coll, units, cfg, res.counts, fk.keep, ui)
-        clock.lap("add")
-        summary = replace(summary, added=added, seconds={**summary.seconds, "add": round(clock.seconds["add"], 4)})
-        with open(os.path.join(output, "summary.json"), "w", encoding="utf-8") as fh:
-            json.dump(summary.as_dict(), fh, indent=2)
-            fh.write("\n")
     if not quiet:
         print(format_summary(summary), file=sys.stderr, flush=True)
     return summary
@@ -203,10 +226,20 @@ class _FirstKept:
     rep: np.ndarray
     rep_jaccard: np.ndarray
     matches: Matches
+    late: int = 0  # of the matches, those --add's own check found
 
     @property
     def keep(self) -> np.ndarray:
         return self.rep == np.arange(self.rep.shape[0])
+
+    def with_late(self, late: Matches) -> _FirstKept:
+        """The outcome after ``--add``'s check skipped the kept documents ``late``: they count as
+        matched in the collection (their dependents keep them as representative)."""
+        if not len(late.index):
+            return self
+        rep, rep_jac = self.rep.copy(), self.rep_jaccard.copy()
+        rep[late.index], rep_jac[late.index] = -1, late.jaccard
+        return _FirstKept(rep, rep_jac, Matches.concat([self.matches, late]), len(late.index))
 
 
 def _first_kept(units, cfg, p, res, coll, engine, ray_address, ui, clock) -> _FirstKept:
@@ -341,7 +374,9 @@ def _summary(output, fmt, engine, p: Params, res: EngineResult, clock, started, 
     else:
         docs_out = int(fk.keep.sum())
         dropped = ~fk.keep
-        n_clusters = len(np.unique(fk.rep[dropped & (fk.rep >= 0)])) + len(set(fk.matches.ids))
+        reps = np.unique(fk.rep[dropped & (fk.rep >= 0)])
+        # a representative that --add's check skipped joins the cluster of the document it matched
+        n_clusters = int(fk.keep[reps].sum()) + len(set(fk.matches.ids))
     seconds = {k: round(v, 4) for k, v in clock.seconds.items()}
     seconds["total"] = round(time.perf_counter() - started, 4)
     return DedupSummary(
@@ -351,7 +386,7 @@ def _summary(output, fmt, engine, p: Params, res: EngineResult, clock, started, 
         ngram=p.ngram, shingle=p.shingle, verify=p.verify, seed=p.seed, seconds=seconds,
         peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         peak_rss_scope=res.peak_rss_scope, inputs=inputs, files=files, rule=rule, against=against,
-        against_matches=0 if fk is None else len(fk.matches.index),
+        against_matches=0 if fk is None else len(fk.matches.index), add_skipped=0 if fk is None else fk.late,
     )
 
 
@@ -365,7 +400,7 @@ def format_summary(s: DedupSummary) -> str:
             ("rule", s.rule)]
     if s.against is not None:
         rows += [("against", s.against), ("matched in collection", f"{s.against_matches:,}"),
-                 ("added to collection", f"{s.added:,}")]
+                 ("added to collection", f"{s.added:,}"), ("skipped by the add's check", f"{s.add_skipped:,}")]
     rows += [(f"time: {k}", f"{v:.2f} s") for k, v in s.seconds.items()]
     rows.append(("peak RSS", f"{s.peak_rss_bytes / 2**20:,.0f} MiB ({s.peak_rss_scope})"))
     width = max(len(k) for k, _ in rows)

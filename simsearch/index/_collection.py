@@ -10,6 +10,7 @@ between.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -27,7 +28,7 @@ from ..errors import (
 from ..minhash import is_empty, minhash
 from ..shingling import shingle_hashes
 from ..validation import check_int, check_option, check_param
-from . import _doctable, _ingest
+from . import _doctable, _ingest, _scroll
 from ._classify import Classification, ClassifierInfo
 from ._document import check_documents, check_id, check_ids
 from ._engine import Engine
@@ -48,6 +49,9 @@ from ._types import (
     UpsertResult,
 )
 from ._vecsearch import CollectionVectors, ann_dir
+
+# Plain upserts larger than this are hashed and inserted in chunks of it, overlapped (_upsert_pipelined).
+PIPELINE_DOCS = int(os.environ.get("SIMSEARCH_PIPELINE_DOCS", "1024"))
 
 
 def _row_blobs(matrix: np.ndarray, dtype: str, present: list[bool]) -> list[bytes | None]:
@@ -241,33 +245,10 @@ class Collection:
         on_duplicate, threshold = _ingest.check_on_duplicate(on_duplicate, threshold, self.config.threshold)
         norm = check_documents(docs, dim=self.config.dim, collection=self.name, max_batch=self._index.max_batch,
                                max_text_bytes=self._index.max_text_bytes)  # metadata as its JSON text
-        cfg = self.config
-        texted = [i for i, d in enumerate(norm) if d.text is not None]
-        sigs = np.full((len(norm), cfg.num_perm), 0xFFFFFFFF, dtype=np.uint32)
-        shingle_blobs: list[bytes | None] = [None] * len(norm)
-        if texted:
-            texts = [norm[i].text for i in texted]
-            if cfg.store_shingles and not cfg.store_text:  # with the text stored, shingles are derived from it
-                sets = shingle_hashes(texts, ngram=cfg.ngram, shingle=cfg.shingle, backend=self._index._backend)
-                sigs[texted] = minhash(sets, num_perm=cfg.num_perm, seed=cfg.seed, backend=self._index._backend)
-                for j, i in enumerate(texted):
-                    shingle_blobs[i] = pack(sets[j], np.uint64)
-            else:
-                sigs[texted] = minhash(
-                    texts, num_perm=cfg.num_perm, seed=cfg.seed, ngram=cfg.ngram, shingle=cfg.shingle,
-                    backend=self._index._backend,
-                )
-        vecs = None
-        vec_blobs = [None] * len(norm)
-        if cfg.dim:
-            vecs = self._check_vectors([d.vector for d in norm], "upsert docs")
-            vec_blobs = _row_blobs(vecs, "<f4", [d.vector is not None for d in norm])
-        sig_blobs = _row_blobs(sigs, "<u4", [d.text is not None for d in norm])
-        store_text = cfg.store_text
-        rows = [
-            (d.id, d.text if store_text else None, d.metadata, d.label, vec_blobs[i], sig_blobs[i], shingle_blobs[i])
-            for i, d in enumerate(norm)
-        ]
+        vecs = self._check_vectors([d.vector for d in norm], "upsert docs") if self.config.dim else None
+        if on_duplicate == "insert" and len(norm) > PIPELINE_DOCS:
+            return self._upsert_pipelined(norm, vecs)
+        sigs, rows = self._prepare(norm, vecs)
         ids = [d.id for d in norm]
         labels = [d.label for d in norm]
         duplicates: tuple[Duplicate, ...] = ()
@@ -275,7 +256,7 @@ class Collection:
             self._check_alive()
             if on_duplicate != "insert":
                 decision = _ingest.decide(self, ids, [d.text for d in norm], sigs, on_duplicate, threshold,
-                                          cfg.store_shingles)
+                                          self.config.store_shingles)
                 duplicates = tuple(Duplicate(ids[j], of, jac) for j, (of, jac) in sorted(decision.matches.items()))
                 if on_duplicate == "tag":
                     for j, (of, jac) in decision.matches.items():
@@ -301,6 +282,72 @@ class Collection:
                 raise
         return UpsertResult(upserted=len(rows), replaced=len(removed), skipped=len(norm) - len(rows),
                             duplicates=duplicates)
+
+    def _prepare(self, norm: list[Document], vecs: np.ndarray | None) -> tuple[np.ndarray, list[tuple]]:
+        """(signatures, storage rows) of checked documents ``norm`` (``vecs``: their checked
+        vectors, NaN rows for none; None without vectors)."""
+        cfg = self.config
+        texted = [i for i, d in enumerate(norm) if d.text is not None]
+        sigs = np.full((len(norm), cfg.num_perm), 0xFFFFFFFF, dtype=np.uint32)
+        shingle_blobs: list[bytes | None] = [None] * len(norm)
+        if texted:
+            texts = [norm[i].text for i in texted]
+            if cfg.store_shingles and not cfg.store_text:  # with the text stored, shingles are derived from it
+                sets = shingle_hashes(texts, ngram=cfg.ngram, shingle=cfg.shingle, backend=self._index._backend)
+                sigs[texted] = minhash(sets, num_perm=cfg.num_perm, seed=cfg.seed, backend=self._index._backend)
+                for j, i in enumerate(texted):
+                    shingle_blobs[i] = pack(sets[j], np.uint64)
+            else:
+                sigs[texted] = minhash(
+                    texts, num_perm=cfg.num_perm, seed=cfg.seed, ngram=cfg.ngram, shingle=cfg.shingle,
+                    backend=self._index._backend,
+                )
+        vec_blobs = [None] * len(norm)
+        if vecs is not None:
+            vec_blobs = _row_blobs(vecs, "<f4", [d.vector is not None for d in norm])
+        sig_blobs = _row_blobs(sigs, "<u4", [d.text is not None for d in norm])
+        store_text = cfg.store_text
+        rows = [
+            (d.id, d.text if store_text else None, d.metadata, d.label, vec_blobs[i], sig_blobs[i], shingle_blobs[i])
+            for i, d in enumerate(norm)
+        ]
+        return sigs, rows
+
+    def _upsert_pipelined(self, norm: list[Document], vecs: np.ndarray | None) -> UpsertResult:
+        """A plain upsert of a large checked batch, in chunks of PIPELINE_DOCS: chunk i + 1 is
+        hashed here while a storage worker checksums and inserts chunk i, all in one
+        transaction (see SQLiteStorage.write_chunks), so the result is that of one write."""
+        step = PIPELINE_DOCS
+        sig_parts: list[np.ndarray] = []
+
+        def part(lo):
+            return self._prepare(norm[lo:lo + step], None if vecs is None else vecs[lo:lo + step])
+
+        first = part(0)  # before the lock: concurrent writers hash their first chunk in parallel
+
+        def chunks():
+            current = first
+            for lo in range(step, len(norm) + step, step):
+                sig_parts.append(current[0])
+                yield current[1]
+                if lo < len(norm):
+                    current = part(lo)
+
+        ids = [d.id for d in norm]
+        with self._lock.write():
+            self._check_alive()
+            self._engine.flush_if_full()
+            replaced = [e for e, r in zip(ids, self._engine.rowids_of(ids)) if r >= 0]
+            removed, new_rowids, seq = self._storage.write_chunks(self._cid, replaced, chunks())
+            try:
+                labels = [d.label for d in norm]
+                self._engine.apply(seq, np.asarray(removed, dtype=np.int64), new_rowids, ids, labels,
+                                   np.concatenate(sig_parts), vecs)
+                self._applied(removed, new_rowids, ids, labels, [d.metadata for d in norm], vecs)
+            except BaseException:
+                self._rebuild()  # memory must match what was committed
+                raise
+        return UpsertResult(upserted=len(norm), replaced=len(removed), skipped=0, duplicates=())
 
     def delete(self, ids: Sequence[str], *, missing_ok: bool = False) -> int:
         """Delete documents by id, atomically. Unknown ids raise NotFoundError unless ``missing_ok``."""
@@ -377,33 +424,7 @@ class Collection:
                 raise InvalidTypeError(f"The '{name}' parameter of {func} must be a bool.")
         if after is not None:
             after = check_id(after, f"The 'after' parameter of {func}")
-        return self._scroll(flt, batch_size, with_text, with_vector, after)
-
-    def _scroll(self, flt, batch_size: int, with_text: bool, with_vector: bool, after: str | None):
-        while True:
-            self._check_alive()
-            page: list[Document] = []
-            with self._lock.read():
-                while len(page) < batch_size:
-                    rows = self._storage.scan(self._cid, after, batch_size)
-                    for row in rows:
-                        after = row.ext_id
-                        meta = json.loads(row.metadata)
-                        if flt is not None and not flt.matches(meta, id=row.ext_id, label=row.label):
-                            continue
-                        page.append(Document(id=row.ext_id, text=row.text if with_text else None, metadata=meta,
-                                             vector=unpack(row.vector, np.float32) if with_vector else None,
-                                             label=row.label))
-                        if len(page) == batch_size:
-                            break
-                    if len(rows) < batch_size:
-                        break
-            done = len(page) < batch_size
-            if page or not done:
-                yield ScrollPage(documents=tuple(page), cursor=page[-1].id)
-            if done:
-                return
-            after = page[-1].id
+        return _scroll.pages(self, flt, batch_size, with_text, with_vector, after)
 
     def _metadata_of(self, ids: list[str]) -> list[dict]:
         """The metadata of stored documents ``ids``, in order, read in chunks (no ``max_batch``
@@ -595,9 +616,11 @@ class Collection:
         return out
 
     def find_duplicates(self, threshold: float | None = None, *, exact: bool | None = None,
-                        filter: dict | str | None = None) -> list[Cluster]:
+                        filter: dict | str | None = None, with_stats: bool = False) -> list[Cluster] | SearchResult:
         """All near-duplicate clusters (size ≥ 2) in the collection, largest first; with
         ``filter``, among the documents it keeps (both ends of every pair match).
+        ``with_stats=True`` returns a SearchResult of the clusters and the QueryStats (path "lsh",
+        the documents the filter kept, whether it scanned the metadata).
 
         Pairs come from the LSH self-join and are verified with the exact Jaccard when the
         collection stores shingles (else with the signature estimate). The representative is the
@@ -610,15 +633,21 @@ class Collection:
         if exact and not self.config.store_shingles:
             raise FailedPreconditionError(f"collection {self.name!r} does not store shingles; use exact=False.")
         parse_filter(filter)
+        if not isinstance(with_stats, bool):
+            raise InvalidTypeError("The 'with_stats' parameter of find_duplicates must be a bool.")
         with self._lock.read():
             rowset = self._rowset(filter, "find_duplicates")
             pairs = self._engine.candidate_pairs()
             if rowset is not None and len(pairs):
                 pairs = pairs[rowset.has(pairs[:, 0]) & rowset.has(pairs[:, 1])]
-            if not len(pairs):
-                return []
-            fetch = self._shingle_sets if exact else None
-            return _doctable.clusters_from_pairs(self._engine, pairs, threshold, fetch, self._index._backend)
+            out = []
+            if len(pairs):
+                fetch = self._shingle_sets if exact else None
+                out = _doctable.clusters_from_pairs(self._engine, pairs, threshold, fetch, self._index._backend)
+        if with_stats:
+            return SearchResult(out, QueryStats("lsh", "", None if rowset is None else rowset.count,
+                                                rowset is not None and rowset.scanned))
+        return out
 
     # -- vectors ---------------------------------------------------------------------------
     def search(self, vector=None, *, id: str | None = None, k: int = 10, metric: str | None = None,
@@ -756,11 +785,12 @@ class Collection:
                 raise NotFoundError(f"model {name!r} does not exist in collection {self.name!r}")
             self._models.pop(name, None)
 
-    def classify(self, vectors=None, *, ids=None, model: str, k: int = 10,
-                 filter: dict | str | None = None) -> list[Classification]:
+    def classify(self, vectors=None, *, ids=None, model: str, k: int = 10, filter: dict | str | None = None,
+                 with_stats: bool = False) -> list[Classification] | SearchResult:
         """Apply the stored model ``model`` to each query vector (or stored document's vector) and
         return, per query, a Classification holding the prediction and the k nearest neighbours
-        (among the documents ``filter`` keeps; the prediction itself is the model's)."""
+        (among the documents ``filter`` keeps; the prediction itself is the model's).
+        ``with_stats=True`` returns a SearchResult whose stats say how the neighbours were found."""
         from . import _classify
 
         self._check_alive()
@@ -768,6 +798,8 @@ class Collection:
         name = _classify.check_model_name(model)
         k = check_param("k", k, func=func)
         parse_filter(filter)
+        if not isinstance(with_stats, bool):
+            raise InvalidTypeError(f"The 'with_stats' parameter of {func} must be a bool.")
         if (vectors is None) == (ids is None):
             raise InvalidArgumentError(f"{func} takes either vectors or ids, not both and not neither.")
         if vectors is not None:
@@ -786,12 +818,14 @@ class Collection:
             if ids is not None:
                 _, X = self._stored_vectors(ids, func)
         if not len(X):
-            return []
+            return SearchResult([], QueryStats("exact", "flat")) if with_stats else []
         X = np.stack(X) if vectors is not None else X
         if X.shape[1] != loaded.info.dim:
             raise InvalidArgumentError(f"model {name!r} expects {loaded.info.dim}-d vectors. Got {X.shape[1]}.")
-        neighbors = self.search_batch(vectors=X if vectors is not None else None, ids=ids, k=k, filter=filter)
-        return loaded.apply(X, neighbors)
+        found = self.search_batch(vectors=X if vectors is not None else None, ids=ids, k=k, filter=filter,
+                                  with_stats=True)
+        out = loaded.apply(X, found.results)
+        return SearchResult(out, found.stats) if with_stats else out
 
     def snapshot(self, dest_path: str) -> None:
         """A consistent online copy of the whole index (all collections) into ``dest_path``."""

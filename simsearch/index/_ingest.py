@@ -86,21 +86,17 @@ def decide(coll, ids: list[str], texts: list[str | None], sigs: np.ndarray, mode
     own = eng.rowids_of([ids[i] for i in has])
     keys = eng.k.band_keys(np.ascontiguousarray(sigs[has]), eng.b, eng.r)
     q, src, rows = eng.candidates(sigs[has], keys)
-    q = q[eng.rowids_at(src, rows) != own[q]]  # the stored document of the same id is replaced, not matched
-    with_cands = has[np.unique(q)]
+    cand = eng.rowids_at(src, rows)
+    mine = cand != own[q]  # the stored document of the same id is replaced, not matched
+    q, src, rows, cand = q[mine], src[mine], rows[mine], cand[mine]
     ia, ib = _batch_candidates(has, keys)
-    need = np.union1d(with_cands, np.r_[ia, ib]).astype(np.int64)
+    need = np.union1d(has[np.unique(q)], np.r_[ia, ib]).astype(np.int64)
     sets = None
     if exact and len(need):
         cfg = coll.config
         sets = by_position(shingle_hashes([texts[i] for i in need], ngram=cfg.ngram, shingle=cfg.shingle,
                                           backend=coll._index._backend), need.tolist(), n)
-    best = {}
-    if len(with_cands):
-        exclude = eng.rowids_of([ids[i] for i in with_cands])
-        hits = coll._ranked_matches(sigs[with_cands], None if sets is None else [sets[int(i)] for i in with_cands],
-                          np.asarray(exclude, np.int64), threshold, 1)
-        best = {int(i): (h[0].jaccard, h[0].id) for i, h in zip(with_cands, hits) if h}
+    best = _best_stored(coll, has, sigs, sets, q, src, rows, cand, threshold)
     earlier = _verify_pairs(coll, ia, ib, sigs, sets, threshold)
     for j in sorted(set(best) | set(earlier)):
         options = [best[j]] if j in best else []
@@ -110,6 +106,44 @@ def decide(coll, ids: list[str], texts: list[str | None], sigs: np.ndarray, mode
             matches[j] = (of, float(jac))
             stored[j] = mode != "skip"
     return Decision(matches, stored)
+
+
+def _best_stored(coll, has, sigs, sets, q, src, rows, cand, threshold: float) -> dict[int, tuple[float, str]]:
+    """Batch position -> (Jaccard, id) of its best stored match among the candidate pairs
+    (``q`` indexes ``has``; ``src``/``rows`` locate the candidate, ``cand`` is its rowid): all
+    pairs scored in one pair-Jaccard call (exact over ``sets`` and the candidates' cached or
+    stored shingle sets, else the signature estimate), the highest score kept, ties to the smaller id."""
+    if not len(q):
+        return {}
+    eng = coll._engine
+    be = coll._index._backend
+    if sets is None:
+        score = eng.estimate(sigs[has], q, src, rows)
+    else:
+        from .._arrays import offsets_from_sizes
+
+        uniq, inv = np.unique(cand, return_inverse=True)
+        found = coll._shingle_sets(uniq.tolist())
+        c_sets = [found[int(r)] for r in uniq.tolist()]
+        c_off = offsets_from_sizes([len(x) for x in c_sets])
+        c_hash = np.concatenate(c_sets) if c_sets else np.empty(0, np.uint64)
+        score = be.host.pair_jaccard_sets(sets.offsets, sets.hashes, c_off, c_hash, has[q], inv.astype(np.int64))
+    ok = np.flatnonzero(score >= threshold)
+    if not len(ok):
+        return {}
+    qq, sc = q[ok], score[ok]
+    order = np.lexsort((-sc, qq))  # by query, then highest score first
+    qq, sc, pos = qq[order], sc[order], ok[order]
+    start = np.flatnonzero(np.r_[True, qq[1:] != qq[:-1]])
+    top = np.repeat(sc[start], np.diff(np.r_[start, len(qq)]))
+    tied = np.flatnonzero(sc == top)  # each query's best-scoring pairs (usually one)
+    ext = eng.gather(src[pos[tied]], rows[pos[tied]], "ext")
+    out: dict[int, tuple[float, str]] = {}
+    for j, e in zip(tied.tolist(), ext):
+        d = int(has[qq[j]])
+        if d not in out or e < out[d][1]:  # ties to the smaller id
+            out[d] = (float(sc[j]), e)
+    return out
 
 
 def _batch_candidates(has: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -147,6 +147,35 @@ def crc_doc(text: str | None, metadata: str, shingles: bytes | None) -> int:
     return _crc(text, metadata, shingles)
 
 
+def _insert_params(cid: int, seq: int, rows: list[tuple]) -> list[tuple]:
+    """The INSERT parameters of ``rows`` (see :meth:`SQLiteStorage.write`) with both checksums:
+    :func:`crc_index` and :func:`crc_doc` written out for a batch (one frame per row, not one
+    call per part; equal to them, tested)."""
+    crc32, ln, ff = zlib.crc32, _LEN, b"\xff"
+    out = []
+    add = out.append
+    for e, t, m, lab, v, s, sh in rows:
+        eb = e.encode("utf-8", "surrogatepass")
+        c = crc32(eb, crc32(ln(len(eb))))
+        if lab is None:
+            c = crc32(ff, c)
+        else:
+            lb = lab.encode("utf-8", "surrogatepass")
+            c = crc32(lb, crc32(ln(len(lb)), c))
+        c = crc32(ff, c) if v is None else crc32(v, crc32(ln(len(v)), c))
+        c = crc32(ff, c) if s is None else crc32(s, crc32(ln(len(s)), c))
+        if t is None:
+            d = crc32(ff)
+        else:
+            tb = t.encode("utf-8", "surrogatepass")
+            d = crc32(tb, crc32(ln(len(tb))))
+        mb = m.encode("utf-8", "surrogatepass")
+        d = crc32(mb, crc32(ln(len(mb)), d))
+        d = crc32(ff, d) if sh is None else crc32(sh, crc32(ln(len(sh)), d))
+        add((cid, e, t, m, lab, v, s, sh, c, d, seq))
+    return out
+
+
 class Storage(Protocol):
     """What the index needs from a store. Writes are atomic per call."""
 
@@ -200,6 +229,58 @@ def _lock_directory(path: str) -> int | None:
     return fd
 
 
+# The writer never checkpoints inside a commit: a background thread copies the WAL into the
+# database (SQLite's PASSIVE checkpoint, on its own connection) after writes, so a commit only
+# appends to the WAL and fsyncs it. Should the WAL still pass WAL_LIMIT_BYTES (a checkpoint that
+# cannot catch up with a steady stream of writes), the writer checkpoints it itself, under its lock.
+WAL_LIMIT_BYTES = 256 << 20
+CHECKPOINT_PAUSE_S = 0.05  # at most ~20 background checkpoints a second: bursts of commits coalesce
+
+
+class _Checkpointer:
+    """A daemon thread that runs ``PRAGMA wal_checkpoint(PASSIVE)`` when poked (durability is the
+    commit's WAL fsync; a checkpoint only moves committed pages into the database file)."""
+
+    def __init__(self, connect) -> None:
+        self._connect = connect
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def poke(self) -> None:
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None and not self._stop:
+                    self._thread = threading.Thread(target=self._run, name="simsearch-checkpoint", daemon=True)
+                    self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        import time
+
+        try:
+            conn = self._connect()
+        except sqlite3.Error:  # pragma: no cover - the writer checkpoints by itself past the limit
+            return
+        while True:
+            self._wake.wait()
+            if self._stop:
+                return
+            self._wake.clear()
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error:  # a full disk, a closing store: the next poke (or the writer) retries
+                pass
+            time.sleep(CHECKPOINT_PAUSE_S)
+
+    def stop(self) -> None:
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
 class SQLiteStorage:
     """SQLite in WAL mode: one writer connection behind a lock, one reader connection per thread."""
 
@@ -222,8 +303,14 @@ class SQLiteStorage:
         self._all_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._closed = False
+        self._checkpointer = None
+        self._insert_pool = None
         try:
             self._writer = self._connect()
+            if path is not None:
+                self._writer.execute("PRAGMA wal_autocheckpoint=0")
+                self._writer.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES // 2}")
+                self._checkpointer = _Checkpointer(self._connect)
             self._init_schema()
         except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # damaged pages can hold bad text
             self.close()
@@ -383,6 +470,15 @@ class SQLiteStorage:
         sequence number (the collection's previous one plus one); the removed rowids are logged
         in ``deletes`` under it.
         """
+        return self.write_chunks(cid, delete_ext_ids, [rows], pipelined=False)
+
+    def write_chunks(self, cid: int, delete_ext_ids: list[str], chunks: Iterable[list[tuple]], *,
+                     pipelined: bool = True) -> tuple[list[int], list[int], int]:
+        """:meth:`write` with the rows arriving as ``chunks``, from an iterable that may work
+        between them (the collection hashes the next chunk). ``pipelined``: each chunk's
+        checksums and INSERT run on a worker thread while the iterable makes the next one
+        (SQLite and the hashing kernels release the GIL). One transaction either way: an error
+        in any chunk, or raised by the iterable, rolls it back and nothing is stored."""
 
         def run():
             with self._txn() as c:
@@ -405,28 +501,66 @@ class SQLiteStorage:
                                   [(cid, seq, r) for r in removed])
                 before = c.execute("SELECT seq FROM sqlite_sequence WHERE name='documents'").fetchone()
                 before = before[0] if before else 0
-                c.executemany(
-                    "INSERT INTO documents(cid, ext_id, text, metadata, label, vector, signature, shingles,"
-                    " crc_index, crc_doc, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    [
-                        (cid, ext_id, text, meta, label, vec, sig, sh,
-                         crc_index(ext_id, label, vec, sig), crc_doc(text, meta, sh), seq)
-                        for ext_id, text, meta, label, vec, sig, sh in rows
-                    ],
-                )
+                sql = ("INSERT INTO documents(cid, ext_id, text, metadata, label, vector, signature, shingles,"
+                       " crc_index, crc_doc, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?)")
+
+                def insert(rows):
+                    c.executemany(sql, _insert_params(cid, seq, rows))
+                    return [r[0] for r in rows]
+
+                ext_ids: list[str] = []
+                if not pipelined:
+                    for rows in chunks:
+                        ext_ids += insert(rows)
+                else:
+                    pending = None
+                    try:
+                        for rows in chunks:
+                            if pending is not None:
+                                ext_ids += pending.result()
+                            pending = self._pool().submit(insert, rows)
+                    finally:  # the worker is done with the connection before a commit or a rollback
+                        if pending is not None:
+                            ext_ids += pending.result()
                 after = c.execute("SELECT seq FROM sqlite_sequence WHERE name='documents'").fetchone()
                 after = after[0] if after else 0
-                if after - before == len(rows):
+                if after - before == len(ext_ids):
                     # AUTOINCREMENT gave this writer n consecutive rowids, in insertion order
                     new_ids = list(range(before + 1, after + 1))
                 else:  # pragma: no cover - not seen with SQLite's allocator, kept for safety
                     found = dict(c.execute(
                         "SELECT ext_id, rowid FROM documents WHERE cid=? AND rowid > ?", (cid, before)
                     ).fetchall())
-                    new_ids = [found[r[0]] for r in rows]
+                    new_ids = [found[e] for e in ext_ids]
                 return removed, new_ids, seq
 
-        return self._guard(run)
+        out = self._guard(run)
+        self._after_write()
+        return out
+
+    def _pool(self):
+        """The one worker thread that runs pipelined INSERTs (made on first use)."""
+        if self._insert_pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._insert_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="simsearch-insert")
+        return self._insert_pool
+
+    def _after_write(self) -> None:
+        """Hand the WAL to the background checkpointer; checkpoint here if it has fallen behind."""
+        if self._checkpointer is None:
+            return
+        self._checkpointer.poke()
+        try:
+            wal = os.stat(self._where + "-wal").st_size
+        except OSError:
+            return
+        if wal > WAL_LIMIT_BYTES:
+            with self._write_lock:  # no writer appends meanwhile, so the checkpoint can complete
+                try:
+                    self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:  # a full disk: the write itself was committed; retried next time
+                    pass
 
     def uuid(self) -> str:
         """The database's uuid: a manifest of segments names it, so a copied database never
@@ -627,6 +761,10 @@ class SQLiteStorage:
         if self._closed:
             return
         self._closed = True
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+        if self._insert_pool is not None:
+            self._insert_pool.shutdown(wait=True)
         with self._conns_lock:
             conns, self._all_conns = self._all_conns, []
         for c in conns:

@@ -168,14 +168,18 @@ class SimSearchServicer:
         return msg
 
     def FindDuplicates(self, request, context):
-        clusters = self._coll(request.collection).find_duplicates(
+        found = self._coll(request.collection).find_duplicates(
             wire.optional(request, "threshold"), exact=wire.optional(request, "exact"),
-            filter=request.filter_json or None,
+            filter=request.filter_json or None, with_stats=True,
         )
-        for c in clusters:
+        for c in found.results:
             if not context.is_active():
                 return
             yield wire.cluster_to_pb(c)
+        if request.with_stats:
+            last = pb.Cluster()
+            wire.query_stats_to_pb(found.stats, last.stats)
+            yield last
 
     # -- classifiers -----------------------------------------------------------------------
     def TrainClassifier(self, request, context):
@@ -197,9 +201,11 @@ class SimSearchServicer:
         k = self._k(request)
         vectors = wire.vectors_from_pb(request, "classify")
         ids = list(request.ids.values) if request.HasField("ids") else None
-        results = coll.classify(vectors, ids=ids, model=request.model, filter=request.filter_json or None,
-                                **({} if k is None else {"k": k}))
-        return wire.classifications_to_pb(results)
+        found = coll.classify(vectors, ids=ids, model=request.model, filter=request.filter_json or None,
+                              with_stats=True, **({} if k is None else {"k": k}))
+        msg = wire.classifications_to_pb(found.results)
+        wire.query_stats_to_pb(found.stats, msg.stats)
+        return msg
 
     def DeleteClassifier(self, request, context):
         self._coll(request.collection).delete_classifier(request.name)

@@ -139,14 +139,16 @@ class Neighbor(_message.Message):
     def __init__(self, id: _Optional[str] = ..., distance: _Optional[float] = ...) -> None: ...
 
 class Cluster(_message.Message):
-    __slots__ = ("representative", "ids", "jaccard")
+    __slots__ = ("representative", "ids", "jaccard", "stats")
     REPRESENTATIVE_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     JACCARD_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
     representative: str
     ids: _containers.RepeatedScalarFieldContainer[str]
     jaccard: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, representative: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., jaccard: _Optional[_Iterable[float]] = ...) -> None: ...
+    stats: QueryStats
+    def __init__(self, representative: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., jaccard: _Optional[_Iterable[float]] = ..., stats: _Optional[_Union[QueryStats, _Mapping]] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
     __slots__ = ("name", "config", "exist_ok")
@@ -367,16 +369,18 @@ class SearchVectorsResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[NeighborList, _Mapping]]] = ..., stats: _Optional[_Union[QueryStats, _Mapping]] = ...) -> None: ...
 
 class FindDuplicatesRequest(_message.Message):
-    __slots__ = ("collection", "threshold", "exact", "filter_json")
+    __slots__ = ("collection", "threshold", "exact", "filter_json", "with_stats")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     EXACT_FIELD_NUMBER: _ClassVar[int]
     FILTER_JSON_FIELD_NUMBER: _ClassVar[int]
+    WITH_STATS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     threshold: float
     exact: bool
     filter_json: str
-    def __init__(self, collection: _Optional[str] = ..., threshold: _Optional[float] = ..., exact: _Optional[bool] = ..., filter_json: _Optional[str] = ...) -> None: ...
+    with_stats: bool
+    def __init__(self, collection: _Optional[str] = ..., threshold: _Optional[float] = ..., exact: _Optional[bool] = ..., filter_json: _Optional[str] = ..., with_stats: _Optional[bool] = ...) -> None: ...
 
 class ClassifierInfo(_message.Message):
     __slots__ = ("name", "kind", "version", "n_samples", "dim", "classes", "n_unlabelled")
@@ -457,10 +461,12 @@ class Classification(_message.Message):
     def __init__(self, label: _Optional[str] = ..., probability: _Optional[float] = ..., component: _Optional[int] = ..., log_likelihood: _Optional[float] = ..., outlier: _Optional[bool] = ..., neighbors: _Optional[_Iterable[_Union[Neighbor, _Mapping]]] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
-    __slots__ = ("results",)
+    __slots__ = ("results", "stats")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[Classification]
-    def __init__(self, results: _Optional[_Iterable[_Union[Classification, _Mapping]]] = ...) -> None: ...
+    stats: QueryStats
+    def __init__(self, results: _Optional[_Iterable[_Union[Classification, _Mapping]]] = ..., stats: _Optional[_Union[QueryStats, _Mapping]] = ...) -> None: ...
 
 class DeleteClassifierRequest(_message.Message):
     __slots__ = ("collection", "name")
