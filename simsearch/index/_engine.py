@@ -37,7 +37,7 @@ import numpy as np
 from .._lsh_storage import nonempty
 from ..backends import get_knn_backend
 from ..banding import choose_params
-from ..distance import exact_knn
+from ..distance import exact_knn, max_row_norm
 from ..errors import ResourceExhaustedError, StorageCorruptionError
 from . import _manifest
 from ._memtable import Memtable
@@ -104,7 +104,7 @@ class Engine:
         # called as on_segments(removed, added) under the write lock whenever a flush or a merge
         # changes the segment list (the collection's ANN builder: simsearch.index._vecsearch)
         self.on_segments = None
-        self._mem_scan: tuple | None = None  # (memtable, rows seen, max |value|, rows without a vector)
+        self._mem_scan: tuple | None = None  # (memtable, rows seen, max |value|, max norm, rows without a vector)
 
     def _new_memtable(self) -> Memtable:
         return Memtable(self.cfg.num_perm, self.b, self.cfg.dim)
@@ -709,12 +709,12 @@ class Engine:
                 a = valive[lo:hi]
                 add(vecs[lo:hi], amax, bnorm, vrowids[lo:hi], None if a.all() else a)
         if len(self.mem) and self.mem.vecs is not None:
-            V, amax, ok = self._memtable_vectors()
+            V, amax, bnorm, ok = self._memtable_vectors()
             if ok is None:  # every row alive with a vector: the buffer itself, no copy
-                add(V, amax, None, self.mem.rowids)
+                add(V, amax, bnorm, self.mem.rowids)
             elif ok.any():
                 rows = np.flatnonzero(ok)
-                add(V[rows], amax, None, self.mem.rowids[rows])
+                add(V[rows], amax, bnorm, self.mem.rowids[rows])
         if not ds:
             return np.full((nq, 0), np.inf, np.float32), np.full((nq, 0), -1, np.int64)
         d = np.concatenate(ds, axis=1)
@@ -724,24 +724,26 @@ class Engine:
         return np.take_along_axis(d, order, axis=1), np.take_along_axis(r, order, axis=1)
 
     def _memtable_vectors(self):
-        """(vectors, max |value|, rows to scan or None for all) of the memtable. Its rows only
+        """(vectors, max |value|, max row norm, rows to scan or None for all) of the memtable. Its rows only
         grow and a row's vector never changes, so the maximum and the rows without a vector are
         kept for the prefix already seen and extended over the new rows only."""
         mem, V = self.mem, self.mem.vecs
         n = len(V)
         cache = self._mem_scan
         if cache is None or cache[0] is not mem or cache[1] > n:
-            cache = (mem, 0, 0.0, np.zeros(0, bool))
-        _, seen, amax, nan = cache
+            cache = (mem, 0, 0.0, 0.0, np.zeros(0, bool))
+        _, seen, amax, bnorm, nan = cache
         if seen < n:
             new = V[seen:n]
             nan = np.concatenate([nan, np.isnan(new[:, 0])])
             finite = new[~nan[seen:n]]
-            amax = max(amax, float(np.abs(finite).max()) if finite.size else 0.0)
-            self._mem_scan = (mem, n, amax, nan)
+            if finite.size:
+                amax = max(amax, float(np.abs(finite).max()))
+                bnorm = max(bnorm, max_row_norm(finite))
+            self._mem_scan = (mem, n, amax, bnorm, nan)
         if not mem.n_dead and not nan[:n].any():
-            return V, amax, None
-        return V, amax, mem.alive & ~nan[:n]
+            return V, amax, bnorm, None
+        return V, amax, bnorm, mem.alive & ~nan[:n]
 
     def _flat_vectors(self, seg: Segment) -> np.ndarray:
         """The vectors a flat scan of ``seg`` reads: a heap copy, made on the first scan, while
