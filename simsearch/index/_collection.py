@@ -160,6 +160,8 @@ class Collection:
         self._fields.remove(removed)
         if len(new_rowids):
             self._fields.add(new_rowids, ids, labels, metadata)
+            if self._ann is not None:
+                self._ann.wrote()
 
     def _rowset(self, filter, func: str) -> RowSet | None:
         """The live rows ``filter`` keeps (None: no filter); the caller holds the read lock."""
