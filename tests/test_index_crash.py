@@ -191,3 +191,56 @@ def test_kill9_inside_a_flush_or_a_merge_loses_nothing(tmp_path, monkeypatch, at
         acked += lines
         start = max(acked) + 1000
     _check(path, acked)
+
+
+def _run_child(cmd, seconds) -> tuple[int, list[int]]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + seconds
+    lines = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(int(line))
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    lines += [int(x) for x in proc.stdout.read().split()]
+    proc.stdout.close()
+    return proc.returncode, lines
+
+
+@pytest.mark.parametrize("how", ["delete", pytest.param("flip-block", marks=pytest.mark.slow)])
+def test_kill9_inside_a_segment_repair_loses_nothing(tmp_path, monkeypatch, how):
+    """A segment goes missing (or a block of its signatures goes bad); the process that rebuilds
+    its rows is killed inside that segment write (the file torn); the next one repairs again."""
+    import json
+
+    monkeypatch.setenv("SIMSEARCH_MEMTABLE_ROWS", "30")
+    path = tmp_path / "idx"
+    acked: list[int] = []
+    for _ in range(5):  # until a manifest names a segment
+        _, lines = _run_child([sys.executable, "-c", CHILD, str(path), str(max(acked, default=-1) + 1000)], 3.0)
+        acked += lines
+        seg_dir = next((path / "segments").glob("c*"))
+        manifest = json.loads((seg_dir / "MANIFEST").read_text())["body"]
+        if manifest["segments"]:
+            break
+    assert manifest["segments"]
+    victim = seg_dir / max(manifest["segments"], key=lambda e: e["n"])["file"]
+    if how == "delete":
+        victim.unlink()
+    else:
+        raw = bytearray(victim.read_bytes())
+        hlen = int.from_bytes(raw[8:16], "little")
+        header = json.loads(bytes(raw[16 : 16 + hlen]))
+        raw[-(-(24 + hlen) // 4096) * 4096 + header["sections"]["sigs"]["offset"] + 7] ^= 0x5A
+        victim.write_bytes(bytes(raw))
+    start = max(acked) + 1000
+    rc, lines = _run_child([sys.executable, "-c", KILLER, str(path), str(start), "segment-torn", "1"], 30)
+    assert rc == -signal.SIGKILL
+    acked += lines
+    start = max(acked) + 1000
+    _, lines = _run_child([sys.executable, "-c", CHILD, str(path), str(start)], 1.0)
+    acked += lines
+    _check(path, acked)

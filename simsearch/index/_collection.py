@@ -9,8 +9,10 @@ between.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -32,6 +34,7 @@ from . import _doctable, _ingest, _scroll
 from ._classify import Classification, ClassifierInfo
 from ._document import check_documents, check_id, check_ids
 from ._engine import Engine
+from ._segments import SegmentDamaged
 from ._filter import parse as parse_filter
 from ._filtering import FieldStore, RowSet, fields_path
 from ._storage import pack, unpack
@@ -60,6 +63,34 @@ def _row_blobs(matrix: np.ndarray, dtype: str, present: list[bool]) -> list[byte
     w = len(raw) // len(matrix) if len(matrix) else 0
     return [raw[i * w : (i + 1) * w] if p else None for i, p in enumerate(present)]
 
+
+
+_calls = threading.local()
+
+
+def _repairs_segments(method):
+    """Run a public method; when a segment block fails its checksum on first read
+    (SegmentDamaged, raised before anything is answered or written), rebuild that segment's rows
+    under the write lock and run the method again. Only the outermost call repairs: inner ones
+    may hold the collection's lock."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        depth = getattr(_calls, "depth", 0)
+        _calls.depth = depth + 1
+        try:
+            for attempt in range(8):
+                try:
+                    return method(self, *args, **kwargs)
+                except SegmentDamaged as exc:
+                    if depth or attempt == 7:
+                        raise
+                    with self._lock.write():
+                        self._engine.repair(exc.segment)
+        finally:
+            _calls.depth = depth
+
+    return run
 
 class Collection:
     """Documents with text, metadata, optional vector and label, indexed for similarity queries.
@@ -112,7 +143,7 @@ class Collection:
                 rows = np.flatnonzero(source.alive)
             parts.append((source.rowids[rows], source, rows))
         rowids = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int64)
-        return np.sort(rowids), parts
+        return np.sort(rowids, kind="stable"), parts  # stable: a merge of the sorted runs of the sources
 
     def _load_query_state(self) -> None:
         """The indexed fields' columns and the approximate vector index over the live rows."""
@@ -233,6 +264,7 @@ class Collection:
         return arr
 
     # -- writes ----------------------------------------------------------------------------
+    @_repairs_segments
     def upsert(self, docs: Sequence[Document | dict], *, on_duplicate: str = "insert",
                threshold: float | None = None) -> UpsertResult:
         """Insert or replace a batch of documents atomically; returns after the commit.
@@ -495,8 +527,10 @@ class Collection:
         """rowid -> sorted unique shingle hashes (cached; see Engine.cached_shingles)."""
         return self._engine.cached_shingles(rowids, self._read_shingle_sets)
 
-    def _read_shingle_sets(self, rowids: list[int]) -> dict[int, np.ndarray]:
-        """rowid -> sorted unique shingle hashes: the stored blob, else derived from the stored text."""
+    def _read_shingle_sets(self, rowids: list[int], known=None) -> dict[int, np.ndarray]:
+        """rowid -> sorted unique shingle hashes: the stored blob, else derived from the stored text
+        (``known(text)``, when given, may return the set of a text already shingled: an upsert
+        batch's own texts, so an exact copy of a stored text is not shingled twice)."""
         found = self._storage.fetch_shingle_sources(self._cid, rowids)
         if len(found) < len(set(rowids)):
             raise StorageCorruptionError(
@@ -507,6 +541,8 @@ class Collection:
         for r, (blob, text) in found.items():
             if blob is not None or text is None:
                 out[r] = unpack(blob, np.uint64) if blob is not None else np.empty(0, np.uint64)
+            elif known is not None and (same := known(text)) is not None:
+                out[r] = same
             else:
                 derive.append(r)
         if derive:
@@ -527,6 +563,7 @@ class Collection:
         return self.near_duplicates_batch(texts=texts, ids=ids, threshold=threshold, k=k, exact=exact,
                                           filter=filter)[0]
 
+    @_repairs_segments
     def near_duplicates_batch(self, texts=None, ids=None, *, threshold: float | None = None, k: int | None = None,
                               exact: bool = False, filter: dict | str | None = None,
                               with_stats: bool = False) -> list[list[NearDuplicate]] | SearchResult:
@@ -617,6 +654,7 @@ class Collection:
             ])
         return out
 
+    @_repairs_segments
     def find_duplicates(self, threshold: float | None = None, *, exact: bool | None = None,
                         filter: dict | str | None = None, with_stats: bool = False) -> list[Cluster] | SearchResult:
         """All near-duplicate clusters (size ≥ 2) in the collection, largest first; with
@@ -660,6 +698,7 @@ class Collection:
         ids = None if id is None else [id]
         return self.search_batch(vectors=vectors, ids=ids, k=k, metric=metric, filter=filter, exact=exact)[0]
 
+    @_repairs_segments
     def search_batch(self, vectors=None, ids=None, *, k: int = 10, metric: str | None = None,
                      filter: dict | str | None = None, exact: bool = False,
                      with_stats: bool = False) -> list[list[Neighbor]] | SearchResult:
@@ -720,6 +759,7 @@ class Collection:
                 raise FailedPreconditionError(f"{func}: document {i!r} has no vector.")
         return rowids, X
 
+    @_repairs_segments
     def vectors_and_labels(self, *, require_labels: bool) -> tuple[list[str], np.ndarray, list[str | None]]:
         """All live (id, vector, label) with a vector; used to train classifiers."""
         with self._lock.read():
@@ -787,6 +827,7 @@ class Collection:
                 raise NotFoundError(f"model {name!r} does not exist in collection {self.name!r}")
             self._models.pop(name, None)
 
+    @_repairs_segments
     def classify(self, vectors=None, *, ids=None, model: str, k: int = 10, filter: dict | str | None = None,
                  with_stats: bool = False) -> list[Classification] | SearchResult:
         """Apply the stored model ``model`` to each query vector (or stored document's vector) and

@@ -16,10 +16,14 @@ new segment and a new manifest (so a full disk fails that write, uncommitted, wi
 ResourceExhaustedError, and the engine keeps serving). A background thread merges segments of
 similar size (:data:`MERGE_FACTOR` at a time) and rewrites a segment a quarter dead, LSM-style.
 
-Opening maps the manifest's segments (checksums verified) and replays the SQLite rows after its
-``max_rowid`` and the deletes logged after its ``seq``; the same after a clean close and after a
-kill -9. A damaged, missing or stale segment or manifest, or a manifest of another database, is
-detected, dropped and the segments rebuilt from the rows. The caller (the collection) holds its
+Opening maps the manifest's segments (their structural sections verified; the large ones block
+by block on first read, see :mod:`simsearch.index._segments`, and by a background pass) and
+replays the SQLite rows after its ``max_rowid`` and the deletes logged after its ``seq``; the live
+count is checked against the store's document counter. The same after a clean close and after a
+kill -9. A damaged or missing segment (at open, or a block at its first read) is dropped and only
+its rows are rebuilt (:meth:`Engine.repair`: the stored rows of its rowid range that no other
+segment holds alive; this stays exact when merges combine non-adjacent segments, whose ranges
+then overlap). A damaged or stale manifest, or one of another database, rebuilds every segment. The caller (the collection) holds its
 read lock around queries and its write lock around :meth:`apply`, :meth:`flush_if_full` and the
 install step of a merge.
 """
@@ -43,6 +47,7 @@ from . import _manifest
 from ._memtable import Memtable
 from ._segments import (
     Segment,
+    SegmentDamaged,
     SegmentData,
     build_segment,
     hash_ids,
@@ -58,6 +63,9 @@ log = logging.getLogger("simsearch.index")
 MEMTABLE_ROWS = int(os.environ.get("SIMSEARCH_MEMTABLE_ROWS", "16384"))
 REBUILD_ROWS = 1 << 18  # rows per segment when building from the stored rows
 MERGE_FACTOR = 4
+# no merge makes a segment larger than this: a merge holds its output in memory (~1.6 KB a row
+# with 128-d vectors), so at 10M documents segments stay ~1M rows and a merge under ~3.5 GB
+MAX_MERGE_ROWS = int(os.environ.get("SIMSEARCH_MAX_MERGE_ROWS", str(1 << 21)))
 SEGMENTS_DIR = "segments"
 SHINGLE_CACHE_BYTES = 64 << 20
 FLAT_COPY_BYTES = 1 << 30  # vectors of segments scanned flat, copied to the heap, per collection (no multi-GB copies)
@@ -101,6 +109,10 @@ class Engine:
         self._merging: set[str] = set()  # file names a running merge is writing (kept from garbage collection)
         self._merger: threading.Thread | None = None
         self.merge_error: BaseException | None = None
+        self._verifier: threading.Thread | None = None
+        self.rows_loaded = 0  # rows read from the store into segments (rebuilds, repairs), for tests
+        self.repairs = 0
+        self._bucket_lookup = getattr(backend.host, "name", "") == "numba"  # its lookup reads one bucket per key
         # called as on_segments(removed, added) under the write lock whenever a flush or a merge
         # changes the segment list (the collection's ANN builder: simsearch.index._vecsearch)
         self.on_segments = None
@@ -121,6 +133,7 @@ class Engine:
             if not self._open_manifest():
                 self._rebuild()
             self._start_merger()
+            self._start_verifier()
 
     def _open_manifest(self) -> bool:
         """Map the manifest's segments and replay what follows; False (nothing kept) when the
@@ -137,33 +150,93 @@ class Engine:
             log.warning("rebuilding the segments of collection %d: the manifest is stale or of another database",
                         self.cid)
             return False
-        segs = []
-        try:
-            for entry in body["segments"]:
+        segs, bad = [], []
+        for entry in body["segments"]:
+            try:
                 seg = open_segment(os.path.join(self.dir, entry["file"]), self.cfg, self.b, self.r)
                 if seg.n != entry["n"]:
                     raise StorageCorruptionError(f"segment {entry['file']} does not match the manifest")
                 if entry.get("tomb"):
-                    seg.alive = _manifest.read_tombstones(self.dir, entry["tomb"], seg.n)
+                    try:
+                        seg.alive = _manifest.read_tombstones(self.dir, entry["tomb"], seg.n)
+                    except StorageCorruptionError:
+                        seg.close()
+                        raise
                     seg.n_dead = int(seg.n - seg.alive.sum())
                     seg.tomb = entry["tomb"]
                 segs.append(seg)
-        except StorageCorruptionError as exc:
-            log.warning("rebuilding the segments of collection %d: %s", self.cid, exc)
-            return False
-        self.segments = segs
+            except StorageCorruptionError as exc:
+                if "max_rowid" not in entry:  # a manifest from before coverage was recorded
+                    log.warning("rebuilding the segments of collection %d: %s", self.cid, exc)
+                    for sg in segs:
+                        if sg is not None:
+                            sg.close()
+                    return False
+                log.warning("rebuilding the rows of one segment of collection %d: %s", self.cid, exc)
+                _remove(os.path.join(self.dir, entry["file"]))  # never mapped again, even if the rebuild fails
+                segs.append(None)
+                bad.append((len(segs) - 1, entry))
         self.seq = self.flushed_seq = int(body["seq"])
         self.max_rowid = self.last_rowid = int(body["max_rowid"])
         self.generation = int(body["generation"])
         self.next_id = int(body["next_id"])
-        self.live = sum(s.live for s in segs)
+        self.segments = [sg for sg in segs if sg is not None]
+        self.live = sum(sg.live for sg in self.segments)
+        if bad:
+            for pos, entry in reversed(bad):
+                others = [sg for sg in segs if sg is not None]
+                new = self._reload_range(int(entry["min_rowid"]), int(entry["max_rowid"]), others)
+                segs[pos:pos + 1] = new
+                self.segments = [sg for sg in segs if sg is not None]
+            self._write_manifest(self.segments)
         self._replay()
         if self.live != self.storage.count(self.cid):
             log.warning("rebuilding the segments of collection %d: they disagree with the stored rows", self.cid)
+            for sg in self.segments:
+                sg.close()
             self.segments, self.mem = [], self._new_memtable()
             return False
-        _manifest.collect_garbage(self.dir, _manifest.referenced(body))
+        _manifest.collect_garbage(self.dir, self._referenced())
         return True
+
+    def _reload_range(self, lo: int, hi: int, others: list[Segment]) -> list[Segment]:
+        """New segments holding the stored rows with lo <= rowid <= hi that no segment of
+        ``others`` holds alive: the rows of a damaged or missing segment (the stored rows after
+        the manifest's ``max_rowid`` are the memtable's, so ``hi`` is clipped to it)."""
+        def keep(rowids):
+            ok = np.ones(len(rowids), bool)
+            for sg in others:
+                ok &= sg.locate_rowids(rowids) < 0
+            return ok
+
+        out: list[Segment] = []
+        self._load_rows(after=lo - 1, into_memtable=False, upto=min(hi, self.max_rowid), keep=keep, out=out)
+        self.repairs += 1
+        return out
+
+    def repair(self, seg: Segment) -> None:
+        """Replace a segment found damaged while serving by segments rebuilt from its rows in the
+        store, and write a new manifest. The caller holds the write lock."""
+        if self.dir is None or not any(sg is seg for sg in self.segments):
+            return  # replaced already (another query, a merge)
+        log.warning("rebuilding the rows of segment %s of collection %d", seg.name, self.cid)
+        others = [sg for sg in self.segments if sg is not seg]
+        new = self._reload_range(seg.min_rowid, seg.max_rowid, others)
+        self.live -= seg.live
+        at = next(i for i, sg in enumerate(self.segments) if sg is seg)
+        segments = self.segments[:at] + new + self.segments[at + 1:]
+        try:
+            self._write_manifest(segments)
+        except BaseException:
+            self.live += seg.live - sum(sg.live for sg in new)
+            for sg in new:
+                sg.close()
+                _remove(sg.path)
+            raise
+        self.segments = segments
+        self._segments_changed([seg], new)
+        seg.close()
+        _manifest.collect_garbage(self.dir, self._referenced())
 
     def _replay(self) -> None:
         """Bring the mapped state up to the database: rows inserted after the manifest's
@@ -174,14 +247,27 @@ class Engine:
         self._load_rows(after=self.max_rowid, into_memtable=True)
         self.seq = self.storage.seq(self.cid)
 
-    def _load_rows(self, after: int, into_memtable: bool) -> None:
+    def _load_rows(self, after: int, into_memtable: bool, *, upto: int | None = None, keep=None,
+                   out: list | None = None) -> None:
+        """Stored rows after rowid ``after`` (up to ``upto``; those ``keep(rowids)`` selects) into
+        the memtable or into new segments (appended to ``out``, else to the engine's)."""
         cfg = self.cfg
         empty_sig = pack(np.full(cfg.num_perm, 0xFFFFFFFF, np.uint32), np.uint32)
         nan_vec = pack(np.full(cfg.dim, np.nan, np.float32), np.float32) if cfg.dim else None
         pending: list[tuple] = []
         npending = 0
-        for rowids, ext_ids, labels, vectors, signatures in self.storage.load_index_data(self.cid, after_rowid=after):
+        for rowids, ext_ids, labels, vectors, signatures in self.storage.load_index_data(
+                self.cid, after_rowid=after, upto_rowid=upto):
             rowids = np.array(rowids, dtype=np.int64)
+            if keep is not None:
+                sel = keep(rowids)
+                if not sel.all():
+                    idx = np.flatnonzero(sel).tolist()
+                    rowids = rowids[sel]
+                    ext_ids, labels = [ext_ids[i] for i in idx], [labels[i] for i in idx]
+                    vectors, signatures = [vectors[i] for i in idx], [signatures[i] for i in idx]
+                if not len(rowids):
+                    continue
             sigs = unpack(b"".join(s if s is not None else empty_sig for s in signatures), np.uint32)
             sigs = sigs.reshape(len(rowids), cfg.num_perm)
             vecs = None
@@ -194,12 +280,12 @@ class Engine:
             pending.append((rowids, list(ext_ids), list(labels), sigs, vecs))
             npending += len(rowids)
             if npending >= REBUILD_ROWS:
-                self._flush_rows(pending)
+                self._flush_rows(pending, out)
                 pending, npending = [], 0
         if pending:
-            self._flush_rows(pending)
+            self._flush_rows(pending, out)
 
-    def _flush_rows(self, parts: list[tuple]) -> None:
+    def _flush_rows(self, parts: list[tuple], out: list | None = None) -> None:
         """Rows loaded from the store (a rebuild) straight into a new segment."""
         rowids = np.concatenate([p[0] for p in parts])
         ext_ids = [e for p in parts for e in p[1]]
@@ -208,8 +294,9 @@ class Engine:
         vecs = np.concatenate([p[4] for p in parts]) if self.cfg.dim else None
         keys = self.k.band_keys(sigs, self.b, self.r)
         data = SegmentData.from_rows(rowids, ext_ids, labels, sigs, keys, nonempty(sigs), vecs)
-        self.segments.append(self._make_segment(data))
+        (self.segments if out is None else out).append(self._make_segment(data))
         self.live += len(rowids)
+        self.rows_loaded += len(rowids)
         self.last_rowid = max(self.last_rowid, int(rowids[-1]))
 
     def _rebuild(self) -> None:
@@ -252,7 +339,8 @@ class Engine:
             elif not seg.n_dead:
                 tomb = None
             tombs[seg.id] = tomb
-            entries.append({"file": seg.name, "n": seg.n, "tomb": tomb})
+            entries.append({"file": seg.name, "n": seg.n, "tomb": tomb, "min_rowid": seg.min_rowid,
+                            "max_rowid": seg.max_rowid})
         _manifest.write_manifest(self.dir, {
             "database": self.storage.uuid(), "cid": self.cid, "generation": gen, "seq": self.flushed_seq,
             "max_rowid": self.max_rowid, "next_id": self.next_id, "segments": entries,
@@ -406,7 +494,7 @@ class Engine:
             t = int(np.log(max(seg.live, 1) / max(MEMTABLE_ROWS, 1)) / np.log(MERGE_FACTOR)) if seg.live else 0
             tiers.setdefault(max(t, 0), []).append(seg)
         for t in sorted(tiers):
-            if len(tiers[t]) >= MERGE_FACTOR:
+            if len(tiers[t]) >= MERGE_FACTOR and sum(s.live for s in tiers[t][:MERGE_FACTOR]) <= MAX_MERGE_ROWS:
                 return tiers[t][:MERGE_FACTOR]
         return []
 
@@ -450,7 +538,12 @@ class Engine:
             if not pick:
                 return False
             parts = [(s, s.alive.copy()) for s in pick]
-        data = self._merged_data(parts)
+        try:
+            data = self._merged_data(parts)
+        except SegmentDamaged as exc:  # an input fails a block checksum: rebuild its rows instead
+            with self.lock.write():
+                self.repair(exc.segment)
+            return True
         merged = None
         try:
             with self.lock.write():  # ids are allotted under the lock; the write below is outside it
@@ -464,7 +557,11 @@ class Engine:
                 merged = open_segment(os.path.join(self.dir, name), self.cfg, self.b, self.r, verify=False)
             with self.lock.write():
                 if any(not any(s is p for s in self.segments) for p, _ in parts):
-                    raise RuntimeError("the merge inputs changed")  # pragma: no cover - one merger per engine
+                    # an input was repaired meanwhile: abandon this merge (the next one picks again)
+                    if merged is not None:
+                        merged.close()
+                        _remove(merged.path)
+                    return True
                 if merged is not None:
                     for seg, snap in parts:  # rows removed while the merge ran
                         newly = np.flatnonzero(snap & ~seg.alive)
@@ -501,6 +598,36 @@ class Engine:
         self._merger = threading.Thread(target=run, name=f"simsearch-merge-c{self.cid}", daemon=True)
         self._merger.start()
 
+    def _start_verifier(self) -> None:
+        """A background pass that verifies every block of the segments not yet read by a query
+        (a damaged one is rebuilt from its rows), so that queries soon stop checking blocks."""
+        if all(sg.verified for sg in self.segments):
+            return
+
+        def run():
+            while not self._merge_stop:
+                todo = [sg for sg in self.segments if not sg.verified]
+                if not todo:
+                    return
+                for seg in todo:
+                    try:
+                        while not self._merge_stop and seg.path is not None and seg.verify_some(16):
+                            pass
+                    except SegmentDamaged as exc:
+                        with self.lock.write():
+                            if not self._merge_stop:
+                                self.repair(exc.segment)
+                    except (ValueError, TypeError, AttributeError):  # closed by a merge meanwhile
+                        pass
+
+        self._verifier = threading.Thread(target=run, name=f"simsearch-verify-c{self.cid}", daemon=True)
+        self._verifier.start()
+
+    def wait_verified(self) -> None:
+        """Wait for the background verification pass (tests, benchmarks)."""
+        if self._verifier is not None:
+            self._verifier.join()
+
     def wait_merges(self) -> None:
         """Run merges until none is due (tests, benchmarks)."""
         if self.dir is None:
@@ -518,6 +645,8 @@ class Engine:
 
     def close(self, *, remove: bool = False) -> None:
         self.stop_merger()
+        if self._verifier is not None and self._verifier is not threading.current_thread():
+            self._verifier.join(timeout=10)  # it stops after its current block (or its repair)
         for seg in self.segments:
             seg.close()
         if remove and self.dir is not None:
@@ -563,7 +692,7 @@ class Engine:
             sel = np.flatnonzero(src == s)
             source, rows = sources[s], row[sel]
             if what == "sigs":
-                out[sel] = source.sigs[rows]
+                out[sel] = _sigs_of(source, rows)[rows]
             elif what == "vecs":
                 out[sel] = _vectors_of(source, rows, self.cfg.dim)
             else:
@@ -580,7 +709,8 @@ class Engine:
         qs, ss, rs = [], [], []
         for s, src in enumerate(self.sources()):
             if isinstance(src, Segment):
-                off, rows = self.k.lookup(*src.table, src.alive, qkeys, qvalid)
+                table = src.probe_table(qkeys, qvalid, whole=not self._bucket_lookup)
+                off, rows = self.k.lookup(*table, src.alive, qkeys, qvalid)
             elif len(qsigs) * len(src) > _SCAN_LIMIT:  # a batch of queries: sort the memtable's keys once
                 mask = src.lsh_mask()
                 off, rows = self.k.lookup(*self.k.bucket_sort(src.keys, mask), mask, qkeys, qvalid)
@@ -604,14 +734,15 @@ class Engine:
         nq = len(qsigs)
         for s, src in enumerate(self.sources()):
             if isinstance(src, Segment):
-                off, rows = self.k.lookup(*src.table, src.alive, qkeys, qvalid)
+                table = src.probe_table(qkeys, qvalid, whole=not self._bucket_lookup)
+                off, rows = self.k.lookup(*table, src.alive, qkeys, qvalid)
             else:
                 off, rows = self.k.scan(src.keys, src.lsh_mask(), qkeys, qvalid)
             if len(rows):
                 rows = np.asarray(rows, np.int64)
                 q = np.repeat(np.arange(nq, dtype=np.int64), np.diff(off)) if nq > 1 else np.zeros(len(rows), np.int64)
                 parts.append((q, np.full(len(rows), s, np.int64), rows, src.rowids[rows],
-                              self.k.pair_jaccard_sigs(qsigs, src.sigs, q, rows)))
+                              self.k.pair_jaccard_sigs(qsigs, _sigs_of(src, rows), q, rows)))
         if not parts:
             e = np.empty(0, np.int64)
             return e, e, e, e, np.empty(0, np.float64)
@@ -625,7 +756,7 @@ class Engine:
         for s, source in enumerate(self.sources()):
             sel = np.flatnonzero(src == s)
             if len(sel):
-                est[sel] = self.k.pair_jaccard_sigs(qsigs, source.sigs, q[sel], rows[sel])
+                est[sel] = self.k.pair_jaccard_sigs(qsigs, _sigs_of(source, rows[sel]), q[sel], rows[sel])
         return est
 
     def rowids_at(self, src, rows) -> np.ndarray:
@@ -836,14 +967,19 @@ class Engine:
                 "shingle_cache": self._shingle_bytes}
 
 
+def _sigs_of(source, rows: np.ndarray) -> np.ndarray:
+    """The signature array of a source, safe to read at ``rows`` (their blocks verified)."""
+    return source.sig_rows(rows) if isinstance(source, Segment) else source.sigs
+
+
 def _vectors_of(source, rows: np.ndarray, dim: int) -> np.ndarray:
     if isinstance(source, Segment):
         out = np.full((len(rows), dim), np.nan, np.float32)
-        if source.vecs is not None and len(source.vec_rows):
+        if source.has_vectors() and len(source.vec_rows):
             pos = np.searchsorted(source.vec_rows, rows)
             pos = np.minimum(pos, len(source.vec_rows) - 1)
             ok = source.vec_rows[pos] == rows
-            out[ok] = source.vecs[pos[ok]]
+            out[ok] = source.vec_rows_at(pos[ok])[pos[ok]]
         return out
     return source.vecs[rows]
 

@@ -2,8 +2,9 @@
 
 ``segments/c<cid>/MANIFEST`` (JSON, with an XXH3 of its own body) names the database it belongs
 to (the storage's uuid), the collection's write sequence number ``seq`` and the largest rowid
-``max_rowid`` that its segments cover, and the live segments, each with its tombstone file (if it
-has removed rows). Writing one is: write ``MANIFEST.tmp``, fsync, rename over ``MANIFEST``,
+``max_rowid`` that its segments cover, and the live segments, each with its row count, its rowid
+range (``min_rowid``, ``max_rowid``: what a rebuild of that segment alone reloads) and its
+tombstone file (if it has removed rows). Writing one is: write ``MANIFEST.tmp``, fsync, rename over ``MANIFEST``,
 fsync the directory; a crash leaves the old manifest or the new one, never a mix. Files that the
 current manifest does not name (a flush or merge that a crash interrupted, replaced generations)
 are removed when the collection opens and after each new manifest.

@@ -8,7 +8,14 @@ them, shared by every process that maps the file. File layout (``seg-<id>.seg``)
     sections, each at a 4096-byte aligned offset, each with its XXH3-64 in the header
 
 The header names the segment format version (:data:`SEGMENT_FORMAT`), the collection's shape
-(num_perm, dim, banding) and every section's dtype, shape, offset and checksum. Sections:
+(num_perm, dim, banding) and every section's dtype, shape, offset and checksum. The small,
+structural sections (rowids, ids, labels, directory: ~50 bytes a row) carry one XXH3-64 each and
+are verified when the segment is opened. The large ones (:data:`LAZY_SECTIONS`: signatures, band
+tables, vectors, ~95 % of the bytes) carry one XXH3-64 per :data:`CHECK_BLOCK` bytes, in the
+``checks`` section (itself verified at open), and each block is verified on its first read: the
+query that first touches it hashes it before using it, and a background pass
+(:meth:`Segment.verify_some`) hashes the rest, so an open reads ~5 % of the bytes and no query
+ever answers from an unverified block. A block that fails raises :class:`SegmentDamaged`. Sections:
 
 ============  =========  ===========================================================
 rowids        int64 n    sorted ascending: the storage rowids of the rows
@@ -19,6 +26,7 @@ id_hash       uint64 n   sorted XXH64 of the external ids; ``id_row`` the row of
 ext_off/ext   i64/u8     the external ids, UTF-8 (surrogatepass), back to back
 lab_off/lab   i64/u8     the labels the same way; ``has_label`` uint8 n
 vec_rows      int32 nv   the rows that have a vector; ``vecs`` float32 (nv, dim) their vectors
+checks        uint64     the block checksums of the lazily verified sections, in order
 ============  =========  ===========================================================
 
 A file is written to a temporary name, fsynced, and renamed; it is never modified afterwards.
@@ -31,6 +39,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +54,7 @@ from ._manifest import atomic_file
 __all__ = [
     "SEGMENT_FORMAT",
     "Segment",
+    "SegmentDamaged",
     "SegmentData",
     "build_segment",
     "hash_ids",
@@ -54,8 +64,25 @@ __all__ = [
 ]
 
 MAGIC = b"SIMSSEG\n"
-SEGMENT_FORMAT = 1
+SEGMENT_FORMAT = 2  # 2: block checksums for the large sections (format 1 segments are rebuilt)
 ALIGN = 4096
+LAZY_SECTIONS = ("sigs", "skeys", "srows", "vecs")
+CHECK_BLOCK = 1 << 16  # bytes per checksummed block of a lazy section
+
+
+class SegmentDamaged(StorageCorruptionError):
+    """A block of a mapped segment failed its checksum when first read; ``segment`` is the
+    segment (the engine rebuilds its rows from the store and the query is retried)."""
+
+    def __init__(self, message: str, segment: Segment):
+        super().__init__(message)
+        self.segment = segment
+
+
+def _block_checksums(raw) -> np.ndarray:
+    h = xxhash.xxh3_64_intdigest
+    return np.fromiter((h(raw[lo : lo + CHECK_BLOCK]) for lo in range(0, len(raw), CHECK_BLOCK)), np.uint64,
+                       -(-len(raw) // CHECK_BLOCK))
 VEC_BLOCK = 1 << 18  # rows per flat-scan block; its largest |value| and norm are in the header
 
 
@@ -208,9 +235,21 @@ def segment_file(seg_id: int) -> str:
 def write_segment(directory: str, header: dict, sections: dict, *, fsync: bool = True) -> str:
     """Write a built segment into ``directory`` (temporary name, fsync, rename); returns the
     file name. Raises OSError (ENOSPC included) with no file left behind."""
-    header = dict(header, sections={k: dict(v, xxh3=xxhash.xxh3_64_intdigest(_raw(sections[k])))
-                                    for k, v in header["sections"].items()})
-    meta = header["sections"]
+    meta, checks, end = {}, [], 0
+    for k, v in header["sections"].items():
+        raw = _raw(sections[k])
+        if k in LAZY_SECTIONS:
+            blocks = _block_checksums(raw)
+            meta[k] = dict(v, blocks=[sum(len(c) for c in checks), len(blocks)])
+            checks.append(blocks)
+        else:
+            meta[k] = dict(v, xxh3=xxhash.xxh3_64_intdigest(raw))
+        end = max(end, v["offset"] + -(-sections[k].nbytes // ALIGN) * ALIGN)
+    check_arr = np.ascontiguousarray(np.concatenate(checks) if checks else np.zeros(0, np.uint64), "<u8")
+    sections = dict(sections, checks=check_arr)
+    meta["checks"] = {"offset": end, "dtype": check_arr.dtype.str, "shape": [len(check_arr)],
+                      "xxh3": xxhash.xxh3_64_intdigest(_raw(check_arr))}
+    header = dict(header, sections=meta)
     raw = json.dumps(header).encode()
     head = MAGIC + len(raw).to_bytes(8, "little") + raw + xxhash.xxh3_64_intdigest(raw).to_bytes(8, "little")
     base = -(-len(head) // ALIGN) * ALIGN
@@ -232,9 +271,14 @@ def write_segment(directory: str, header: dict, sections: dict, *, fsync: bool =
 
 
 class Segment:
-    """A mapped segment file; ``alive`` (in memory, one byte per row) marks the rows not removed."""
+    """A mapped segment file; ``alive`` (in memory, one byte per row) marks the rows not removed.
 
-    def __init__(self, path: str | None, header: dict, mm: mmap.mmap | None, arrays: dict[str, np.ndarray]):
+    ``sigs``, ``table`` and ``vecs`` verify their whole sections on first use (merges, self-joins,
+    flat scans); the query paths read through :meth:`sig_rows`, :meth:`probe_table` and
+    :meth:`vec_rows_at`, which verify only the blocks they touch."""
+
+    def __init__(self, path: str | None, header: dict, mm: mmap.mmap | None, arrays: dict[str, np.ndarray],
+                 lazy: dict | None = None):
         self.path = path
         self.name = None if path is None else os.path.basename(path)
         self.header = header
@@ -243,19 +287,156 @@ class Segment:
         self.n = int(header["n"])
         a = arrays
         self.rowids = a["rowids"]
-        self.sigs = a["sigs"]
-        self.table = (a["skeys"], a["srows"], a["directory"], int(header["d"]))
+        self._sigs = a["sigs"]
+        self._skeys, self._srows, self.directory, self.d = a["skeys"], a["srows"], a["directory"], int(header["d"])
         self.id_hash, self.id_row = a["id_hash"], a["id_row"]
         self.ext_off, self.ext = a["ext_off"], a["ext"]
         self.lab_off, self.lab, self.has_label = a["lab_off"], a["lab"], a["has_label"]
         self.vec_rows = a.get("vec_rows")
-        self.vecs = a.get("vecs")
+        self._vecs = a.get("vecs")
         self.vec_blocks = header["vec_blocks"]
+        self.min_rowid, self.max_rowid = int(header["min_rowid"]), int(header["max_rowid"])
         self.alive = np.ones(self.n, dtype=bool)
         self.n_dead = 0
         self.tomb: dict | None = None  # the tombstone file the manifest names for it, if any
         self.flat_copy = None  # a heap copy of ``vecs`` for flat scans (see Engine._flat_vectors)
         self.ann = None  # hook: a per-segment ANN structure over ``vecs`` (simsearch.index._ann)
+        # lazily verified sections: name -> (their block checksums, bool per block: verified)
+        self._lazy: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._unverified = 0
+        self._mark = threading.Lock()  # concurrent readers may verify the same block
+        self._closed = False
+        for name, (checks, _) in (lazy or {}).items():
+            if len(checks):
+                self._lazy[name] = (checks, np.zeros(len(checks), bool))
+                self._unverified += len(checks)
+
+    # -- lazy verification ---------------------------------------------------------------------
+    @property
+    def verified(self) -> bool:
+        """True once every block of the segment has been verified."""
+        return not self._unverified
+
+    def _array(self, name: str) -> np.ndarray:
+        return {"sigs": self._sigs, "skeys": self._skeys, "srows": self._srows, "vecs": self._vecs}[name]
+
+    def _check(self, name: str, blocks: np.ndarray) -> None:
+        """Verify the given blocks of a lazy section (those not yet verified)."""
+        entry = self._lazy.get(name)
+        if entry is None:
+            return
+        checks, done = entry
+        blocks = blocks[~done[blocks]]
+        if not len(blocks):
+            return
+        arr = self._array(name)
+        if arr is None:  # closed meanwhile (a merge or a repair replaced it)
+            return
+        raw = memoryview(arr.reshape(-1)).cast("B")
+        h = xxhash.xxh3_64_intdigest
+        for blk in np.unique(blocks).tolist():
+            if done[blk]:
+                continue
+            if h(raw[blk * CHECK_BLOCK : (blk + 1) * CHECK_BLOCK]) != int(checks[blk]):
+                raise SegmentDamaged(f"segment {self.path}: section {name} fails its checksum (block {blk})", self)
+            with self._mark:
+                if not done[blk]:
+                    done[blk] = True
+                    self._unverified -= 1
+
+    def _check_spans(self, name: str, lo_bytes: np.ndarray, hi_bytes: np.ndarray) -> None:
+        """Verify the blocks covering the byte ranges [lo, hi) of a lazy section."""
+        if name not in self._lazy:
+            return
+        ok = hi_bytes > lo_bytes
+        first, last = lo_bytes[ok] // CHECK_BLOCK, (hi_bytes[ok] - 1) // CHECK_BLOCK
+        if not len(first):
+            return
+        if (last - first).max() <= 1:
+            blocks = np.concatenate([first, last])
+        else:
+            blocks = np.concatenate([np.arange(a, b + 1) for a, b in zip(first.tolist(), last.tolist())])
+        self._check(name, blocks.astype(np.int64))
+
+    def check_all(self, name: str) -> None:
+        entry = self._lazy.get(name)
+        if entry is not None:
+            self._check(name, np.flatnonzero(~entry[1]))
+
+    def verify_some(self, max_blocks: int) -> bool:
+        """Verify up to ``max_blocks`` unverified blocks (the background pass); True when more remain.
+        Raises SegmentDamaged on a bad block."""
+        if self._closed:
+            return False
+        budget = max_blocks
+        for name, (_, done) in list(self._lazy.items()):
+            if budget <= 0:
+                break
+            todo = np.flatnonzero(~done)[:budget]
+            if len(todo):
+                self._check(name, todo)
+                budget -= len(todo)
+        return self._unverified > 0 and not self._closed
+
+    def _rows_spans(self, name: str, rows: np.ndarray, rowbytes: int) -> None:
+        if self._unverified and name in self._lazy and len(rows):
+            rows = np.asarray(rows, np.int64)
+            self._check_spans(name, rows * rowbytes, (rows + 1) * rowbytes)
+
+    def sig_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The signature array, with the blocks holding ``rows`` verified (read only those rows)."""
+        self._rows_spans("sigs", rows, self._sigs.shape[1] * 4)
+        return self._sigs
+
+    def vec_rows_at(self, pos: np.ndarray) -> np.ndarray:
+        """The vector array, with the blocks holding vectors ``pos`` verified (read only those)."""
+        if self._vecs is not None and self._vecs.ndim == 2:
+            self._rows_spans("vecs", pos, self._vecs.shape[1] * 4)
+        return self._vecs
+
+    def probe_table(self, qkeys: np.ndarray, qvalid: np.ndarray, whole: bool = False) -> tuple:
+        """The band table (skeys, srows, directory, d), with the blocks that a lookup of
+        ``qkeys`` reads verified: per (query, band), the directory bucket of the key and one key
+        on each side (``whole``: the entire table, for lookups that binary-search it)."""
+        if self._unverified and ("skeys" in self._lazy or "srows" in self._lazy):
+            if whole:
+                self.check_all("skeys")
+                self.check_all("srows")
+            else:
+                nb, m = self._skeys.shape
+                q = np.flatnonzero(qvalid)
+                if len(q) and nb and m:
+                    u = ((qkeys[q] >> np.uint64(1)) >> np.uint64(63 - self.d)).astype(np.int64)  # (nq, b)
+                    band = np.arange(nb)
+                    lo = self.directory[band, u].astype(np.int64)
+                    hi = self.directory[band, u + 1].astype(np.int64)
+                    base = (band * m)[None, :]
+                    lo = (base + np.maximum(lo - 1, 0)).ravel()
+                    hi = (base + np.minimum(hi + 1, m)).ravel()
+                    self._check_spans("skeys", lo * 8, hi * 8)
+                    self._check_spans("srows", lo * 4, hi * 4)
+        return self._skeys, self._srows, self.directory, self.d
+
+    @property
+    def sigs(self) -> np.ndarray:
+        self.check_all("sigs")
+        return self._sigs
+
+    @property
+    def vecs(self) -> np.ndarray | None:
+        self.check_all("vecs")
+        return self._vecs
+
+    @property
+    def table(self) -> tuple | None:
+        if self._skeys is None:
+            return None
+        self.check_all("skeys")
+        self.check_all("srows")
+        return self._skeys, self._srows, self.directory, self.d
+
+    def has_vectors(self) -> bool:
+        return self._vecs is not None and len(self._vecs) > 0
 
     def __len__(self) -> int:
         return self.n
@@ -309,10 +490,10 @@ class Segment:
 
     def close(self) -> None:
         """Drop the arrays and the mapping (a no-op while numpy views of it are still referenced)."""
-        for attr in ("rowids", "sigs", "id_hash", "id_row", "ext_off", "ext", "lab_off", "lab", "has_label",
-                     "vec_rows", "vecs", "flat_copy"):
+        self._closed = True
+        for attr in ("rowids", "_sigs", "id_hash", "id_row", "ext_off", "ext", "lab_off", "lab", "has_label",
+                     "vec_rows", "_vecs", "flat_copy", "_skeys", "_srows", "directory"):
             setattr(self, attr, None)
-        self.table = None
         mm, self._mm = self._mm, None
         if mm is not None:
             try:
@@ -327,7 +508,9 @@ def _bad(path: str, why: str) -> StorageCorruptionError:
 
 def open_segment(path: str, cfg, b: int, r: int, *, verify: bool = True) -> Segment:
     """Map a segment file and check it: magic, format, header checksum, the collection's shape,
-    and (``verify``) every section's checksum. Any failure raises StorageCorruptionError."""
+    and (``verify``) the checksums of the structural sections and of the block checksums, the
+    large sections' blocks being verified on first read. Any failure raises StorageCorruptionError.
+    ``verify=False``: a segment this process just wrote (its bytes come from memory)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
@@ -365,13 +548,24 @@ def open_segment(path: str, cfg, b: int, r: int, *, verify: bool = True) -> Segm
             if start + count * dt.itemsize > size:
                 raise _bad(path, f"is truncated (section {name})")
             arr = np.frombuffer(mm, dtype=dt, count=count, offset=start).reshape(sec["shape"])
-            if verify and xxhash.xxh3_64_intdigest(_raw(arr)) != sec["xxh3"]:
+            if verify and "xxh3" in sec and xxhash.xxh3_64_intdigest(_raw(arr)) != sec["xxh3"]:
                 raise _bad(path, f"section {name} fails its checksum")
             arrays[name] = arr
         n = int(header["n"])
         if arrays["rowids"].shape != (n,) or arrays["sigs"].shape != (n, cfg.num_perm):
             raise _bad(path, "has inconsistent shapes")
-        return Segment(path, header, mm, arrays)
+        lazy = {}
+        checks = arrays["checks"]
+        for name in LAZY_SECTIONS:
+            sec = header["sections"].get(name)
+            if sec is None:
+                continue
+            first, count = sec["blocks"]
+            nbytes = arrays[name].nbytes
+            if count != -(-nbytes // CHECK_BLOCK) or first + count > len(checks):
+                raise _bad(path, f"has inconsistent block checksums (section {name})")
+            lazy[name] = (checks[first : first + count], None)
+        return Segment(path, header, mm, arrays, lazy if verify else None)
     except StorageCorruptionError:
         arrays = arr = None
         _close_quietly(mm)
