@@ -281,7 +281,9 @@ class CollectionVectors:
     def _identity(self, seg, kind: str) -> dict:
         sec = seg.header.get("sections", {})
         return {**self.identity, "kind": kind, "segment": seg.name, "n": len(seg.vec_rows),
-                "rowids_xxh3": sec.get("rowids", {}).get("xxh3"), "vecs_xxh3": sec.get("vecs", {}).get("xxh3")}
+                "rowids_xxh3": sec.get("rowids", {}).get("xxh3"),
+                # the vectors' checksum: per block in the "checks" section (lazily verified), or whole
+                "vecs_xxh3": sec.get("vecs", {}).get("xxh3") or sec.get("checks", {}).get("xxh3")}
 
     def _index_segment(self, seg) -> None:
         kind = self._seg_kind(seg)
