@@ -5,6 +5,7 @@ damaged or stale."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -305,7 +306,7 @@ def test_filters_over_grpc(collections, grpc_server):
 
 
 def test_indexed_columns_persist_across_a_clean_close(tmp_path):
-    from simsearch.index._filtering import FieldStore, fields_path
+    from simsearch.index._filtering import FieldStore, fields_dir
 
     path = str(tmp_path / "ix")
     docs = _docs(6, 120)
@@ -316,28 +317,41 @@ def test_indexed_columns_persist_across_a_clean_close(tmp_path):
     flt = {"and": [{"lang": "en"}, {"year": {"gte": 2010}}]}
     want = c.search(np.ones(6, np.float32), k=8, filter=flt)
     ix.close()
-    fpath = fields_path(path, c._cid)
-    assert os.path.exists(fpath)
+    fdir = fields_dir(path, c._cid)
+    assert len(os.listdir(fdir)) == 1
     ix = Index(path)
     c = ix.get_collection("c")
-    state = c._storage.state(c._cid)
-    assert FieldStore.load(fpath, ("lang", "year"), state) is not None  # used, not rebuilt
-    assert FieldStore.load(fpath, ("lang", "year"), (state[0], state[1] + 1, state[2])) is None  # stale
-    assert FieldStore.load(fpath, ("lang",), state) is None
+    assert c._fields.rows_decoded == 0  # the part file was used, not rebuilt
+    owner = c._fields_owner()
+    assert len(FieldStore.load_parts(fdir, ("lang", "year"), owner)._chunks) == 1
     assert c.search(np.ones(6, np.float32), k=8, filter=flt) == want
     assert "d0007" not in {n.id for n in c.search(np.ones(6, np.float32), k=200, filter={"lang": {"exists": True}})}
-    with open(fpath, "r+b") as f:  # damage: rebuilt from the metadata on the next open
-        f.seek(os.path.getsize(fpath) - 3)
-        f.write(b"\x00\x01\x02")
-    ix.close()  # rewrites it (same state)
-    with open(fpath, "r+b") as f:
-        f.seek(os.path.getsize(fpath) - 3)
+    # a part recording a write seq the database does not have (it lost writes) or of other fields: not used
+    assert not FieldStore.load_parts(fdir, ("lang", "year"), {**owner, "seq": owner["seq"] - 1})._chunks
+    assert not os.listdir(fdir)  # ... and removed
+    ix.close()  # nothing new to write: the next open decodes everything again
+    ix = Index(path)
+    c = ix.get_collection("c")
+    assert c._fields.rows_decoded == 119
+    assert c.search(np.ones(6, np.float32), k=8, filter=flt) == want
+    ix.close()
+    assert not FieldStore.load_parts(fdir, ("lang",), owner)._chunks
+    ix = Index(path)
+    c = ix.get_collection("c")
+    assert c._fields.rows_decoded == 119
+    c.upsert([dataclasses.replace(d, id="n" + d.id) for d in _docs(7, 10)])
+    want = c.search(np.ones(6, np.float32), k=8, filter=flt)
+    ix.close()
+    (name,) = os.listdir(fdir)
+    with open(os.path.join(fdir, name), "r+b") as f:  # damage: rebuilt from the metadata on the next open
+        f.seek(os.path.getsize(os.path.join(fdir, name)) - 3)
         f.write(b"\x07\x07\x07")
     ix = Index(path)
     c = ix.get_collection("c")
+    assert c._fields.rows_decoded == 129
     assert c.search(np.ones(6, np.float32), k=8, filter=flt) == want
     ix.drop_collection("c")
-    assert not os.path.exists(fpath)
+    assert not os.path.exists(fdir)
     ix.close()
 
 

@@ -33,9 +33,10 @@ from ..validation import check_int, check_option, check_param
 from . import _doctable, _ingest, _scroll
 from ._classify import Classification, ClassifierInfo
 from ._document import check_documents, check_id, check_ids
-from ._engine import Engine
+from ._engine import MEMTABLE_ROWS, Engine
 from ._filter import parse as parse_filter
-from ._filtering import FieldStore, RowSet, fields_path
+from ._filtering import FieldStore, RowSet, fields_dir, fields_path
+from ._filtering import _remove as _remove_file
 from ._segments import SegmentDamaged
 from ._storage import pack, unpack
 from ._types import (
@@ -150,18 +151,24 @@ class Collection:
         cfg = self.config
         self._fields = FieldStore(cfg.indexed_fields)
         if cfg.indexed_fields:
-            state = self._storage.state(self._cid)
-            saved = None if self._index.path is None else FieldStore.load(
-                fields_path(self._index.path, self._cid), cfg.indexed_fields, state)
-            if saved is not None:
-                self._fields = saved
-            else:
-                rowids, _ = self._live_rows()
-                for lo in range(0, len(rowids), 65536):
-                    chunk = rowids[lo:lo + 65536]
-                    found = {r.rowid: r for r in self._storage.fetch(self._cid, rowids=chunk.tolist())}
-                    got = [found[int(r)] for r in chunk]
-                    self._fields.add(chunk, [g.ext_id for g in got], [g.label for g in got], [g.metadata for g in got])
+            # the part files cover the rows up to some rowid; only the live rows they lack are decoded
+            rowids, _ = self._live_rows()
+            if self._index.path is not None:
+                _remove_file(fields_path(self._index.path, self._cid))  # the single file of older versions
+                self._fields = FieldStore.load_parts(fields_dir(self._index.path, self._cid), cfg.indexed_fields,
+                                                     self._fields_owner())
+            missing = rowids[~self._fields.keep_live(rowids)]
+            if len(missing) and missing[0] <= self._fields._saved_hi:  # the parts lack a live row: unusable
+                self._fields = FieldStore(cfg.indexed_fields)
+                missing = rowids
+            for lo in range(0, len(missing), 65536):
+                chunk = missing[lo:lo + 65536]
+                found = {r.rowid: r for r in self._storage.fetch(self._cid, rowids=chunk.tolist())}
+                got = [found[int(r)] for r in chunk]
+                self._fields.add(chunk, [g.ext_id for g in got], [g.label for g in got], [g.metadata for g in got])
+            self._fields.rows_decoded = len(missing)
+            if len(missing) >= MEMTABLE_ROWS:
+                self._persist_fields()
         self._ann = None
         if cfg.dim:
             directory = None if self._index.path is None else ann_dir(self._index.path, self._cid)
@@ -174,11 +181,19 @@ class Collection:
         """Persist the ANN block and the indexed columns (Index.close, under the write lock)."""
         if self._index.path is None or self._dropped:
             return
-        if self.config.indexed_fields:
-            try:
-                self._fields.save(fields_path(self._index.path, self._cid), self._storage.state(self._cid))
-            except OSError:  # derived state: the next open decodes the metadata again
-                pass
+        self._persist_fields()
+
+    def _fields_owner(self) -> dict:
+        return {"db": self._storage.uuid(), "cid": self._cid, "seq": self._engine.seq}
+
+    def _persist_fields(self) -> None:
+        """Write the indexed columns of the rows added since the last call (under the write lock)."""
+        if self._index.path is None or self._dropped or not self.config.indexed_fields:
+            return
+        try:
+            self._fields.persist(fields_dir(self._index.path, self._cid), self._fields_owner(), self._index._fsync)
+        except OSError:  # derived state: the next open decodes these rows' metadata again
+            pass
 
     def _vectors_of(self, rowids: np.ndarray) -> np.ndarray:
         src, row = self._engine.locate_rowids(np.asarray(rowids, np.int64))
@@ -191,6 +206,8 @@ class Collection:
         self._fields.remove(removed)
         if len(new_rowids):
             self._fields.add(new_rowids, ids, labels, metadata)
+            if self._fields.unsaved() >= MEMTABLE_ROWS:
+                self._persist_fields()
             if self._ann is not None:
                 self._ann.wrote()
 

@@ -11,10 +11,16 @@ one JSON parse per document; :attr:`RowSet.scanned` says so (and the query stats
 
 The result is a :class:`RowSet`: a bool bitmap indexed by rowid (rowids are dense integers, so a
 bitmap of ``max rowid + 1`` bits is a few MB at millions of documents) and the count of rows
-kept. On a clean close the columns are written to ``fields/c<cid>.bin`` with the collection's
-state (database uuid, generation, count, as the row cache has it); the next open uses them when
-the state still matches and the checksums hold, and otherwise (after a crash, a write by another
-process) decodes the stored metadata again. The vector index gathers it at its rows, LSH candidates are tested against it. The RowSets
+kept. The columns persist in append-only part files, ``fields/c<cid>/p-<lo>-<hi>.bin``, each
+holding the rows with ``lo < rowid <= hi`` live when it was written: a part is written every
+16,384 new rows and at a clean close, and older parts are rewritten into it only while they are at
+most 4 times larger (each row is rewritten O(log n) times). Rowids are never reused and a row's
+metadata never changes (a replacement is a new row), so a part stays right after any later write;
+the open applies the liveness the engine knows and decodes the metadata only of the live rows past
+the parts (after a kill -9, at most the last part's worth). A part that fails its checksum, is of
+another database, collection or fields, or records a write the database does not have, is removed
+and its rows decoded again; were a live row within the parts' coverage missing from them, every
+row is decoded. The vector index gathers it at its rows, LSH candidates are tested against it. The RowSets
 of the last 16 indexed filters are kept until the next write, so a filter repeated across queries
 (a tenant, a language) is evaluated once.
 """
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,14 +39,67 @@ import xxhash
 
 from ..errors import SimsearchError
 from ._filter import STRING, Column, Filter, build_columns
+from ._manifest import atomic_file
 
-__all__ = ["FieldStore", "RowSet", "fields_path"]
+__all__ = ["FieldStore", "RowSet", "fields_dir", "fields_path", "remove_fields"]
 
 _MAX_CHUNKS = 8  # merge the chunks when there are more
+_PART_FACTOR = 4  # a part file is rewritten with the newer ones while at most this many times larger
+_PART_MAGIC = b"SSFPART1"
 
 
 def fields_path(index_path: str, cid: int) -> str:
+    """The single file a clean close wrote before the part files (removed at open)."""
     return os.path.join(index_path, "fields", f"c{cid}.bin")
+
+
+def fields_dir(index_path: str, cid: int) -> str:
+    """The directory of the collection's part files (:meth:`FieldStore.persist`)."""
+    return os.path.join(index_path, "fields", f"c{cid}")
+
+
+def remove_fields(index_path: str, cid: int) -> None:
+    _remove(fields_path(index_path, cid))
+    shutil.rmtree(fields_dir(index_path, cid), ignore_errors=True)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _read_part(path: str, fields: tuple, owner: dict):
+    """(lo, hi, rowids, columns) of a part file, or None when it is damaged or not this store's."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        if data[:8] != _PART_MAGIC:
+            return None
+        (hlen,) = struct.unpack_from("<I", data, 8)
+        h = json.loads(data[12:12 + hlen])
+        if (h["db"] != owner["db"] or h["cid"] != owner["cid"] or h["fields"] != list(fields)
+                or int(h["seq"]) > owner["seq"]):
+            return None
+        body = data[12 + hlen:]
+        if xxhash.xxh3_64_hexdigest(body) != h["xxh3"]:
+            return None
+        lo, hi, n = int(h["lo"]), int(h["hi"]), int(h["n"])
+        rowids = np.frombuffer(body[:8 * n], "<i8").astype(np.int64)
+        if len(rowids) != n or (n and (rowids[0] <= lo or rowids[-1] > hi or np.any(np.diff(rowids) <= 0))):
+            return None
+        off, cols = 8 * n, {}
+        for name, size in zip(fields, h["sizes"]):
+            cols[name] = Column.from_bytes(body[off:off + size])
+            off += size
+            if len(cols[name]) != n:
+                return None
+        if len(cols) != len(fields) or off != len(body):
+            return None
+    except (OSError, ValueError, KeyError, TypeError, struct.error, SimsearchError):
+        return None
+    return lo, hi, rowids, cols
 
 
 @dataclass(frozen=True)
@@ -95,6 +155,11 @@ class FieldStore:
         self._chunks: list[_Chunk] = []
         self._max_rowid = -1
         self._cache: dict[Filter, RowSet] = {}  # RowSets of indexed filters since the last write
+        self._parts: list[dict] = []  # the part files written (lo, hi, n, file), in rowid order
+        self._saved_hi = 0  # the rowids up to this are in the part files (those live when written)
+        self._unsaved = 0
+        self.parts_written = 0
+        self.rows_decoded = 0  # rows whose metadata was decoded at open (set by the collection), for tests
 
     def add(self, rowids: np.ndarray, ext_ids: Sequence[str], labels: Sequence[str | None],
             metadata: Sequence[str | dict | None]) -> None:
@@ -104,6 +169,7 @@ class FieldStore:
         self._cache.clear()
         rowids = np.asarray(rowids, dtype=np.int64)
         self._max_rowid = max(self._max_rowid, int(rowids[-1]))
+        self._unsaved += len(rowids)
         if not self.fields:
             return
         cols = build_columns(metadata, self.fields, ids=list(ext_ids), labels=list(labels))
@@ -133,66 +199,108 @@ class FieldStore:
         cols = {f: _concat([c.columns[f].take(k) for c, k in zip(self._chunks, keep)]) for f in self.fields}
         self._chunks = [_Chunk(rowids, cols)] if len(rowids) else []
 
-    # -- persistence (the columns survive a clean close) -----------------------------------------
-    _MAGIC = b"SSFIELDS"
+    # -- persistence: append-only parts, so an open decodes only the rows written after the last --
+    def unsaved(self) -> int:
+        """Rows added since the last :meth:`persist` (or the parts loaded at open)."""
+        return self._unsaved
 
-    def save(self, path: str, state: tuple) -> None:
-        """Write the live rows' columns to ``path`` (atomically) with the collection's ``state``
-        (database uuid, generation, count), which :meth:`load` must find unchanged."""
-        if not self.fields:
+    def _range(self, lo: int, hi: int) -> tuple[np.ndarray, dict[str, Column]]:
+        """The live rows with ``lo < rowid <= hi`` and their columns."""
+        rowids, cols = [], {f: [] for f in self.fields}
+        for c in self._chunks:
+            a, b = np.searchsorted(c.rowids, [lo, hi], side="right")
+            if a == b:
+                continue
+            keep = np.flatnonzero(c.live[a:b]) + a
+            rowids.append(c.rowids[keep])
+            for f in self.fields:
+                cols[f].append(c.columns[f].take(keep))
+        if not rowids:
+            return np.empty(0, np.int64), {f: Column.from_values([]) for f in self.fields}
+        return np.concatenate(rowids), {f: _concat(v) for f, v in cols.items()}
+
+    def persist(self, directory: str, owner: dict, fsync: bool) -> None:
+        """Write the rows added since the last call as a new part file of ``directory`` (atomically),
+        covering the rowids above the parts already written; the last parts are rewritten into it
+        while the one before is at most ``_PART_FACTOR`` times larger (a geometric series of parts:
+        each row is rewritten O(log n) times, never the whole store per flush). ``owner`` (the
+        database uuid, the collection id and its write seq) is recorded for :meth:`load_parts`."""
+        if not self.fields or self._max_rowid <= self._saved_hi:
             return
-        if self._chunks:
-            self._merge()
-        chunk = self._chunks[0] if self._chunks else None
-        rowids = chunk.rowids if chunk is not None else np.empty(0, np.int64)
-        blobs = [chunk.columns[f].to_bytes() if chunk is not None else Column.from_values([]).to_bytes()
-                 for f in self.fields]
-        head = json.dumps({"state": list(state), "fields": list(self.fields), "n": len(rowids),
-                           "max_rowid": self._max_rowid, "sizes": [len(b) for b in blobs],
-                           "rowids_xxh3": xxhash.xxh3_64_hexdigest(rowids.astype("<i8").tobytes())}).encode()
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(self._MAGIC + struct.pack("<I", len(head)) + head + rowids.astype("<i8").tobytes())
-            for b in blobs:
-                f.write(b)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        parts = [dict(p) for p in self._parts] + [{"lo": self._saved_hi, "hi": self._max_rowid, "n": self._unsaved}]
+        while len(parts) >= 2 and parts[-2]["n"] <= _PART_FACTOR * parts[-1]["n"]:
+            tail = parts.pop()
+            parts[-1] = {"lo": parts[-1]["lo"], "hi": tail["hi"], "n": parts[-1]["n"] + tail["n"]}
+        last = parts[-1]
+        rowids, cols = self._range(last["lo"], last["hi"])
+        last["n"] = len(rowids)
+        blobs = [rowids.astype("<i8").tobytes()] + [cols[f].to_bytes() for f in self.fields]
+        body = b"".join(blobs)
+        head = json.dumps({**owner, "fields": list(self.fields), "lo": last["lo"], "hi": last["hi"],
+                           "n": len(rowids), "sizes": [len(b) for b in blobs[1:]],
+                           "xxh3": xxhash.xxh3_64_hexdigest(body)}).encode()
+        os.makedirs(directory, exist_ok=True)
+        last["file"] = f"p-{last['lo']:016d}-{last['hi']:016d}.bin"
+        with atomic_file(os.path.join(directory, last["file"]), fsync) as fh:
+            fh.write(_PART_MAGIC + struct.pack("<I", len(head)) + head + body)
+        for p in self._parts:
+            if p["lo"] >= last["lo"] and p["file"] != last["file"]:
+                _remove(os.path.join(directory, p["file"]))
+        self._parts, self._saved_hi, self._unsaved = parts, self._max_rowid, 0
+        self.parts_written += 1
 
     @classmethod
-    def load(cls, path: str, fields: Sequence[str], state: tuple) -> FieldStore | None:
-        """The store :meth:`save` wrote, if it is for these fields and this exact ``state`` and
-        its checksums hold; None otherwise (the caller rebuilds from the stored metadata)."""
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-            if data[:8] != cls._MAGIC:
-                return None
-            (hlen,) = struct.unpack_from("<I", data, 8)
-            h = json.loads(data[12:12 + hlen])
-            if h["state"] != list(state) or h["fields"] != list(fields):
-                return None
-            off = 12 + hlen
-            n = int(h["n"])
-            raw = data[off:off + 8 * n]
-            if xxhash.xxh3_64_hexdigest(raw) != h["rowids_xxh3"]:
-                return None
-            rowids = np.frombuffer(raw, "<i8").astype(np.int64)
-            off += 8 * n
-            cols = {}
-            for name, size in zip(fields, h["sizes"]):
-                cols[name] = Column.from_bytes(data[off:off + size])
-                off += size
-                if len(cols[name]) != n:
-                    return None
-        except (OSError, ValueError, KeyError, TypeError, struct.error, SimsearchError):
-            return None
+    def load_parts(cls, directory: str, fields: Sequence[str], owner: dict) -> FieldStore:
+        """The store of the part files :meth:`persist` wrote that chain from rowid 0 (their rows
+        all marked live: the caller applies the liveness it knows with :meth:`keep_live`). A part
+        that fails its checksums, is of other fields, another database or collection, or records a
+        write seq above ``owner["seq"]`` (the database lost writes it saw) is ignored and removed;
+        so are parts the chain does not use (left by a crash between a rewrite and its cleanup)."""
         store = cls(fields)
-        store._max_rowid = int(h["max_rowid"])
-        if n:
-            store._chunks = [_Chunk(rowids, cols)]
+        found: dict[int, list] = {}
+        try:
+            names = sorted(n for n in os.listdir(directory) if n.startswith("p-") and n.endswith(".bin"))
+        except OSError:
+            return store
+        for name in names:
+            part = _read_part(os.path.join(directory, name), store.fields, owner)
+            if part is None:
+                _remove(os.path.join(directory, name))
+                continue
+            found.setdefault(part[0], []).append((name, *part))
+        cov, used = 0, set()
+        while cov in found:
+            name, lo, hi, rowids, cols = max(found[cov], key=lambda p: p[2])
+            if hi <= cov:
+                break
+            if len(rowids):
+                store._chunks.append(_Chunk(rowids, cols))
+            store._parts.append({"lo": lo, "hi": hi, "n": len(rowids), "file": name})
+            used.add(name)
+            cov = hi
+        for name in names:
+            if name not in used:
+                _remove(os.path.join(directory, name))
+        for name in os.listdir(directory):
+            if name.startswith("p-") and name.endswith(".bin.tmp"):  # a write a crash interrupted
+                _remove(os.path.join(directory, name))
+        store._saved_hi = store._max_rowid = cov
+        if len(store._chunks) > _MAX_CHUNKS:
+            store._merge()
         return store
+
+    def keep_live(self, live_rowids: np.ndarray) -> np.ndarray:
+        """Mark live exactly the held rows in ``live_rowids`` (ascending); returns which of
+        ``live_rowids`` the store holds."""
+        self._cache.clear()
+        held = np.zeros(len(live_rowids), dtype=bool)
+        for c in self._chunks:
+            pos = np.searchsorted(live_rowids, c.rowids)
+            ok = pos < len(live_rowids)
+            ok[ok] = live_rowids[pos[ok]] == c.rowids[ok]
+            c.live = ok
+            held[pos[ok]] = True
+        return held
 
     def covers(self, flt: Filter) -> bool:
         return all(f in self.fields for f in flt.fields)

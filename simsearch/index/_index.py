@@ -13,7 +13,7 @@ from ..backends import BackendLike, get_backend
 from ..errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, InvalidTypeError, NotFoundError
 from ._collection import Collection
 from ._engine import SEGMENTS_DIR
-from ._filtering import fields_path
+from ._filtering import remove_fields
 from ._storage import DB_FILE, open_storage
 from ._types import MAX_NAME_BYTES, CollectionConfig, CollectionInfo
 
@@ -167,8 +167,8 @@ class Index:
                 coll._dropped = True
                 if coll._ann is not None:
                     coll._ann.discard()
-                if self.path is not None and os.path.exists(fields_path(self.path, coll._cid)):
-                    os.remove(fields_path(self.path, coll._cid))
+                if self.path is not None:
+                    remove_fields(self.path, coll._cid)
             coll._engine.close(remove=True)
             del self._collections[name]
 
