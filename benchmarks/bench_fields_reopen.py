@@ -1,7 +1,7 @@
 """Open after a kill -9 of a collection with ``indexed_fields``, to the first filtered answer.
 
-A child process ingests ``--n`` documents (short texts, metadata with three fields, two of them
-indexed) into a collection declaring ``indexed_fields=["g", "lang"]`` and is killed with SIGKILL
+A child process ingests ``--n`` documents in batches of 1,000 (short texts, metadata with three
+fields, two of them indexed) into a collection declaring ``indexed_fields=["g", "lang"]`` and is killed with SIGKILL
 right after its last write is acknowledged (no clean close). The index directory is copied once per
 trial, and each trial opens its copy in a fresh process and times ``Index(path)`` → the first page
 of ``scroll({"g": 3})`` (the filter is on indexed fields, so that page needs the typed columns).
@@ -14,7 +14,9 @@ Paired rows, on the same killed state, interleaved trial by trial:
   kill -9 did before the part files (the columns were saved only by a clean close): every live
   document's metadata is decoded.
 
-``ratio`` = median(no parts) / median(parts). ``load`` is the 1-minute load average at the row.
+``ratio`` = median(no parts) / median(parts). ``ingest_part_writes``: the child's time in
+``FieldStore.persist`` (every part file it wrote, rewrites included) against its whole ingest.
+``load`` is the 1-minute load average at the row.
 ``python benchmarks/bench_fields_reopen.py --smoke`` runs a tiny version.
 """
 
@@ -36,23 +38,36 @@ from _common import device, git_commit, versions
 
 CHILD = textwrap.dedent(
     """
-    import os, signal, sys
+    import json, os, signal, sys, time
     import numpy as np
     from simsearch.index import Index, Document
+    from simsearch.index._filtering import FieldStore
     path, n = sys.argv[1], int(sys.argv[2])
+    spent = {"persist_s": 0.0, "parts_written": 0}
+    persist = FieldStore.persist
+
+    def timed(self, *a, **k):
+        t = time.perf_counter()
+        persist(self, *a, **k)
+        spent["persist_s"] += time.perf_counter() - t
+        spent["parts_written"] = self.parts_written
+
+    FieldStore.persist = timed
     ix = Index(path)
     c = ix.create_collection("c", indexed_fields=["g", "lang"])
     rng = np.random.default_rng(0)
     words = [f"w{i}" for i in range(2000)]
     langs = ["en", "de", "fr", "es"]
-    for lo in range(0, n, 5000):
-        m = min(5000, n - lo)
+    t0 = time.perf_counter()
+    for lo in range(0, n, 1000):  # a part every 17 batches: the kill leaves a tail of up to 16,000 rows
+        m = min(1000, n - lo)
         g = rng.integers(0, 10, m)
         docs = [Document(id=f"d{lo + i}", text=" ".join(rng.choice(words, 20)),
                          metadata={"g": int(g[i]), "lang": langs[(lo + i) % 4], "note": f"n{lo + i}",
                                    "nested": {"k": (lo + i) % 7}}) for i in range(m)]
         c.upsert(docs)
-    print("acked", flush=True)
+    spent["ingest_s"] = time.perf_counter() - t0
+    print("acked", json.dumps(spent), flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
     """
 )
@@ -93,6 +108,7 @@ def main() -> None:
         base = os.path.join(root, "base")
         out = subprocess.run([sys.executable, "-c", CHILD, base, str(args.n)], env=env, capture_output=True, text=True, check=False)
         assert out.returncode == -signal.SIGKILL and "acked" in out.stdout, out.stderr[-2000:]
+        ingest = json.loads(out.stdout.split("acked", 1)[1])
         results: dict[str, list[dict]] = {"parts": [], "no parts": []}
         for t in range(args.trials):
             for label in (["parts", "no parts"] if t % 2 == 0 else ["no parts", "parts"]):
@@ -116,6 +132,9 @@ def main() -> None:
                               "load": [round(x["load"], 2) for x in rows], **meta}))
         print(json.dumps({"row": "reopen_kill9_filtered", "ratio_no_parts_over_parts":
                           round(med["no parts"] / med["parts"], 2), "n": args.n}))
+        print(json.dumps({"row": "ingest_part_writes", "n": args.n, "ingest_s": round(ingest["ingest_s"], 2),
+                          "persist_s": round(ingest["persist_s"], 3), "parts_written": ingest["parts_written"],
+                          "persist_share": round(ingest["persist_s"] / ingest["ingest_s"], 4), "load": round(load1(), 2)}))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

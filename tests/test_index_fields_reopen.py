@@ -171,3 +171,16 @@ def test_parts_hold_every_live_row_they_cover(tmp_path_factory, ops):
     flt = parse_filter({"g": 1})
     got = back.rowset(flt, None, None).rowids().tolist()
     assert got == [r for r in live_rowids.tolist() if r <= back._saved_hi and meta[r]["g"] == 1]
+
+
+def test_snapshot_carries_the_parts(tmp_path):
+    path = tmp_path / "ix"
+    _killed_after(path, 20)
+    with Index(path) as ix:
+        c = ix.get_collection("c")
+        c.delete(["b3-1", "b4-2"])
+        ix.snapshot(tmp_path / "snap")
+    with Index(tmp_path / "snap") as ix:
+        c = ix.get_collection("c")
+        assert c._fields.rows_decoded == 0
+        _check_exact(c)

@@ -195,6 +195,15 @@ class Collection:
         except OSError:  # derived state: the next open decodes these rows' metadata again
             pass
 
+    def _snapshot_fields(self, dest_index: str, database: str) -> None:
+        """The indexed columns into a snapshot (Index.snapshot, under the write lock)."""
+        if self.config.indexed_fields:
+            try:
+                self._fields.copy_to(fields_dir(dest_index, self._cid), {**self._fields_owner(), "db": database},
+                                     self._index._fsync)
+            except OSError:  # derived state: the snapshot's first open decodes the metadata
+                pass
+
     def _vectors_of(self, rowids: np.ndarray) -> np.ndarray:
         src, row = self._engine.locate_rowids(np.asarray(rowids, np.int64))
         return self._engine.gather(src, row, "vecs")

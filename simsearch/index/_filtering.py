@@ -232,22 +232,30 @@ class FieldStore:
             tail = parts.pop()
             parts[-1] = {"lo": parts[-1]["lo"], "hi": tail["hi"], "n": parts[-1]["n"] + tail["n"]}
         last = parts[-1]
-        rowids, cols = self._range(last["lo"], last["hi"])
-        last["n"] = len(rowids)
-        blobs = [rowids.astype("<i8").tobytes()] + [cols[f].to_bytes() for f in self.fields]
-        body = b"".join(blobs)
-        head = json.dumps({**owner, "fields": list(self.fields), "lo": last["lo"], "hi": last["hi"],
-                           "n": len(rowids), "sizes": [len(b) for b in blobs[1:]],
-                           "xxh3": xxhash.xxh3_64_hexdigest(body)}).encode()
-        os.makedirs(directory, exist_ok=True)
-        last["file"] = f"p-{last['lo']:016d}-{last['hi']:016d}.bin"
-        with atomic_file(os.path.join(directory, last["file"]), fsync) as fh:
-            fh.write(_PART_MAGIC + struct.pack("<I", len(head)) + head + body)
+        last["file"], last["n"] = self._write_part(directory, last["lo"], last["hi"], owner, fsync)
         for p in self._parts:
             if p["lo"] >= last["lo"] and p["file"] != last["file"]:
                 _remove(os.path.join(directory, p["file"]))
         self._parts, self._saved_hi, self._unsaved = parts, self._max_rowid, 0
         self.parts_written += 1
+
+    def _write_part(self, directory: str, lo: int, hi: int, owner: dict, fsync: bool) -> tuple[str, int]:
+        """Write the part file of the live rows in (lo, hi]; returns its name and row count."""
+        rowids, cols = self._range(lo, hi)
+        blobs = [rowids.astype("<i8").tobytes()] + [cols[f].to_bytes() for f in self.fields]
+        body = b"".join(blobs)
+        head = json.dumps({**owner, "fields": list(self.fields), "lo": lo, "hi": hi, "n": len(rowids),
+                           "sizes": [len(b) for b in blobs[1:]], "xxh3": xxhash.xxh3_64_hexdigest(body)}).encode()
+        os.makedirs(directory, exist_ok=True)
+        name = f"p-{lo:016d}-{hi:016d}.bin"
+        with atomic_file(os.path.join(directory, name), fsync) as fh:
+            fh.write(_PART_MAGIC + struct.pack("<I", len(head)) + head + body)
+        return name, len(rowids)
+
+    def copy_to(self, directory: str, owner: dict, fsync: bool) -> None:
+        """One part file of every row held, in ``directory`` (an index's snapshot) for ``owner``."""
+        if self.fields and self._max_rowid > 0:
+            self._write_part(directory, 0, self._max_rowid, owner, fsync)
 
     @classmethod
     def load_parts(cls, directory: str, fields: Sequence[str], owner: dict) -> FieldStore:

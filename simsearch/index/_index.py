@@ -191,6 +191,7 @@ class Index:
                 new_uuid = self._storage.backup(dest)
                 for c in colls:  # the segments of the last manifest, linked (immutable), renamed to the copy
                     c._engine.snapshot_into(dest, new_uuid)
+                    c._snapshot_fields(dest, new_uuid)
             finally:
                 for lk in reversed(locks):
                     lk.__exit__(None, None, None)
