@@ -21,7 +21,7 @@ from simsearch.index import parse_filter
 from simsearch.index._filtering import FieldStore, fields_dir
 
 FIELDS = ["g", "n", "$label"]
-FLUSH = 300  # the child's memtable (and so its part files): rows
+FLUSH = 300  # the child's memtable and part files: rows
 
 CHILD = textwrap.dedent(
     """
@@ -51,7 +51,7 @@ FILTERS = [{"g": 1}, {"g": {"in": [0, 9]}}, {"n": {"gte": 500}}, {"and": [{"g": 
 
 
 def _killed_after(path, batches: int) -> None:
-    env = dict(os.environ, SIMSEARCH_MEMTABLE_ROWS=str(FLUSH))
+    env = dict(os.environ, SIMSEARCH_MEMTABLE_ROWS=str(FLUSH), SIMSEARCH_FIELD_PART_ROWS=str(FLUSH))
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, text=True, env=env)
     try:
         for _ in range(batches):

@@ -33,9 +33,9 @@ from ..validation import check_int, check_option, check_param
 from . import _doctable, _ingest, _scroll
 from ._classify import Classification, ClassifierInfo
 from ._document import check_documents, check_id, check_ids
-from ._engine import MEMTABLE_ROWS, Engine
+from ._engine import Engine
 from ._filter import parse as parse_filter
-from ._filtering import FieldStore, RowSet, fields_dir, fields_path
+from ._filtering import PART_ROWS, FieldStore, RowSet, fields_dir, fields_path
 from ._filtering import _remove as _remove_file
 from ._segments import SegmentDamaged
 from ._storage import pack, unpack
@@ -167,7 +167,7 @@ class Collection:
                 got = [found[int(r)] for r in chunk]
                 self._fields.add(chunk, [g.ext_id for g in got], [g.label for g in got], [g.metadata for g in got])
             self._fields.rows_decoded = len(missing)
-            if len(missing) >= MEMTABLE_ROWS:
+            if len(missing) >= PART_ROWS:
                 self._persist_fields()
         self._ann = None
         if cfg.dim:
@@ -215,7 +215,7 @@ class Collection:
         self._fields.remove(removed)
         if len(new_rowids):
             self._fields.add(new_rowids, ids, labels, metadata)
-            if self._fields.unsaved() >= MEMTABLE_ROWS:
+            if self._fields.unsaved() >= PART_ROWS:
                 self._persist_fields()
             if self._ann is not None:
                 self._ann.wrote()

@@ -13,7 +13,7 @@ The result is a :class:`RowSet`: a bool bitmap indexed by rowid (rowids are dens
 bitmap of ``max rowid + 1`` bits is a few MB at millions of documents) and the count of rows
 kept. The columns persist in append-only part files, ``fields/c<cid>/p-<lo>-<hi>.bin``, each
 holding the rows with ``lo < rowid <= hi`` live when it was written: a part is written every
-16,384 new rows and at a clean close, and older parts are rewritten into it only while they are at
+4,096 new rows (PART_ROWS) and at a clean close, and older parts are rewritten into it only while they are at
 most 4 times larger (each row is rewritten O(log n) times). Rowids are never reused and a row's
 metadata never changes (a replacement is a new row), so a part stays right after any later write;
 the open applies the liveness the engine knows and decodes the metadata only of the live rows past
@@ -41,9 +41,10 @@ from ..errors import SimsearchError
 from ._filter import STRING, Column, Filter, build_columns
 from ._manifest import atomic_file
 
-__all__ = ["FieldStore", "RowSet", "fields_dir", "fields_path", "remove_fields"]
+__all__ = ["PART_ROWS", "FieldStore", "RowSet", "fields_dir", "fields_path", "remove_fields"]
 
 _MAX_CHUNKS = 8  # merge the chunks when there are more
+PART_ROWS = int(os.environ.get("SIMSEARCH_FIELD_PART_ROWS", "4096"))  # a part file per this many new rows
 _PART_FACTOR = 4  # a part file is rewritten with the newer ones while at most this many times larger
 _PART_MAGIC = b"SSFPART1"
 
