@@ -1,6 +1,6 @@
 """Open after a kill -9 of a collection with ``indexed_fields``, to the first filtered answer.
 
-A child process ingests ``--n`` documents in batches of 1,000 (short texts, metadata with three
+A child process ingests ``--n`` + ``--tail`` documents in batches of 1,000 (short texts, metadata with three
 fields, two of them indexed) into a collection declaring ``indexed_fields=["g", "lang"]`` and is killed with SIGKILL
 right after its last write is acknowledged (no clean close). The index directory is copied once per
 trial, and each trial opens its copy in a fresh process (warmed by an in-memory ``Index()``: the
@@ -60,7 +60,7 @@ CHILD = textwrap.dedent(
     words = [f"w{i}" for i in range(2000)]
     langs = ["en", "de", "fr", "es"]
     t0 = time.perf_counter()
-    for lo in range(0, n, 1000):  # a part every 5 batches (PART_ROWS): the kill leaves a tail of up to 4,000 rows
+    for lo in range(0, n, 1000):  # a part every 5 batches (PART_ROWS = 4,096): n + 4,000 leaves the worst tail
         m = min(1000, n - lo)
         g = rng.integers(0, 10, m)
         docs = [Document(id=f"d{lo + i}", text=" ".join(rng.choice(words, 20)),
@@ -98,6 +98,8 @@ def load1() -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=200_000)
+    ap.add_argument("--tail", type=int, default=4000,
+                    help="documents after the last multiple of 5,000 (the rows past the last part file)")
     ap.add_argument("--trials", type=int, default=3)
     ap.add_argument("--smoke", action="store_true", help="5,000 documents, 1 trial")
     ap.add_argument("--dir", default=None, help="where to build (default: a temporary directory)")
@@ -109,7 +111,7 @@ def main() -> None:
     root = tempfile.mkdtemp(prefix="bench_fields_", dir=args.dir)
     try:
         base = os.path.join(root, "base")
-        out = subprocess.run([sys.executable, "-c", CHILD, base, str(args.n)], env=env, capture_output=True, text=True, check=False)
+        out = subprocess.run([sys.executable, "-c", CHILD, base, str(args.n + args.tail)], env=env, capture_output=True, text=True, check=False)
         assert out.returncode == -signal.SIGKILL and "acked" in out.stdout, out.stderr[-2000:]
         ingest = json.loads(out.stdout.split("acked", 1)[1])
         results: dict[str, list[dict]] = {"parts": [], "no parts": []}
