@@ -184,3 +184,36 @@ def test_snapshot_carries_the_parts(tmp_path):
         c = ix.get_collection("c")
         assert c._fields.rows_decoded == 0
         _check_exact(c)
+
+
+def test_a_failed_part_write_costs_nothing_but_decoding(tmp_path, monkeypatch):
+    """A part write that fails (ENOSPC) fails no write, is retried PART_ROWS rows later, and the
+    next open decodes the rows it lacks."""
+    import errno
+
+    from simsearch.index import _filtering
+
+    monkeypatch.setattr("simsearch.index._collection.PART_ROWS", 50)
+    calls = []
+    real = _filtering.FieldStore._write_part
+
+    def full(self, *a, **k):
+        calls.append(1)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    path = tmp_path / "ix"
+    ix = Index(path)
+    c = ix.create_collection("c", dim=4, indexed_fields=FIELDS)
+    monkeypatch.setattr(_filtering.FieldStore, "_write_part", full)
+    for b in range(6):  # 40 rows a batch: a part is due at 50 rows, then retried 50 rows after the failure
+        c.upsert([Document(id=f"x{b}-{i}", text="t", metadata={"g": i % 3, "n": b}, label=None) for i in range(40)])
+    assert len(calls) == 3  # after the 2nd, 4th and 6th batches, not on every write once due (5)
+    monkeypatch.setattr(_filtering.FieldStore, "_write_part", real)
+    c.upsert([Document(id=f"y{i}", text="t", metadata={"g": 1, "n": 99}) for i in range(60)])
+    assert c._fields._saved_hi > 0
+    _check_exact(c)
+    ix.close()
+    with Index(path) as ix:
+        c = ix.get_collection("c")
+        assert c._fields.rows_decoded == 0
+        _check_exact(c)

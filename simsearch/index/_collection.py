@@ -193,7 +193,7 @@ class Collection:
         try:
             self._fields.persist(fields_dir(self._index.path, self._cid), self._fields_owner(), self._index._fsync)
         except OSError:  # derived state: the next open decodes these rows' metadata again
-            pass
+            self._fields.postpone()
 
     def _snapshot_fields(self, dest_index: str, database: str) -> None:
         """The indexed columns into a snapshot (Index.snapshot, under the write lock)."""

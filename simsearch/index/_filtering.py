@@ -205,6 +205,11 @@ class FieldStore:
         """Rows added since the last :meth:`persist` (or the parts loaded at open)."""
         return self._unsaved
 
+    def postpone(self) -> None:
+        """After a failed :meth:`persist` (a full disk): try again after another PART_ROWS rows, not
+        on every write (the rows stay unsaved: the next part still starts at the last one's end)."""
+        self._unsaved = 0
+
     def _range(self, lo: int, hi: int) -> tuple[np.ndarray, dict[str, Column]]:
         """The live rows with ``lo < rowid <= hi`` and their columns."""
         rowids, cols = [], {f: [] for f in self.fields}
