@@ -224,9 +224,9 @@ class CollectionVectors:
         with self._cond:
             target = self._passes + 1
             self._wake.set()
-            ok = self._cond.wait_for(lambda: self._passes >= target or self._stop or not self._thread.is_alive(),
-                                     timeout)
-        return bool(ok) and not self._stop
+            self._cond.wait_for(lambda: self._passes >= target or self._stop or not self._thread.is_alive(),
+                                timeout)
+            return self._passes >= target and not self._stop
 
     def _seg_kind(self, seg) -> str | None:
         n = 0 if seg.vec_rows is None else len(seg.vec_rows)
