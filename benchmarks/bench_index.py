@@ -87,8 +87,14 @@ def build(path, args, texts) -> dict:
     if engine is not None:  # let the background merges finish (not counted as ingest)
         engine.wait_merges()
     merge_s = time.perf_counter() - t
+    t = time.perf_counter()
+    ann_s = None
+    if hasattr(coll, "wait_indexed"):  # the per-segment ANN structures, built in the background
+        coll.wait_indexed()
+        ann_s = round(time.perf_counter() - t, 2)
     idx.close()
-    return {"docs_per_s": round(args.docs / upsert_time, 1), "merge_tail_s": round(merge_s, 2)}
+    return {"docs_per_s": round(args.docs / upsert_time, 1), "merge_tail_s": round(merge_s, 2),
+            "ann_tail_s": ann_s, "ingest_s": round(upsert_time, 2)}
 
 
 CHILD = r"""
@@ -137,6 +143,10 @@ c.near_duplicates(texts[0], k=10)
 nd_s = time.perf_counter() - t0
 c.search(np.ones(dim, np.float32), k=10)
 open_s = time.perf_counter() - t0
+t1 = time.perf_counter()
+if hasattr(c, "wait_indexed"):  # per-segment ANN: reopened (verified) by a background thread
+    c.wait_indexed()
+indexed_s = time.perf_counter() - t1 + open_s
 eng = getattr(c, "_engine", None)
 segs = len(getattr(eng, "segments", []))
 if hasattr(eng, "wait_verified"):  # the background checksum pass over the large sections
@@ -153,6 +163,8 @@ for i in range(nq):
 for v in rng.normal(size=(max(nq // 4, 5), dim)).astype(np.float32):
     t = time.perf_counter(); c.search(v, k=10); lat_knn.append(time.perf_counter() - t)
 mem = B.smaps()
+print(json.dumps({"open_s": open_s, "cold_s": open_s + (t_warm - t_start), "count": c.count(), "nd": lat_nd,
+                  "knn": lat_knn, "indexed_s": indexed_s, **mem}))
 print(json.dumps({"open_s": open_s, "open_nd_s": nd_s, "cold_s": open_s + (t_warm - t_start), "count": c.count(),
                   "nd": lat_nd, "knn": lat_knn, "segments": segs, "verify_tail_s": verify_tail_s, **mem}))
 os._exit(0)
@@ -182,6 +194,9 @@ def report_open(rep, label, res, base, docs, args):
             rep.add(metric=f"background block verification after open ({label}), tail", docs=res["count"],
                     seconds=round(res["verify_tail_s"], 3))
     rep.add(metric=f"process start ({label}) to first answer", docs=res["count"], seconds=round(res["cold_s"], 3))
+    if "indexed_s" in res:
+        rep.add(metric=f"open ({label}) to every ANN structure reopened", docs=res["count"],
+                seconds=round(res["indexed_s"], 3))
     anon = res.get("anonymous", 0) - base.get("anonymous", 0)
     rss = res.get("rss", 0) - base.get("rss", 0)
     rep.add(metric=f"anonymous memory per doc ({label})", docs=res["count"], value=round(anon / docs, 1))
@@ -192,36 +207,65 @@ def report_open(rep, label, res, base, docs, args):
             p99_ms=round(percentile(res["knn"], 99) * 1e3, 3), qps=round(1 / statistics.mean(res["knn"]), 1))
 
 
-def _skip_upsert_row(rep, path, args) -> None:
+def _skip_upsert_row(rep, path, args, dup_rate: float | None = None, threads: int | None = None) -> None:
     """Issue 15: on_duplicate="skip" against a plain upsert of the same documents, batches and
     vectors into two fresh collections of a fresh index, batch for batch in alternation (after one
-    warm-up batch of each), so both see the same machine state; target ratio >= 0.7."""
-    texts = make_corpus(min(args.docs, 50_000), 200, seed=0)
+    warm-up batch of each), so both see the same machine state; target ratio >= 0.7.
+
+    ``dup_rate``: the share of documents whose text repeats an earlier one (the corpus has
+    ``docs * (1 - dup_rate)`` texts, reused in turn); None: a corpus of min(docs, 50,000) texts.
+    ``threads``: numba threads for both upserts (None: as configured)."""
+    n_texts = min(args.docs, 50_000) if dup_rate is None else max(1, round(args.docs * (1 - dup_rate)))
+    texts = make_corpus(n_texts, 200, seed=0)
     shutil.rmtree(path, ignore_errors=True)
-    with Index(path, durability=args.durability) as idx:
-        plain = idx.create_collection("bench-plain", dim=args.dim, metric="cosine", threshold=0.8)
-        skip = idx.create_collection("bench-skip", dim=args.dim, metric="cosine", threshold=0.8)
-        warm = [Document(id=f"warm-{i}", text=texts[-1 - i], vector=np.ones(args.dim, np.float32)) for i in range(50)]
-        plain.upsert(warm)
-        skip.upsert(warm, on_duplicate="skip")
-        rng = np.random.default_rng(0)
-        seconds = {"plain": 0.0, "skip": 0.0}
-        skipped = 0
-        for start in range(0, args.docs, args.batch):
-            docs = make_docs(texts, rng, start, min(args.batch, args.docs - start), args.dim)
-            t = time.perf_counter()
-            plain.upsert(docs)
-            seconds["plain"] += time.perf_counter() - t
-            t = time.perf_counter()
-            skipped += skip.upsert(docs, on_duplicate="skip").skipped
-            seconds["skip"] += time.perf_counter() - t
+    prev = None
+    if threads is not None:
+        import numba
+
+        prev = numba.get_num_threads()
+        numba.set_num_threads(threads)
+    try:
+        with Index(path, durability=args.durability) as idx:
+            plain = idx.create_collection("bench-plain", dim=args.dim, metric="cosine", threshold=0.8)
+            skip = idx.create_collection("bench-skip", dim=args.dim, metric="cosine", threshold=0.8)
+            warm = [Document(id=f"warm-{i}", text=f"warm up text {i} " * 30, vector=np.ones(args.dim, np.float32))
+                    for i in range(50)]
+            again = [Document(id=f"warm2-{i}", text=d.text, vector=d.vector) for i, d in enumerate(warm)]
+            for batch in (warm, again):  # the second batch warms the duplicate path (its kernels) too
+                plain.upsert(batch)
+                skip.upsert(batch, on_duplicate="skip")
+            rng = np.random.default_rng(0)
+            seconds = {"plain": 0.0, "skip": 0.0}
+            skipped = 0
+            for start in range(0, args.docs, args.batch):
+                docs = make_docs(texts, rng, start, min(args.batch, args.docs - start), args.dim)
+                t = time.perf_counter()
+                plain.upsert(docs)
+                seconds["plain"] += time.perf_counter() - t
+                t = time.perf_counter()
+                skipped += skip.upsert(docs, on_duplicate="skip").skipped
+                seconds["skip"] += time.perf_counter() - t
+    finally:
+        if prev is not None:
+            numba.set_num_threads(prev)
     shutil.rmtree(path, ignore_errors=True)
     ratio = seconds["plain"] / seconds["skip"]
-    rep.add(metric="upsert (plain, paired with skip)", docs=args.docs, batch=args.batch,
+    rate = "corpus of min(docs, 50k) texts" if dup_rate is None else f"{dup_rate:.0%} duplicates"
+    where = f"{rate}, {'configured' if threads is None else threads} numba threads"
+    rep.add(metric=f"upsert (plain, paired with skip; {where})", docs=args.docs, batch=args.batch,
             docs_per_s=round(args.docs / seconds["plain"], 1))
-    rep.add(metric="upsert on_duplicate=skip", docs=args.docs, batch=args.batch,
+    rep.add(metric=f"upsert on_duplicate=skip ({where})", docs=args.docs, batch=args.batch,
             docs_per_s=round(args.docs / seconds["skip"], 1), value=round(ratio, 3), ratio_vs_plain_upsert=round(ratio, 3),
             skipped=skipped)
+
+
+def _skip_rows(rep, path, args) -> None:
+    """The skip row at each --dup-rates x --numba-threads setting."""
+    rates = [None] if args.dup_rates is None else [float(x) for x in args.dup_rates.split(",")]
+    threads = [None] if args.numba_threads is None else [int(x) for x in args.numba_threads.split(",")]
+    for r in rates:
+        for t in threads:
+            _skip_upsert_row(rep, path, args, r, t)
 
 
 def main(argv=None) -> None:
@@ -238,6 +282,11 @@ def main(argv=None) -> None:
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--no-skip-row", action="store_true", help="leave out the on_duplicate=skip row (issue 15)")
     p.add_argument("--only-skip-row", action="store_true", help="run only the on_duplicate=skip row (issue 15)")
+    p.add_argument("--only-ingest", action="store_true",
+                   help="only the write rows: the build's upsert row and the skip rows (no open/query children)")
+    p.add_argument("--dup-rates", default=None,
+                   help="skip rows at these duplicate rates, e.g. 0.95,0.05 (default: a corpus of min(docs, 50k) texts)")
+    p.add_argument("--numba-threads", default=None, help="skip rows with these numba thread counts, e.g. 1,2")
     args = p.parse_args(argv)
     if args.smoke:
         args.docs, args.batch, args.queries = 2_000, 500, 20
@@ -246,7 +295,7 @@ def main(argv=None) -> None:
     path = os.path.join(root, "idx")
     rep.add(metric="load average at start", value=round(os.getloadavg()[0], 2))
     if args.only_skip_row:
-        _skip_upsert_row(rep, os.path.join(root, "skip-idx"), args)
+        _skip_rows(rep, os.path.join(root, "skip-idx"), args)
         rep.add(metric="load average at end", value=round(os.getloadavg()[0], 2))
         print()
         print(rep.table(["metric", "docs", "docs_per_s", "value", "skipped"]))
@@ -258,6 +307,18 @@ def main(argv=None) -> None:
         del texts
         rep.add(metric="upsert", docs=args.docs, batch=args.batch, docs_per_s=res["docs_per_s"],
                 seconds=res["merge_tail_s"])
+        if res["ann_tail_s"] is not None:  # build per million: ingest (the builder runs during it) + the tail after it
+            rep.add(metric="ANN build after ingest (wait_indexed)", docs=args.docs, seconds=res["ann_tail_s"],
+                    value=round((res["ingest_s"] + res["merge_tail_s"] + res["ann_tail_s"]) * 1e6 / args.docs, 1))
+    if args.only_ingest:
+        if not args.no_skip_row:
+            _skip_rows(rep, os.path.join(root, "skip-idx"), args)
+        rep.add(metric="load average at end", value=round(os.getloadavg()[0], 2))
+        if args.dir is None:
+            shutil.rmtree(root, ignore_errors=True)
+        print()
+        print(rep.table(["metric", "docs", "docs_per_s", "seconds", "value", "skipped"]))
+        return
     rep.add(metric="bytes on disk per doc", value=round(dir_bytes(path) / args.docs, 1))
     base = child(path, "baseline", args)
     rep.add(metric="simsearch imported from " + os.path.dirname(os.path.dirname(base.pop("simsearch_from"))))
@@ -265,7 +326,7 @@ def main(argv=None) -> None:
     child(path, "crash", args)
     report_open(rep, "after kill -9", child(path, "open", args), base, args.docs, args)
     if not args.no_skip_row:
-        _skip_upsert_row(rep, os.path.join(root, "skip-idx"), args)
+        _skip_rows(rep, os.path.join(root, "skip-idx"), args)
     rep.add(metric="load average at end", value=round(os.getloadavg()[0], 2))
     if args.dir is None:
         shutil.rmtree(root, ignore_errors=True)

@@ -77,8 +77,20 @@ _blob = st.none() | st.binary(max_size=64)
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(_text.filter(bool), st.none() | _text, _text, st.none() | _text, _blob, _blob, _blob),
                 max_size=8))
-def test_bulk_checksums_equal_the_per_row_ones(rows):
+def test_checksums_written_out_equal_their_definition(rows):
     params = _storage._insert_params(3, 9, rows)
     assert [p[:8] for p in params] == [(3, *r) for r in rows] and all(p[10] == 9 for p in params)
-    assert [p[8] for p in params] == [_storage.crc_index(e, lab, v, s) for e, _, _, lab, v, s, _ in rows]
-    assert [p[9] for p in params] == [_storage.crc_doc(t, m, sh) for _, t, m, _, _, _, sh in rows]
+    spec_index = [_storage._crc(e, lab, v, s) for e, _, _, lab, v, s, _ in rows]  # the definition
+    spec_doc = [_storage._crc(t, m, sh) for _, t, m, _, _, _, sh in rows]
+    assert [p[8] for p in params] == spec_index
+    assert [p[9] for p in params] == spec_doc
+    assert [_storage.crc_index(e, lab, v, s) for e, _, _, lab, v, s, _ in rows] == spec_index
+    assert [_storage.crc_doc(t, m, sh) for _, t, m, _, _, _, sh in rows] == spec_doc
+
+
+def test_checksums_of_values_of_the_wrong_type_are_the_definitions():
+    """A damaged row can read back a blob where text was stored (or the reverse): the checksum
+    is still computed (and then fails to match), never a raw AttributeError."""
+    assert _storage.crc_doc(b"text", b"{}", None) == _storage._crc(b"text", b"{}", None)
+    assert _storage.crc_index(b"id", b"lab", "vec", None) == _storage._crc(b"id", b"lab", "vec", None)
+    assert _storage.crc_doc("text", "{}", None) != _storage.crc_doc(b"tex", "{}", None)

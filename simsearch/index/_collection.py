@@ -525,8 +525,10 @@ class Collection:
         """rowid -> sorted unique shingle hashes (cached; see Engine.cached_shingles)."""
         return self._engine.cached_shingles(rowids, self._read_shingle_sets)
 
-    def _read_shingle_sets(self, rowids: list[int]) -> dict[int, np.ndarray]:
-        """rowid -> sorted unique shingle hashes: the stored blob, else derived from the stored text."""
+    def _read_shingle_sets(self, rowids: list[int], known=None) -> dict[int, np.ndarray]:
+        """rowid -> sorted unique shingle hashes: the stored blob, else derived from the stored text
+        (``known(text)``, when given, may return the set of a text already shingled: an upsert
+        batch's own texts, so an exact copy of a stored text is not shingled twice)."""
         found = self._storage.fetch_shingle_sources(self._cid, rowids)
         if len(found) < len(set(rowids)):
             raise StorageCorruptionError(
@@ -537,6 +539,8 @@ class Collection:
         for r, (blob, text) in found.items():
             if blob is not None or text is None:
                 out[r] = unpack(blob, np.uint64) if blob is not None else np.empty(0, np.uint64)
+            elif known is not None and (same := known(text)) is not None:
+                out[r] = same
             else:
                 derive.append(r)
         if derive:

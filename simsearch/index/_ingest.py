@@ -96,7 +96,7 @@ def decide(coll, ids: list[str], texts: list[str | None], sigs: np.ndarray, mode
         cfg = coll.config
         sets = by_position(shingle_hashes([texts[i] for i in need], ngram=cfg.ngram, shingle=cfg.shingle,
                                           backend=coll._index._backend), need.tolist(), n)
-    best = _best_stored(coll, has, sigs, sets, q, src, rows, cand, threshold)
+    best = _best_stored(coll, has, texts, sigs, sets, q, src, rows, cand, threshold)
     earlier = _verify_pairs(coll, ia, ib, sigs, sets, threshold)
     for j in sorted(set(best) | set(earlier)):
         options = [best[j]] if j in best else []
@@ -108,7 +108,7 @@ def decide(coll, ids: list[str], texts: list[str | None], sigs: np.ndarray, mode
     return Decision(matches, stored)
 
 
-def _best_stored(coll, has, sigs, sets, q, src, rows, cand, threshold: float) -> dict[int, tuple[float, str]]:
+def _best_stored(coll, has, texts, sigs, sets, q, src, rows, cand, threshold: float) -> dict[int, tuple[float, str]]:
     """Batch position -> (Jaccard, id) of its best stored match among the candidate pairs
     (``q`` indexes ``has``; ``src``/``rows`` locate the candidate, ``cand`` is its rowid): all
     pairs scored in one pair-Jaccard call (exact over ``sets`` and the candidates' cached or
@@ -123,7 +123,14 @@ def _best_stored(coll, has, sigs, sets, q, src, rows, cand, threshold: float) ->
         from .._arrays import offsets_from_sizes
 
         uniq, inv = np.unique(cand, return_inverse=True)
-        found = coll._shingle_sets(uniq.tolist())
+        asked = has[np.unique(q)].tolist()
+        by_text = {texts[i]: i for i in asked}
+
+        def known(text):  # a stored copy of a batch text has the batch text's set: not shingled again
+            i = by_text.get(text)
+            return None if i is None else sets.hashes[sets.offsets[i]:sets.offsets[i + 1]].copy()
+
+        found = eng.cached_shingles(uniq.tolist(), lambda missing: coll._read_shingle_sets(missing, known))
         c_sets = [found[int(r)] for r in uniq.tolist()]
         c_off = offsets_from_sizes([len(x) for x in c_sets])
         c_hash = np.concatenate(c_sets) if c_sets else np.empty(0, np.uint64)
@@ -147,29 +154,34 @@ def _best_stored(coll, has, sigs, sets, q, src, rows, cand, threshold: float) ->
 
 
 def _batch_candidates(has: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate pairs (i < j, batch positions, unique) of the batch itself: documents sharing a
-    band key (``keys``, one row per position in ``has``, under the collection's banding)."""
+    """Candidate pairs (i < j, batch positions, unique, in (i, j) order) of the batch itself:
+    documents sharing a band key (``keys``, one row per position in ``has``, under the
+    collection's banding). Every pair of each group of equal keys, made by numpy per band."""
     e = np.empty(0, np.int64)
-    if len(has) < 2:
+    m = len(has)
+    if m < 2:
         return e, e
-    pairs = []
+    span = int(has.max()) + 1
+    codes = []
     for j in range(keys.shape[1]):
         order = np.argsort(keys[:, j], kind="stable")
         k = keys[order, j]
-        same = np.flatnonzero(k[1:] == k[:-1])
-        if not len(same):
+        new = np.r_[True, k[1:] != k[:-1]]
+        start = np.flatnonzero(new)
+        size = np.diff(np.r_[start, m])
+        if size.max() < 2:
             continue
-        starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
-        ends = np.r_[starts[1:], len(k)]
-        for lo, hi in zip(starts.tolist(), ends.tolist()):
-            if hi - lo > 1:
-                grp = np.sort(has[order[lo:hi]])
-                a, c = np.triu_indices(len(grp), 1)
-                pairs.append(np.stack([grp[a], grp[c]], axis=1))
-    if not pairs:
+        gid = np.cumsum(new) - 1
+        after = size[gid] - (np.arange(m) - start[gid]) - 1  # later members of each one's group
+        total = int(after.sum())
+        first = np.repeat(np.arange(m), after)
+        second = first + 1 + np.arange(total) - np.repeat(np.cumsum(after) - after, after)
+        pa, pb = has[order[first]], has[order[second]]
+        codes.append(np.minimum(pa, pb) * span + np.maximum(pa, pb))
+    if not codes:
         return e, e
-    uniq = np.unique(np.concatenate(pairs), axis=0)
-    return uniq[:, 0], uniq[:, 1]
+    uniq = np.unique(np.concatenate(codes))
+    return uniq // span, uniq % span
 
 
 def _verify_pairs(coll, ia, ib, sigs, sets, threshold: float) -> dict[int, list[tuple[int, float]]]:

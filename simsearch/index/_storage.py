@@ -30,7 +30,8 @@ files are then built from the rows.
 Durability: every write is one transaction; ``synchronous=FULL`` (the default, ``durability=
 "full"``) fsyncs the WAL at each commit, so an acknowledged write survives kill -9 and power loss
 on storage that honours fsync. ``durability="normal"`` (``synchronous=NORMAL``) survives kill -9
-but may lose the last commits on power loss. A full disk (SQLITE_FULL, ENOSPC) fails the write with
+but may lose the last commits on power loss. Checkpoints (WAL -> database file) run on a
+background thread, off the commit path (:class:`_Checkpointer`). A full disk (SQLITE_FULL, ENOSPC) fails the write with
 :class:`ResourceExhaustedError`; the transaction rolls back, so nothing acknowledged is lost.
 """
 
@@ -145,17 +146,43 @@ def _crc(*parts: bytes | str | None) -> int:
 
 
 def crc_index(ext_id: str, label: str | None, vector: bytes | None, signature: bytes | None) -> int:
-    return _crc(ext_id, label, vector, signature)
+    """``_crc(ext_id, label, vector, signature)``, written out (called per row at open and read);
+    values of another type than expected (a damaged row) go through ``_crc`` itself."""
+    crc32, ln = zlib.crc32, _LEN
+    try:
+        e = ext_id.encode("utf-8", "surrogatepass")
+        c = crc32(e, crc32(ln(len(e))))
+        if label is None:
+            c = crc32(b"\xff", c)
+        else:
+            lb = label.encode("utf-8", "surrogatepass")
+            c = crc32(lb, crc32(ln(len(lb)), c))
+        c = crc32(b"\xff", c) if vector is None else crc32(vector, crc32(ln(len(vector)), c))
+        return crc32(b"\xff", c) if signature is None else crc32(signature, crc32(ln(len(signature)), c))
+    except (AttributeError, TypeError):
+        return _crc(ext_id, label, vector, signature)
 
 
 def crc_doc(text: str | None, metadata: str, shingles: bytes | None) -> int:
-    return _crc(text, metadata, shingles)
+    """``_crc(text, metadata, shingles)``, written out (as :func:`crc_index`)."""
+    crc32, ln = zlib.crc32, _LEN
+    try:
+        if text is None:
+            d = crc32(b"\xff")
+        else:
+            tb = text.encode("utf-8", "surrogatepass")
+            d = crc32(tb, crc32(ln(len(tb))))
+        mb = metadata.encode("utf-8", "surrogatepass")
+        d = crc32(mb, crc32(ln(len(mb)), d))
+        return crc32(b"\xff", d) if shingles is None else crc32(shingles, crc32(ln(len(shingles)), d))
+    except (AttributeError, TypeError):
+        return _crc(text, metadata, shingles)
 
 
 def _insert_params(cid: int, seq: int, rows: list[tuple]) -> list[tuple]:
     """The INSERT parameters of ``rows`` (see :meth:`SQLiteStorage.write`) with both checksums:
-    :func:`crc_index` and :func:`crc_doc` written out for a batch (one frame per row, not one
-    call per part; equal to them, tested)."""
+    :func:`crc_index` and :func:`crc_doc` written out for a batch (one frame per row; equal to
+    ``_crc``, the definition, tested)."""
     crc32, ln, ff = zlib.crc32, _LEN, b"\xff"
     out = []
     add = out.append
