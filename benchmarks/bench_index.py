@@ -226,8 +226,9 @@ def _skip_upsert_row(rep, path, args, dup_rate: float | None = None, threads: in
         numba.set_num_threads(threads)
     try:
         with Index(path, durability=args.durability) as idx:
-            plain = idx.create_collection("bench-plain", dim=args.dim, metric="cosine", threshold=0.8)
-            skip = idx.create_collection("bench-skip", dim=args.dim, metric="cosine", threshold=0.8)
+            opts = {} if args.vector_index is None else {"vector_index": args.vector_index}
+            plain = idx.create_collection("bench-plain", dim=args.dim, metric="cosine", threshold=0.8, **opts)
+            skip = idx.create_collection("bench-skip", dim=args.dim, metric="cosine", threshold=0.8, **opts)
             warm = [Document(id=f"warm-{i}", text=f"warm up text {i} " * 30, vector=np.ones(args.dim, np.float32))
                     for i in range(50)]
             again = [Document(id=f"warm2-{i}", text=d.text, vector=d.vector) for i, d in enumerate(warm)]

@@ -235,3 +235,29 @@ def test_kill9_during_a_build_leaves_a_store_that_opens(tmp_path, monkeypatch):
     assert res.stats.path == "ann" and _recall(res.results, want) >= 0.95
     assert not [f for f in os.listdir(adir) if f.endswith(".tmp")]
     ix.close()
+
+
+def test_memtable_structure_covers_its_prefix(tmp_path, monkeypatch):
+    """Past MEMTABLE_ANN_MIN rows the builder indexes the memtable (in memory); rows written
+    after that prefix are scanned exactly, deletes in the prefix are excluded."""
+    monkeypatch.setattr(_vecsearch, "MEMTABLE_ANN_MIN", 300)
+    monkeypatch.setattr(_vecsearch, "SEGMENT_ANN_MIN", 300)
+    monkeypatch.setattr(_ann, "EXACT_SCAN_MAX", 50)
+    ix = Index(str(tmp_path / "ix"))
+    c = ix.create_collection("v", dim=DIM, vector_index="hnsw", indexed_fields=["g"])
+    c.upsert(_docs(0, 1000))
+    assert c.wait_indexed(timeout=60)
+    assert not c._engine.segments and c._ann._mem_cover is not None and c._ann._mem_cover[1] == 1000
+    Q = _vectors(30, 6)
+    c.delete(["v1", "v2"])
+    c.upsert([Document(id="late", metadata={"g": 0}, vector=Q[0] + 0.001)])  # after the prefix
+    for flt in (None, {"g": 0}):
+        res = c.search_batch(vectors=Q, k=10, filter=flt, with_stats=True)
+        truth = c.search_batch(vectors=Q, k=10, filter=flt, exact=True)
+        assert res.stats.path in ("ann", "ann_filtered") and _recall(res.results, truth) >= 0.95
+        assert res.results[0][0].id == "late"
+        assert not {"v1", "v2"} & {n.id for hits in res.results for n in hits}
+    _flush(c)  # the memtable's structure goes with it; the segment gets its own
+    assert c.wait_indexed(timeout=60) and c._ann._mem_cover is None
+    assert c.search_batch(vectors=Q, k=10, with_stats=True).stats.path == "ann"
+    ix.close()

@@ -9,9 +9,15 @@ near-duplicate in NEW. So deduplicating a corpus in pieces, each ``--against`` t
 ``--add``-ed to it, keeps exactly what one first-kept run over the whole corpus keeps, provided
 the pieces come in the order of the whole and the collection has the run's banding (the same
 threshold, num_perm, seed, ngram and shingle, and no explicit weights; the candidate pairs are then
-the same). The ``components`` rule (the default without ``--against``) keeps one document per
+the same): :func:`resolve_settings` takes the collection's settings where the run leaves them
+unset and refuses a different one, :func:`check_compatible` refuses another banding. The ``components`` rule (the default without ``--against``) keeps one document per
 connected component, which is not stable under splitting: A~B~C keeps A alone, but a run over
 {A, B} then one over {C} keeps A and C.
+
+``--add`` (:func:`add_kept`) upserts the kept documents with ``on_duplicate="skip"`` at the run's
+threshold, so the collection decides again under its write lock: a document that near-duplicates
+one another writer stored after the query is not stored, and is reported as matched in the
+collection (the documents dropped for it stay dropped).
 
 A NEW document is never compared with the collection document of its own id: that is the same
 document (an earlier ``--add`` of it), which makes a rerun after an interrupted ``--add``

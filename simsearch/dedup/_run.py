@@ -14,13 +14,24 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from ..validation import check_int, check_option, check_param
+from .._arrays import offsets_from_sizes
 from ..banding import choose_params
 from ..errors import AlreadyExistsError, InvalidArgumentError, InvalidTypeError
-from .._arrays import offsets_from_sizes
+from ..validation import check_int, check_option, check_param
 from ._common import EngineResult, Progress, StageClock, needs_ids
-from ._incremental import RULES, AddFields, Matches, add_kept, check_against, check_compatible, first_kept, \
-    first_kept_clusters, query_units, resolve_settings, with_collection_pairs
+from ._incremental import (
+    RULES,
+    AddFields,
+    Matches,
+    add_kept,
+    check_against,
+    check_compatible,
+    first_kept,
+    first_kept_clusters,
+    query_units,
+    resolve_settings,
+    with_collection_pairs,
+)
 from ._io import FORMATS, ReadConfig, Unit, plan_units, write_unit
 from ._stages import Params, representative_jaccard
 

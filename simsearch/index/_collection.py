@@ -34,9 +34,9 @@ from . import _doctable, _ingest, _scroll
 from ._classify import Classification, ClassifierInfo
 from ._document import check_documents, check_id, check_ids
 from ._engine import Engine
-from ._segments import SegmentDamaged
 from ._filter import parse as parse_filter
 from ._filtering import FieldStore, RowSet, fields_path
+from ._segments import SegmentDamaged
 from ._storage import pack, unpack
 from ._types import (
     METRICS,
@@ -191,6 +191,8 @@ class Collection:
         self._fields.remove(removed)
         if len(new_rowids):
             self._fields.add(new_rowids, ids, labels, metadata)
+            if self._ann is not None:
+                self._ann.wrote()
 
     def _rowset(self, filter, func: str) -> RowSet | None:
         """The live rows ``filter`` keeps (None: no filter); the caller holds the read lock."""
@@ -405,7 +407,9 @@ class Collection:
         """``documents``, ``segments`` (immutable segment files of the engine), ``bytes_on_disk``
         (those files and the collection's ANN files; None in memory; the shared SQLite database
         is not split per collection) and ``bytes_in_memory`` (heap the collection holds beyond the
-        file-backed mappings). The server's metrics and Stats RPC report these."""
+        file-backed mappings). The server's metrics and Stats RPC report these. ``vectors_indexed``
+        / ``vectors_pending``: live vectors of segments answered by their own ANN structure, and
+        of segments due one that are scanned exactly until the background builder has made it."""
         self._check_alive()
         with self._lock.read():
             out = self._engine.stats()

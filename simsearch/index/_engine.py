@@ -794,11 +794,11 @@ class Engine:
         return out
 
     # -- vectors -----------------------------------------------------------------------------
-    def knn(self, queries: np.ndarray, k: int, metric: str, segments: list | None = None
+    def knn(self, queries: np.ndarray, k: int, metric: str, segments: list | None = None, mem_from: int = 0
             ) -> tuple[np.ndarray, np.ndarray]:
         """Exact (distances, rowids) of the k nearest alive vectors, ties to the smaller rowid;
         -1 / inf padded. Each segment (of ``segments``, default all) is scanned in blocks (dead
-        rows skipped), then the memtable."""
+        rows skipped), then the memtable from its row ``mem_from`` on."""
         nq = len(queries)
         qmax = float(np.abs(queries).max()) if queries.size else 0.0
         ds, rs = [], []
@@ -839,12 +839,12 @@ class Engine:
             for lo, hi, amax, bnorm in seg.vec_blocks:
                 a = valive[lo:hi]
                 add(vecs[lo:hi], amax, bnorm, vrowids[lo:hi], None if a.all() else a)
-        if len(self.mem) and self.mem.vecs is not None:
+        if len(self.mem) > mem_from and self.mem.vecs is not None:
             V, amax, bnorm, ok = self._memtable_vectors()
             if ok is None:  # every row alive with a vector: the buffer itself, no copy
-                add(V, amax, bnorm, self.mem.rowids)
-            elif ok.any():
-                rows = np.flatnonzero(ok)
+                add(V[mem_from:], amax, bnorm, self.mem.rowids[mem_from:])
+            elif ok[mem_from:].any():
+                rows = mem_from + np.flatnonzero(ok[mem_from:])
                 add(V[rows], amax, bnorm, self.mem.rowids[rows])
         if not ds:
             return np.full((nq, 0), np.inf, np.float32), np.full((nq, 0), -1, np.int64)

@@ -42,9 +42,10 @@ from ._types import CollectionConfig, QueryStats
 
 log = logging.getLogger("simsearch.index")
 
-__all__ = ["SEGMENT_ANN_MIN", "CollectionVectors", "ann_dir"]
+__all__ = ["MEMTABLE_ANN_MIN", "SEGMENT_ANN_MIN", "CollectionVectors", "ann_dir"]
 
 SEGMENT_ANN_MIN = 1024  # vector_index="hnsw"/"ivf": segments with at least this many vectors get a structure
+MEMTABLE_ANN_MIN = 4096  # memtable rows past its structure's prefix that make the builder index the memtable
 
 VectorsOf = Callable[[np.ndarray], np.ndarray]  # rowids -> their vectors (float32, NaN rows: none)
 
@@ -132,6 +133,9 @@ class CollectionVectors:
         self._thread: threading.Thread | None = None
         self._allow_cache: tuple | None = None
         self.build_error: BaseException | None = None
+        # (memtable, rows covered m, memtable positions of the block's rows, block): an in-memory
+        # structure over the memtable's first m rows, built by the builder, dropped at the flush
+        self._mem_cover: tuple | None = None
 
     # -- the builder ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -171,6 +175,48 @@ class CollectionVectors:
                 self._covers[added[0]] = _Cover(None, inherited)
         self._wake.set()
 
+    def wrote(self) -> None:
+        """A write was applied (under the write lock): wake the builder when the memtable has
+        grown MEMTABLE_ANN_MIN rows past what its structure covers."""
+        if self._thread is not None and self._mem_due(self.engine.mem):
+            self._wake.set()
+
+    def _mem_kind(self) -> str | None:
+        if self.kind_opt == "auto":
+            return "hnsw" if self.engine.live >= _ann.AUTO_FLAT_BELOW else None
+        return self.kind_opt if self.kind_opt in ("hnsw", "ivf") else None
+
+    def _mem_due(self, mem) -> bool:
+        cov = self._mem_cover
+        covered = cov[1] if cov is not None and cov[0] is mem else 0
+        return mem.vecs is not None and len(mem) - covered >= MEMTABLE_ANN_MIN and self._mem_kind() is not None
+
+    def _index_memtable(self) -> bool:
+        """Build a structure over the memtable's rows so far (in memory: the memtable is flushed
+        to a segment soon). True when one was built."""
+        eng = self.engine
+        with eng.lock.read():
+            mem = eng.mem
+            if not self._mem_due(mem):
+                return False
+            m = len(mem)
+            has = ~np.isnan(mem.vecs[:m, 0])
+            pos = np.flatnonzero(has)
+            rows = np.asarray(mem.rowids[pos], dtype=np.int64)
+            vecs = np.array(mem.vecs[pos])  # a copy: the memtable's buffer may grow (reallocate)
+        kind = self._mem_kind()
+        try:
+            block = AnnBlock.build(rows, vecs, metric=self.metric, kind=kind, params=self.params,
+                                   should_stop=lambda: self._stop or eng.mem is not mem)
+        except BuildCancelled:
+            if self._stop:
+                raise
+            return False
+        with self._mutex:
+            if eng.mem is mem:
+                self._mem_cover = (mem, m, pos, block)
+        return True
+
     def wait_indexed(self, timeout: float | None = None) -> bool:
         """Wait until every segment due a structure has one (True), or ``timeout`` seconds (False)."""
         if self._thread is None:
@@ -201,6 +247,8 @@ class CollectionVectors:
                 while not self._stop:
                     seg = self._next_job()
                     if seg is None:
+                        if self._index_memtable():
+                            continue
                         break
                     self._index_segment(seg)
             except BaseException as exc:  # never take the process down; queries scan exactly
@@ -223,6 +271,8 @@ class CollectionVectors:
             live = set(segs)
             for seg in [s for s in self._covers if s not in live]:
                 del self._covers[seg]
+            if self._mem_cover is not None and self._mem_cover[0] is not eng.mem:
+                self._mem_cover = None  # flushed: its segment is indexed on its own
             todo = [s for s in segs if self._seg_kind(s) is not None and id(s) not in self._failed
                     and id(s) not in soon and (s not in self._covers or self._covers[s].own is None)]
         self._collect_garbage(segs)
@@ -231,7 +281,9 @@ class CollectionVectors:
     def _identity(self, seg, kind: str) -> dict:
         sec = seg.header.get("sections", {})
         return {**self.identity, "kind": kind, "segment": seg.name, "n": len(seg.vec_rows),
-                "rowids_xxh3": sec.get("rowids", {}).get("xxh3"), "vecs_xxh3": sec.get("vecs", {}).get("xxh3")}
+                "rowids_xxh3": sec.get("rowids", {}).get("xxh3"),
+                # the vectors' checksum: per block in the "checks" section (lazily verified), or whole
+                "vecs_xxh3": sec.get("vecs", {}).get("xxh3") or sec.get("checks", {}).get("xxh3")}
 
     def _index_segment(self, seg) -> None:
         kind = self._seg_kind(seg)
@@ -324,11 +376,14 @@ class CollectionVectors:
         eng = self.engine
         allowed = None if rowset is None else rowset.count
         scanned = rowset is not None and rowset.scanned
-        covers = {}
+        covers, mcov = {}, None
         if not exact and metric == self.metric and self.kind_opt != "flat":
             with self._mutex:
                 covers = {s: self._covers[s] for s in eng.segments if s in self._covers}
-        if not covers and rowset is None:
+                mcov = self._mem_cover
+            if mcov is not None and mcov[0] is not eng.mem:
+                mcov = None
+        if not covers and mcov is None and rowset is None:
             d, r = eng.knn(queries, k, metric)
             return d, r, QueryStats("exact", "flat", None, False)
         nq = len(queries)
@@ -353,13 +408,26 @@ class CollectionVectors:
                 rest_rowids.append(rid)
                 rest_vecs.append(seg.vecs[resid])
         others = [s for s in eng.segments if s not in covers]
+        mem_from = 0
+        if mcov is not None:
+            mem, mem_from, pos, block = mcov
+            live = mem.alive[pos]
+            allow = None if rowset is None else self._allow(rowset, block)
+            res = block.search(queries, k, allow=allow, live=None if live.all() else live, backend=self.backend)
+            d, r = _merge(d, r, res.distances, res.rows, k)
+            paths.add(res.path)
+            kinds.add(block.kind)
         if rowset is None:
-            d2, r2 = eng.knn(queries, k, metric, segments=others)
+            d2, r2 = eng.knn(queries, k, metric, segments=others, mem_from=mem_from)
             if d2.shape[1]:
                 d, r = _merge(d, r, d2, r2, k)
         else:
-            for src in others + ([eng.mem] if len(eng.mem) else []):
+            for src in others:
                 rid, vec = _allowed_vectors(src, rowset)
+                rest_rowids.append(rid)
+                rest_vecs.append(vec)
+            if len(eng.mem) > mem_from:
+                rid, vec = _allowed_vectors(eng.mem, rowset, mem_from)
                 rest_rowids.append(rid)
                 rest_vecs.append(vec)
         if rest_rowids:
@@ -396,18 +464,19 @@ class CollectionVectors:
         return d, r
 
 
-def _allowed_vectors(src, rowset: RowSet) -> tuple[np.ndarray, np.ndarray]:
-    """(rowids, vectors) of a segment's or the memtable's alive rows with a vector that the
-    filter keeps (only those vectors are read)."""
+def _allowed_vectors(src, rowset: RowSet, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(rowids, vectors) of a segment's or the memtable's (from row ``start``) alive rows with a
+    vector that the filter keeps (only those vectors are read)."""
     if getattr(src, "vec_rows", None) is not None:  # a segment
         vp = np.flatnonzero(src.alive[src.vec_rows])
         rid = src.rowids[src.vec_rows[vp]].astype(np.int64)
         keep = rowset.has(rid)
         return rid[keep], src.vecs[vp[keep]]
-    rows, vecs = src.vector_rows()
+    vecs = src.vecs
+    rows = start + np.flatnonzero(src.alive[start:] & ~np.isnan(vecs[start:, 0]))
     rid = src.rowids[rows].astype(np.int64)
     keep = rowset.has(rid)
-    return rid[keep], vecs[keep]
+    return rid[keep], vecs[rows[keep]]
 
 
 def _remove(path: str) -> None:
