@@ -50,7 +50,6 @@ from .index import (
     check_documents,
     check_id,
     check_on_duplicate,
-    parse_filter,
     check_filter,
     check_kind,
     check_model_name,

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from simsearch.errors import (
     FailedPreconditionError, InvalidArgumentError, InvalidTypeError, StorageCorruptionError, UnsupportedFormatError,
 )
-from simsearch.index import Column, Document, Filter, Index, build_columns, parse_filter
+from simsearch.index import Column, Document, Index, build_columns, parse_filter
 from simsearch.index import _filter as F
 from simsearch.wire import pb
 

@@ -261,3 +261,30 @@ def test_memtable_structure_covers_its_prefix(tmp_path, monkeypatch):
     assert c.wait_indexed(timeout=60) and c._ann._mem_cover is None
     assert c.search_batch(vectors=Q, k=10, with_stats=True).stats.path == "ann"
     ix.close()
+
+
+def test_builds_wait_for_the_writes_to_pause(tmp_path, small, monkeypatch):
+    """While writes keep arriving, the builder leaves the sealed segments to exact scans (a bulk
+    load keeps the cores); once the writes pause for BUILD_QUIET_S it builds them without being
+    asked; wait_indexed() does not wait for a pause. Answers stay equal to exact=True throughout."""
+    monkeypatch.setattr(_vecsearch, "BUILD_QUIET_S", 2.0)
+    with Index(str(tmp_path / "ix")) as ix:
+        c = ix.create_collection("v", dim=DIM, vector_index="hnsw")
+        Q = _vectors(10, 3)
+        for lo in range(0, 2400, 100):  # a write every ~0.1 s: never a 2 s pause
+            c.upsert(_docs(lo, lo + 100))
+            threading.Event().wait(0.1)
+        st = c.stats()
+        assert st["vectors_indexed"] == 0 and st["vectors_pending"] > 0
+        exact = [c.search(q, k=5, exact=True) for q in Q]
+        assert [c.search(q, k=5) for q in Q] == exact  # all scanned exactly meanwhile
+        for _ in range(600):  # no wait_indexed: the pause alone starts the builds
+            if c.stats()["vectors_pending"] == 0:
+                break
+            threading.Event().wait(0.05)
+        assert c.stats()["vectors_pending"] == 0 and c.stats()["vectors_indexed"] > 0
+        assert _recall([c.search(q, k=5) for q in Q], exact) >= 0.95
+        monkeypatch.setattr(_vecsearch, "BUILD_QUIET_S", 3600.0)
+        c.upsert(_docs(2400, 3600))  # new sealed segments; a pause of an hour never comes
+        assert c.wait_indexed(timeout=120)
+        assert c.stats()["vectors_pending"] == 0

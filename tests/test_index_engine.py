@@ -581,3 +581,39 @@ def test_small_blocks_concurrent_first_reads_and_one_repair(tmp_path, small_memt
         assert not errors and all(r == want for r in results)
         assert answers(c, list(live.values())) == expected
         assert c._engine.repairs == 1
+
+
+def test_flat_scans_read_the_mapping_until_the_background_copy_lands(tmp_path, small_memtable, monkeypatch):
+    """The first flat scan of a segment does not copy its vectors in the query: it reads the
+    verified mapping and a background thread makes the heap copy; answers are the same before
+    and after the copy, and equal a fresh in-memory index."""
+    with Index(tmp_path / "idx") as idx:
+        c = idx.create_collection("c", dim=8, threshold=0.5, vector_index="flat")
+        live = churn(c, 5)
+        c._engine.wait_merges()
+    with Index(tmp_path / "idx") as idx:
+        c = idx.get_collection("c")
+        segs = [s for s in c._engine.segments if s.vecs is not None and len(s.vecs)]
+        assert segs and all(s.flat_copy is None for s in segs)
+        docs = list(live.values())
+        vecs = [d for d in docs if d.vector is not None][:8]
+        release = threading.Event()
+        copy = _engine._copy_flat
+
+        def held(seg, v):  # the copy waits until the queries have been answered from the mapping
+            release.wait(10)
+            copy(seg, v)
+
+        monkeypatch.setattr(_engine, "_copy_flat", held)
+        first = [c.search(d.vector, k=6) for d in vecs]
+        assert all(s.flat_copy is None for s in segs)  # answered without a copy in the query path
+        release.set()
+        for _ in range(500):
+            if all(s.flat_copy is not None for s in segs):
+                break
+            threading.Event().wait(0.01)
+        assert all(s.flat_copy is not None for s in segs)
+        assert all(np.array_equal(s.flat_copy, s.vecs) for s in segs)
+        assert [c.search(d.vector, k=6) for d in vecs] == first
+        fresh = oracle(live)
+        assert [fresh.search(d.vector, k=6) for d in vecs] == first

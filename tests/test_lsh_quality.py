@@ -22,7 +22,6 @@ def planted_pairs(rng, s, n, union=120):
     """n pairs of hash sets with exact Jaccard round(s*union)/union, disjoint between pairs."""
     k = round(s * union)
     a_only = (union - k) // 2
-    b_only = union - k - a_only
     left, right = [], []
     for _ in range(n):
         u = rng.choice(1 << 62, size=union, replace=False).astype(np.uint64)

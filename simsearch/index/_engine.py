@@ -887,13 +887,17 @@ class Engine:
         copy = seg.flat_copy
         if copy is not None:
             return copy
-        if seg.path is None or self._flat_bytes + seg.vecs.nbytes > FLAT_COPY_BYTES:
-            return seg.vecs
+        vecs = seg.vecs  # its blocks verified
+        if seg.path is None or self._flat_bytes + vecs.nbytes > FLAT_COPY_BYTES:
+            return vecs
         with self._shingle_mutex:  # one copy per segment even when queries race
-            if seg.flat_copy is None:
-                seg.flat_copy = np.array(seg.vecs)
-                self._flat_bytes += seg.vecs.nbytes
-        return seg.flat_copy
+            if seg.flat_copy is None and not getattr(seg, "flat_copying", False):
+                seg.flat_copying = True
+                self._flat_bytes += vecs.nbytes
+                # made off the query path: the first scans after an open read the mapping
+                threading.Thread(target=_copy_flat, args=(seg, vecs), daemon=True,
+                                 name=f"simsearch-flatcopy-c{self.cid}").start()
+        return vecs
 
     def vector_rows_all(self, require_labels: bool):
         """(rowids, ext ids, vectors, labels) of every alive document with a vector, in rowid order."""
@@ -970,6 +974,14 @@ class Engine:
 def _sigs_of(source, rows: np.ndarray) -> np.ndarray:
     """The signature array of a source, safe to read at ``rows`` (their blocks verified)."""
     return source.sig_rows(rows) if isinstance(source, Segment) else source.sigs
+
+
+def _copy_flat(seg: Segment, vecs: np.ndarray) -> None:
+    """The heap copy of a segment's (verified) vectors that flat scans read once it is made; a
+    segment closed meanwhile keeps none (the view held here keeps its mapping alive until then)."""
+    copy = np.array(vecs)
+    if not seg._closed:
+        seg.flat_copy = copy
 
 
 def _vectors_of(source, rows: np.ndarray, dim: int) -> np.ndarray:

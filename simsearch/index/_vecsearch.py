@@ -29,6 +29,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -46,6 +47,12 @@ __all__ = ["MEMTABLE_ANN_MIN", "SEGMENT_ANN_MIN", "CollectionVectors", "ann_dir"
 
 SEGMENT_ANN_MIN = 1024  # vector_index="hnsw"/"ivf": segments with at least this many vectors get a structure
 MEMTABLE_ANN_MIN = 4096  # memtable rows past its structure's prefix that make the builder index the memtable
+# A build waits until the collection has had no write for BUILD_QUIET_S seconds (a bulk load keeps
+# both cores for hashing and SQLite; an HNSW build beside it roughly halved ingest on 2 cores),
+# unless BUILD_DEFER_MAX vectors already wait unindexed (queries scan those exactly meanwhile).
+# Reopening a saved structure is never deferred, nor is a build that wait_indexed() asks for.
+BUILD_QUIET_S = 1.0
+BUILD_DEFER_MAX = 2_000_000
 
 VectorsOf = Callable[[np.ndarray], np.ndarray]  # rowids -> their vectors (float32, NaN rows: none)
 
@@ -129,6 +136,9 @@ class CollectionVectors:
         self._wake = threading.Event()
         self._stop = False
         self._passes = 0  # completed builder passes that found nothing to do
+        self._last_write = 0.0  # time.monotonic() of the last write (see BUILD_QUIET_S)
+        self._urgent = 0  # wait_indexed() callers: builds are not deferred
+        self._deferred = False  # the last pass left work for when the writes pause
         self._failed: set[int] = set()  # id() of segments whose build failed (not retried)
         self._thread: threading.Thread | None = None
         self._allow_cache: tuple | None = None
@@ -178,8 +188,26 @@ class CollectionVectors:
     def wrote(self) -> None:
         """A write was applied (under the write lock): wake the builder when the memtable has
         grown MEMTABLE_ANN_MIN rows past what its structure covers."""
+        self._last_write = time.monotonic()
         if self._thread is not None and self._mem_due(self.engine.mem):
             self._wake.set()
+
+    def _writing(self) -> bool:
+        """True while builds wait for the writes to pause (BUILD_QUIET_S, BUILD_DEFER_MAX)."""
+        if self._urgent or self._stop or time.monotonic() - self._last_write >= BUILD_QUIET_S:
+            return False
+        eng = self.engine
+        with eng.lock.read():
+            segs = list(eng.segments)
+        with self._mutex:
+            waiting = sum(len(s.vec_rows) for s in segs if self._seg_kind(s) is not None
+                          and (s not in self._covers or self._covers[s].own is None))
+        return waiting < BUILD_DEFER_MAX
+
+    def _wait_for_quiet(self) -> None:
+        while self._writing():
+            self._deferred = True
+            time.sleep(0.05)
 
     def _mem_kind(self) -> str | None:
         if self.kind_opt == "auto":
@@ -195,6 +223,9 @@ class CollectionVectors:
         """Build a structure over the memtable's rows so far (in memory: the memtable is flushed
         to a segment soon). True when one was built."""
         eng = self.engine
+        if self._writing():  # flushed soon, and scanned exactly meanwhile
+            self._deferred = True
+            return False
         with eng.lock.read():
             mem = eng.mem
             if not self._mem_due(mem):
@@ -222,11 +253,15 @@ class CollectionVectors:
         if self._thread is None:
             return True
         with self._cond:
-            target = self._passes + 1
-            self._wake.set()
-            ok = self._cond.wait_for(lambda: self._passes >= target or self._stop or not self._thread.is_alive(),
-                                     timeout)
-        return bool(ok) and not self._stop
+            self._urgent += 1
+            try:
+                target = self._passes + 1
+                self._wake.set()
+                self._cond.wait_for(lambda: self._passes >= target or self._stop or not self._thread.is_alive(),
+                                    timeout)
+                return self._passes >= target and not self._stop
+            finally:
+                self._urgent -= 1
 
     def _seg_kind(self, seg) -> str | None:
         n = 0 if seg.vec_rows is None else len(seg.vec_rows)
@@ -240,8 +275,9 @@ class CollectionVectors:
         first = True
         while not self._stop:
             if not first:
-                self._wake.wait(timeout=30)
+                self._wake.wait(timeout=BUILD_QUIET_S if self._deferred else 30)
             first = False
+            self._deferred = False
             self._wake.clear()
             try:
                 while not self._stop:
@@ -302,6 +338,10 @@ class CollectionVectors:
             except SimsearchError as exc:
                 log.warning("ANN file %s is unusable (%s); rebuilding it", stem, exc)
         if block is None:
+            self._wait_for_quiet()
+            with self.engine.lock.read():
+                if self._stop or not any(sg is seg for sg in self.engine.segments):
+                    return  # merged away while the writes went on: its successor is the job
             try:
                 block = AnnBlock.build(rows, vecs, metric=self.metric, kind=kind, params=self.params,
                                        should_stop=lambda: self._stop)
