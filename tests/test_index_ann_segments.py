@@ -288,3 +288,23 @@ def test_builds_wait_for_the_writes_to_pause(tmp_path, small, monkeypatch):
         c.upsert(_docs(2400, 3600))  # new sealed segments; a pause of an hour never comes
         assert c.wait_indexed(timeout=120)
         assert c.stats()["vectors_pending"] == 0
+
+
+def test_segments_due_a_structure_are_scanned_from_the_mapping_without_a_heap_copy(tmp_path, small, monkeypatch):
+    """Until a segment's structure is ready it is scanned exactly, from its mapping: no heap copy
+    of its vectors (that would be anonymous memory for the life of the segment)."""
+    path = str(tmp_path / "ix")
+    with Index(path) as ix:
+        c = ix.create_collection("v", dim=DIM, vector_index="hnsw")
+        for lo in range(0, 2400, 300):
+            c.upsert(_docs(lo, lo + 300))
+        assert c.wait_indexed(timeout=120)
+        exact = [c.search(q, k=5, exact=True) for q in _vectors(10, 4)]
+    monkeypatch.setattr(_vecsearch.CollectionVectors, "_run", lambda self: None)  # a builder that never gets to it
+    with Index(path) as ix:
+        c = ix.get_collection("v")
+        due = [s for s in c._engine.segments if c._ann._seg_kind(s) is not None]
+        assert due
+        assert [c.search(q, k=5) for q in _vectors(10, 4)] == exact  # every segment scanned exactly
+        threading.Event().wait(0.3)
+        assert all(s.flat_copy is None for s in due)

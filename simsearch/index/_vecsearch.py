@@ -153,6 +153,7 @@ class CollectionVectors:
         if self.kind_opt == "flat" or self._thread is not None:
             return
         self.engine.on_segments = self.segments_changed
+        self.engine.flat_copy_ok = lambda seg: self._seg_kind(seg) is None
         self._thread = threading.Thread(target=self._run, name=f"simsearch-ann-c{self.identity.get('cid')}",
                                         daemon=True)
         self._thread.start()
