@@ -225,15 +225,7 @@ class AnnBlock:
         nq, n = len(q), len(self)
         dist = np.full((nq, k), np.inf, np.float32)
         rows = np.full((nq, k), -1, np.int64)
-        keep = None
-        for name, mask in (("allow", allow), ("live", live)):
-            if mask is None:
-                continue
-            mask = np.asarray(mask, dtype=bool)
-            if mask.shape != (n,):
-                raise InvalidArgumentError(f"{name} must be a bool array of {n} positions; got shape {mask.shape}.")
-            keep = mask if keep is None else keep & mask
-        n_keep = n if keep is None else int(np.count_nonzero(keep))
+        keep, n_keep, bits = self._keep(allow, live)
         use_ann = not exact and self._index is not None
         if use_ann and allow is not None:
             use_ann = n_keep > EXACT_SCAN_MAX and n_keep >= MIN_SELECTIVITY * n
@@ -249,15 +241,41 @@ class AnnBlock:
             p = p if pos is None else np.where(p >= 0, pos[np.maximum(p, 0)], -1)
         else:
             sel = None if n_keep == n else keep
-            cand = self._faiss_search(q, kk, sel, n_keep / n, allow is not None, ef_search, nprobe)
+            cand = self._faiss_search(q, kk, sel, n_keep / n, allow is not None, ef_search, nprobe,
+                                      bits=None if sel is None else bits)
             d, p = polish(self.vectors, q, cand, self.metric, backend=be)
         dist[:, :kk] = d
         rows[:, :kk] = np.where(p >= 0, self.rows[np.maximum(p, 0)], -1)
         dist[rows < 0] = np.inf
         return AnnResult(dist, rows, path)
 
+    def _keep(self, allow: np.ndarray | None, live: np.ndarray | None) -> tuple:
+        """(positions both masks keep or None for all, their number, their little-endian packed
+        bits or None), for the last (allow, live) pair by identity: the collection passes the same
+        cached arrays on every query until a write, and recomputing the AND, the count and the
+        packed selector per query cost O(block) each time."""
+        cached = getattr(self, "_keep_cache", None)
+        if cached is not None and cached[0] is allow and cached[1] is live:
+            return cached[2]
+        n = len(self)
+        keep = None
+        for name, mask in (("allow", allow), ("live", live)):
+            if mask is None:
+                continue
+            mask = np.asarray(mask, dtype=bool)
+            if mask.shape != (n,):
+                raise InvalidArgumentError(f"{name} must be a bool array of {n} positions; got shape {mask.shape}.")
+            keep = mask if keep is None else keep & mask
+        n_keep = n if keep is None else int(np.count_nonzero(keep))
+        bits = None if keep is None or n_keep == n else np.packbits(keep, bitorder="little")
+        out = (keep, n_keep, bits)
+        if not (isinstance(allow, np.ndarray) or allow is None) or not (isinstance(live, np.ndarray) or live is None):
+            return out  # a list or other sequence: not cached (its identity says nothing about its contents)
+        self._keep_cache = (allow, live, out)
+        return out
+
     def _faiss_search(self, q: np.ndarray, k: int, allow: np.ndarray | None, selectivity: float, boost: bool,
-                      ef_search: int | None, nprobe: int | None) -> np.ndarray:
+                      ef_search: int | None, nprobe: int | None, bits: np.ndarray | None = None) -> np.ndarray:
         """Candidate positions (nq, k), -1 where none, from the faiss structure."""
         faiss = _faiss()
         if self.kind == "hnsw":
@@ -272,9 +290,9 @@ class AnnBlock:
             if boost:
                 probe = int(probe * min(MAX_EF_BOOST, max(1.0, math.sqrt(1.0 / max(selectivity, 1e-9)))))
             sp.nprobe = min(self._nlist, probe)
-        bits = None
         if allow is not None:
-            bits = np.packbits(allow, bitorder="little")
+            if bits is None:
+                bits = np.packbits(allow, bitorder="little")
             sp.sel = faiss.IDSelectorBitmap(len(allow), faiss.swig_ptr(bits))
         x = unit_rows(q) if self.metric == "cosine" else q
         out = np.empty((len(q), k), np.int64)

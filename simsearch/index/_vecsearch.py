@@ -481,13 +481,18 @@ class CollectionVectors:
         return d, r, QueryStats(path, kind, allowed, scanned)
 
     def _allow(self, rowset: RowSet, block: AnnBlock) -> np.ndarray:
-        """The filter's bitmap over the block's positions; the last one is reused while the same
-        RowSet (cached by the FieldStore until a write) meets the same block."""
+        """The filter's bitmap over the block's positions, kept for every block while the same
+        RowSet (cached by the FieldStore until a write) is queried: a query meets one block per
+        indexed segment, and recomputing them all per query cost O(collection) (filtered p99 3.2x
+        the unfiltered at 1M)."""
         cached = self._allow_cache
-        if cached is not None and cached[0] is rowset and cached[1] is block:
-            return cached[2]
+        if cached is None or cached[0] is not rowset:
+            cached = self._allow_cache = (rowset, {})
+        hit = cached[1].get(id(block))
+        if hit is not None and hit[0] is block:
+            return hit[1]
         allow = rowset.has(np.asarray(block.rows))
-        self._allow_cache = (rowset, block, allow)
+        cached[1][id(block)] = (block, allow)
         return allow
 
     def _scan(self, queries, k, rowids, vecs, metric):
