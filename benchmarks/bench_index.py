@@ -312,13 +312,7 @@ def main(argv=None) -> None:
             rep.add(metric="ANN build after ingest (wait_indexed)", docs=args.docs, seconds=res["ann_tail_s"],
                     value=round((res["ingest_s"] + res["merge_tail_s"] + res["ann_tail_s"]) * 1e6 / args.docs, 1))
     if args.only_ingest:
-        if not args.no_skip_row:
-            _skip_rows(rep, os.path.join(root, "skip-idx"), args)
-        rep.add(metric="load average at end", value=round(os.getloadavg()[0], 2))
-        if args.dir is None:
-            shutil.rmtree(root, ignore_errors=True)
-        print()
-        print(rep.table(["metric", "docs", "docs_per_s", "seconds", "value", "skipped"]))
+        _finish(rep, root, args, ["metric", "docs", "docs_per_s", "seconds", "value", "skipped"])
         return
     rep.add(metric="bytes on disk per doc", value=round(dir_bytes(path) / args.docs, 1))
     base = child(path, "baseline", args)
@@ -326,13 +320,18 @@ def main(argv=None) -> None:
     report_open(rep, "clean close", child(path, "open", args), base, args.docs, args)
     child(path, "crash", args)
     report_open(rep, "after kill -9", child(path, "open", args), base, args.docs, args)
+    _finish(rep, root, args, ["metric", "docs", "docs_per_s", "seconds", "value", "p50_ms", "p99_ms", "qps"])
+
+
+def _finish(rep, root, args, columns) -> None:
+    """The skip rows (unless --no-skip-row), the closing load average, cleanup and the table."""
     if not args.no_skip_row:
         _skip_rows(rep, os.path.join(root, "skip-idx"), args)
     rep.add(metric="load average at end", value=round(os.getloadavg()[0], 2))
     if args.dir is None:
         shutil.rmtree(root, ignore_errors=True)
     print()
-    print(rep.table(["metric", "docs", "docs_per_s", "seconds", "value", "p50_ms", "p99_ms", "qps"]))
+    print(rep.table(columns))
 
 
 if __name__ == "__main__":

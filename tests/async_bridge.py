@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from simsearch.aio_client import AsyncClient
+from simsearch.errors import SimsearchError
 
 
 class SyncAsync:
@@ -45,3 +46,17 @@ def async_scenario(address: str, scenario, wrap=SyncAsync):
     finally:
         loop.close()
     return log
+
+
+def recorder() -> tuple[list, object]:
+    """(log, step): ``step(fn)`` appends ("ok", fn()) or ("error", type name, message) of a
+    SimsearchError, so a scenario's log compares equal across the three APIs."""
+    log: list = []
+
+    def step(fn):
+        try:
+            log.append(("ok", fn()))
+        except SimsearchError as exc:
+            log.append(("error", type(exc).__name__, str(exc)))
+
+    return log, step

@@ -173,21 +173,9 @@ def test_kill9_inside_a_flush_or_a_merge_loses_nothing(tmp_path, monkeypatch, at
     start = 0
     for args in ([at, str(nth)], None):  # killed at the injection point, then a plain run killed at random
         cmd = [sys.executable, "-c", KILLER if args else CHILD, str(path), str(start)] + (args or [])
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + (30 if args else 1.0)
-        lines = []
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(int(line))
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        lines += [int(x) for x in proc.stdout.read().split()]
-        proc.stdout.close()
+        rc, lines = _run_child(cmd, 30 if args else 1.0)
         if args:
-            assert proc.returncode == -signal.SIGKILL and lines, "the injection point was never reached"
+            assert rc == -signal.SIGKILL and lines, "the injection point was never reached"
         acked += lines
         start = max(acked) + 1000
     _check(path, acked)

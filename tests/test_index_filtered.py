@@ -10,12 +10,13 @@ import os
 
 import numpy as np
 import pytest
+from async_bridge import recorder
 from filter_cases import FILTERS, INDEXED, _docs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simsearch.distance import pairwise
-from simsearch.errors import InvalidArgumentError, SimsearchError
+from simsearch.errors import InvalidArgumentError
 from simsearch.index import Document, Index, _ann, _vecsearch, parse_filter
 
 pytest.importorskip("faiss")
@@ -359,13 +360,7 @@ def test_indexed_columns_persist_across_a_clean_close(tmp_path):
 
 def _stats_scenario(api) -> list:
     """find_duplicates and classify asked with_stats, filtered (indexed and scanned) and not."""
-    log = []
-
-    def step(fn):
-        try:
-            log.append(("ok", fn()))
-        except SimsearchError as exc:
-            log.append(("error", type(exc).__name__, str(exc)))
+    log, step = recorder()
 
     docs = _docs(7, 160)
     c = api.create_collection("st", dim=6, indexed_fields=["lang"], threshold=0.5, vector_index="flat")

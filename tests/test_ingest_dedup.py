@@ -11,10 +11,10 @@ import threading
 
 import numpy as np
 import pytest
-from async_bridge import async_scenario
+from async_bridge import async_scenario, recorder
 
 from simsearch import Client, Document, Index, minhash, shingles
-from simsearch.errors import InvalidArgumentError, InvalidTypeError, SimsearchError
+from simsearch.errors import InvalidArgumentError, InvalidTypeError
 from simsearch.index import DUPLICATE_JACCARD_FIELD, DUPLICATE_OF_FIELD, Duplicate, parse_filter
 
 WORDS = [f"w{i}" for i in range(400)]
@@ -208,13 +208,7 @@ def test_bad_arguments_are_typed_errors_and_store_nothing(kwargs, exc):
 
 def _scenario(api) -> list:
     base, new = _corpus(3, n_base=20, n_new=30)
-    log = []
-
-    def step(fn):
-        try:
-            log.append(("ok", fn()))
-        except SimsearchError as exc:
-            log.append(("error", type(exc).__name__, str(exc)))
+    log, step = recorder()
 
     coll = api.create_collection("c", threshold=0.7)
     step(lambda: coll.upsert(base))

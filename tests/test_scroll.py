@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from async_bridge import async_scenario
+from async_bridge import async_scenario, recorder
 from filter_cases import FILTERS as RANDOM_FILTERS
 from filter_cases import INDEXED
 from filter_cases import _docs as _filtered_docs
@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simsearch import Client, Document, Index
-from simsearch.errors import InvalidArgumentError, InvalidTypeError, NotFoundError, SimsearchError
+from simsearch.errors import InvalidArgumentError, InvalidTypeError, NotFoundError
 from simsearch.index import parse_filter
 
 
@@ -136,13 +136,7 @@ def test_batch_size_limit_is_max_batch():
 # -- remote -------------------------------------------------------------------------------------
 
 def _scenario(api) -> list:
-    log = []
-
-    def step(fn):
-        try:
-            log.append(("ok", fn()))
-        except SimsearchError as exc:
-            log.append(("error", type(exc).__name__, str(exc)))
+    log, step = recorder()
 
     c = api.create_collection("c", dim=4)
     c.upsert(ALL)

@@ -898,7 +898,7 @@ class Engine:
         if seg.path is None or self._flat_bytes + vecs.nbytes > FLAT_COPY_BYTES or not self.flat_copy_ok(seg):
             return vecs
         with self._shingle_mutex:  # one copy per segment even when queries race
-            if seg.flat_copy is None and not getattr(seg, "flat_copying", False):
+            if seg.flat_copy is None and not seg.flat_copying:
                 seg.flat_copying = True
                 self._flat_bytes += vecs.nbytes
                 # made off the query path: the first scans after an open read the mapping

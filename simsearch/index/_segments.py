@@ -300,6 +300,7 @@ class Segment:
         self.n_dead = 0
         self.tomb: dict | None = None  # the tombstone file the manifest names for it, if any
         self.flat_copy = None  # a heap copy of ``vecs`` for flat scans (see Engine._flat_vectors)
+        self.flat_copying = False  # a background thread is making flat_copy
         self.ann = None  # hook: a per-segment ANN structure over ``vecs`` (simsearch.index._ann)
         # lazily verified sections: name -> (their block checksums, bool per block: verified)
         self._lazy: dict[str, tuple[np.ndarray, np.ndarray]] = {}
