@@ -600,8 +600,11 @@ def test_flat_scans_read_the_mapping_until_the_background_copy_lands(tmp_path, s
         release = threading.Event()
         copy = _engine._copy_flat
 
+        copiers: list[tuple[str, int, int]] = []  # (thread name, ident, nice) of each copy
+
         def held(seg, v):  # the copy waits until the queries have been answered from the mapping
             release.wait(10)
+            copiers.append((threading.current_thread().name, threading.get_ident(), os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
             copy(seg, v)
 
         monkeypatch.setattr(_engine, "_copy_flat", held)
@@ -614,6 +617,12 @@ def test_flat_scans_read_the_mapping_until_the_background_copy_lands(tmp_path, s
             threading.Event().wait(0.01)
         assert all(s.flat_copy is not None for s in segs)
         assert all(np.array_equal(s.flat_copy, s.vecs) for s in segs)
+        c._engine.wait_copies()
+        # one thread made every copy, one segment after another, at a lower CPU priority than
+        # the queries (several copiers on 2 cores held near-duplicate queries ~4 ms each)
+        assert len(copiers) == len(segs) and len(set(copiers)) == 1
+        assert copiers[0][2] > os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) or copiers[0][2] == 19
+        assert not [t for t in threading.enumerate() if t.name.startswith("simsearch-flatcopy")]
         assert [c.search(d.vector, k=6) for d in vecs] == first
         fresh = oracle(live)
         assert [fresh.search(d.vector, k=6) for d in vecs] == first

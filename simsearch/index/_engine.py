@@ -34,7 +34,7 @@ import logging
 import os
 import shutil
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 import numpy as np
 
@@ -106,6 +106,8 @@ class Engine:
         self._shingles: OrderedDict[int, np.ndarray] = OrderedDict()
         self._shingle_bytes = 0
         self._flat_bytes = 0
+        self._copy_queue: deque = deque()  # (segment, vectors) waiting for their heap copy
+        self._copier: threading.Thread | None = None
         self._shingle_mutex = threading.Lock()
         self._merge_wake = threading.Event()
         self._merge_mutex = threading.Lock()
@@ -612,6 +614,7 @@ class Engine:
             return
 
         def run():
+            background_priority()  # catch-up work: the queries verify the blocks they read themselves
             while not self._merge_stop:
                 todo = [sg for sg in self.segments if not sg.verified]
                 if not todo:
@@ -901,10 +904,35 @@ class Engine:
             if seg.flat_copy is None and not seg.flat_copying:
                 seg.flat_copying = True
                 self._flat_bytes += vecs.nbytes
-                # made off the query path: the first scans after an open read the mapping
-                threading.Thread(target=_copy_flat, args=(seg, vecs), daemon=True,
-                                 name=f"simsearch-flatcopy-c{self.cid}").start()
+                # made off the query path, one segment at a time by one low-priority thread: the
+                # first scans after an open read the mapping, and the queries meanwhile keep a core
+                # (one thread per segment took both cores of a 2-core machine: near-duplicate
+                # queries during the copies at 10M waited ~4.4 ms for one)
+                self._copy_queue.append((seg, vecs))
+                if self._copier is None or not self._copier.is_alive():
+                    self._copier = threading.Thread(target=self._run_copies, daemon=True,
+                                                    name=f"simsearch-flatcopy-c{self.cid}")
+                    self._copier.start()
         return vecs
+
+    def _run_copies(self) -> None:
+        background_priority()
+        while True:
+            with self._shingle_mutex:
+                if not self._copy_queue:
+                    self._copier = None
+                    return
+                seg, vecs = self._copy_queue.popleft()
+            _copy_flat(seg, vecs)
+
+    def wait_copies(self) -> None:
+        """Wait for the background heap copies of segment vectors (tests, benchmarks)."""
+        while True:
+            with self._shingle_mutex:
+                th = self._copier
+            if th is None:
+                return
+            th.join()
 
     def vector_rows_all(self, require_labels: bool):
         """(rowids, ext ids, vectors, labels) of every alive document with a vector, in rowid order."""
@@ -981,6 +1009,18 @@ class Engine:
 def _sigs_of(source, rows: np.ndarray) -> np.ndarray:
     """The signature array of a source, safe to read at ``rows`` (their blocks verified)."""
     return source.sig_rows(rows) if isinstance(source, Segment) else source.sigs
+
+
+BACKGROUND_NICE = 10  # nice increment of the catch-up threads (block verification, heap copies)
+
+
+def background_priority() -> None:
+    """Lower the calling thread's CPU priority (Linux schedules threads one by one; elsewhere a
+    no-op): catch-up work yields the cores to the queries and writes that run meanwhile."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+    except (AttributeError, OSError):  # pragma: no cover - not Linux, or not permitted
+        pass
 
 
 def _copy_flat(seg: Segment, vecs: np.ndarray) -> None:
