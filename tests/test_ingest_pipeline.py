@@ -100,3 +100,27 @@ def test_a_failure_mid_batch_stores_nothing(tmp_path, monkeypatch, where):
         assert coll.count() == 140
     with Index(tmp_path / "ix") as ix:
         assert ix.get_collection("c").count() == 140
+
+
+def test_chunks_hashed_beside_the_insert_leave_it_a_core(tmp_path, monkeypatch):
+    """With the numba backend, chunks after the first are hashed while the storage worker inserts
+    the previous one, on one numba thread fewer (at least one); the first chunk (nothing runs
+    beside it) uses them all, and the caller's setting is restored afterwards."""
+    numba = pytest.importorskip("numba")
+    monkeypatch.setattr(collection_mod, "PIPELINE_DOCS", 16)
+    seen: list[int] = []
+    prepare = collection_mod.Collection._prepare
+
+    def recording(self, norm, vecs):
+        seen.append(numba.get_num_threads())
+        return prepare(self, norm, vecs)
+
+    monkeypatch.setattr(collection_mod.Collection, "_prepare", recording)
+    before = numba.get_num_threads()
+    with Index(tmp_path / "idx", backend="numba") as idx:
+        c = idx.create_collection("c", dim=8, threshold=0.5)
+        c.upsert(_docs(np.random.default_rng(0), 80))
+        assert c.count() == 80
+    assert numba.get_num_threads() == before
+    assert len(seen) == 5
+    assert seen[0] == before and seen[1:] == [max(1, before - 1)] * 4

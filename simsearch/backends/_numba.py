@@ -95,6 +95,19 @@ class NumbaBackend(NumbaLSHKernels):
         """The backend for host-resident data: this one."""
         return self
 
+    @contextmanager
+    def sharing_cores(self, busy: int = 1):
+        """Kernels called by this thread meanwhile leave ``busy`` cores to work that runs beside
+        them (at least one thread is kept): a pipelined upsert hashes chunk i + 1 while a worker
+        inserts chunk i, and hashing on every core then oversubscribed them (2 cores: 39-41k docs/s
+        with both threads hashing, 43-45k with one, paired runs)."""
+        prev = numba.get_num_threads()
+        numba.set_num_threads(max(1, prev - busy))
+        try:
+            yield
+        finally:
+            numba.set_num_threads(prev)
+
     def shingle_hashes(self, texts, ngram, shingle):
         t, asc, swar, per_byte = _tables()
         char_mode = shingle == "char"

@@ -9,6 +9,7 @@ between.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -385,13 +386,17 @@ class Collection:
 
         first = part(0)  # before the lock: concurrent writers hash their first chunk in parallel
 
+        # the chunks after the first are hashed while the storage worker inserts: one core less
+        sharing = getattr(self._index._backend, "sharing_cores", None)
+
         def chunks():
             current = first
             for lo in range(step, len(norm) + step, step):
                 sig_parts.append(current[0])
                 yield current[1]
                 if lo < len(norm):
-                    current = part(lo)
+                    with sharing() if sharing is not None else contextlib.nullcontext():
+                        current = part(lo)
 
         ids = [d.id for d in norm]
         with self._lock.write():
