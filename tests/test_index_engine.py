@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simsearch.errors import ResourceExhaustedError, StorageCorruptionError
-from simsearch.index import Document, Index, _engine, _manifest
+from simsearch.errors import NotFoundError, ResourceExhaustedError, StorageCorruptionError
+from simsearch.index import Document, Index, _collection, _engine, _manifest
 from simsearch.index._storage import DB_FILE, FORMAT_VERSION
 
 WORDS = [f"w{i}" for i in range(300)]
@@ -201,11 +201,22 @@ def test_sqlite_damage_is_storage_corruption(tmp_path, small_memtable):
         c._rebuild()
 
 
+def _absent(coll, docs) -> bool:
+    """None of ``docs`` is stored (get raises NotFoundError for each)."""
+    for d in docs:
+        with pytest.raises(NotFoundError):
+            coll.get([d.id])
+    return True
+
+
 def _enospc(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
-def test_disk_full_during_a_flush_fails_that_write_and_keeps_serving(tmp_path, small_memtable, monkeypatch):
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_disk_full_during_a_flush_fails_that_write_and_keeps_serving(tmp_path, small_memtable, monkeypatch, pipelined):
+    """``pipelined``: the write is a pipelined upsert, whose flush runs beside its inserts and
+    fails it before the commit (Engine.flush_beside)."""
     idx = Index(tmp_path / "idx")
     c = idx.create_collection("c", dim=8, threshold=0.5)
     docs = make_docs(40, 3)
@@ -213,20 +224,83 @@ def test_disk_full_during_a_flush_fails_that_write_and_keeps_serving(tmp_path, s
     before = answers(c, docs)
     manifest = Path(os.path.join(c._engine.dir, _manifest.MANIFEST)).read_bytes()
     monkeypatch.setattr(_engine, "write_segment", _enospc)
+    if pipelined:
+        monkeypatch.setattr(_collection, "PIPELINE_DOCS", 2)
     more = make_docs(5, 4, prefix="late")
     with pytest.raises(ResourceExhaustedError, match="full"):
         c.upsert(more)
     assert answers(c, docs) == before  # nothing applied, still served
+    assert c.count() == 40 and _absent(c, more)
     assert Path(os.path.join(c._engine.dir, _manifest.MANIFEST)).read_bytes() == manifest
     assert not [n for n in os.listdir(c._engine.dir) if n.endswith(".tmp")]
     monkeypatch.undo()
     monkeypatch.setattr(_engine, "MEMTABLE_ROWS", 32)
+    if pipelined:
+        monkeypatch.setattr(_collection, "PIPELINE_DOCS", 2)
     c.upsert(more)  # space again: the flush and the write go through
     assert c.count() == 45
     idx.close()
     with Index(tmp_path / "idx") as idx:
         assert idx.get_collection("c").count() == 45
         assert answers(idx.get_collection("c"), docs) == answers(oracle({d.id: d for d in docs + more}), docs)
+
+
+
+def test_a_pipelined_upsert_flushes_beside_its_inserts(tmp_path, small_memtable, monkeypatch):
+    """A pipelined upsert that finds the memtable full flushes it on a thread of its own while
+    its chunks are inserted; the answers equal a fresh index's, before and after a reopen, and a
+    write that fails after such a flush keeps the flush and stores nothing of itself."""
+    monkeypatch.setattr(_collection, "PIPELINE_DOCS", 4)
+    flushed_on: list[str] = []
+    flush_segment = _engine.Engine._flush_segment
+
+    def recording(self):
+        flushed_on.append(threading.current_thread().name)
+        return flush_segment(self)
+
+    monkeypatch.setattr(_engine.Engine, "_flush_segment", recording)
+    live = {}
+    with Index(tmp_path / "idx") as idx:
+        c = idx.create_collection("c", dim=8, threshold=0.5)
+        for k in range(6):
+            batch = make_docs(30, 10 + k, prefix=f"b{k}-")
+            c.upsert(batch)
+            live.update({d.id: d for d in batch})
+        assert flushed_on and all(n.startswith("simsearch-flush-") for n in flushed_on)
+        assert c._engine.segments  # the flushes made segments
+        docs = list(live.values())
+        assert answers(c, docs) == answers(oracle(live), docs)
+        # the memtable is full again: this write flushes beside, then one of its chunks fails
+        while len(c._engine.mem) < _engine.MEMTABLE_ROWS:
+            extra = make_docs(8, 40 + len(c._engine.mem), prefix=f"x{len(c._engine.mem)}-")
+            c.upsert(extra)
+            live.update({d.id: d for d in extra})
+        segs = len(c._engine.segments)
+        n_flushes = len(flushed_on)
+        original = _collection.Collection._prepare
+        calls = [0]
+
+        def failing(self, norm, vecs):
+            calls[0] += 1
+            if calls[0] == 3:
+                raise RuntimeError("injected failure in the third chunk")
+            return original(self, norm, vecs)
+
+        monkeypatch.setattr(_collection.Collection, "_prepare", failing)
+        bad = make_docs(20, 99, prefix="bad-")
+        with pytest.raises(RuntimeError, match="injected"):
+            c.upsert(bad)
+        monkeypatch.setattr(_collection.Collection, "_prepare", original)
+        assert len(flushed_on) == n_flushes + 1 and len(c._engine.segments) >= segs  # the flush stands
+        assert len(c._engine.mem) == 0 or len(c._engine.mem) < _engine.MEMTABLE_ROWS
+        assert _absent(c, bad)
+        assert c.count() == len(live)
+        docs = list(live.values())
+        assert answers(c, docs) == answers(oracle(live), docs)
+    with Index(tmp_path / "idx") as idx:
+        c = idx.get_collection("c")
+        assert c.count() == len(live)
+        assert answers(c, docs) == answers(oracle(live), docs)
 
 
 def test_disk_full_during_the_manifest_write_changes_nothing(tmp_path, small_memtable, monkeypatch):
@@ -626,3 +700,33 @@ def test_flat_scans_read_the_mapping_until_the_background_copy_lands(tmp_path, s
         assert [c.search(d.vector, k=6) for d in vecs] == first
         fresh = oracle(live)
         assert [fresh.search(d.vector, k=6) for d in vecs] == first
+
+
+def test_close_waits_for_the_background_copies(tmp_path, small_memtable, monkeypatch):
+    """Close stops the heap copier at its next step and waits for it: once the index is closed no
+    thread reads the segment files, which may then be changed (truncating a file that a thread
+    still reads through its mapping would kill the process with SIGBUS)."""
+    with Index(tmp_path / "idx") as idx:
+        c = idx.create_collection("c", dim=8, threshold=0.5, vector_index="flat")
+        live = churn(c, 4)
+        c._engine.wait_merges()
+    monkeypatch.setattr(_engine, "COPY_STEP_BYTES", 32)  # one 8-d vector per step: a slow copy
+    started = threading.Event()
+    copy = _engine._copy_flat
+
+    def observed(seg, v):
+        started.set()
+        copy(seg, v)
+
+    monkeypatch.setattr(_engine, "_copy_flat", observed)
+    idx = Index(tmp_path / "idx")
+    c = idx.get_collection("c")
+    vec = next(d.vector for d in live.values() if d.vector is not None)
+    c.search(vec, k=3)  # queues the copies
+    assert started.wait(10)
+    idx.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("simsearch-flatcopy")]
+    for f in (tmp_path / "idx" / "segments").glob("c*/seg-*.seg"):
+        f.write_bytes(b"")  # truncated under any mapping still read
+    with Index(tmp_path / "idx") as idx:  # the emptied segments are rebuilt from the rows
+        assert idx.get_collection("c").count() == len(live)

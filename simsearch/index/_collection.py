@@ -401,9 +401,23 @@ class Collection:
         ids = [d.id for d in norm]
         with self._lock.write():
             self._check_alive()
-            self._engine.flush_if_full()
             replaced = [e for e, r in zip(ids, self._engine.rowids_of(ids)) if r >= 0]
-            removed, new_rowids, seq = self._storage.write_chunks(self._cid, replaced, chunks())
+            # A full memtable is flushed beside the inserts (it holds none of this write's rows);
+            # the flush ends before the commit, so a full disk fails this write uncommitted.
+            flushing = self._engine.flush_beside()
+            try:
+                removed, new_rowids, seq = self._storage.write_chunks(
+                    self._cid, replaced, chunks(), before_commit=None if flushing is None else flushing.wait)
+            except BaseException:
+                if flushing is not None:
+                    try:
+                        flushing.wait()  # the engine is the caller's again
+                    except BaseException:  # the write's own error is the one raised
+                        pass
+                    flushing.finish()
+                raise
+            if flushing is not None:
+                flushing.finish()
             try:
                 labels = [d.label for d in norm]
                 self._engine.apply(seq, np.asarray(removed, dtype=np.int64), new_rowids, ids, labels,

@@ -424,11 +424,31 @@ class Engine:
         if len(self.mem) >= MEMTABLE_ROWS:
             self.flush()
 
+    def flush_beside(self) -> _FlushBeside | None:
+        """When the memtable is full, start its flush on a thread of its own (see
+        :class:`_FlushBeside`); None when no flush is due (or, in memory, it was done here). The caller holds the write
+        lock and touches nothing of the engine until ``wait()`` has returned: it runs a storage
+        write meanwhile (a pipelined upsert; the memtable holds none of its rows), calls ``wait()``
+        before its commit, so that a failed flush (a full disk: ResourceExhaustedError, everything
+        as it was) fails the write, and ``finish()`` after it."""
+        if len(self.mem) < MEMTABLE_ROWS:
+            return None
+        if self.dir is None:  # in memory: no file to write, flushed here
+            self.flush()
+            return None
+        return _FlushBeside(self)
+
     def flush(self) -> None:
         """The memtable becomes a segment and a new manifest is the commit point. A full disk
         raises ResourceExhaustedError and leaves everything as it was (still served)."""
+        if self._flush_segment():
+            self._after_flush()
+
+    def _flush_segment(self) -> bool:
+        """:meth:`flush` up to its bookkeeping: the segment and the manifest written, the new
+        segment in the list and a new memtable in place (True); False with an empty memtable."""
         if not len(self.mem):
-            return
+            return False
         data = self.mem.to_segment_data()
         seg = None
         try:
@@ -456,6 +476,9 @@ class Engine:
             self.segments.append(seg)
             self._segments_changed([], [seg])
         self.mem = self._new_memtable()
+        return True
+
+    def _after_flush(self) -> None:
         if self.dir is not None:
             _manifest.collect_garbage(self.dir, self._referenced())
             self._prune_deletes()
@@ -659,6 +682,9 @@ class Engine:
             self._verifier.join(timeout=10)  # it stops after its current block (or its repair)
         for seg in self.segments:
             seg.close()
+        with self._shingle_mutex:
+            self._copy_queue.clear()
+        self.wait_copies()  # stops at its next step: its segment is closed
         if remove and self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -1011,6 +1037,35 @@ def _sigs_of(source, rows: np.ndarray) -> np.ndarray:
     return source.sig_rows(rows) if isinstance(source, Segment) else source.sigs
 
 
+class _FlushBeside:
+    """A memtable flush running on a thread of its own (:meth:`Engine.flush_beside`)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._outcome: list = []
+        self._thread = threading.Thread(target=self._run, name=f"simsearch-flush-c{engine.cid}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._outcome.append(self._engine._flush_segment())
+        except BaseException as exc:  # raised by wait()
+            self._outcome.append(exc)
+
+    def wait(self) -> None:
+        """Wait for the flush; raise what it raised (nothing changed then)."""
+        self._thread.join()
+        if isinstance(self._outcome[0], BaseException):
+            raise self._outcome[0]
+
+    def finish(self) -> None:
+        """After the caller's commit: the flush's bookkeeping (garbage collection, the delete log,
+        waking the merger), which writes to the storage itself."""
+        self._thread.join()
+        if self._outcome[0] is True:
+            self._engine._after_flush()
+
+
 BACKGROUND_NICE = 10  # nice increment of the catch-up threads (block verification, heap copies)
 
 
@@ -1023,10 +1078,19 @@ def background_priority() -> None:
         pass
 
 
+COPY_STEP_BYTES = 16 << 20  # a heap copy checks between steps of this size whether to stop
+
+
 def _copy_flat(seg: Segment, vecs: np.ndarray) -> None:
-    """The heap copy of a segment's (verified) vectors that flat scans read once it is made; a
-    segment closed meanwhile keeps none (the view held here keeps its mapping alive until then)."""
-    copy = np.array(vecs)
+    """The heap copy of a segment's (verified) vectors that flat scans read once it is made, in
+    steps; a segment closed meanwhile keeps none, and the copy stops at its next step (so that
+    Engine.close can wait for it: the file may be changed once the index is closed)."""
+    copy = np.empty_like(vecs)
+    step = max(1, COPY_STEP_BYTES // max(1, vecs.strides[0] if vecs.ndim else 1))
+    for lo in range(0, len(vecs), step):
+        if seg._closed:
+            return
+        copy[lo:lo + step] = vecs[lo:lo + step]
     if not seg._closed:
         seg.flat_copy = copy
 

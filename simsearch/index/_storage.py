@@ -511,12 +511,13 @@ class SQLiteStorage:
         return self.write_chunks(cid, delete_ext_ids, [rows], pipelined=False)
 
     def write_chunks(self, cid: int, delete_ext_ids: list[str], chunks: Iterable[list[tuple]], *,
-                     pipelined: bool = True) -> tuple[list[int], list[int], int]:
+                     pipelined: bool = True, before_commit=None) -> tuple[list[int], list[int], int]:
         """:meth:`write` with the rows arriving as ``chunks``, from an iterable that may work
         between them (the collection hashes the next chunk). ``pipelined``: each chunk's
         checksums and INSERT run on a worker thread while the iterable makes the next one
         (SQLite and the hashing kernels release the GIL). One transaction either way: an error
-        in any chunk, or raised by the iterable, rolls it back and nothing is stored."""
+        in any chunk, or raised by the iterable or by ``before_commit()`` (called last, inside
+        the transaction), rolls it back and nothing is stored."""
 
         def run():
             with self._txn() as c:
@@ -562,6 +563,8 @@ class SQLiteStorage:
                             ext_ids += pending.result()
                 c.execute("UPDATE collections SET ndocs = ndocs + ?, ndocs_seq = seq WHERE cid=?",  # see count
                           (len(ext_ids) - len(removed), cid))
+                if before_commit is not None:
+                    before_commit()
                 after = c.execute("SELECT seq FROM sqlite_sequence WHERE name='documents'").fetchone()
                 after = after[0] if after else 0
                 if after - before == len(ext_ids):
