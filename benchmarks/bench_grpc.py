@@ -280,6 +280,7 @@ def main(argv=None) -> None:
     p.add_argument("--train-seconds", type=float, default=30.0, help="deadline of the background training")
     p.add_argument("--no-training", action="store_true", help="skip the during-training rows")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
+    p.add_argument("--only-ingest", action="store_true", help="only the two ingest rows (in process, over gRPC)")
     p.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)  # the grpc-echo rows' server
     args = p.parse_args(argv)
     if args.echo_server:
@@ -328,6 +329,8 @@ def main(argv=None) -> None:
                     assert result.upserted == len(docs)
                     rep.add(op="ingest", mode="grpc", clients=1, batch=args.ingest_batch, n=len(docs),
                             per_s=round(len(docs) / wall, 1))
+                if args.only_ingest:
+                    return
                 bench_queries(rep, "near_dup", local, (address, pid), args, texts, text_batches,
                               lambda c, q: c.near_duplicates(q), lambda c, qs: c.near_duplicates_batch(texts=qs))
                 bench_queries(rep, "knn", local, (address, pid), args, vectors, vec_batches,
