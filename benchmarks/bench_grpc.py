@@ -314,6 +314,13 @@ def main(argv=None) -> None:
             wall = time.perf_counter() - start
             rep.add(op="ingest", mode="inprocess", clients=1, batch=args.ingest_batch, n=len(docs),
                     per_s=round(len(docs) / wall, 1))
+            # the local collection's background work (merges, its HNSW build) ends before the
+            # server starts: in this process it would take a core from the gRPC rows' server
+            if hasattr(local, "wait_indexed"):
+                local.wait_indexed()
+            engine = getattr(local, "_engine", None)
+            if engine is not None:
+                engine.wait_merges()
 
             address, stop, pid = start_server(str(Path(tmp) / "served"), args.workers, args.server == "inprocess")
             try:
