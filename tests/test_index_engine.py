@@ -266,7 +266,13 @@ def test_a_pipelined_upsert_flushes_beside_its_inserts(tmp_path, small_memtable,
             batch = make_docs(30, 10 + k, prefix=f"b{k}-")
             c.upsert(batch)
             live.update({d.id: d for d in batch})
-        assert flushed_on and all(n.startswith("simsearch-flush-") for n in flushed_on)
+        assert len(flushed_on) >= 2 and all(n.startswith("simsearch-flush-") for n in flushed_on)
+        conns = len(c._storage._all_conns)
+        for k in range(6):  # more flushes beside: one flush thread, so no new storage connection each
+            batch = make_docs(30, 20 + k, prefix=f"m{k}-")
+            c.upsert(batch)
+            live.update({d.id: d for d in batch})
+        assert len(flushed_on) >= 4 and len(c._storage._all_conns) <= conns + 1
         assert c._engine.segments  # the flushes made segments
         docs = list(live.values())
         assert answers(c, docs) == answers(oracle(live), docs)

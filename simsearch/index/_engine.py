@@ -108,6 +108,7 @@ class Engine:
         self._flat_bytes = 0
         self._copy_queue: deque = deque()  # (segment, vectors) waiting for their heap copy
         self._copier: threading.Thread | None = None
+        self._flusher = None  # see _flush_pool
         self._shingle_mutex = threading.Lock()
         self._merge_wake = threading.Event()
         self._merge_mutex = threading.Lock()
@@ -438,6 +439,15 @@ class Engine:
             return None
         return _FlushBeside(self)
 
+    def _flush_pool(self):
+        """The one thread that runs flushes beside writes (one thread, so that what it reads from
+        the storage goes through one connection), made on first use and shut down by close."""
+        if self._flusher is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"simsearch-flush-c{self.cid}")
+        return self._flusher
+
     def flush(self) -> None:
         """The memtable becomes a segment and a new manifest is the commit point. A full disk
         raises ResourceExhaustedError and leaves everything as it was (still served)."""
@@ -685,6 +695,9 @@ class Engine:
         with self._shingle_mutex:
             self._copy_queue.clear()
         self.wait_copies()  # stops at its next step: its segment is closed
+        if self._flusher is not None:  # idle: a flush beside a write ends within that write
+            self._flusher.shutdown(wait=True)
+            self._flusher = None
         if remove and self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -1042,27 +1055,16 @@ class _FlushBeside:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._outcome: list = []
-        self._thread = threading.Thread(target=self._run, name=f"simsearch-flush-c{engine.cid}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._outcome.append(self._engine._flush_segment())
-        except BaseException as exc:  # raised by wait()
-            self._outcome.append(exc)
+        self._future = engine._flush_pool().submit(engine._flush_segment)
 
     def wait(self) -> None:
         """Wait for the flush; raise what it raised (nothing changed then)."""
-        self._thread.join()
-        if isinstance(self._outcome[0], BaseException):
-            raise self._outcome[0]
+        self._future.result()
 
     def finish(self) -> None:
         """After the caller's commit: the flush's bookkeeping (garbage collection, the delete log,
         waking the merger), which writes to the storage itself."""
-        self._thread.join()
-        if self._outcome[0] is True:
+        if self._future.exception() is None and self._future.result() is True:
             self._engine._after_flush()
 
 
