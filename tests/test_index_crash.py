@@ -164,10 +164,16 @@ KILLER = textwrap.dedent(
 ) + CHILD
 
 
-@pytest.mark.parametrize("at,nth", [("segment-torn", 2), ("segment-tmp", 3), ("manifest", 3), ("merge", 1),
-                                    ("merge", 2)])
-def test_kill9_inside_a_flush_or_a_merge_loses_nothing(tmp_path, monkeypatch, at, nth):
+@pytest.mark.parametrize("at,nth,pipelined", [("segment-torn", 2, False), ("segment-tmp", 3, False),
+                                              ("manifest", 3, False), ("merge", 1, False), ("merge", 2, False),
+                                              ("segment-torn", 2, True), ("manifest", 3, True)])
+def test_kill9_inside_a_flush_or_a_merge_loses_nothing(tmp_path, monkeypatch, at, nth, pipelined):
+    """``pipelined``: every upsert of the child is pipelined (chunks of 4), so its flushes run
+    beside its inserts (Engine.flush_beside) and the kill lands inside one with the write's
+    transaction open."""
     monkeypatch.setenv("SIMSEARCH_MEMTABLE_ROWS", "30")
+    if pipelined:
+        monkeypatch.setenv("SIMSEARCH_PIPELINE_DOCS", "4")
     path = tmp_path / "idx"
     acked: list[int] = []
     start = 0
