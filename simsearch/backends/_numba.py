@@ -23,20 +23,27 @@ _PAR_MIN_BYTES = 1 << 16  # text bytes (or 8 x shingle hashes) below which the k
 
 
 @contextmanager
-def _threads_for(work: int):
-    """One thread for small batches: a parallel region must wake every worker, and on a busy
-    machine one descheduled worker stalls the whole call (seen: 30-50 ms p90 on single-document
-    near-duplicate queries under load, 0.3 ms on one thread). ``set_num_threads`` is per
-    calling thread, so concurrent callers are not affected."""
-    if work >= _PAR_MIN_BYTES:
-        yield
-        return
+def _num_threads(n: int):
+    """Kernels called by this thread meanwhile run on ``n`` numba threads (``set_num_threads``
+    is per calling thread, so concurrent callers are not affected)."""
     prev = numba.get_num_threads()
-    numba.set_num_threads(1)
+    numba.set_num_threads(n)
     try:
         yield
     finally:
         numba.set_num_threads(prev)
+
+
+@contextmanager
+def _threads_for(work: int):
+    """One thread for small batches: a parallel region must wake every worker, and on a busy
+    machine one descheduled worker stalls the whole call (seen: 30-50 ms p90 on single-document
+    near-duplicate queries under load, 0.3 ms on one thread)."""
+    if work >= _PAR_MIN_BYTES:
+        yield
+        return
+    with _num_threads(1):
+        yield
 
 
 @functools.lru_cache(maxsize=1)
@@ -95,18 +102,12 @@ class NumbaBackend(NumbaLSHKernels):
         """The backend for host-resident data: this one."""
         return self
 
-    @contextmanager
     def sharing_cores(self, busy: int = 1):
         """Kernels called by this thread meanwhile leave ``busy`` cores to work that runs beside
         them (at least one thread is kept): a pipelined upsert hashes chunk i + 1 while a worker
         inserts chunk i, and hashing on every core then oversubscribed them (2 cores: 39-41k docs/s
         with both threads hashing, 43-45k with one, paired runs)."""
-        prev = numba.get_num_threads()
-        numba.set_num_threads(max(1, prev - busy))
-        try:
-            yield
-        finally:
-            numba.set_num_threads(prev)
+        return _num_threads(max(1, numba.get_num_threads() - busy))
 
     def shingle_hashes(self, texts, ngram, shingle):
         t, asc, swar, per_byte = _tables()

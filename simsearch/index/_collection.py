@@ -408,16 +408,9 @@ class Collection:
             try:
                 removed, new_rowids, seq = self._storage.write_chunks(
                     self._cid, replaced, chunks(), before_commit=None if flushing is None else flushing.wait)
-            except BaseException:
+            finally:
                 if flushing is not None:
-                    try:
-                        flushing.wait()  # the engine is the caller's again
-                    except BaseException:  # the write's own error is the one raised
-                        pass
-                    flushing.finish()
-                raise
-            if flushing is not None:
-                flushing.finish()
+                    flushing.finish()  # waits for it: the engine is this write's again
             try:
                 labels = [d.label for d in norm]
                 self._engine.apply(seq, np.asarray(removed, dtype=np.int64), new_rowids, ids, labels,

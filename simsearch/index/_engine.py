@@ -1062,8 +1062,9 @@ class _FlushBeside:
         self._future.result()
 
     def finish(self) -> None:
-        """After the caller's commit: the flush's bookkeeping (garbage collection, the delete log,
-        waking the merger), which writes to the storage itself."""
+        """After the caller's commit (or its failure): wait for the flush without raising, and do
+        a successful flush's bookkeeping (garbage collection, the delete log, waking the merger),
+        which writes to the storage itself."""
         if self._future.exception() is None and self._future.result() is True:
             self._engine._after_flush()
 
@@ -1088,7 +1089,7 @@ def _copy_flat(seg: Segment, vecs: np.ndarray) -> None:
     steps; a segment closed meanwhile keeps none, and the copy stops at its next step (so that
     Engine.close can wait for it: the file may be changed once the index is closed)."""
     copy = np.empty_like(vecs)
-    step = max(1, COPY_STEP_BYTES // max(1, vecs.strides[0] if vecs.ndim else 1))
+    step = max(1, COPY_STEP_BYTES // vecs.strides[0])  # rows per step
     for lo in range(0, len(vecs), step):
         if seg._closed:
             return
