@@ -16,6 +16,7 @@ import pytest
 from simsearch.client import Client
 from simsearch.errors import SimsearchError
 from simsearch.index import Document, Index, MetadataJSON, check_documents
+from simsearch.index import _document
 from simsearch.server import ServerConfig, create_server
 from simsearch.wire import pb, pb_grpc
 import simsearch.wire as wire
@@ -225,15 +226,23 @@ def test_vector_into_a_collection_without_vectors_is_refused_alike(tmp_path, grp
 
 # -- metadata JSON: once per side -------------------------------------------------------------
 class _Counts:
-    """Counts every JSON encode and decode in this process (json.dumps and json.loads included)."""
+    """Counts every JSON encode and decode in this process (json.dumps and json.loads included,
+    and the document checks' own encoder of metadata dicts, made once from json's C encoder)."""
 
     def __init__(self, monkeypatch):
         self.encode = self.decode = 0
         real_encode, real_decode = json.JSONEncoder.encode, json.JSONDecoder.decode
+        real_dict = _document._encode_dict
 
         def encode(enc, o):
             self.encode += 1
             return real_encode(enc, o)
+
+        def encode_dict(o):
+            self.encode += 1
+            return real_dict(o)
+
+        monkeypatch.setattr(_document, "_encode_dict", encode_dict)
 
         def decode(dec, s, *a, **kw):
             self.decode += 1

@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -33,7 +34,7 @@ from ..shingling import shingle_hashes
 from ..validation import check_int, check_option, check_param
 from . import _doctable, _ingest, _scroll
 from ._classify import Classification, ClassifierInfo
-from ._document import check_documents, check_id, check_ids
+from ._document import batch_list, check_document, check_documents, check_id, check_ids, plain_ids
 from ._engine import Engine
 from ._filter import parse as parse_filter
 from ._filtering import PART_ROWS, FieldStore, RowSet, fields_dir, fields_path
@@ -57,6 +58,9 @@ from ._vecsearch import CollectionVectors, ann_dir
 
 # Plain upserts larger than this are hashed and inserted in chunks of it, overlapped (_upsert_pipelined).
 PIPELINE_DOCS = int(os.environ.get("SIMSEARCH_PIPELINE_DOCS", "1024"))
+# A pipelined upsert hashes its next chunk on one core less when, after hashing a chunk, it
+# waited for the storage worker more than this fraction of the hashing time.
+SHARE_WAIT = 0.1
 
 
 def _row_blobs(matrix: np.ndarray, dtype: str, present: list[bool]) -> list[bytes | None]:
@@ -68,6 +72,10 @@ def _row_blobs(matrix: np.ndarray, dtype: str, present: list[bool]) -> list[byte
 
 
 _calls = threading.local()
+
+
+class _BadChunk(Exception):
+    """A chunk of a pipelined upsert failed its document checks (the typed error is its cause)."""
 
 
 def _repairs_segments(method):
@@ -94,6 +102,7 @@ def _repairs_segments(method):
 
     return run
 
+
 class Collection:
     """Documents with text, metadata, optional vector and label, indexed for similarity queries.
 
@@ -110,6 +119,7 @@ class Collection:
         self._dropped = False
         self._models: dict = {}
         self._nan_vec = np.full(config.dim, np.nan, np.float32) if config.dim else None
+        self._share_cores = True  # see _upsert_pipelined
         self._engine: Engine | None = None
         self._ann: CollectionVectors | None = None
         self._open_engine()
@@ -304,11 +314,16 @@ class Collection:
         result lists each skipped or tagged document."""
         self._check_alive()
         on_duplicate, threshold = _ingest.check_on_duplicate(on_duplicate, threshold, self.config.threshold)
-        norm = check_documents(docs, dim=self.config.dim, collection=self.name, max_batch=self._index.max_batch,
-                               max_text_bytes=self._index.max_text_bytes)  # metadata as its JSON text
-        vecs = self._check_vectors([d.vector for d in norm], "upsert docs") if self.config.dim else None
-        if on_duplicate == "insert" and len(norm) > PIPELINE_DOCS:
-            return self._upsert_pipelined(norm, vecs)
+        docs = batch_list(docs, max_batch=self._index.max_batch)
+        if on_duplicate == "insert" and len(docs) > PIPELINE_DOCS:
+            ids = plain_ids(docs)
+            if ids is not None:
+                try:
+                    return self._upsert_pipelined(docs, ids)
+                except _BadChunk as bad:  # raise the batch's first error, as the checks below do
+                    self._checked(docs)
+                    raise bad.__cause__ from None
+        norm, vecs = self._checked(docs)
         sigs, rows = self._prepare(norm, vecs)
         ids = [d.id for d in norm]
         labels = [d.label for d in norm]
@@ -344,6 +359,19 @@ class Collection:
         return UpsertResult(upserted=len(rows), replaced=len(removed), skipped=len(norm) - len(rows),
                             duplicates=duplicates)
 
+    def _checked(self, docs: list, start: int = 0) -> tuple[list[Document], np.ndarray | None]:
+        """Documents ``docs`` (positions ``start``... of the batch) checked and normalised
+        (metadata as its JSON text), and their vectors as one float32 matrix (None without
+        vectors). The same typed error as :func:`check_documents` for the first bad one."""
+        cfg = self.config
+        if start == 0:
+            norm = check_documents(docs, dim=cfg.dim, collection=self.name, max_batch=self._index.max_batch,
+                                   max_text_bytes=self._index.max_text_bytes)
+        else:
+            limit = self._index.max_text_bytes
+            norm = [check_document(d, start + i, cfg.dim, self.name, limit) for i, d in enumerate(docs)]
+        return norm, (self._check_vectors([d.vector for d in norm], "upsert docs") if cfg.dim else None)
+
     def _prepare(self, norm: list[Document], vecs: np.ndarray | None) -> tuple[np.ndarray, list[tuple]]:
         """(signatures, storage rows) of checked documents ``norm`` (``vecs``: their checked
         vectors, NaN rows for none; None without vectors)."""
@@ -374,31 +402,48 @@ class Collection:
         ]
         return sigs, rows
 
-    def _upsert_pipelined(self, norm: list[Document], vecs: np.ndarray | None) -> UpsertResult:
-        """A plain upsert of a large checked batch, in chunks of PIPELINE_DOCS: chunk i + 1 is
-        hashed here while a storage worker checksums and inserts chunk i, all in one
-        transaction (see SQLiteStorage.write_chunks), so the result is that of one write."""
+    def _upsert_pipelined(self, docs: list, ids: list[str]) -> UpsertResult:
+        """A plain upsert of a large batch (distinct, valid ``ids``), in chunks of PIPELINE_DOCS:
+        chunk i + 1 is checked and hashed here while a storage worker checksums and inserts chunk
+        i, all in one transaction (see SQLiteStorage.write_chunks), so the result is that of one
+        write. A chunk that fails its checks raises _BadChunk (from the typed error) after the
+        transaction is rolled back: nothing of the batch is stored."""
         step = PIPELINE_DOCS
-        sig_parts: list[np.ndarray] = []
+        parts: list[tuple] = []
 
         def part(lo):
-            return self._prepare(norm[lo:lo + step], None if vecs is None else vecs[lo:lo + step])
+            try:
+                norm, vecs = self._checked(docs[lo:lo + step], lo)
+            except (InvalidArgumentError, InvalidTypeError, ResourceExhaustedError) as exc:
+                raise _BadChunk() from exc
+            sigs, rows = self._prepare(norm, vecs)
+            return norm, vecs, sigs, rows
 
         first = part(0)  # before the lock: concurrent writers hash their first chunk in parallel
 
-        # the chunks after the first are hashed while the storage worker inserts: one core less
+        # The chunks after the first are hashed while the storage worker inserts the previous one:
+        # on one core less while the inserts are the slower stage (this thread waited for the
+        # worker), on all of them while hashing is (the worker was idle). Which stage is slower
+        # depends on the machine (2 cores, 200-word documents: inserts on a Xeon, hashing on an
+        # EPYC), so it is measured chunk by chunk, and the last choice carries to the next write.
         sharing = getattr(self._index._backend, "sharing_cores", None)
 
         def chunks():
             current = first
-            for lo in range(step, len(norm) + step, step):
-                sig_parts.append(current[0])
-                yield current[1]
-                if lo < len(norm):
-                    with sharing() if sharing is not None else contextlib.nullcontext():
+            hashed = 0.0
+            for lo in range(step, len(docs) + step, step):
+                parts.append(current[:3])
+                t = time.perf_counter()
+                yield current[3]
+                waited = time.perf_counter() - t
+                if lo > step:  # the wait for chunk i - 1's insert after chunk i was hashed
+                    self._share_cores = waited > SHARE_WAIT * hashed
+                if lo < len(docs):
+                    t = time.perf_counter()
+                    with sharing() if sharing is not None and self._share_cores else contextlib.nullcontext():
                         current = part(lo)
+                    hashed = time.perf_counter() - t
 
-        ids = [d.id for d in norm]
         with self._lock.write():
             self._check_alive()
             replaced = [e for e, r in zip(ids, self._engine.rowids_of(ids)) if r >= 0]
@@ -412,14 +457,15 @@ class Collection:
                 if flushing is not None:
                     flushing.finish()  # waits for it: the engine is this write's again
             try:
-                labels = [d.label for d in norm]
+                labels = [d.label for p in parts for d in p[0]]
+                vecs = None if parts[0][1] is None else np.concatenate([p[1] for p in parts])
                 self._engine.apply(seq, np.asarray(removed, dtype=np.int64), new_rowids, ids, labels,
-                                   np.concatenate(sig_parts), vecs)
-                self._applied(removed, new_rowids, ids, labels, [d.metadata for d in norm], vecs)
+                                   np.concatenate([p[2] for p in parts]), vecs)
+                self._applied(removed, new_rowids, ids, labels, [d.metadata for p in parts for d in p[0]], vecs)
             except BaseException:
                 self._rebuild()  # memory must match what was committed
                 raise
-        return UpsertResult(upserted=len(norm), replaced=len(removed), skipped=0, duplicates=())
+        return UpsertResult(upserted=len(docs), replaced=len(removed), skipped=0, duplicates=())
 
     def delete(self, ids: Sequence[str], *, missing_ok: bool = False) -> int:
         """Delete documents by id, atomically. Unknown ids raise NotFoundError unless ``missing_ok``."""

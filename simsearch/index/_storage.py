@@ -269,12 +269,14 @@ WAL_LIMIT_BYTES = 256 << 20
 CHECKPOINT_PAUSE_S = 0.05  # at most ~20 background checkpoints a second: bursts of commits coalesce
 
 
-class _Checkpointer:
-    """A daemon thread that runs ``PRAGMA wal_checkpoint(PASSIVE)`` when poked (durability is the
-    commit's WAL fsync; a checkpoint only moves committed pages into the database file)."""
+class _Poked:
+    """A daemon thread that runs :meth:`_step` when poked, at most once per ``pause`` seconds
+    (pokes meanwhile coalesce), on state made by :meth:`_open` on the thread (None: it exits)."""
 
-    def __init__(self, connect) -> None:
-        self._connect = connect
+    name = "simsearch-poked"
+    pause = 0.0
+
+    def __init__(self) -> None:
         self._wake = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -284,33 +286,91 @@ class _Checkpointer:
         if self._thread is None:
             with self._start_lock:
                 if self._thread is None and not self._stop:
-                    self._thread = threading.Thread(target=self._run, name="simsearch-checkpoint", daemon=True)
+                    self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
                     self._thread.start()
         self._wake.set()
+
+    # a subclass defines _open() -> state | None and _step(state); _close(state) is optional
+    def _close(self, state) -> None:
+        pass
 
     def _run(self) -> None:
         import time
 
-        try:
-            conn = self._connect()
-        except sqlite3.Error:  # pragma: no cover - the writer checkpoints by itself past the limit
+        state = self._open()
+        if state is None:
             return
-        while True:
-            self._wake.wait()
-            if self._stop:
-                return
-            self._wake.clear()
-            try:
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            except sqlite3.Error:  # a full disk, a closing store: the next poke (or the writer) retries
-                pass
-            time.sleep(CHECKPOINT_PAUSE_S)
+        try:
+            while True:
+                self._wake.wait()
+                if self._stop:
+                    return
+                self._wake.clear()
+                self._step(state)
+                if self.pause:
+                    time.sleep(self.pause)
+        finally:
+            self._close(state)
 
     def stop(self) -> None:
         self._stop = True
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
+
+
+class _Checkpointer(_Poked):
+    """Runs ``PRAGMA wal_checkpoint(PASSIVE)`` when poked (durability is the commit's WAL fsync;
+    a checkpoint only moves committed pages into the database file)."""
+
+    name = "simsearch-checkpoint"
+    pause = CHECKPOINT_PAUSE_S
+
+    def __init__(self, connect) -> None:
+        super().__init__()
+        self._connect = connect
+
+    def _open(self):
+        try:
+            return self._connect()
+        except sqlite3.Error:  # pragma: no cover - the writer checkpoints by itself past the limit
+            return None
+
+    def _step(self, conn) -> None:
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error:  # a full disk, a closing store: the next poke (or the writer) retries
+            pass
+
+
+class _WalWriteback(_Poked):
+    """``fdatasync`` of the WAL file when poked: a pipelined write pokes it after each chunk, so
+    the WAL pages of a large transaction reach the disk while later chunks are inserted, and the
+    commit's own fsync (``synchronous=FULL``) finds little left to write (5,000 documents of 200
+    words append ~13 MB; their commit took 50 ms on a disk that syncs ~250 MB/s, 25 ms with this).
+    Only an earlier write of the same bytes: SQLite ignores WAL frames past the last commit frame,
+    so syncing them early changes nothing on a crash. Any error is ignored (the commit syncs)."""
+
+    name = "simsearch-wal-sync"
+
+    def __init__(self, wal_path: str) -> None:
+        super().__init__()
+        self._path = wal_path
+
+    def _open(self):
+        return [None]  # the fd, opened on the first poke (the WAL exists once a write began)
+
+    def _step(self, state) -> None:
+        try:
+            if state[0] is None:
+                state[0] = os.open(self._path, os.O_RDONLY)
+            os.fdatasync(state[0])
+        except OSError:
+            pass
+
+    def _close(self, state) -> None:
+        if state[0] is not None:
+            os.close(state[0])
 
 
 class SQLiteStorage:
@@ -336,6 +396,7 @@ class SQLiteStorage:
         self._conns_lock = threading.Lock()
         self._closed = False
         self._checkpointer = None
+        self._writeback = None
         self._insert_pool = None
         try:
             self._writer = self._connect()
@@ -343,6 +404,8 @@ class SQLiteStorage:
                 self._writer.execute("PRAGMA wal_autocheckpoint=0")
                 self._writer.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES // 2}")
                 self._checkpointer = _Checkpointer(self._connect)
+                if self._sync == "FULL":  # with NORMAL a commit does not sync the WAL
+                    self._writeback = _WalWriteback(db + "-wal")
             self._init_schema()
         except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # damaged pages can hold bad text
             self.close()
@@ -543,8 +606,12 @@ class SQLiteStorage:
                 sql = ("INSERT INTO documents(cid, ext_id, text, metadata, label, vector, signature, shingles,"
                        " crc_index, crc_doc, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?)")
 
+                writeback = self._writeback if pipelined else None
+
                 def insert(rows):
                     c.executemany(sql, _insert_params(cid, seq, rows))
+                    if writeback is not None:
+                        writeback.poke()
                     return [r[0] for r in rows]
 
                 ext_ids: list[str] = []
@@ -836,6 +903,8 @@ class SQLiteStorage:
         self._closed = True
         if self._checkpointer is not None:
             self._checkpointer.stop()
+        if self._writeback is not None:
+            self._writeback.stop()
         if self._insert_pool is not None:
             self._insert_pool.shutdown(wait=True)
         with self._conns_lock:
