@@ -13,12 +13,22 @@ from importlib import metadata
 
 
 def git_commit() -> str:
+    """The commit of the simsearch being measured: the checkout its package was imported from
+    (a base run from a worktree on PYTHONPATH names the worktree's commit), else the cwd's."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        import simsearch
+
+        where = os.path.dirname(os.path.dirname(os.path.abspath(simsearch.__file__)))
+    except ImportError:
+        where = None
+    for git in ([] if where is None else [["git", "-C", where]]) + [["git"]]:  # an installed wheel: the cwd's
+        try:
+            out = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        except (OSError, subprocess.CalledProcessError):
+            continue
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
         return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    return "unknown"
 
 
 def versions(*packages: str) -> dict[str, str]:
