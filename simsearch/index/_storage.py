@@ -364,7 +364,7 @@ class _WalWriteback(_Poked):
         try:
             if state[0] is None:
                 state[0] = os.open(self._path, os.O_RDONLY)
-            os.fdatasync(state[0])
+            getattr(os, "fdatasync", os.fsync)(state[0])  # macOS has no fdatasync
         except OSError:
             pass
 
