@@ -207,7 +207,7 @@ def test_later_chunks_are_checked_beside_the_inserts(tmp_path, monkeypatch):
     chunk by chunk while the worker inserts (the checks are not a serial step of the write)."""
     monkeypatch.setattr(collection_mod, "PIPELINE_DOCS", 16)
     events: list[tuple[str, int]] = []
-    check, params = collection_mod.check_document, _storage._insert_params
+    check, params = _document.check_document, _storage._insert_params
 
     def checking(doc, i, *args):
         events.append(("check", i))
@@ -217,7 +217,7 @@ def test_later_chunks_are_checked_beside_the_inserts(tmp_path, monkeypatch):
         events.append(("insert", len(rows)))
         return params(cid, seq, rows)
 
-    monkeypatch.setattr(collection_mod, "check_document", checking)
+    monkeypatch.setattr(_document, "check_document", checking)
     monkeypatch.setattr(_storage, "_insert_params", inserting)
     with Index(tmp_path / "ix") as ix:
         coll = ix.create_collection("c", dim=8, threshold=0.7)

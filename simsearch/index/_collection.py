@@ -34,7 +34,7 @@ from ..shingling import shingle_hashes
 from ..validation import check_int, check_option, check_param
 from . import _doctable, _ingest, _scroll
 from ._classify import Classification, ClassifierInfo
-from ._document import batch_list, check_document, check_documents, check_id, check_ids, plain_ids
+from ._document import batch_list, check_chunk, check_documents, check_id, check_ids, plain_ids
 from ._engine import Engine
 from ._filter import parse as parse_filter
 from ._filtering import PART_ROWS, FieldStore, RowSet, fields_dir, fields_path
@@ -359,17 +359,16 @@ class Collection:
         return UpsertResult(upserted=len(rows), replaced=len(removed), skipped=len(norm) - len(rows),
                             duplicates=duplicates)
 
-    def _checked(self, docs: list, start: int = 0) -> tuple[list[Document], np.ndarray | None]:
-        """Documents ``docs`` (positions ``start``... of the batch) checked and normalised
-        (metadata as its JSON text), and their vectors as one float32 matrix (None without
-        vectors). The same typed error as :func:`check_documents` for the first bad one."""
-        cfg = self.config
-        if start == 0:
-            norm = check_documents(docs, dim=cfg.dim, collection=self.name, max_batch=self._index.max_batch,
-                                   max_text_bytes=self._index.max_text_bytes)
+    def _checked(self, docs: list, start: int | None = None) -> tuple[list[Document], np.ndarray | None]:
+        """Documents checked and normalised (metadata as its JSON text), and their vectors as one
+        float32 matrix (None without vectors): the whole batch (:func:`check_documents`, its
+        first bad document's error) or, with ``start``, the chunk of it at that position."""
+        cfg, ix = self.config, self._index
+        if start is None:
+            norm = check_documents(docs, dim=cfg.dim, collection=self.name, max_batch=ix.max_batch,
+                                   max_text_bytes=ix.max_text_bytes)
         else:
-            limit = self._index.max_text_bytes
-            norm = [check_document(d, start + i, cfg.dim, self.name, limit) for i, d in enumerate(docs)]
+            norm = check_chunk(docs, start, dim=cfg.dim, collection=self.name, max_text_bytes=ix.max_text_bytes)
         return norm, (self._check_vectors([d.vector for d in norm], "upsert docs") if cfg.dim else None)
 
     def _prepare(self, norm: list[Document], vecs: np.ndarray | None) -> tuple[np.ndarray, list[tuple]]:

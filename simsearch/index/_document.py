@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import InvalidArgumentError, InvalidTypeError, ResourceExhaustedError
 from ._types import MAX_ID_BYTES, MAX_LABEL_BYTES, MAX_METADATA_BYTES, Document
 
-__all__ = ["MetadataJSON", "batch_list", "check_document", "check_documents", "check_id", "check_ids", "check_vector",
+__all__ = ["MetadataJSON", "batch_list", "check_chunk", "check_document", "check_documents", "check_id", "check_ids", "check_vector",
            "plain_ids"]
 
 _FIELDS = frozenset({"id", "text", "metadata", "vector", "label"})
@@ -208,13 +208,20 @@ def plain_ids(docs: list) -> list[str] | None:
     return ids if len(set(ids)) == len(ids) else None
 
 
+def check_chunk(docs: list, start: int, *, dim: int | None, collection: str,
+                max_text_bytes: int | None = None) -> list[Document]:
+    """Documents ``start``, ``start + 1``, ... of an upsert batch, each through
+    :func:`check_document` (the positions name them in the errors); not the batch checks."""
+    check = check_document
+    return [check(d, start + i, dim, collection, max_text_bytes) for i, d in enumerate(docs)]
+
+
 def check_documents(docs: Any, *, dim: int | None, collection: str, max_batch: int | None = None,
                     max_text_bytes: int | None = None) -> list[Document]:
     """An upsert batch checked as ``Collection.upsert`` checks it: a non-empty list of at most
     ``max_batch`` documents (None: no limit) with distinct ids, each through :func:`check_document`."""
     docs = batch_list(docs, max_batch=max_batch)
-    check = check_document
-    norm = [check(d, i, dim, collection, max_text_bytes) for i, d in enumerate(docs)]
+    norm = check_chunk(docs, 0, dim=dim, collection=collection, max_text_bytes=max_text_bytes)
     seen: dict[str, int] = {}
     for i, d in enumerate(norm):
         if d.id in seen:

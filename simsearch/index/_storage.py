@@ -271,7 +271,8 @@ CHECKPOINT_PAUSE_S = 0.05  # at most ~20 background checkpoints a second: bursts
 
 class _Poked:
     """A daemon thread that runs :meth:`_step` when poked, at most once per ``pause`` seconds
-    (pokes meanwhile coalesce), on state made by :meth:`_open` on the thread (None: it exits)."""
+    (pokes meanwhile coalesce), after :meth:`_open` on the thread (False: it exits), and
+    :meth:`_close` when it stops. A subclass defines ``_open`` and ``_step``."""
 
     name = "simsearch-poked"
     pause = 0.0
@@ -290,15 +291,13 @@ class _Poked:
                     self._thread.start()
         self._wake.set()
 
-    # a subclass defines _open() -> state | None and _step(state); _close(state) is optional
-    def _close(self, state) -> None:
+    def _close(self) -> None:
         pass
 
     def _run(self) -> None:
         import time
 
-        state = self._open()
-        if state is None:
+        if not self._open():
             return
         try:
             while True:
@@ -306,11 +305,11 @@ class _Poked:
                 if self._stop:
                     return
                 self._wake.clear()
-                self._step(state)
+                self._step()
                 if self.pause:
                     time.sleep(self.pause)
         finally:
-            self._close(state)
+            self._close()
 
     def stop(self) -> None:
         self._stop = True
@@ -330,15 +329,16 @@ class _Checkpointer(_Poked):
         super().__init__()
         self._connect = connect
 
-    def _open(self):
+    def _open(self) -> bool:
         try:
-            return self._connect()
+            self._conn = self._connect()
         except sqlite3.Error:  # pragma: no cover - the writer checkpoints by itself past the limit
-            return None
+            return False
+        return True
 
-    def _step(self, conn) -> None:
+    def _step(self) -> None:
         try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error:  # a full disk, a closing store: the next poke (or the writer) retries
             pass
 
@@ -356,21 +356,23 @@ class _WalWriteback(_Poked):
     def __init__(self, wal_path: str) -> None:
         super().__init__()
         self._path = wal_path
+        self._fd: int | None = None  # opened on the first poke (the WAL exists once a write began)
 
-    def _open(self):
-        return [None]  # the fd, opened on the first poke (the WAL exists once a write began)
+    def _open(self) -> bool:
+        return True
 
-    def _step(self, state) -> None:
+    def _step(self) -> None:
         try:
-            if state[0] is None:
-                state[0] = os.open(self._path, os.O_RDONLY)
-            getattr(os, "fdatasync", os.fsync)(state[0])  # macOS has no fdatasync
+            if self._fd is None:
+                self._fd = os.open(self._path, os.O_RDONLY)
+            getattr(os, "fdatasync", os.fsync)(self._fd)  # macOS has no fdatasync
         except OSError:
             pass
 
-    def _close(self, state) -> None:
-        if state[0] is not None:
-            os.close(state[0])
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class SQLiteStorage:
