@@ -219,3 +219,67 @@ def test_build_stops_between_batches(data, monkeypatch):
     with pytest.raises(_ann.BuildCancelled):
         AnnBlock.build(rows, x, kind="hnsw", should_stop=stop)
     assert len(polls) == 4  # three batches added, stopped before the fourth
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 60), nq=st.integers(1, 5), k=st.integers(1, 12),
+       parts=st.integers(1, 4), metric=st.sampled_from(("sqeuclidean", "manhattan")))
+def test_top_k_ranks_every_part_once_like_brute_force(seed, n, nq, k, parts, metric):
+    """top_k over parts that split the rows (some with their distances computed, some by the
+    exact pair kernel from a base and positions) equals a brute-force ranking of all rows by
+    (distance, row). Small integer vectors make ties common and every distance exact."""
+    from simsearch.backends import get_knn_backend
+    rng = np.random.default_rng(seed)
+    dim = 3
+    x = rng.integers(-2, 3, (n, dim)).astype(np.float32)
+    q = rng.integers(-2, 3, (nq, dim)).astype(np.float32)
+    rows = rng.choice(10 * n + 10, n, replace=False).astype(np.int64)
+    diff = q[:, None, :].astype(np.float64) - x[None].astype(np.float64)
+    full = (diff ** 2).sum(-1) if metric == "sqeuclidean" else np.abs(diff).sum(-1)
+    group = rng.integers(0, parts, n)
+    cands = []
+    for g in range(parts):
+        at = np.flatnonzero(group == g)
+        pad = int(rng.integers(0, 3))  # slots without a candidate
+        if rng.random() < 0.5:  # distances known (an exact scan's answer)
+            r = np.concatenate([rows[at], np.full(pad, -1)]).astype(np.int64)
+            d = np.concatenate([full[:, at], np.full((nq, pad), np.inf)], axis=1).astype(np.float32)
+            cands.append(_ann.Candidates("exact", np.tile(r, (nq, 1)), d))
+        else:  # to be re-scored from the block's vectors at these positions
+            base = x[at]
+            pos = np.concatenate([np.arange(len(at)), np.full(pad, -1)]).astype(np.int64)
+            r = np.where(pos >= 0, rows[at][np.maximum(pos, 0)] if len(at) else -1, -1)
+            cands.append(_ann.Candidates("ann", np.tile(r, (nq, 1)), None, base, np.tile(pos, (nq, 1))))
+    d, r = _ann.top_k(cands, q, k, metric, get_knn_backend("numba"))
+    for i in range(nq):
+        order = np.lexsort((rows, full[i]))[:k]
+        m = len(order)
+        assert r[i, :m].tolist() == rows[order].tolist()
+        assert d[i, :m].tolist() == full[i, order].astype(np.float32).tolist()
+        assert (r[i, m:] == -1).all() and np.isinf(d[i, m:]).all()
+
+
+def test_small_searches_run_on_one_openmp_thread_of_their_own():
+    """A search of a few queries sets faiss's OpenMP team to one thread in its own thread only;
+    a large batch gets the default team back, and another thread's team is never changed."""
+    import threading
+
+    import faiss
+    main_before = faiss.omp_get_max_threads()
+    seen = {}
+
+    def worker():
+        default = faiss.omp_get_max_threads()
+        _ann._omp_threads(faiss, 1)
+        seen["small"] = faiss.omp_get_max_threads()
+        _ann._omp_threads(faiss, _ann.SERIAL_QUERIES + 1)
+        seen["large"] = faiss.omp_get_max_threads()
+        seen["default"] = default
+        _ann._omp_threads(faiss, 1)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen["small"] == 1
+    assert seen["large"] == seen["default"]
+    assert faiss.omp_get_max_threads() == main_before

@@ -308,3 +308,68 @@ def test_segments_due_a_structure_are_scanned_from_the_mapping_without_a_heap_co
         assert [c.search(q, k=5) for q in _vectors(10, 4)] == exact  # every segment scanned exactly
         threading.Event().wait(0.3)
         assert all(s.flat_copy is None for s in due)
+
+
+def test_blocks_searched_side_by_side_answer_as_one_thread_would(tmp_path, small, monkeypatch):
+    """A single query's blocks and exact scans are searched by pool threads beside the caller;
+    the answers are those of the serial search, distances included."""
+    monkeypatch.setattr(_vecsearch, "_POOL", _vecsearch._SidePool(2))
+    ix = Index(str(tmp_path / "ix"))
+    c = ix.create_collection("v", dim=DIM, vector_index="hnsw")
+    c._engine.stop_merger()  # keep several segments, each with its own block
+    for lo in range(0, 2000, 400):
+        c.upsert(_docs(lo, lo + 400))
+    c.upsert(_docs(2000, 2100))  # in the memtable: an exact scan beside the blocks
+    assert c._ann.wait_indexed(timeout=60)
+    assert sum(1 for cov in c._ann._covers.values() if cov.own is not None) >= 4
+    ran = []
+    real = _ann.AnnBlock.candidates
+
+    def spy(self, *a, **kw):
+        ran.append(threading.current_thread().name)
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(_ann.AnnBlock, "candidates", spy)
+    Q = _vectors(25, 5)
+    side = [c.search(q, k=10) for q in Q]
+    assert any(name.startswith("simsearch-knn") for name in ran) and threading.current_thread().name in ran
+    monkeypatch.setattr(_ann, "SERIAL_QUERIES", 0)  # every search serial in the caller
+    ran.clear()
+    serial = [c.search(q, k=10) for q in Q]
+    assert set(ran) == {threading.current_thread().name}
+    assert side == serial
+    assert _recall(side, [c.search(q, k=10, exact=True) for q in Q]) >= 0.95
+    ix.close()
+
+
+def test_side_pool_keeps_order_raises_after_every_call_and_frees_its_threads():
+    pool = _vecsearch._SidePool(2)
+    started = threading.Barrier(3, timeout=10)
+
+    def call(i):
+        def f():
+            if i < 3:
+                started.wait()  # three calls at once: the caller and both pool threads
+            return i * i
+        return f
+
+    assert pool.run([call(i) for i in range(9)]) == [i * i for i in range(9)]
+    assert pool._idle == 2
+    done = []
+
+    def boom():
+        raise ValueError("bad block")
+
+    def slow():
+        threading.Event().wait(0.2)
+        done.append(1)
+        return 1
+
+    with pytest.raises(ValueError, match="bad block"):
+        pool.run([slow, boom, slow])
+    finished = len(done)
+    threading.Event().wait(0.4)
+    assert len(done) == finished >= 1  # nothing still running once the error was raised
+    assert pool._idle == 2  # every pool thread given back, the error raised only after they ended
+    assert pool.run([lambda: 1, lambda: 2]) == [1, 2]
+    assert pool.run([lambda: 3, lambda: 4], side_by_side=False) == [3, 4]

@@ -44,15 +44,16 @@ import json
 import math
 import os
 import struct
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import xxhash
 
 from ..backends import get_knn_backend
-from ..distance import check_vectors, exact_knn, max_row_norm, normalize_metric, polish, unit_rows
+from ..distance import check_vectors, exact_knn, max_row_norm, normalize_metric, unit_rows
 from ..errors import BackendUnavailableError, InvalidArgumentError, StorageCorruptionError, UnsupportedFormatError
 from ..validation import VECTOR_INDEX_KINDS, check_int, check_option, check_param
 
@@ -67,8 +68,10 @@ __all__ = [
     "AnnParams",
     "AnnResult",
     "BuildCancelled",
+    "Candidates",
     "check_ann_params",
     "resolve_kind",
+    "top_k",
 ]
 
 AUTO_FLAT_BELOW = 20_000  # auto: a flat scan below this many vectors, HNSW from there on
@@ -80,6 +83,7 @@ _MAGIC = b"SSANNBLK"
 _ALIGN = 64
 _MIN_TRAIN_PER_LIST = 39  # faiss's k-means wants at least this many points per centroid
 _BATCH = 4096  # queries per faiss call
+SERIAL_QUERIES = 16  # a faiss search of at most this many queries runs on one OpenMP thread
 ADD_BATCH = 4096  # vectors per faiss add while building (a stop request is seen between batches)
 
 
@@ -153,6 +157,62 @@ class AnnResult:
     path: str
 
 
+class Candidates(NamedTuple):
+    """One block's (or one exact scan's) answer to a batch before the final ranking: ``rows``
+    (nq, m) int64, -1 where none; ``dist`` their exact float32 distances (+inf where none), or
+    None when they are still to be computed from ``base`` (the block's vectors) at ``pos`` (the
+    rows' positions in ``base``, -1 where none). ``path`` as :attr:`AnnResult.path`."""
+
+    path: str
+    rows: np.ndarray
+    dist: np.ndarray | None
+    base: np.ndarray | None = None
+    pos: np.ndarray | None = None
+
+
+def top_k(parts: list[Candidates], queries: np.ndarray, k: int, metric: str,
+          backend: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The k best of every part's rows per query, (distances, rows) (nq, k), -1 / +inf padded:
+    distances not yet computed are computed exactly (the exact pair kernel of ``backend``'s host
+    twin, as :func:`simsearch.distance.polish`), then all are ranked once, by (distance, row).
+    Parts must not share a row."""
+    nq = len(queries)
+    ds, rs = [], []
+    host = None
+    for part in parts:
+        if not part.rows.shape[1]:
+            continue
+        d = part.dist
+        if d is None:
+            pos = part.pos
+            m = pos.shape[1]
+            cols = pos.reshape(-1)
+            valid = cols >= 0
+            flat = np.full(nq * m, np.inf, np.float32)
+            if valid.any():
+                host = host or get_knn_backend(backend).host
+                qrow = np.repeat(np.arange(nq, dtype=np.int64), m)
+                with np.errstate(over="ignore"):  # a true distance beyond float32's range is inf
+                    flat[valid] = host.exact_pairs(queries, part.base, qrow[valid], cols[valid],
+                                                   metric).astype(np.float32)
+            d = flat.reshape(nq, m)
+        ds.append(d)
+        rs.append(part.rows)
+    dist = np.full((nq, k), np.inf, np.float32)
+    rows = np.full((nq, k), -1, np.int64)
+    if not ds:
+        return dist, rows
+    d = ds[0] if len(ds) == 1 else np.concatenate(ds, axis=1)
+    r = rs[0] if len(rs) == 1 else np.concatenate(rs, axis=1)
+    key = np.where(r >= 0, r, np.iinfo(np.int64).max)
+    order = np.lexsort((key, d), axis=-1)[:, :k]
+    m = order.shape[1]
+    dist[:, :m] = np.take_along_axis(d, order, axis=1)
+    rows[:, :m] = np.take_along_axis(r, order, axis=1)
+    dist[rows < 0] = np.inf
+    return dist, rows
+
+
 @dataclass
 class AnnBlock:
     """An immutable kNN index over ``rows`` (int64, ascending, unique) and their ``vectors``."""
@@ -220,34 +280,43 @@ class AnnBlock:
         that keeps at most EXACT_SCAN_MAX rows (or under MIN_SELECTIVITY of the block) is an
         exact scan; ``live`` alone always goes through the selector. ``exact=True`` scans."""
         q = check_vectors(queries, "queries", dim=self.dim, func="search")
-        qmax = float(np.abs(q).max()) if q.size else 0.0
         k = check_int(k, "k", 1, None, func="search")
+        be = get_knn_backend(backend)
+        part = self.candidates(q, k, allow=allow, live=live, exact=exact, ef_search=ef_search, nprobe=nprobe,
+                               backend=be)
+        d, r = top_k([part], q, k, self.metric, be)
+        return AnnResult(d, r, part.path)
+
+    def candidates(self, q: np.ndarray, k: int, *, allow: np.ndarray | None = None, live: np.ndarray | None = None,
+                   exact: bool = False, ef_search: int | None = None, nprobe: int | None = None,
+                   backend: Any = None, qmax: float | None = None, xq: np.ndarray | None = None) -> Candidates:
+        """:meth:`search` of checked queries ``q`` (float32 (nq, dim)) before the exact re-scoring:
+        the rows found, with exact distances where a scan found them, else the positions whose
+        distances :func:`top_k` computes, so that a query over many blocks re-scores and sorts
+        once (``backend``: a backend object; ``qmax``: max |q|; ``xq``: ``q`` as faiss is asked,
+        unit rows for cosine: both computed here when None, or once by a caller with many blocks)."""
         nq, n = len(q), len(self)
-        dist = np.full((nq, k), np.inf, np.float32)
-        rows = np.full((nq, k), -1, np.int64)
         keep, n_keep, bits = self._keep(allow, live)
         use_ann = not exact and self._index is not None
         if use_ann and allow is not None:
             use_ann = n_keep > EXACT_SCAN_MAX and n_keep >= MIN_SELECTIVITY * n
         path = "exact" if not use_ann else ("ann_filtered" if allow is not None else "ann")
         if not nq or not n_keep:
-            return AnnResult(dist, rows, path)
-        be = get_knn_backend(backend)
+            return Candidates(path, np.full((nq, 0), -1, np.int64), np.full((nq, 0), np.inf, np.float32))
         kk = min(k, n_keep)
         if not use_ann:
+            if qmax is None:
+                qmax = float(np.abs(q).max()) if q.size else 0.0
             pos = None if n_keep == n else np.flatnonzero(keep)
             base = self.vectors if pos is None else self.vectors[pos]
-            d, p = exact_knn(be, np.ascontiguousarray(base), q, kk, self.metric, max(qmax, self._amax), self._bnorm)
+            d, p = exact_knn(backend, np.ascontiguousarray(base), q, kk, self.metric, max(qmax, self._amax),
+                             self._bnorm)
             p = p if pos is None else np.where(p >= 0, pos[np.maximum(p, 0)], -1)
-        else:
-            sel = None if n_keep == n else keep
-            cand = self._faiss_search(q, kk, sel, n_keep / n, allow is not None, ef_search, nprobe,
-                                      bits=None if sel is None else bits)
-            d, p = polish(self.vectors, q, cand, self.metric, backend=be)
-        dist[:, :kk] = d
-        rows[:, :kk] = np.where(p >= 0, self.rows[np.maximum(p, 0)], -1)
-        dist[rows < 0] = np.inf
-        return AnnResult(dist, rows, path)
+            return Candidates(path, np.where(p >= 0, self.rows[np.maximum(p, 0)], -1), d)
+        sel = None if n_keep == n else keep
+        p = self._faiss_search(q, kk, sel, n_keep / n, allow is not None, ef_search, nprobe,
+                               bits=None if sel is None else bits, xq=xq)
+        return Candidates(path, np.where(p >= 0, self.rows[np.maximum(p, 0)], -1), None, self.vectors, p)
 
     def _keep(self, allow: np.ndarray | None, live: np.ndarray | None) -> tuple:
         """(positions both masks keep or None for all, their number, their little-endian packed
@@ -275,9 +344,11 @@ class AnnBlock:
         return out
 
     def _faiss_search(self, q: np.ndarray, k: int, allow: np.ndarray | None, selectivity: float, boost: bool,
-                      ef_search: int | None, nprobe: int | None, bits: np.ndarray | None = None) -> np.ndarray:
+                      ef_search: int | None, nprobe: int | None, bits: np.ndarray | None = None,
+                      xq: np.ndarray | None = None) -> np.ndarray:
         """Candidate positions (nq, k), -1 where none, from the faiss structure."""
         faiss = _faiss()
+        _omp_threads(faiss, len(q))
         if self.kind == "hnsw":
             sp = faiss.SearchParametersHNSW()
             ef = max(ef_search or self.params.ef_search, k)
@@ -294,7 +365,7 @@ class AnnBlock:
             if bits is None:
                 bits = np.packbits(allow, bitorder="little")
             sp.sel = faiss.IDSelectorBitmap(len(allow), faiss.swig_ptr(bits))
-        x = unit_rows(q) if self.metric == "cosine" else q
+        x = xq if xq is not None else unit_rows(q) if self.metric == "cosine" else q
         out = np.empty((len(q), k), np.int64)
         for lo in range(0, len(q), _BATCH):
             _, labels = self._index.search(np.ascontiguousarray(x[lo:lo + _BATCH]), k, params=sp)
@@ -424,6 +495,25 @@ class AnnBlock:
     def with_params(self, params: AnnParams) -> AnnBlock:
         """The same block searched with other query-time params (ef_search, nprobe)."""
         return replace(self, params=params)
+
+
+_omp_state = threading.local()
+
+
+def _omp_threads(faiss, nq: int) -> None:
+    """Run faiss's search of ``nq`` queries in this thread on one OpenMP thread when the batch is
+    small (at most :data:`SERIAL_QUERIES`), else on its default team. faiss parallelises a search
+    over its queries only, so a team for one query is idle threads woken and a visited table per
+    thread (measured: see benchmarks/RESULTS.md), and a collection searches its blocks side by
+    side itself. OpenMP keeps the count per calling thread: this never changes another thread's
+    (an index build's) team."""
+    st = _omp_state.__dict__
+    if "default" not in st:
+        st["default"] = st["now"] = faiss.omp_get_max_threads()
+    want = 1 if nq <= SERIAL_QUERIES else st["default"]
+    if st["now"] != want:
+        faiss.omp_set_num_threads(want)
+        st["now"] = want
 
 
 def _add_batches(index, x: np.ndarray, metric: str, should_stop, with_ids: bool) -> None:

@@ -30,14 +30,17 @@ import os
 import shutil
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..distance import knn
+from ..backends import get_knn_backend
+from ..distance import knn, unit_rows
 from ..errors import SimsearchError
 from . import _ann
-from ._ann import AnnBlock, AnnParams, BuildCancelled
+from ._ann import AnnBlock, AnnParams, BuildCancelled, Candidates, top_k
 from ._filtering import RowSet
 from ._types import CollectionConfig, QueryStats
 
@@ -61,12 +64,71 @@ def ann_dir(index_path: str, cid: int) -> str:
     return os.path.join(index_path, "ann", f"c{cid}")
 
 
-def _merge(d1, r1, d2, r2, k):
-    d = np.concatenate([d1, d2], axis=1)
-    r = np.concatenate([r1, r2], axis=1)
-    key = np.where(r >= 0, r, np.iinfo(np.int64).max)
-    order = np.lexsort((key, d), axis=-1)[:, :k]
-    return np.take_along_axis(d, order, axis=1), np.take_along_axis(r, order, axis=1)
+class _SidePool:
+    """Threads that search one query's blocks side by side (faiss and the exact kernels release
+    the GIL), one fewer than the cores (the caller searches too), used only while idle: when
+    concurrent queries already keep every core busy, the caller searches its blocks itself."""
+
+    def __init__(self, size: int | None = None) -> None:
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._size = max(0, (os.cpu_count() or 1) - 1) if size is None else size
+        self._idle = self._size
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:  # a forked child has none of the parent's threads
+        self._lock = threading.Lock()
+        self._pool = None
+        self._idle = self._size
+
+    def _drain(self, todo: deque, out: list) -> None:
+        while True:
+            try:
+                i, call = todo.popleft()
+            except IndexError:
+                return
+            out[i] = call()
+
+    def run(self, calls: list, *, side_by_side: bool = True) -> list:
+        """[call() for call in calls], in order, with idle pool threads taking calls beside the
+        caller; the first exception is raised in the caller once every call has ended."""
+        if len(calls) < 2 or not side_by_side:
+            return [call() for call in calls]
+        with self._lock:
+            take = min(self._idle, len(calls) - 1)
+            self._idle -= take
+            if take and self._pool is None:
+                self._pool = ThreadPoolExecutor(self._size, thread_name_prefix="simsearch-knn")
+        out: list = [None] * len(calls)
+        todo = deque(enumerate(calls))
+        futures = []
+        try:
+            for _ in range(take):
+                futures.append(self._pool.submit(self._drain, todo, out))
+        except RuntimeError:  # the interpreter is shutting down: the caller does it all
+            pass
+        with self._lock:
+            self._idle += take - len(futures)
+        error = None
+        try:
+            self._drain(todo, out)
+        except BaseException as exc:
+            todo.clear()
+            error = exc
+        for f in futures:
+            try:
+                f.result()
+            except BaseException as exc:
+                error = error or exc
+            finally:
+                with self._lock:
+                    self._idle += 1
+        if error is not None:
+            raise error
+        return out
+
+
+_POOL = _SidePool()
 
 
 def _stem_of(seg) -> str:
@@ -427,18 +489,15 @@ class CollectionVectors:
         if not covers and mcov is None and rowset is None:
             d, r = eng.knn(queries, k, metric)
             return d, r, QueryStats("exact", "flat", None, False)
-        nq = len(queries)
-        d = np.full((nq, k), np.inf, np.float32)
-        r = np.full((nq, k), -1, np.int64)
-        paths, kinds = set(), set()
+        be = get_knn_backend(self.backend)
+        qmax = float(np.abs(queries).max()) if queries.size else 0.0
+        kinds: set[str] = set()
         rest_rowids, rest_vecs = [], []
+        # every block's and scan's candidates, ranked once at the end (one exact re-scoring per
+        # block, one sort); the blocks and the scans are searched side by side
+        jobs: list[tuple[AnnBlock, np.ndarray | None]] = []
         for seg, cover in covers.items():
-            for block, live in cover.parts(seg):
-                allow = None if rowset is None else self._allow(rowset, block)
-                res = block.search(queries, k, allow=allow, live=live, backend=self.backend)
-                d, r = _merge(d, r, res.distances, res.rows, k)
-                paths.add(res.path)
-                kinds.add(block.kind)
+            jobs.extend(cover.parts(seg))
             resid = cover.residual(seg)
             if len(resid):
                 resid = resid[seg.alive[seg.vec_rows[resid]]]
@@ -453,15 +512,17 @@ class CollectionVectors:
         if mcov is not None:
             mem, mem_from, pos, block = mcov
             live = mem.alive[pos]
+            jobs.append((block, None if live.all() else live))
+        xq = unit_rows(queries) if metric == "cosine" else queries
+
+        def ask(block, live):
             allow = None if rowset is None else self._allow(rowset, block)
-            res = block.search(queries, k, allow=allow, live=None if live.all() else live, backend=self.backend)
-            d, r = _merge(d, r, res.distances, res.rows, k)
-            paths.add(res.path)
-            kinds.add(block.kind)
+            return block.candidates(queries, k, allow=allow, live=live, backend=be, qmax=qmax, xq=xq)
+
+        calls = [(lambda b=block, lv=live: ask(b, lv)) for block, live in jobs]
         if rowset is None:
-            d2, r2 = eng.knn(queries, k, metric, segments=others, mem_from=mem_from)
-            if d2.shape[1]:
-                d, r = _merge(d, r, d2, r2, k)
+            if others or len(eng.mem) > mem_from:
+                calls.append(lambda: _exact(eng.knn(queries, k, metric, segments=others, mem_from=mem_from)))
         else:
             for src in others:
                 rid, vec = _allowed_vectors(src, rowset)
@@ -474,8 +535,12 @@ class CollectionVectors:
         if rest_rowids:
             rid = np.concatenate(rest_rowids)
             vec = np.concatenate(rest_vecs) if len(rid) else np.empty((0, self.dim), np.float32)
-            d2, r2 = self._scan(queries, k, rid, vec, metric)
-            d, r = _merge(d, r, d2, r2, k)
+            calls.append(lambda: _exact(self._scan(queries, k, rid, vec, metric)))
+        parts = _POOL.run(calls, side_by_side=len(queries) <= _ann.SERIAL_QUERIES)
+        for block, _ in jobs:
+            kinds.add(block.kind)
+        paths = {part.path for part in parts[:len(jobs)]}
+        d, r = top_k(parts, queries, k, metric, be)
         path = "ann_filtered" if "ann_filtered" in paths else "ann" if "ann" in paths else "exact"
         kind = min(kinds) if kinds else "flat"
         return d, r, QueryStats(path, kind, allowed, scanned)
@@ -508,6 +573,11 @@ class CollectionVectors:
         dd, pos = knn(vecs, queries, kk, metric, backend=self.backend)
         d[:, :kk], r[:, :kk] = dd, rowids[pos]
         return d, r
+
+
+def _exact(found: tuple[np.ndarray, np.ndarray]) -> Candidates:
+    """An exact scan's (distances, rowids) as candidates."""
+    return Candidates("exact", found[1], found[0])
 
 
 def _allowed_vectors(src, rowset: RowSet, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
