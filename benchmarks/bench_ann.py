@@ -18,6 +18,11 @@ Rows (one JSON line each, then a table):
   seconds, single-query p50 / p99 and recall@10 against the exact scan. L1 runs on faiss's
   METRIC_L1 in both kinds (every kind re-scores its k results exactly), so the L1 rows are the
   measurement of that choice.
+* ``merge`` (``--merge-n N``, 0 to skip): four segments of N / 4 vectors, each with its HNSW, 2 %
+  of the first deleted, then merged: the time to the merged segment's own structure when it
+  grows from its largest input's (the default) and when it is built from scratch (growing turned
+  off, in a second collection on the same data), the vectors faiss was given, and recall@10 of
+  the merged structure against ``exact=True``.
 * ``near``: near-duplicate query latency on ``--near-n`` documents with texts, unfiltered and with
   the 10 % filter (LSH candidates, then the filter's bitmap).
 
@@ -44,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Reporter
 
 from simsearch import Document, Index, distance
+from simsearch.index import _ann as _ann_mod
 from simsearch.index._ann import AnnBlock, AnnParams
 
 WORDS = [f"w{i}" for i in range(5000)]
@@ -217,6 +223,47 @@ def bench_near(rep: Reporter, args, path: str) -> None:
     ix.close()
 
 
+def bench_merge(rep: Reporter, args, path: str) -> None:
+    from simsearch.index import _engine, _vecsearch
+    n = args.merge_n
+    X, Q = make_data(n, 200, args.dim, 3)
+    quarter = n // 4
+    saved_rows = _engine.MEMTABLE_ROWS
+    real_grown = _vecsearch.CollectionVectors._grown
+    added = []
+    real_add = _ann_mod._add_batches
+    _ann_mod._add_batches = lambda index, x, *a, **kw: (added.append(len(x)), real_add(index, x, *a, **kw))
+    _engine.MEMTABLE_ROWS = quarter + 1  # one segment per quarter, flushed below
+    try:
+        for mode in ("grown", "scratch"):
+            _vecsearch.CollectionVectors._grown = real_grown if mode == "grown" else (lambda self, *a: None)
+            ix = Index(os.path.join(path, mode))
+            c = ix.create_collection("v", dim=args.dim, metric=args.metric, vector_index="hnsw")
+            c._engine.stop_merger()
+            for lo in range(0, 4 * quarter, quarter):
+                c.upsert([Document(id=f"v{i}", vector=X[i]) for i in range(lo, lo + quarter)])
+                with c._lock.write():
+                    c._engine.flush()
+                c._ann.wait_indexed()  # (the collection's wait_indexed would run the merge first)
+            c.delete([f"v{i}" for i in range(0, quarter, 50)])
+            added.clear()
+            t = time.perf_counter()
+            c._engine.wait_merges()
+            merged_s = time.perf_counter() - t
+            c.wait_indexed()
+            seconds = time.perf_counter() - t
+            got = c.search_batch(vectors=Q, k=10)
+            truth = c.search_batch(vectors=Q, k=10, exact=True)
+            rep.add(row="merge", query=mode, kind="hnsw", n=4 * quarter, seconds=round(seconds, 2),
+                    merge_s=round(merged_s, 2), vectors_added=sum(added), segments=len(c._engine.segments),
+                    **{"recall@10": round(recall(got, truth), 4)}, load=load())
+            ix.close()
+    finally:
+        _engine.MEMTABLE_ROWS = saved_rows
+        _vecsearch.CollectionVectors._grown = real_grown
+        _ann_mod._add_batches = real_add
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -227,6 +274,7 @@ def main() -> None:
     ap.add_argument("--metric", default="euclidean")
     ap.add_argument("--kind", default="auto")
     ap.add_argument("--block-n", type=int, default=100_000)
+    ap.add_argument("--merge-n", type=int, default=200_000, help="the merge row's vectors (0: skip it)")
     ap.add_argument("--skip-near", action="store_true")
     ap.add_argument("--skip-knn", action="store_true")
     ap.add_argument("--skip-block", action="store_true")
@@ -234,17 +282,20 @@ def main() -> None:
     args = ap.parse_args()
     if args.smoke:
         args.n, args.dim, args.queries, args.exact_queries, args.near_n, args.block_n = 25_000, 32, 50, 10, 4000, 5000
+        args.merge_n = 8000
     rep = Reporter("bench_ann", "faiss-cpu")
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_knn:
             bench_knn(rep, args, os.path.join(tmp, "knn"))
         if not args.skip_block:
             bench_block(rep, args)
+        if args.merge_n:
+            bench_merge(rep, args, os.path.join(tmp, "merge"))
         if not args.skip_near:
             bench_near(rep, args, os.path.join(tmp, "near"))
     print()
     print(rep.table(["row", "query", "path", "kind", "n", "seconds", "s_per_million", "indexed_s", "vectors_indexed",
-                     "vectors_pending", "p50_ms", "p99_ms", "recall@10", "ratio", "load"]))
+                     "vectors_pending", "merge_s", "vectors_added", "p50_ms", "p99_ms", "recall@10", "ratio", "load"]))
 
 
 if __name__ == "__main__":

@@ -283,3 +283,84 @@ def test_small_searches_run_on_one_openmp_thread_of_their_own():
     assert seen["small"] == 1
     assert seen["large"] == seen["default"]
     assert faiss.omp_get_max_threads() == main_before
+
+
+def _merged_case(data, drop_every: int):
+    """A base block over 2,000 of the data's rows, and a 'merged' set: the base's rows minus
+    every drop_every-th, plus 1,000 rows the base lacks, interleaved with them by row."""
+    rows, x, q = data
+    in_base = np.arange(len(rows)) % 3 != 0
+    base_rows, base_x = rows[in_base], x[in_base]
+    keep = np.ones(len(rows), bool)
+    keep[np.flatnonzero(in_base)[::drop_every]] = False
+    return base_rows, base_x, rows[keep], x[keep], rows[~keep], q
+
+
+@pytest.mark.parametrize("kind", ("hnsw", "ivf"))
+@pytest.mark.parametrize("metric", ("euclidean", "cosine"))
+def test_grown_block_answers_like_a_fresh_one_and_never_returns_a_dropped_row(data, tmp_path, kind, metric):
+    base_rows, base_x, rows, x, dropped, q = _merged_case(data, drop_every=25)
+    params = AnnParams(nprobe=16)
+    base = AnnBlock.build(base_rows, base_x, metric=metric, kind=kind, params=params)
+    before = base.search(q, 10)
+    grown = AnnBlock.grown(base, rows, x)
+    assert grown is not None and grown.nodes is not None
+    assert grown._index.ntotal == len(base_rows) + (len(rows) - (len(base_rows) - len(dropped)))
+    assert base._index.ntotal == len(base_rows)  # the base is untouched and answers as before
+    np.testing.assert_array_equal(base.search(q, 10).rows, before.rows)
+    truth = AnnBlock.build(rows, x, metric=metric, kind="flat").search(q, 10)
+    allow = np.arange(len(rows)) % 2 == 0
+    truth_f = AnnBlock.build(rows, x, metric=metric, kind="flat").search(q, 10, allow=allow)
+    live = np.arange(len(rows)) % 7 != 0
+
+    def check(block):
+        res = block.search(q, 10)
+        assert res.path == "ann" and _recall(res.rows, truth.rows) >= 0.95
+        assert not np.isin(res.rows, dropped).any()
+        got = block.search(q, 10, allow=allow, live=live)
+        assert np.isin(got.rows[got.rows >= 0], rows[allow & live]).all()
+        assert _recall(got.rows, truth_f.rows[:, :5]) >= 0.8  # (the live mask removes 1/7 of the truth)
+        exact = block.search(q, 10, exact=True)
+        np.testing.assert_array_equal(exact.rows, truth.rows)
+        for i in range(len(q)):  # the distances reported are the exact ones
+            where = {r: d for r, d in zip(truth.rows[i], truth.distances[i])}
+            for r, d in zip(res.rows[i], res.distances[i]):
+                if r in where:
+                    assert d == pytest.approx(where[r], rel=1e-6, abs=1e-6)
+        return res
+
+    first = check(grown)
+    for data_in_file in (True, False):
+        stem = str(tmp_path / f"g{data_in_file}")
+        grown.save(stem, data=data_in_file)
+        back = AnnBlock.open(stem) if data_in_file else AnnBlock.open(stem, rows=rows, vectors=x)
+        np.testing.assert_array_equal(back.nodes, grown.nodes)
+        np.testing.assert_array_equal(check(back).rows, first.rows)
+    again = AnnBlock.grown(back, np.concatenate([rows, [10**6]]), np.concatenate([x, x[:1]]))  # grown twice
+    assert again is not None and len(again.nodes) == len(grown.nodes) + 1
+    assert not np.isin(again.search(q, 10).rows, dropped).any()
+
+
+def test_grown_refuses_too_many_dead_nodes_and_flat_bases(data):
+    base_rows, base_x, rows, x, _, _ = _merged_case(data, drop_every=4)  # a quarter of the base gone
+    base = AnnBlock.build(base_rows, base_x, kind="hnsw")
+    assert AnnBlock.grown(base, rows, x) is None
+    assert AnnBlock.grown(AnnBlock.build(base_rows, base_x, kind="flat"), rows, x) is None
+    assert AnnBlock.grown(base, np.arange(5) + 10**6, x[:5]) is None  # covers none of the rows
+    same = AnnBlock.grown(base, base_rows, base_x)  # nothing dropped, nothing added: no node map
+    assert same is not None and same.nodes is None
+
+
+def test_grown_block_with_a_damaged_node_map_is_refused(data, tmp_path):
+    base_rows, base_x, rows, x, _, _ = _merged_case(data, drop_every=25)
+    grown = AnnBlock.grown(AnnBlock.build(base_rows, base_x, kind="hnsw"), rows, x)
+    stem = str(tmp_path / "g")
+    grown.save(stem, data=False)
+    ann = stem + ".ann"
+    with open(ann, "r+b") as f:  # the node map is the file's tail
+        f.seek(os.path.getsize(ann) - 20)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0x10]))
+    with pytest.raises(StorageCorruptionError):
+        AnnBlock.open(stem, rows=rows, vectors=x)

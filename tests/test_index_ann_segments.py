@@ -373,3 +373,52 @@ def test_side_pool_keeps_order_raises_after_every_call_and_frees_its_threads():
     assert pool._idle == 2  # every pool thread given back, the error raised only after they ended
     assert pool.run([lambda: 1, lambda: 2]) == [1, 2]
     assert pool.run([lambda: 3, lambda: 4], side_by_side=False) == [3, 4]
+
+
+def test_merged_segment_grows_its_structure_from_its_largest_input(tmp_path, small, monkeypatch):
+    """Once merged, a segment's own structure starts from its largest input's (only the other
+    inputs' vectors are added; rows deleted before the merge stay as nodes no query returns),
+    is saved with its node map, and is reopened from the files, not rebuilt."""
+    path = str(tmp_path / "ix")
+    ix = Index(path)
+    c = ix.create_collection("v", dim=DIM, vector_index="hnsw")
+    c._engine.stop_merger()
+    c.upsert(_docs(0, 1200))  # the largest input
+    _flush(c)
+    for lo in range(1200, 2100, 300):
+        c.upsert(_docs(lo, lo + 300))
+        _flush(c)
+    assert c._ann.wait_indexed(timeout=60)
+    sizes = sorted(len(s.vec_rows) for s in c._engine.segments)
+    assert sizes == [300, 300, 300, 1200]
+    gone = [f"v{i}" for i in range(0, 1200, 40)]  # tombstones in the largest input
+    c.delete(gone)
+    added = []
+    real_add = _ann._add_batches
+    monkeypatch.setattr(_ann, "_add_batches", lambda index, x, *a, **kw: (added.append(len(x)),
+                                                                            real_add(index, x, *a, **kw)))
+    c._engine.wait_merges()
+    assert len(c._engine.segments) == 1
+    assert c._ann.wait_indexed(timeout=60)
+    merged = c._engine.segments[0]
+    own = c._ann._covers[merged].own
+    assert c._ann.grown_from == 1 and own.nodes is not None
+    assert added == [900]  # only the three small inputs' vectors were added
+    assert int((own.nodes < 0).sum()) == len(gone)
+    Q = _vectors(30, 6)
+    res = c.search_batch(vectors=Q, k=10, with_stats=True)
+    truth = c.search_batch(vectors=Q, k=10, exact=True)
+    assert res.stats.path == "ann" and _recall(res.results, truth) >= 0.95
+    assert not set(gone) & {n.id for hits in res.results for n in hits}
+    c.delete(["v1201", "v5"])  # deletes after the merge: the live mask over the node map
+    after = c.search_batch(vectors=Q, k=10)
+    assert not {"v1201", "v5", *gone} & {n.id for hits in after for n in hits}
+    ix.close()
+    built = []
+    monkeypatch.setattr(_ann.AnnBlock, "build", classmethod(lambda cls, *a, **kw: built.append(1)))
+    ix = Index(path)
+    c = ix.get_collection("v")
+    assert c.wait_indexed(timeout=60)
+    assert not built and not added[1:]  # opened from the saved files, node map included
+    assert c.search_batch(vectors=Q, k=10) == after
+    ix.close()

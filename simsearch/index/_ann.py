@@ -30,9 +30,16 @@ and an exact scan of the allowed rows is both faster and exact, so that is what 
 0.35 / 0.47 / 0.68 / 1.11 ms), so that a filtered
 walk still collects enough allowed candidates. :class:`AnnResult.path` says which path ran.
 
+Growing (:meth:`AnnBlock.grown`): a block over a merged set of rows can start from a copy of
+another block's faiss structure (a merged segment's largest input's) and add only the vectors that
+one lacks. Its faiss labels ("nodes") then no longer equal positions: :attr:`AnnBlock.nodes` maps
+each node to its position, -1 for a node whose row is gone (kept in the graph, never returned:
+every search passes an ID selector that leaves those nodes out).
+
 File format (version :data:`FORMAT_VERSION`): ``<stem>.ann``: magic, a little-endian u32 format
 version and u32 header length, a JSON header (kind, metric, params, sizes, the XXH3-64 checksums
-of both files' payloads), then, 64-byte aligned, rows (<i8) and vectors (<f4). ``<stem>.faiss``:
+of both files' payloads), then, 64-byte aligned, rows (<i8) and vectors (<f4), and for a grown
+block (version 2; others are still written as version 1) its node map (<i8). ``<stem>.faiss``:
 faiss's own format (absent for flat). :meth:`AnnBlock.save` writes both to temporary names,
 fsyncs and renames them, the ``.ann`` last, so a crash leaves the old block or the new one.
 A bad checksum, truncation or a mismatched pair raises StorageCorruptionError on open.
@@ -78,7 +85,8 @@ AUTO_FLAT_BELOW = 20_000  # auto: a flat scan below this many vectors, HNSW from
 EXACT_SCAN_MAX = 4096  # a filter keeping at most this many rows is answered by an exact scan
 MIN_SELECTIVITY = 0.01  # ... and so is one keeping less than this fraction of the block
 MAX_EF_BOOST = 8  # a filtered search raises efSearch / nprobe by sqrt(1/selectivity), at most this much
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a block grown from another's structure keeps a node map (others are still written as 1)
+MAX_DEAD_NODES = 0.125  # grown(): at most this fraction of a grown structure's nodes may be rows that are gone
 _MAGIC = b"SSANNBLK"
 _ALIGN = 64
 _MIN_TRAIN_PER_LIST = 39  # faiss's k-means wants at least this many points per centroid
@@ -228,6 +236,9 @@ class AnnBlock:
     _amax: float = 0.0
     extra: dict = field(default_factory=dict)  # the owner's identity of the block (kept by save)
     _mapped: str | None = None  # the faiss file the structure is memory-mapped from
+    # the block position each faiss node (label) stands for, -1 for a node whose row is gone;
+    # None when node i is position i (a block built at once). See grown().
+    nodes: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -313,16 +324,16 @@ class AnnBlock:
                              self._bnorm)
             p = p if pos is None else np.where(p >= 0, pos[np.maximum(p, 0)], -1)
             return Candidates(path, np.where(p >= 0, self.rows[np.maximum(p, 0)], -1), d)
-        sel = None if n_keep == n else keep
-        p = self._faiss_search(q, kk, sel, n_keep / n, allow is not None, ef_search, nprobe,
-                               bits=None if sel is None else bits, xq=xq)
+        p = self._faiss_search(q, kk, bits, n_keep / n, allow is not None, ef_search, nprobe, xq=xq)
+        if self.nodes is not None:
+            p = np.where(p >= 0, self.nodes[np.maximum(p, 0)], -1)
         return Candidates(path, np.where(p >= 0, self.rows[np.maximum(p, 0)], -1), None, self.vectors, p)
 
     def _keep(self, allow: np.ndarray | None, live: np.ndarray | None) -> tuple:
-        """(positions both masks keep or None for all, their number, their little-endian packed
-        bits or None), for the last (allow, live) pair by identity: the collection passes the same
-        cached arrays on every query until a write, and recomputing the AND, the count and the
-        packed selector per query cost O(block) each time."""
+        """(positions both masks keep or None for all, their number, the little-endian packed
+        bits of the faiss nodes to search or None for all), for the last (allow, live) pair by
+        identity: the collection passes the same cached arrays on every query until a write, and
+        recomputing the AND, the count and the packed selector per query cost O(block) each time."""
         cached = getattr(self, "_keep_cache", None)
         if cached is not None and cached[0] is allow and cached[1] is live:
             return cached[2]
@@ -336,17 +347,23 @@ class AnnBlock:
                 raise InvalidArgumentError(f"{name} must be a bool array of {n} positions; got shape {mask.shape}.")
             keep = mask if keep is None else keep & mask
         n_keep = n if keep is None else int(np.count_nonzero(keep))
-        bits = None if keep is None or n_keep == n else np.packbits(keep, bitorder="little")
+        nodes = self.nodes
+        if nodes is None:
+            bits = None if keep is None or n_keep == n else np.packbits(keep, bitorder="little")
+        else:  # over the faiss nodes: a node without a row (its row was dropped) is never kept
+            at = nodes >= 0
+            node_keep = at if keep is None else at & keep[np.maximum(nodes, 0)]
+            bits = None if node_keep.all() else np.packbits(node_keep, bitorder="little")
         out = (keep, n_keep, bits)
         if not (isinstance(allow, np.ndarray) or allow is None) or not (isinstance(live, np.ndarray) or live is None):
             return out  # a list or other sequence: not cached (its identity says nothing about its contents)
         self._keep_cache = (allow, live, out)
         return out
 
-    def _faiss_search(self, q: np.ndarray, k: int, allow: np.ndarray | None, selectivity: float, boost: bool,
-                      ef_search: int | None, nprobe: int | None, bits: np.ndarray | None = None,
-                      xq: np.ndarray | None = None) -> np.ndarray:
-        """Candidate positions (nq, k), -1 where none, from the faiss structure."""
+    def _faiss_search(self, q: np.ndarray, k: int, bits: np.ndarray | None, selectivity: float, boost: bool,
+                      ef_search: int | None, nprobe: int | None, xq: np.ndarray | None = None) -> np.ndarray:
+        """Candidate faiss labels (nq, k), -1 where none, from the faiss structure, among the
+        nodes ``bits`` keeps (packed little-endian, None for all)."""
         faiss = _faiss()
         _omp_threads(faiss, len(q))
         if self.kind == "hnsw":
@@ -361,10 +378,8 @@ class AnnBlock:
             if boost:
                 probe = int(probe * min(MAX_EF_BOOST, max(1.0, math.sqrt(1.0 / max(selectivity, 1e-9)))))
             sp.nprobe = min(self._nlist, probe)
-        if allow is not None:
-            if bits is None:
-                bits = np.packbits(allow, bitorder="little")
-            sp.sel = faiss.IDSelectorBitmap(len(allow), faiss.swig_ptr(bits))
+        if bits is not None:
+            sp.sel = faiss.IDSelectorBitmap(self._index.ntotal, faiss.swig_ptr(bits))
         x = xq if xq is not None else unit_rows(q) if self.metric == "cosine" else q
         out = np.empty((len(q), k), np.int64)
         for lo in range(0, len(q), _BATCH):
@@ -390,22 +405,27 @@ class AnnBlock:
         vecs = np.ascontiguousarray(self.vectors, dtype="<f4")
         if not data:
             rows, vecs = rows[:0], vecs[:0]
+        nodes = np.zeros(0, "<i8") if self.nodes is None else self.nodes.astype("<i8", copy=False)
         h = xxhash.xxh3_64()
-        h.update(memoryview(rows).cast("B") if rows.nbytes else b"")
-        h.update(memoryview(vecs).cast("B") if vecs.nbytes else b"")
+        for part in (rows, vecs, nodes):
+            h.update(memoryview(part).cast("B") if part.nbytes else b"")
         header = {
             "kind": self.kind, "metric": self.metric, "params": self.params.__dict__, "n": len(self),
             "dim": self.dim, "nlist": self._nlist, "data_xxh3": h.hexdigest(), "faiss_xxh3": faiss_sum,
             "extra": extra or {}, "external": not data,
         }
+        version = 1
+        if self.nodes is not None:  # format 2: a node map follows the data (format 1 readers refuse it)
+            header["nodes"] = len(nodes)
+            version = 2
         hjson = json.dumps(header, sort_keys=True).encode()
-        head = _MAGIC + struct.pack("<II", FORMAT_VERSION, len(hjson)) + hjson
+        head = _MAGIC + struct.pack("<II", version, len(hjson)) + hjson
         pad = (-len(head)) % _ALIGN
         tmp = ann_path + ".tmp"
         with open(tmp, "wb") as f:
             f.write(head + b"\0" * pad)
-            f.write(memoryview(rows).cast("B") if rows.nbytes else b"")
-            f.write(memoryview(vecs).cast("B") if vecs.nbytes else b"")
+            for part in (rows, vecs, nodes):
+                f.write(memoryview(part).cast("B") if part.nbytes else b"")
             f.flush()
             os.fsync(f.fileno())
         _fsync_rename(tmp, ann_path, sync_file=False)
@@ -437,7 +457,9 @@ class AnnBlock:
             off = head + hlen + (-(head + hlen)) % _ALIGN
             external = bool(h.get("external", False))
             held = 0 if external else n
-            if off + 8 * held + 4 * held * dim != len(raw) or kind not in ("flat", "hnsw", "ivf"):
+            n_nodes = int(h.get("nodes", 0))
+            end = off + 8 * held + 4 * held * dim
+            if end + 8 * n_nodes != len(raw) or kind not in ("flat", "hnsw", "ivf") or n_nodes < 0:
                 raise ValueError("section sizes do not add up")
         except (KeyError, TypeError, ValueError) as exc:
             raise StorageCorruptionError(f"ANN block {ann_path!r} is malformed ({exc}).") from None
@@ -447,13 +469,17 @@ class AnnBlock:
                                              "the rows and vectors given do not match it.")
         else:
             rows = raw[off:off + 8 * n].view("<i8")
-            vectors = raw[off + 8 * n:].view("<f4").reshape(n, dim)
+            vectors = raw[off + 8 * n:end].view("<f4").reshape(n, dim)
+        nodes = raw[end:].view("<i8") if n_nodes else None
         if verify:
             hx = xxhash.xxh3_64()
             hx.update(raw[off:])
             if hx.hexdigest() != h["data_xxh3"]:
                 raise StorageCorruptionError(f"ANN block {ann_path!r} failed its checksum.")
-        block = cls(kind, h["metric"], params, rows, vectors, _nlist=int(h["nlist"]), extra=h.get("extra", {}))
+        if nodes is not None and (kind == "flat" or (len(nodes) and (int(nodes.max()) >= n or int(nodes.min()) < -1))):
+            raise StorageCorruptionError(f"ANN block {ann_path!r}: its node map does not match its rows.")
+        block = cls(kind, h["metric"], params, rows, vectors, _nlist=int(h["nlist"]), extra=h.get("extra", {}),
+                    nodes=nodes)
         if kind != "flat":
             fpath = stem + ".faiss"
             if not os.path.exists(fpath) or (verify and _file_digest(fpath) != h["faiss_xxh3"]):
@@ -464,31 +490,53 @@ class AnnBlock:
                 block._mapped = fpath
             except RuntimeError:  # a faiss without mmap support for this index: read it whole
                 block._index = faiss.read_index(fpath)
-            if block._index.ntotal != n or block._index.d != dim:
+            if block._index.ntotal != (n if nodes is None else len(nodes)) or block._index.d != dim:
                 raise StorageCorruptionError(f"ANN block {stem!r}: the faiss file does not match its rows.")
         block._stats()
         return block
 
-    def extended(self, rows: Any, vectors: Any) -> AnnBlock:
-        """A block of these rows plus ``rows`` (ascending, above every row held) and their vectors,
-        added to the same faiss structure (HNSW and IVF add incrementally), so this block must not
-        be searched afterwards. A faiss structure read memory-mapped is first read into memory."""
+    @classmethod
+    def grown(cls, base: AnnBlock, rows: Any, vectors: Any, *,
+              should_stop: Callable[[], bool] | None = None) -> AnnBlock | None:
+        """A block over ``rows`` (ascending unique) and their ``vectors`` that starts from a copy of
+        ``base``'s faiss structure instead of an empty one: ``base``'s nodes keep their place
+        (those whose row is not among ``rows`` stay in the graph as nodes no search returns, the
+        way HNSW libraries mark deletions), and only the vectors of the rows ``base`` lacks are
+        added. This is how a merged segment's structure grows from its largest input's.
+        None (build from scratch) when ``base`` is flat or has no structure, when it covers none
+        of ``rows``, or when more than :data:`MAX_DEAD_NODES` of the nodes would be dead rows.
+        ``base`` is left as it was (it may still be serving queries). ``should_stop`` as in
+        :meth:`build`."""
+        if base.kind == "flat" or base._index is None:
+            return None
         rows = np.ascontiguousarray(rows, dtype=np.int64).reshape(-1)
-        vectors = check_vectors(vectors, "vectors", dim=self.dim, func="AnnBlock.extended")
-        if len(rows) != len(vectors) or (len(rows) and len(self) and rows[0] <= self.rows[-1]) or (
-                len(rows) > 1 and not np.all(np.diff(rows) > 0)):
-            raise InvalidArgumentError("AnnBlock.extended needs one vector per row and ascending rows above the block's.")
-        index = self._index
-        if index is not None and len(rows):
-            if self._mapped is not None:  # faiss cannot grow a viewed (mmapped) vector: read it whole
-                index = _faiss().read_index(self._mapped)
-            x = unit_rows(vectors) if self.metric == "cosine" else vectors
-            if self.kind == "hnsw":
-                index.add(x)
-            else:
-                index.add_with_ids(x, np.arange(len(self), len(self) + len(rows), dtype=np.int64))
-        block = AnnBlock(self.kind, self.metric, self.params, np.concatenate([self.rows, rows]),
-                         np.concatenate([self.vectors, vectors]), index, self._nlist, extra=dict(self.extra))
+        vectors = check_vectors(vectors, "vectors", dim=base.dim, func="AnnBlock.grown")
+        n = len(rows)
+        if len(vectors) != n or (n > 1 and not np.all(np.diff(rows) > 0)):
+            raise InvalidArgumentError("AnnBlock.grown needs one vector per row and ascending, unique rows.")
+        at = np.minimum(np.searchsorted(rows, base.rows), max(n - 1, 0))
+        hit = (rows[at] == base.rows) if n else np.zeros(len(base.rows), bool)
+        moved = np.where(hit, at, -1)  # base position -> position here
+        old = base.nodes if base.nodes is not None else np.arange(len(base), dtype=np.int64)
+        nodes = np.where(old >= 0, moved[np.maximum(old, 0)], -1)
+        covered = np.zeros(n, bool)
+        covered[nodes[nodes >= 0]] = True
+        add = np.flatnonzero(~covered)
+        dead = int(np.count_nonzero(nodes < 0))
+        if not covered.any() or dead > MAX_DEAD_NODES * (len(nodes) + len(add)):
+            return None
+        faiss = _faiss()
+        try:  # a private copy: base's own structure goes on serving while this one grows
+            index = faiss.read_index(base._mapped) if base._mapped is not None else None
+        except RuntimeError:
+            index = None
+        if index is None or index.ntotal != len(old):
+            index = faiss.deserialize_index(faiss.serialize_index(base._index))
+        _add_batches(index, vectors[add], base.metric, should_stop, with_ids=base.kind == "ivf", first=len(old))
+        nodes = np.concatenate([nodes, add])
+        if not dead and np.array_equal(nodes, np.arange(n)):
+            nodes = None  # node i is position i: no map needed
+        block = cls(base.kind, base.metric, base.params, rows, vectors, index, base._nlist, nodes=nodes)
         block._stats()
         return block
 
@@ -516,15 +564,16 @@ def _omp_threads(faiss, nq: int) -> None:
         st["now"] = want
 
 
-def _add_batches(index, x: np.ndarray, metric: str, should_stop, with_ids: bool) -> None:
-    """Add ``x`` in batches (cosine rows normalised per batch: no full copy of the vectors)."""
+def _add_batches(index, x: np.ndarray, metric: str, should_stop, with_ids: bool, first: int = 0) -> None:
+    """Add ``x`` in batches (cosine rows normalised per batch: no full copy of the vectors); IVF
+    ids (``with_ids``) number the rows from ``first``."""
     for lo in range(0, len(x), ADD_BATCH):
         if should_stop is not None and should_stop():
             raise BuildCancelled("the ANN build was stopped")
         chunk = x[lo:lo + ADD_BATCH]
         chunk = unit_rows(chunk) if metric == "cosine" else np.ascontiguousarray(chunk, dtype=np.float32)
         if with_ids:
-            index.add_with_ids(chunk, np.arange(lo, lo + len(chunk), dtype=np.int64))
+            index.add_with_ids(chunk, np.arange(first + lo, first + lo + len(chunk), dtype=np.int64))
         else:
             index.add(chunk)
 

@@ -15,9 +15,13 @@ another segment is ignored and rebuilt; files of segments no longer live are rem
 A query is answered by every ready block (the segment's ``alive`` bytes as the live mask, the
 filter as the allow bitmap, both faiss ID selectors) plus an exact scan of everything else: the
 memtable, small segments, segments whose block is not built yet. The partial results are merged,
-ties to the smaller rowid. When segments merge, the merged segment is served through its
-inputs' blocks (a rowid is live there when the merged segment holds it alive) until its own
-block is ready. :meth:`CollectionVectors.wait_indexed` waits for the builder; ``stats()`` counts
+ties to the smaller rowid. A small batch (at most :data:`~simsearch.index._ann.SERIAL_QUERIES`
+queries) searches its blocks and scans side by side on idle pool threads (:class:`_SidePool`);
+all candidates are re-scored and ranked once (:func:`~simsearch.index._ann.top_k`). When
+segments merge, the merged segment is served through its inputs' blocks (a rowid is live there
+when the merged segment holds it alive) until its own block is ready, which is grown from the
+largest of those (:meth:`~simsearch.index._ann.AnnBlock.grown`) when it can be; their files are
+kept while they serve. :meth:`CollectionVectors.wait_indexed` waits for the builder; ``stats()`` counts
 the vectors indexed and pending. ``exact=True``, ``vector_index="flat"`` and a metric other than
 the collection's are an exact scan of every vector.
 """
@@ -205,6 +209,7 @@ class CollectionVectors:
         self._thread: threading.Thread | None = None
         self._allow_cache: tuple | None = None
         self.build_error: BaseException | None = None
+        self.grown_from = 0  # structures grown from an input's instead of built from scratch
         # (memtable, rows covered m, memtable positions of the block's rows, block): an in-memory
         # structure over the memtable's first m rows, built by the builder, dropped at the flush
         self._mem_cover: tuple | None = None
@@ -406,8 +411,10 @@ class CollectionVectors:
                 if self._stop or not any(sg is seg for sg in self.engine.segments):
                     return  # merged away while the writes went on: its successor is the job
             try:
-                block = AnnBlock.build(rows, vecs, metric=self.metric, kind=kind, params=self.params,
-                                       should_stop=lambda: self._stop)
+                block = self._grown(seg, kind, rows, vecs)
+                if block is None:
+                    block = AnnBlock.build(rows, vecs, metric=self.metric, kind=kind, params=self.params,
+                                           should_stop=lambda: self._stop)
             except BuildCancelled:
                 raise
             except (SimsearchError, RuntimeError, MemoryError) as exc:  # faiss raises RuntimeError
@@ -426,6 +433,22 @@ class CollectionVectors:
             if seg in set(self.engine.segments):
                 self._covers[seg] = _Cover(block)
 
+    def _grown(self, seg, kind: str, rows: np.ndarray, vecs: np.ndarray) -> AnnBlock | None:
+        """A merged segment's structure grown from the largest structure that serves it now (one
+        of its inputs', of the same kind), adding only the vectors that one lacks; None when
+        there is none or it cannot be grown (AnnBlock.grown)."""
+        with self._mutex:
+            cover = self._covers.get(seg)
+            bases = [] if cover is None or cover.own is not None else [
+                b for b in cover.inherited if b.kind == kind and b.params == self.params]
+        base = max(bases, key=len, default=None)
+        if base is None:
+            return None
+        block = AnnBlock.grown(base, rows, vecs, should_stop=lambda: self._stop)
+        if block is not None:
+            self.grown_from += 1
+        return block
+
     def _collect_garbage(self, segs: list) -> None:
         """Remove the files of segments no longer live (and the one-block files of format 1)."""
         if self.dir is None:
@@ -439,6 +462,10 @@ class CollectionVectors:
         except OSError:
             return
         keep = {_stem_of(s) for s in segs if s.name is not None}
+        with self._mutex:  # the files of inputs' blocks still serving a merged segment (and grown from)
+            for cover in self._covers.values():
+                keep.update(os.path.basename(b._mapped).split(".")[0] for b in cover.inherited
+                            if b._mapped is not None)
         for name in names:
             if name.split(".")[0] not in keep:
                 _remove(os.path.join(self.dir, name))
