@@ -55,6 +55,8 @@ __all__ = [
     "check_vectors",
     "ranking_scale",
     "polish",
+    "pair_distances",
+    "rank",
     "exact_knn",
     "max_row_norm",
     "unit_rows",
@@ -250,21 +252,33 @@ def exact_knn(be: Any, base: np.ndarray, queries: np.ndarray, k: int, metric: st
     return out_d, out_i
 
 
-def polish(base: np.ndarray, queries: np.ndarray, idx: np.ndarray, metric: str, *,
-           backend: Any = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """Exact float32 distances for the candidate rows ``idx`` (-1 = none), each row sorted by
-    (distance, index); slots without a candidate get distance +inf and index -1, last. The exact
-    pair kernel is the host twin's of ``backend`` (the inputs are host arrays)."""
+def pair_distances(base: np.ndarray, queries: np.ndarray, idx: np.ndarray, metric: str, *,
+                   backend: Any = "auto") -> np.ndarray:
+    """Exact float32 distances (nq, k) of each query to its candidate rows ``idx`` of ``base``
+    (-1 = none: +inf), by the exact pair kernel of ``backend``'s host twin (host arrays)."""
     nq, k = idx.shape
-    rows = np.repeat(np.arange(nq, dtype=np.int64), k)
     cols = idx.reshape(-1)
     valid = cols >= 0
     dist = np.full(nq * k, np.inf, dtype=np.float32)
     if valid.any():
         host = get_knn_backend(backend).host
+        rows = np.repeat(np.arange(nq, dtype=np.int64), k)
         with np.errstate(over="ignore"):  # a true distance beyond float32's range is inf
             dist[valid] = host.exact_pairs(queries, base, rows[valid], cols[valid], metric).astype(np.float32)
-    dist = dist.reshape(nq, k)
+    return dist.reshape(nq, k)
+
+
+def rank(dist: np.ndarray, idx: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each row of (``dist``, ``idx``) sorted by (distance, index), index -1 last; the first
+    ``k`` columns (all when None)."""
     key = np.where(idx >= 0, idx, np.iinfo(np.int64).max)
-    order = np.lexsort((key, dist), axis=-1)
+    order = np.lexsort((key, dist), axis=-1)[:, :k]
     return np.take_along_axis(dist, order, axis=1), np.take_along_axis(idx, order, axis=1)
+
+
+def polish(base: np.ndarray, queries: np.ndarray, idx: np.ndarray, metric: str, *,
+           backend: Any = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """Exact float32 distances for the candidate rows ``idx`` (-1 = none), each row sorted by
+    (distance, index); slots without a candidate get distance +inf and index -1, last. The exact
+    pair kernel is the host twin's of ``backend`` (the inputs are host arrays)."""
+    return rank(pair_distances(base, queries, idx, metric, backend=backend), idx)

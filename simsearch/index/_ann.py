@@ -60,7 +60,7 @@ import numpy as np
 import xxhash
 
 from ..backends import get_knn_backend
-from ..distance import check_vectors, exact_knn, max_row_norm, normalize_metric, unit_rows
+from ..distance import check_vectors, exact_knn, max_row_norm, normalize_metric, pair_distances, rank, unit_rows
 from ..errors import BackendUnavailableError, InvalidArgumentError, StorageCorruptionError, UnsupportedFormatError
 from ..validation import VECTOR_INDEX_KINDS, check_int, check_option, check_param
 
@@ -181,42 +181,23 @@ class Candidates(NamedTuple):
 def top_k(parts: list[Candidates], queries: np.ndarray, k: int, metric: str,
           backend: Any) -> tuple[np.ndarray, np.ndarray]:
     """The k best of every part's rows per query, (distances, rows) (nq, k), -1 / +inf padded:
-    distances not yet computed are computed exactly (the exact pair kernel of ``backend``'s host
-    twin, as :func:`simsearch.distance.polish`), then all are ranked once, by (distance, row).
+    distances not yet computed are computed exactly (:func:`simsearch.distance.pair_distances`),
+    then all are ranked once, by (distance, row) (:func:`simsearch.distance.rank`).
     Parts must not share a row."""
     nq = len(queries)
     ds, rs = [], []
-    host = None
     for part in parts:
-        if not part.rows.shape[1]:
-            continue
-        d = part.dist
-        if d is None:
-            pos = part.pos
-            m = pos.shape[1]
-            cols = pos.reshape(-1)
-            valid = cols >= 0
-            flat = np.full(nq * m, np.inf, np.float32)
-            if valid.any():
-                host = host or get_knn_backend(backend).host
-                qrow = np.repeat(np.arange(nq, dtype=np.int64), m)
-                with np.errstate(over="ignore"):  # a true distance beyond float32's range is inf
-                    flat[valid] = host.exact_pairs(queries, part.base, qrow[valid], cols[valid],
-                                                   metric).astype(np.float32)
-            d = flat.reshape(nq, m)
-        ds.append(d)
-        rs.append(part.rows)
+        if part.rows.shape[1]:
+            ds.append(part.dist if part.dist is not None else
+                      pair_distances(part.base, queries, part.pos, metric, backend=backend))
+            rs.append(part.rows)
     dist = np.full((nq, k), np.inf, np.float32)
     rows = np.full((nq, k), -1, np.int64)
     if not ds:
         return dist, rows
-    d = ds[0] if len(ds) == 1 else np.concatenate(ds, axis=1)
-    r = rs[0] if len(rs) == 1 else np.concatenate(rs, axis=1)
-    key = np.where(r >= 0, r, np.iinfo(np.int64).max)
-    order = np.lexsort((key, d), axis=-1)[:, :k]
-    m = order.shape[1]
-    dist[:, :m] = np.take_along_axis(d, order, axis=1)
-    rows[:, :m] = np.take_along_axis(r, order, axis=1)
+    d, r = rank(np.concatenate(ds, axis=1), np.concatenate(rs, axis=1), k)
+    m = d.shape[1]
+    dist[:, :m], rows[:, :m] = d, r
     dist[rows < 0] = np.inf
     return dist, rows
 

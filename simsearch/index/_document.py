@@ -212,8 +212,7 @@ def check_chunk(docs: list, start: int, *, dim: int | None, collection: str,
                 max_text_bytes: int | None = None) -> list[Document]:
     """Documents ``start``, ``start + 1``, ... of an upsert batch, each through
     :func:`check_document` (the positions name them in the errors); not the batch checks."""
-    check = check_document
-    return [check(d, start + i, dim, collection, max_text_bytes) for i, d in enumerate(docs)]
+    return [check_document(d, start + i, dim, collection, max_text_bytes) for i, d in enumerate(docs)]
 
 
 def check_documents(docs: Any, *, dim: int | None, collection: str, max_batch: int | None = None,

@@ -41,7 +41,7 @@ import numpy as np
 from .._lsh_storage import nonempty
 from ..backends import get_knn_backend
 from ..banding import choose_params
-from ..distance import exact_knn, max_row_norm
+from ..distance import exact_knn, max_row_norm, rank
 from ..errors import ResourceExhaustedError, StorageCorruptionError
 from . import _manifest
 from ._memtable import Memtable
@@ -897,11 +897,7 @@ class Engine:
                 add(V[rows], amax, bnorm, self.mem.rowids[rows])
         if not ds:
             return np.full((nq, 0), np.inf, np.float32), np.full((nq, 0), -1, np.int64)
-        d = np.concatenate(ds, axis=1)
-        r = np.concatenate(rs, axis=1)
-        key = np.where(r >= 0, r, np.iinfo(np.int64).max)
-        order = np.lexsort((key, d), axis=-1)[:, :k]
-        return np.take_along_axis(d, order, axis=1), np.take_along_axis(r, order, axis=1)
+        return rank(np.concatenate(ds, axis=1), np.concatenate(rs, axis=1), k)
 
     def _memtable_vectors(self):
         """(vectors, max |value|, max row norm, rows to scan or None for all) of the memtable. Its rows only

@@ -518,7 +518,6 @@ class CollectionVectors:
             return d, r, QueryStats("exact", "flat", None, False)
         be = get_knn_backend(self.backend)
         qmax = float(np.abs(queries).max()) if queries.size else 0.0
-        kinds: set[str] = set()
         rest_rowids, rest_vecs = [], []
         # every block's and scan's candidates, ranked once at the end (one exact re-scoring per
         # block, one sort); the blocks and the scans are searched side by side
@@ -564,8 +563,7 @@ class CollectionVectors:
             vec = np.concatenate(rest_vecs) if len(rid) else np.empty((0, self.dim), np.float32)
             calls.append(lambda: _exact(self._scan(queries, k, rid, vec, metric)))
         parts = _POOL.run(calls, side_by_side=len(queries) <= _ann.SERIAL_QUERIES)
-        for block, _ in jobs:
-            kinds.add(block.kind)
+        kinds = {block.kind for block, _ in jobs}
         paths = {part.path for part in parts[:len(jobs)]}
         d, r = top_k(parts, queries, k, metric, be)
         path = "ann_filtered" if "ann_filtered" in paths else "ann" if "ann" in paths else "exact"
