@@ -54,7 +54,7 @@ import numpy as np
 
 from .validation import check_array, check_int, check_option, check_param
 from .backends import KNN_BACKEND_NAMES, get_knn_backend
-from .distance import _vectors, exact_knn, max_row_norm, normalize_metric, polish, unit_rows
+from .distance import _vectors, exact_knn, max_abs, max_row_norm, normalize_metric, polish, unit_rows
 from .errors import (
     AlreadyExistsError,
     BackendUnavailableError,
@@ -562,7 +562,7 @@ class VectorIndex:
         index._ids[:n] = ids
         index._n = n
         index._row = dict(zip(ids.tolist(), range(n)))
-        index._amax = float(np.abs(index._vectors[:n]).max()) if n else 0.0
+        index._amax = max_abs(index._vectors[:n])
         index._bnorm = max_row_norm(index._vectors[:n])
         if len(index._row) != n:
             raise StorageCorruptionError("VectorIndex bytes hold duplicate ids.")

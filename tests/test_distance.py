@@ -376,3 +376,11 @@ def test_far_from_unit_scale_ranks_like_unit_scale(be, metric, scale):
     assert not np.isnan(p).any()
     if metric in ("euclidean", "manhattan", "cosine"):
         np.testing.assert_allclose(p, oracle(q64.astype(np.float32), b64[:20].astype(np.float32), metric), rtol=1e-4)
+
+
+@given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=2, min_side=0, max_side=12),
+                  elements=st.floats(width=32, allow_nan=False, allow_infinity=False)))
+def test_max_abs_matches_numpy(x):
+    """max_abs (from max and min, no temporary) equals np.abs(x).max(), 0.0 for an empty array."""
+    want = float(np.abs(x).max()) if x.size else 0.0
+    assert distance.max_abs(x) == want

@@ -364,3 +364,18 @@ def test_grown_block_with_a_damaged_node_map_is_refused(data, tmp_path):
         f.write(bytes([byte[0] ^ 0x10]))
     with pytest.raises(StorageCorruptionError):
         AnnBlock.open(stem, rows=rows, vectors=x)
+
+
+@settings(max_examples=40, deadline=None)
+@given(size=st.integers(0, 700), slice_bytes=st.sampled_from([1, 7, 64, 256, 1 << 24]), seed=st.integers(0, 9))
+def test_file_digest_is_the_xxh3_of_the_bytes(tmp_path_factory, size, slice_bytes, seed):
+    """_file_digest hashes the file through a mapping in slices: the same XXH3-64 as hashing its
+    bytes at once, whatever the size against the slice (empty, shorter, exact multiples, a tail)."""
+    import xxhash
+
+    data = np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
+    path = tmp_path_factory.mktemp("digest") / "f.bin"
+    path.write_bytes(data)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_ann, "_DIGEST_SLICE", slice_bytes)
+        assert _ann._file_digest(str(path)) == xxhash.xxh3_64(data).hexdigest()

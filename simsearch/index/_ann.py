@@ -5,8 +5,10 @@ owner chooses: a collection's rowid), and answers kNN queries restricted to an *
 its positions (the live rows that pass a filter). It is built once (:meth:`AnnBlock.build`),
 written to two files (:meth:`AnnBlock.save`) and opened cheaply (:meth:`AnnBlock.open`): the rows
 and vectors are memory-mapped, and the faiss structure is read with faiss's ``IO_FLAG_MMAP_IFC``,
-which maps its stored vectors instead of copying them; only the HNSW graph (or the IVF lists'
-ids) is read into memory. Nothing is rebuilt on open.
+which maps its stored vectors instead of copying them (with faiss 1.15 the HNSW neighbour lists
+too; an IVF's lists are read into memory). Nothing is rebuilt on open: the checksums are hashed
+through a read-only mapping (:func:`_file_digest`), which leaves the file's pages in the page
+cache for faiss's own mapping.
 
 Kinds (:func:`resolve_kind`): ``flat`` (exact scan, no faiss structure), ``hnsw`` (faiss
 ``IndexHNSWFlat``), ``ivf`` (faiss ``IndexIVFFlat``, k-means trained on a seeded sample), and
@@ -49,6 +51,7 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import os
 import struct
 import threading
@@ -60,7 +63,7 @@ import numpy as np
 import xxhash
 
 from ..backends import get_knn_backend
-from ..distance import check_vectors, exact_knn, max_row_norm, normalize_metric, pair_distances, rank, unit_rows
+from ..distance import check_vectors, exact_knn, max_abs, max_row_norm, normalize_metric, pair_distances, rank, unit_rows
 from ..errors import BackendUnavailableError, InvalidArgumentError, StorageCorruptionError, UnsupportedFormatError
 from ..validation import VECTOR_INDEX_KINDS, check_int, check_option, check_param
 
@@ -89,6 +92,7 @@ FORMAT_VERSION = 2  # 2: a block grown from another's structure keeps a node map
 MAX_DEAD_NODES = 0.125  # grown(): at most this fraction of a grown structure's nodes may be rows that are gone
 _MAGIC = b"SSANNBLK"
 _ALIGN = 64
+_DIGEST_SLICE = 1 << 24  # bytes hashed per call by _file_digest
 _MIN_TRAIN_PER_LIST = 39  # faiss's k-means wants at least this many points per centroid
 _BATCH = 4096  # queries per faiss call
 SERIAL_QUERIES = 16  # a faiss search of at most this many queries runs on one OpenMP thread
@@ -261,7 +265,7 @@ class AnnBlock:
     def _stats(self) -> None:
         v = self.vectors
         self._bnorm = max_row_norm(v) if len(v) else 0.0
-        self._amax = float(np.abs(v).max()) if v.size else 0.0
+        self._amax = max_abs(v)
 
     # -- search --------------------------------------------------------------------------------
     def search(self, queries: Any, k: int, *, allow: np.ndarray | None = None, live: np.ndarray | None = None,
@@ -585,10 +589,17 @@ def _build_faiss(kind: str, metric: str, params: AnnParams, vectors: np.ndarray,
 
 
 def _file_digest(path: str) -> str:
+    """The XXH3-64 of a file, hashed through a read-only mapping in 16 MiB slices: no copy into
+    new buffers (a cold 250 MB ``.faiss``: 0.075 s, against 0.18 s reading it in 16 MiB chunks),
+    and the pages stay in the page cache for faiss, which maps the same file next."""
     h = xxhash.xxh3_64()
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
-            h.update(chunk)
+        size = os.fstat(f.fileno()).st_size
+        if size:
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm, memoryview(mm) as view:
+                for lo in range(0, size, _DIGEST_SLICE):
+                    with view[lo:lo + _DIGEST_SLICE] as part:
+                        h.update(part)
     return h.hexdigest()
 
 

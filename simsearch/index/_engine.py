@@ -41,7 +41,7 @@ import numpy as np
 from .._lsh_storage import nonempty
 from ..backends import get_knn_backend
 from ..banding import choose_params
-from ..distance import exact_knn, max_row_norm, rank
+from ..distance import exact_knn, max_abs, max_row_norm, rank
 from ..errors import ResourceExhaustedError, StorageCorruptionError
 from . import _manifest
 from ._memtable import Memtable
@@ -914,7 +914,7 @@ class Engine:
             nan = np.concatenate([nan, np.isnan(new[:, 0])])
             finite = new[~nan[seen:n]]
             if finite.size:
-                amax = max(amax, float(np.abs(finite).max()))
+                amax = max(amax, max_abs(finite))
                 bnorm = max(bnorm, max_row_norm(finite))
             self._mem_scan = (mem, n, amax, bnorm, nan)
         if not mem.n_dead and not nan[:n].any():
