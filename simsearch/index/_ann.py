@@ -420,10 +420,12 @@ class AnnBlock:
 
     @classmethod
     def open(cls, stem: str, *, verify: bool = True, rows: np.ndarray | None = None,
-             vectors: np.ndarray | None = None) -> AnnBlock:
+             vectors: np.ndarray | None = None, stats: tuple[float, float] | None = None) -> AnnBlock:
         """The block :meth:`save` wrote to ``stem``, memory-mapped. ``verify`` checks both files'
         checksums (reading them once); StorageCorruptionError on any mismatch. A block saved with
-        ``data=False`` takes its ``rows`` and ``vectors`` from the caller (they must match its size)."""
+        ``data=False`` takes its ``rows`` and ``vectors`` from the caller (they must match its size),
+        and ``stats``, when the caller knows them, as (max |value|, max row norm) of those vectors
+        (else they are computed: a pass over every vector)."""
         ann_path = stem + ".ann"
         try:
             raw = np.memmap(ann_path, dtype=np.uint8, mode="r")
@@ -477,7 +479,10 @@ class AnnBlock:
                 block._index = faiss.read_index(fpath)
             if block._index.ntotal != (n if nodes is None else len(nodes)) or block._index.d != dim:
                 raise StorageCorruptionError(f"ANN block {stem!r}: the faiss file does not match its rows.")
-        block._stats()
+        if stats is None:
+            block._stats()
+        else:
+            block._amax, block._bnorm = float(stats[0]), float(stats[1])
         return block
 
     @classmethod

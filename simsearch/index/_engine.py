@@ -881,9 +881,7 @@ class Engine:
             vrowids = seg.rowids[seg.vec_rows]
             ndead = len(valive) - int(valive.sum())
             if ndead <= _GATHER_DEAD:  # one scan of the whole segment: fewer calls, fewer thread hand-offs
-                blocks = seg.vec_blocks
-                add(vecs, max(b[2] for b in blocks), max(b[3] for b in blocks), vrowids,
-                    valive if ndead else None)
+                add(vecs, *seg.vec_stats, vrowids, valive if ndead else None)
                 continue
             for lo, hi, amax, bnorm in seg.vec_blocks:
                 a = valive[lo:hi]

@@ -48,6 +48,7 @@ import xxhash
 from .._arrays import concat_csr, gather_csr
 from .._lsh_storage import nonempty
 from .._version import __version__
+from ..distance import max_abs
 from ..errors import StorageCorruptionError
 from ._manifest import atomic_file
 
@@ -206,7 +207,7 @@ def build_segment(seg_id: int, data: SegmentData, cfg, b: int, r: int, backend) 
         sections["vecs"] = vecs
         for lo in range(0, len(vecs), VEC_BLOCK):
             blk = vecs[lo : lo + VEC_BLOCK]
-            amax = float(np.abs(blk).max())
+            amax = max_abs(blk)
             bnorm = float(np.sqrt(np.einsum("ij,ij->i", blk, blk, dtype=np.float32).max()))
             blocks.append([lo, lo + len(blk), amax, bnorm])
     meta, offset = {}, 0
@@ -438,6 +439,15 @@ class Segment:
 
     def has_vectors(self) -> bool:
         return self._vecs is not None and len(self._vecs) > 0
+
+    @property
+    def vec_stats(self) -> tuple[float, float]:
+        """(max |value|, max row norm) of the segment's vectors, from the header's per-block
+        figures (no pass over the vectors); (0.0, 0.0) without vectors."""
+        blocks = self.vec_blocks
+        if not blocks:
+            return 0.0, 0.0
+        return max(b[2] for b in blocks), max(b[3] for b in blocks)
 
     def __len__(self) -> int:
         return self.n

@@ -400,7 +400,7 @@ class CollectionVectors:
         block = None
         if stem is not None and os.path.exists(stem + ".ann"):
             try:
-                found = AnnBlock.open(stem, rows=rows, vectors=vecs)
+                found = AnnBlock.open(stem, rows=rows, vectors=vecs, stats=seg.vec_stats)
                 if json.dumps(found.extra, sort_keys=True) == json.dumps(ident, sort_keys=True):
                     block = found
             except SimsearchError as exc:
@@ -426,7 +426,7 @@ class CollectionVectors:
                 try:
                     os.makedirs(self.dir, exist_ok=True)
                     block.save(stem, extra=ident, data=False)
-                    block = AnnBlock.open(stem, verify=False, rows=rows, vectors=vecs)  # file-backed now
+                    block = AnnBlock.open(stem, verify=False, rows=rows, vectors=vecs, stats=seg.vec_stats)  # file-backed
                 except (OSError, SimsearchError) as exc:  # derived: served from memory, saved next time
                     log.warning("could not save ANN file %s (%s)", stem, exc)
         with self._mutex:
