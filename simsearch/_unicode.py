@@ -11,17 +11,31 @@ on every Python version; the test suite re-checks them code point by code point.
   bit 2 ``IGNORABLE`` (Unicode Case_Ignorable) and bit 3 ``CASED`` (Cased and not Case_Ignorable).
   The last two drive the Final_Sigma rule, the only context-dependent mapping ``str.lower`` has:
   U+03A3 becomes U+03C2 at the end of a word and U+03C3 elsewhere.
+
+Building them takes ~0.5 s, which every process paid before its first shingle (a server's first
+answer after a restart, each ``simsearch`` command, each Ray worker). So they are also kept in a
+file, one per interpreter and builder (implementation, Python version, Unicode version and a
+digest of this module's source are in its name), checksummed: :func:`tables` loads it in
+milliseconds, and builds it when the file is absent or damaged, then rewrites it atomically where
+the directory is writable. The directory is ``$SIMSEARCH_CACHE_DIR``, else
+``$NUMBA_CACHE_DIR/simsearch`` (the place a read-only install already gives numba), else this
+package's ``__pycache__``.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import re
+import sys
+import tempfile
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
+import xxhash
 
-__all__ = ["UnicodeTables", "tables", "WORD", "SPACE", "IGNORABLE", "CASED", "CAPITAL_SIGMA"]
+__all__ = ["UnicodeTables", "build", "cache_file", "tables", "WORD", "SPACE", "IGNORABLE", "CASED", "CAPITAL_SIGMA"]
 
 WORD = 1
 SPACE = 2
@@ -96,7 +110,88 @@ def _sigma_probe(lower: np.ndarray, multi_len: np.ndarray, prefix: str) -> np.nd
 
 @functools.lru_cache(maxsize=1)
 def tables() -> UnicodeTables:
-    """Build (once per process, ~0.4 s) the tables for this interpreter's Unicode version."""
+    """The tables for this interpreter, once per process: from the cache file, else built (and
+    the cache file written when its directory allows)."""
+    path = cache_file()
+    found = _read(path)
+    if found is not None:
+        return found
+    built = build()
+    _write(path, built)
+    return built
+
+
+def _builder_tag() -> str:
+    """A digest of this module's source, so that a change to how the tables are built can never
+    be answered by a file an older version wrote."""
+    try:
+        with open(__file__, "rb") as fh:
+            return xxhash.xxh3_64_hexdigest(fh.read())[:12]
+    except OSError:  # no source next to the module (a zipped or frozen install)
+        return "nosource"
+
+
+def cache_file() -> str:
+    """Where this interpreter's tables are cached."""
+    base = os.environ.get("SIMSEARCH_CACHE_DIR")
+    if not base and os.environ.get("NUMBA_CACHE_DIR"):
+        base = os.path.join(os.environ["NUMBA_CACHE_DIR"], "simsearch")
+    if not base:
+        base = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
+    impl = sys.implementation
+    name = (f"unicode-tables-{_builder_tag()}-{impl.name}-{'.'.join(map(str, sys.version_info[:3]))}"
+            f"-{unicodedata.unidata_version}.npz")
+    return os.path.join(base, name)
+
+
+def _digest(lower: np.ndarray, multi: np.ndarray, flags: np.ndarray) -> int:
+    h = xxhash.xxh3_64()
+    for arr in (lower, multi, flags):
+        h.update(str(arr.shape).encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.intdigest()
+
+
+def _read(path: str) -> UnicodeTables | None:
+    """The cached tables, or None when the file is absent or anything about it is wrong."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            lower, multi, flags, digest = f["lower"], f["multi"], f["flags"], f["digest"]
+    except Exception:  # absent, truncated, not a zip, a missing member: build instead
+        return None
+    if (lower.dtype != np.int32 or lower.shape != (_N,) or flags.dtype != np.uint8 or flags.shape != (_N,)
+            or multi.dtype != np.int32 or multi.ndim != 2 or multi.shape[1] != 3 or digest.shape != (1,)
+            or int(digest[0]) != _digest(lower, multi, flags)):
+        return None
+    for arr in (lower, multi, flags):
+        arr.setflags(write=False)
+    return UnicodeTables(lower=lower, multi=multi, flags=flags)
+
+
+def _write(path: str, t: UnicodeTables) -> None:
+    """Write the cache file atomically (a temporary file renamed); silently nothing when the
+    directory cannot be created or written (the tables are then built by each process)."""
+    tmp = None
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".unicode-", suffix=".tmp", dir=os.path.dirname(path))
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, lower=t.lower, multi=t.multi, flags=t.flags,
+                     digest=np.array([_digest(t.lower, t.multi, t.flags)], np.uint64))
+        os.replace(tmp, path)
+        tmp = None
+    except OSError:
+        pass
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def build() -> UnicodeTables:
+    """Build the tables for this interpreter's Unicode version from the interpreter itself (~0.5 s)."""
     everything = _all_codepoints()
     lower, multi = _lower_table(everything)
     flags = np.zeros(_N, dtype=np.uint8)

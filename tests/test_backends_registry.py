@@ -114,3 +114,24 @@ def test_warnings_as_errors_do_not_break_auto(fresh_registry, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert fresh_registry.resolve_backend_name("auto") == "numba"
+
+
+def test_auto_without_cupy_never_imports_numba_cuda():
+    """Where CuPy is absent, "auto" learns that from one failed import and never imports
+    numba.cuda (0.4-0.8 s per process, and the CUDA driver probe that comes with it)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "sys.modules['cupy'] = None\n"  # import cupy -> ImportError, wherever CuPy is installed
+        "from simsearch import backends\n"
+        "assert backends.resolve_backend_name('auto') == 'numba'\n"
+        "assert 'CuPy is not installed' in (backends.backend_problem('cupy') or '')\n"
+        "assert 'numba.cuda' not in sys.modules, 'numba.cuda was imported'\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_ENABLE_CUDASIM", "SIMSEARCH_BACKEND")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

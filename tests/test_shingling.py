@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import string
@@ -222,3 +223,119 @@ def test_encode_texts_is_each_text_encoded_back_to_back(batch):
     encoded = [t.encode("utf-8", "surrogatepass") for t in batch]
     assert data.tobytes() == b"".join(encoded)
     assert offsets.tolist() == [0] + np.cumsum([len(e) for e in encoded]).tolist()
+
+
+
+# -- the Unicode tables' cache file -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def built_tables():
+    return _unicode.build()
+
+
+@pytest.fixture
+def cache_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("SIMSEARCH_CACHE_DIR", str(tmp_path / "cache"))
+    _unicode.tables.cache_clear()
+    yield tmp_path / "cache"
+    _unicode.tables.cache_clear()
+
+
+def _fresh():
+    _unicode.tables.cache_clear()
+    return _unicode.tables()
+
+
+def _same(a, b):
+    return all(np.array_equal(getattr(a, k), getattr(b, k)) for k in ("lower", "multi", "flags"))
+
+
+def test_cache_file_is_written_once_then_read_instead_of_built(monkeypatch, cache_dir, built_tables):
+    path = _unicode.cache_file()
+    assert os.path.dirname(path) == str(cache_dir)
+    assert unicodedata.unidata_version in os.path.basename(path)
+    first = _fresh()  # nothing there: built, then written
+    assert _same(first, built_tables)
+    assert [p.name for p in cache_dir.iterdir()] == [os.path.basename(path)]  # no temporary left
+
+    def no_build():
+        raise AssertionError("built although a good cache file exists")
+
+    monkeypatch.setattr(_unicode, "build", no_build)
+    second = _fresh()
+    assert _same(second, built_tables)
+    with pytest.raises(ValueError):
+        second.lower[0] = 1  # shared by every caller in the process: read-only, like the built ones
+
+
+def _flip_middle(path):
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+
+
+def _truncate(path):
+    size = os.path.getsize(path)
+    with open(path, "r+b") as fh:
+        fh.truncate(size // 2)
+
+
+def _empty(path):
+    open(path, "wb").close()
+
+
+def _wrong_table_right_format(path):
+    # a well-formed file whose checksum does not match its tables (one mapping changed)
+    with np.load(path) as f:
+        parts = {k: f[k].copy() for k in f.files}
+    parts["lower"][ord("A")] = ord("b")
+    np.savez(path, **parts)
+
+
+def _wrong_shape(path):
+    with np.load(path) as f:
+        parts = {k: f[k].copy() for k in f.files}
+    parts["flags"] = parts["flags"][:-1]
+    np.savez(path, **parts)
+
+
+@pytest.mark.parametrize("damage", [_flip_middle, _truncate, _empty, _wrong_table_right_format, _wrong_shape])
+def test_a_damaged_cache_file_is_never_used_and_is_rewritten(cache_dir, built_tables, damage):
+    path = _unicode.cache_file()
+    _fresh()
+    damage(path)
+    assert _unicode._read(path) is None
+    assert _same(_fresh(), built_tables)
+    repaired = _unicode._read(path)
+    assert repaired is not None and _same(repaired, built_tables)
+
+
+def test_an_unusable_cache_directory_still_gives_the_tables(monkeypatch, tmp_path, built_tables):
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"not a directory")
+    monkeypatch.setenv("SIMSEARCH_CACHE_DIR", str(blocker / "cache"))  # cannot be created
+    try:
+        assert _same(_fresh(), built_tables)
+    finally:
+        _unicode.tables.cache_clear()
+    assert blocker.read_bytes() == b"not a directory"
+
+
+def test_numba_cache_dir_is_the_fallback_location(monkeypatch, tmp_path):
+    monkeypatch.delenv("SIMSEARCH_CACHE_DIR", raising=False)
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    assert os.path.dirname(_unicode.cache_file()) == str(tmp_path / "simsearch")
+    monkeypatch.setenv("SIMSEARCH_CACHE_DIR", str(tmp_path / "mine"))
+    assert os.path.dirname(_unicode.cache_file()) == str(tmp_path / "mine")
+
+
+def test_concurrent_writers_leave_one_good_file(cache_dir, built_tables):
+    import concurrent.futures
+
+    path = _unicode.cache_file()
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda _: _unicode._write(path, built_tables), range(12)))
+    assert [p.name for p in cache_dir.iterdir()] == [os.path.basename(path)]
+    got = _unicode._read(path)
+    assert got is not None and _same(got, built_tables)
