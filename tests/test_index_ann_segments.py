@@ -422,3 +422,89 @@ def test_merged_segment_grows_its_structure_from_its_largest_input(tmp_path, sma
     assert not built and not added[1:]  # opened from the saved files, node map included
     assert c.search_batch(vectors=Q, k=10) == after
     ix.close()
+
+
+def test_foreground_waits_for_queries_within_each_threads_budget():
+    fg = _engine.Foreground(budget_s=0.6)
+    assert fg.give_way() == 0.0  # nothing in flight: no wait
+    done = []
+
+    def query(seconds):
+        with fg.query():
+            threading.Event().wait(seconds)
+        done.append(seconds)
+
+    q = threading.Thread(target=query, args=(0.3,))
+    q.start()
+    while not fg.running:
+        threading.Event().wait(0.001)
+    waited = fg.give_way()
+    assert done == [0.3] and 0.2 <= waited < 0.6  # returned when the query ended, not before
+    q.join()
+    # a query that outlasts the budget: this thread waits what is left of its 0.6 s, then never again
+    q = threading.Thread(target=query, args=(1.5,))
+    q.start()
+    while not fg.running:
+        threading.Event().wait(0.001)
+    second = fg.give_way()
+    assert not done[1:] and second <= 0.6 - waited + 0.05
+    assert fg.give_way() == 0.0 and fg.running == 1
+    other = []  # each thread has its own budget
+    t = threading.Thread(target=lambda: other.append(fg.give_way()))
+    t.start()
+    threading.Event().wait(0.2)
+    fg.close()  # closing releases a waiter at once
+    t.join(timeout=5)
+    assert not t.is_alive() and 0.15 <= other[0] < 0.6
+    q.join()
+
+
+class _QueryAtOpen(_engine.Foreground):
+    """A foreground with a query in flight from the moment the collection opens (as the first
+    query after a restart would be) until the test ends it."""
+
+    def __init__(self, budget_s=None):
+        super().__init__(budget_s)
+        self.held = self.query()
+        self.held.__enter__()
+
+    def end(self):
+        self.held.__exit__(None, None, None)
+
+
+def test_reopening_structures_gives_way_to_a_query_in_flight(tmp_path, small, monkeypatch):
+    """After an open the saved structures are reopened only once the query in flight ends (it is
+    answered meanwhile from exact scans, equal to exact=True); a query that never ends delays
+    the reopen by at most the budget; closing during the wait is prompt."""
+    path = str(tmp_path / "ix")
+    with Index(path) as ix:
+        c = ix.create_collection("v", dim=DIM, vector_index="hnsw")
+        for lo in range(0, 1600, 400):
+            c.upsert(_docs(lo, lo + 400))
+        _flush(c)  # every row in a segment with its structure saved
+        assert c.wait_indexed(timeout=120)
+        indexed = c.stats()["vectors_indexed"]
+        assert indexed == 1600
+    Q = _vectors(8, 5)
+    monkeypatch.setattr(_engine, "Foreground", _QueryAtOpen)
+    monkeypatch.setattr(_engine, "GIVE_WAY_S", 60.0)
+    with Index(path) as ix:
+        c = ix.get_collection("v")
+        threading.Event().wait(0.5)
+        assert c.stats()["vectors_indexed"] == 0  # waiting for the query in flight
+        assert [c.search(q, k=5) for q in Q] == [c.search(q, k=5, exact=True) for q in Q]
+        c._engine.foreground.end()
+        assert c.wait_indexed(timeout=60) and c.stats()["vectors_indexed"] == indexed
+    monkeypatch.setattr(_engine, "GIVE_WAY_S", 0.5)
+    with Index(path) as ix:  # the query never ends: the budget bounds the wait
+        c = ix.get_collection("v")
+        assert c.wait_indexed(timeout=60) and c.stats()["vectors_indexed"] == indexed
+        assert c._engine.foreground.running == 1
+    monkeypatch.setattr(_engine, "GIVE_WAY_S", 3600.0)
+    ix = Index(path)
+    ix.get_collection("v")
+    threading.Event().wait(0.3)
+    closer = threading.Thread(target=ix.close, daemon=True)  # a failure here must not hang the suite
+    closer.start()
+    closer.join(timeout=8)
+    assert not closer.is_alive(), "close waited for the passes that were giving way"

@@ -682,10 +682,10 @@ def test_flat_scans_read_the_mapping_until_the_background_copy_lands(tmp_path, s
 
         copiers: list[tuple[str, int, int]] = []  # (thread name, ident, nice) of each copy
 
-        def held(seg, v):  # the copy waits until the queries have been answered from the mapping
+        def held(seg, v, *rest):  # the copy waits until the queries have been answered from the mapping
             release.wait(10)
             copiers.append((threading.current_thread().name, threading.get_ident(), os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
-            copy(seg, v)
+            copy(seg, v, *rest)
 
         monkeypatch.setattr(_engine, "_copy_flat", held)
         first = [c.search(d.vector, k=6) for d in vecs]
@@ -708,6 +708,30 @@ def test_flat_scans_read_the_mapping_until_the_background_copy_lands(tmp_path, s
         assert [fresh.search(d.vector, k=6) for d in vecs] == first
 
 
+def test_a_heap_copy_that_fails_leaves_no_copier_behind(tmp_path, small_memtable, monkeypatch):
+    """A copy that raises is logged and its segment is scanned from the mapping; wait_copies and
+    close return (before, the dead thread stayed the copier and wait_copies spun on it)."""
+    with Index(tmp_path / "idx") as idx:
+        c = idx.create_collection("c", dim=8, threshold=0.5, vector_index="flat")
+        live = churn(c, 4)
+        c._engine.wait_merges()
+
+    def broken(seg, v, *rest):
+        raise MemoryError("no room for the copy")
+
+    monkeypatch.setattr(_engine, "_copy_flat", broken)
+    with Index(tmp_path / "idx") as idx:
+        c = idx.get_collection("c")
+        vec = next(d.vector for d in live.values() if d.vector is not None)
+        first = c.search(vec, k=5)
+        waiter = threading.Thread(target=c._engine.wait_copies, daemon=True)
+        waiter.start()
+        waiter.join(timeout=10)
+        assert not waiter.is_alive()
+        assert all(s.flat_copy is None for s in c._engine.segments)
+        assert c.search(vec, k=5) == first == c.search(vec, k=5, exact=True)
+
+
 def test_close_waits_for_the_background_copies(tmp_path, small_memtable, monkeypatch):
     """Close stops the heap copier at its next step and waits for it: once the index is closed no
     thread reads the segment files, which may then be changed (truncating a file that a thread
@@ -720,9 +744,9 @@ def test_close_waits_for_the_background_copies(tmp_path, small_memtable, monkeyp
     started = threading.Event()
     copy = _engine._copy_flat
 
-    def observed(seg, v):
+    def observed(seg, v, *rest):
         started.set()
-        copy(seg, v)
+        copy(seg, v, *rest)
 
     monkeypatch.setattr(_engine, "_copy_flat", observed)
     idx = Index(tmp_path / "idx")

@@ -665,7 +665,7 @@ class Collection:
                 f"exact Jaccard needs the collection to store shingles; {self.name!r} was created with store_shingles=False."
             )
         parse_filter(filter)  # a bad filter fails before any work
-        with self._lock.read():
+        with self._lock.read(), self._engine.foreground.query():  # the catch-up passes give way
             sigs, shingles, exclude = self._query_signatures(texts, ids, want_shingles=exact, func=func)
             rowset = self._rowset(filter, func)
             if rowset is None:
@@ -800,7 +800,7 @@ class Collection:
         if not isinstance(exact, bool):
             raise InvalidTypeError(f"The 'exact' parameter of {func} must be a bool.")
         parse_filter(filter)
-        with self._lock.read():
+        with self._lock.read(), self._engine.foreground.query():  # the catch-up passes give way
             if vectors is not None:
                 if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
                     vectors = list(vectors)

@@ -360,10 +360,20 @@ class Segment:
             blocks = np.concatenate([np.arange(a, b + 1) for a, b in zip(first.tolist(), last.tolist())])
         self._check(name, blocks.astype(np.int64))
 
-    def check_all(self, name: str) -> None:
+    def check_all(self, name: str, between=None) -> None:
+        """Verify every unverified block of section ``name``; with ``between``, in steps of
+        16 MiB with ``between()`` called before each (a background thread giving way)."""
         entry = self._lazy.get(name)
-        if entry is not None:
-            self._check(name, np.flatnonzero(~entry[1]))
+        if entry is None:
+            return
+        todo = np.flatnonzero(~entry[1])
+        if between is None:
+            self._check(name, todo)
+            return
+        step = max(1, (16 << 20) // CHECK_BLOCK)
+        for lo in range(0, len(todo), step):
+            between()
+            self._check(name, todo[lo:lo + step])
 
     def verify_some(self, max_blocks: int) -> bool:
         """Verify up to ``max_blocks`` unverified blocks (the background pass); True when more remain.

@@ -229,6 +229,7 @@ class CollectionVectors:
         """Stop the builder; a build in progress stops at its next batch and is not saved. Never
         call with ``join`` while holding the collection's lock (the builder takes its read lock)."""
         self._stop = True
+        self.engine.foreground.close()  # a reopen waiting for a query stops waiting
         self._wake.set()
         with self._cond:
             self._cond.notify_all()
@@ -391,6 +392,8 @@ class CollectionVectors:
 
     def _index_segment(self, seg) -> None:
         kind = self._seg_kind(seg)
+        if seg.path is not None:  # verified here in steps that give way to queries, not all at once
+            seg.check_all("vecs", self.engine.foreground.give_way)
         vecs = seg.vecs
         if vecs is None:
             return
@@ -400,7 +403,8 @@ class CollectionVectors:
         block = None
         if stem is not None and os.path.exists(stem + ".ann"):
             try:
-                found = AnnBlock.open(stem, rows=rows, vectors=vecs, stats=seg.vec_stats)
+                found = AnnBlock.open(stem, rows=rows, vectors=vecs, stats=seg.vec_stats,
+                                      give_way=self.engine.foreground.give_way)
                 if json.dumps(found.extra, sort_keys=True) == json.dumps(ident, sort_keys=True):
                     block = found
             except SimsearchError as exc:
