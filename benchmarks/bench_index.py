@@ -109,9 +109,14 @@ def sqlite_floor(root, args, texts) -> float:
     from simsearch.index import _storage
 
     path = os.path.join(root, "sqlite-floor.db")
-    for f in (path, path + "-wal", path + "-shm"):
-        if os.path.exists(f):
-            os.remove(f)
+    files = (path, path + "-wal", path + "-shm")
+
+    def remove():
+        for f in files:
+            if os.path.exists(f):
+                os.remove(f)
+
+    remove()
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute(f"PRAGMA page_size={_storage.PAGE_SIZE}")
     conn.execute("PRAGMA journal_mode=WAL")
@@ -135,9 +140,7 @@ def sqlite_floor(root, args, texts) -> float:
         conn.execute("COMMIT")
         spent += time.perf_counter() - t
     conn.close()
-    for f in (path, path + "-wal", path + "-shm"):
-        if os.path.exists(f):
-            os.remove(f)
+    remove()
     return n / spent
 
 

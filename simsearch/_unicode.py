@@ -174,6 +174,8 @@ def _write(path: str, t: UnicodeTables) -> None:
     tmp = None
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        # a unique temporary name, not index._manifest.atomic_file's fixed one: processes that
+        # start together (Ray workers) write this file at the same moment; no fsync: a cache
         fd, tmp = tempfile.mkstemp(prefix=".unicode-", suffix=".tmp", dir=os.path.dirname(path))
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, lower=t.lower, multi=t.multi, flags=t.flags,

@@ -1156,15 +1156,15 @@ class Foreground:
 COPY_STEP_BYTES = 16 << 20  # a heap copy checks between steps of this size whether to stop
 
 
-def _copy_flat(seg: Segment, vecs: np.ndarray, give_way=None) -> None:
+def _copy_flat(seg: Segment, vecs: np.ndarray, give_way) -> None:
     """The heap copy of a segment's (verified) vectors that flat scans read once it is made, in
     steps; a segment closed meanwhile keeps none, and the copy stops at its next step (so that
-    Engine.close can wait for it: the file may be changed once the index is closed)."""
+    Engine.close can wait for it: the file may be changed once the index is closed).
+    ``give_way()`` is called before each step (:meth:`Foreground.give_way`)."""
     copy = np.empty_like(vecs)
     step = max(1, COPY_STEP_BYTES // vecs.strides[0])  # rows per step
     for lo in range(0, len(vecs), step):
-        if give_way is not None:
-            give_way()
+        give_way()
         if seg._closed:
             return
         copy[lo:lo + step] = vecs[lo:lo + step]

@@ -392,8 +392,7 @@ class CollectionVectors:
 
     def _index_segment(self, seg) -> None:
         kind = self._seg_kind(seg)
-        if seg.path is not None:  # verified here in steps that give way to queries, not all at once
-            seg.check_all("vecs", self.engine.foreground.give_way)
+        seg.check_all("vecs", self.engine.foreground.give_way)  # in steps that give way to queries
         vecs = seg.vecs
         if vecs is None:
             return
