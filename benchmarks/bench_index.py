@@ -342,6 +342,7 @@ def main(argv=None) -> None:
         args.docs, args.batch, args.queries = 2_000, 500, 20
     rep = Reporter("bench_index", "psutil")
     root = args.dir or tempfile.mkdtemp(prefix="simsearch-bench-")
+    os.makedirs(root, exist_ok=True)  # a --dir that does not exist yet (the SQLite-alone row writes there first)
     path = os.path.join(root, "idx")
     rep.add(metric="load average at start", value=round(os.getloadavg()[0], 2))
     if args.only_skip_row:
