@@ -760,3 +760,40 @@ def test_close_waits_for_the_background_copies(tmp_path, small_memtable, monkeyp
         f.write_bytes(b"")  # truncated under any mapping still read
     with Index(tmp_path / "idx") as idx:  # the emptied segments are rebuilt from the rows
         assert idx.get_collection("c").count() == len(live)
+
+
+def _vm_flags(addr: int) -> set[str]:
+    """The VmFlags of this process's mapping that holds ``addr`` (from /proc/self/smaps)."""
+    found = None
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split(None, 1)[0]
+            if "-" in head and not head.endswith(":"):
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                found = lo <= addr < hi
+            elif found and head == "VmFlags:":
+                return set(line.split()[1:])
+    raise AssertionError(f"no mapping holds {addr:#x}")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="reads Linux's /proc/self/smaps")
+def test_a_mapped_segment_reads_no_more_than_its_blocks(tmp_path, small_memtable):
+    """A segment's mapping is advised random (no read-around past the verified block a query
+    asks for) except its signatures and vectors, which flat scans and merges read in order;
+    the advice changes no answer."""
+    from simsearch.index import _segments
+
+    live, segs, d, expected, ids = _several_segments(tmp_path, seed=23)
+    name = max(segs, key=lambda s: s[1])[0]
+    idx = Index(tmp_path / "idx")
+    c = idx.get_collection("c")
+    seg = next(s for s in c._engine.segments if s.name == name)
+    base = np.frombuffer(seg._mm, np.uint8).ctypes.data
+    flags = {sec: _vm_flags(base + _section_offset(os.path.join(d, name), sec)[0])
+             for sec in ("rowids", "skeys", "srows", "directory", "id_hash", "sigs", "vecs")}
+    assert all("rr" in flags[s] for s in ("rowids", "skeys", "srows", "directory", "id_hash")), flags
+    assert not any("rr" in flags[s] for s in _segments._IN_ORDER), flags
+    seg.will_read("skeys", "srows")  # advice only: nothing is read into the arrays or changed
+    seg.will_read()
+    assert answers(c, list(live.values())) == expected
+    idx.close()

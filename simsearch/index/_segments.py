@@ -29,6 +29,15 @@ vec_rows      int32 nv   the rows that have a vector; ``vecs`` float32 (nv, dim)
 checks        uint64     the block checksums of the lazily verified sections, in order
 ============  =========  ===========================================================
 
+Reads are sized to what is verified. A mapping is advised ``MADV_RANDOM``, so a page fault reads
+that page and not the kernel's read-around window around it (8 MiB on a disk whose
+``read_ahead_kb`` is 8192: a cold band lookup then read 8 MiB for a 64 KiB block), and before a
+block is hashed its exact byte range is requested with ``MADV_WILLNEED`` (all of a query's
+blocks at once, so the disk serves them side by side); the structural sections are requested the
+same way at open. The signatures and vectors keep the default advice (flat scans, merges and
+``find_duplicates`` read them in order), and readers of whole sections under the random advice
+(a merge's inputs, a self-join's band tables) request them whole first (:meth:`Segment.will_read`).
+
 A file is written to a temporary name, fsynced, and renamed; it is never modified afterwards.
 Removed rows are marked in a tombstone bitmap kept in a separate small file per manifest
 generation (:mod:`simsearch.index._manifest`), so several processes can map one segment.
@@ -69,6 +78,25 @@ SEGMENT_FORMAT = 2  # 2: block checksums for the large sections (format 1 segmen
 ALIGN = 4096
 LAZY_SECTIONS = ("sigs", "skeys", "srows", "vecs")
 CHECK_BLOCK = 1 << 16  # bytes per checksummed block of a lazy section
+_RANDOM = getattr(mmap, "MADV_RANDOM", None)  # None where the platform has no madvise
+_NORMAL = getattr(mmap, "MADV_NORMAL", None)
+_WILLNEED = getattr(mmap, "MADV_WILLNEED", None)
+_IN_ORDER = ("sigs", "vecs")  # often read whole (flat scans, merges, find_duplicates): default advice
+
+
+def _advise(mm: mmap.mmap | None, advice: int | None, start: int = 0, length: int | None = None) -> None:
+    """``madvise`` over the pages of ``mm[start:start + length]`` (all of it by default); advice
+    only, so a platform or a mapping that refuses it changes nothing but the speed."""
+    if mm is None or advice is None:
+        return
+    try:
+        size = len(mm)
+        lo = start - start % mmap.PAGESIZE
+        hi = size if length is None else min(size, start + length)
+        if hi > lo:
+            mm.madvise(advice, lo, hi - lo)
+    except (OSError, ValueError, OverflowError):  # ValueError: closed meanwhile (a merge replaced it)
+        pass
 
 
 class SegmentDamaged(StorageCorruptionError):
@@ -141,6 +169,7 @@ class SegmentData:
         rowids, sigs, hashes, ext, lab, has_label, vec_of_row, vecs = [], [], [], [], [], [], [], []
         nvec = 0
         for seg, alive in parts:
+            seg.will_read()  # all of it is read, in order
             rows = np.flatnonzero(alive)
             rowids.append(seg.rowids[rows])
             sigs.append(seg.sigs[rows])
@@ -279,8 +308,9 @@ class Segment:
     :meth:`vec_rows_at`, which verify only the blocks they touch."""
 
     def __init__(self, path: str | None, header: dict, mm: mmap.mmap | None, arrays: dict[str, np.ndarray],
-                 lazy: dict | None = None):
+                 lazy: dict | None = None, offsets: dict[str, int] | None = None):
         self.path = path
+        self._offsets = offsets or {}  # file offset of each lazy section (the blocks' prefetch)
         self.name = None if path is None else os.path.basename(path)
         self.header = header
         self.id = int(header["id"])
@@ -334,9 +364,11 @@ class Segment:
         arr = self._array(name)
         if arr is None:  # closed meanwhile (a merge or a repair replaced it)
             return
+        blocks = np.unique(blocks)
+        self._prefetch(name, blocks)
         raw = memoryview(arr.reshape(-1)).cast("B")
         h = xxhash.xxh3_64_intdigest
-        for blk in np.unique(blocks).tolist():
+        for blk in blocks.tolist():
             if done[blk]:
                 continue
             if h(raw[blk * CHECK_BLOCK : (blk + 1) * CHECK_BLOCK]) != int(checks[blk]):
@@ -345,6 +377,31 @@ class Segment:
                 if not done[blk]:
                     done[blk] = True
                     self._unverified -= 1
+
+    def will_read(self, *names: str) -> None:
+        """Request the named sections (all: none named) whole from the disk, ahead of a reader
+        that reads them in order (a merge, a self-join)."""
+        mm = self._mm
+        if mm is None or _WILLNEED is None:
+            return
+        if not names:
+            _advise(mm, _WILLNEED)
+            return
+        for name in names:
+            off = self._offsets.get(name)
+            arr = self._array(name) if name in LAZY_SECTIONS else getattr(self, name, None)
+            if off is not None and arr is not None:
+                _advise(mm, _WILLNEED, off, arr.nbytes)
+
+    def _prefetch(self, name: str, blocks: np.ndarray) -> None:
+        """Ask the kernel for the bytes of ``blocks`` (sorted) of a lazy section, one request per
+        run of consecutive blocks, before they are hashed (see the module docstring)."""
+        off = self._offsets.get(name)
+        if off is None or self._mm is None or _WILLNEED is None or not len(blocks):
+            return
+        cuts = np.flatnonzero(np.diff(blocks) != 1) + 1
+        for first, last in zip(blocks[np.r_[0, cuts]].tolist(), blocks[np.r_[cuts - 1, len(blocks) - 1]].tolist()):
+            _advise(self._mm, _WILLNEED, off + first * CHECK_BLOCK, (last - first + 1) * CHECK_BLOCK)
 
     def _check_spans(self, name: str, lo_bytes: np.ndarray, hi_bytes: np.ndarray) -> None:
         """Verify the blocks covering the byte ranges [lo, hi) of a lazy section."""
@@ -441,8 +498,10 @@ class Segment:
 
     @property
     def table(self) -> tuple | None:
+        """The whole band table, verified (a self-join reads it in order: requested whole first)."""
         if self._skeys is None:
             return None
+        self.will_read("skeys", "srows")
         self.check_all("skeys")
         self.check_all("srows")
         return self._skeys, self._srows, self.directory, self.d
@@ -544,11 +603,13 @@ def open_segment(path: str, cfg, b: int, r: int, *, verify: bool = True) -> Segm
     finally:
         os.close(fd)
     try:
+        _advise(mm, _RANDOM)  # before the first read: no read-around anywhere (module docstring)
         if mm[:8] != MAGIC:
             raise _bad(path, "is not a simsearch segment")
         hlen = int.from_bytes(mm[8:16], "little")
         if 16 + hlen + 8 > size:
             raise _bad(path, "is truncated")
+        _advise(mm, _WILLNEED, 0, 24 + hlen)
         raw = mm[16 : 16 + hlen]
         if xxhash.xxh3_64_intdigest(raw) != int.from_bytes(mm[16 + hlen : 24 + hlen], "little"):
             raise _bad(path, "fails its header checksum")
@@ -558,7 +619,7 @@ def open_segment(path: str, cfg, b: int, r: int, *, verify: bool = True) -> Segm
         if (header["num_perm"], header["dim"], header["b"], header["r"]) != (cfg.num_perm, cfg.dim, b, r):
             raise _bad(path, "does not match the collection's configuration")
         base = -(-(24 + hlen) // ALIGN) * ALIGN
-        arrays, arr = {}, None
+        arrays, arr, offsets = {}, None, {}
         for name, sec in header["sections"].items():
             dt = np.dtype(sec["dtype"])
             count = int(np.prod(sec["shape"])) if sec["shape"] else 1
@@ -568,10 +629,17 @@ def open_segment(path: str, cfg, b: int, r: int, *, verify: bool = True) -> Segm
                 continue
             if start + count * dt.itemsize > size:
                 raise _bad(path, f"is truncated (section {name})")
-            arr = np.frombuffer(mm, dtype=dt, count=count, offset=start).reshape(sec["shape"])
-            if verify and "xxh3" in sec and xxhash.xxh3_64_intdigest(_raw(arr)) != sec["xxh3"]:
-                raise _bad(path, f"section {name} fails its checksum")
-            arrays[name] = arr
+            arrays[name] = np.frombuffer(mm, dtype=dt, count=count, offset=start).reshape(sec["shape"])
+            offsets[name] = start
+            if name in _IN_ORDER:
+                _advise(mm, _NORMAL, start, count * dt.itemsize)
+            elif verify and "xxh3" in sec:
+                _advise(mm, _WILLNEED, start, count * dt.itemsize)  # all requested before any is hashed
+        if verify:
+            for name, sec in header["sections"].items():
+                arr = arrays[name]
+                if "xxh3" in sec and arr.size and xxhash.xxh3_64_intdigest(_raw(arr)) != sec["xxh3"]:
+                    raise _bad(path, f"section {name} fails its checksum")
         n = int(header["n"])
         if arrays["rowids"].shape != (n,) or arrays["sigs"].shape != (n, cfg.num_perm):
             raise _bad(path, "has inconsistent shapes")
@@ -586,7 +654,8 @@ def open_segment(path: str, cfg, b: int, r: int, *, verify: bool = True) -> Segm
             if count != -(-nbytes // CHECK_BLOCK) or first + count > len(checks):
                 raise _bad(path, f"has inconsistent block checksums (section {name})")
             lazy[name] = (checks[first : first + count], None)
-        return Segment(path, header, mm, arrays, lazy if verify else None)
+        return Segment(path, header, mm, arrays, lazy if verify else None,
+                       {name: offsets[name] for name in LAZY_SECTIONS if name in offsets})
     except StorageCorruptionError:
         arrays = arr = None
         _close_quietly(mm)
