@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -457,6 +458,76 @@ def test_foreground_waits_for_queries_within_each_threads_budget():
     t.join(timeout=5)
     assert not t.is_alive() and 0.15 <= other[0] < 0.6
     q.join()
+
+
+def test_foreground_holds_the_passes_while_opening_and_until_the_first_answer(monkeypatch):
+    """During an open the passes wait (the opening thread never does), then for the first query
+    to end, at most OPEN_GRACE_S; neither wait uses the budget; release() and close() end it."""
+    monkeypatch.setattr(_engine, "OPEN_GRACE_S", 0.4)
+    fg = _engine.Foreground(budget_s=0.05)
+    waits = []
+
+    def passes():
+        waits.append(fg.give_way())
+
+    with fg.opening():
+        assert fg.give_way() == 0.0  # the opening thread itself
+        t = threading.Thread(target=passes)
+        t.start()
+        threading.Event().wait(0.3)
+        assert t.is_alive()  # held past its 0.05 s budget: the open's wait is not budgeted
+    t.join(timeout=5)
+    assert not t.is_alive() and 0.6 <= waits[0] < 3  # 0.3 s of open, then the 0.4 s grace
+    assert fg.give_way() == 0.0  # the grace is over: nothing in flight, no wait
+
+    monkeypatch.setattr(_engine, "OPEN_GRACE_S", 30.0)
+    with fg.opening():
+        t = threading.Thread(target=passes)
+        t.start()
+    with fg.query():  # the first query after the open: its end releases the passes
+        threading.Event().wait(0.2)
+        assert t.is_alive()
+    t.join(timeout=5)
+    assert not t.is_alive() and 0.15 <= waits[1] < 3
+
+    for end in (fg.release, fg.close):  # a wait_* call, or closing, ends the hold at once
+        with fg.opening():
+            pass
+        t = threading.Thread(target=passes)
+        t.start()
+        threading.Event().wait(0.2)
+        assert t.is_alive()
+        end()
+        t.join(timeout=5)
+        assert not t.is_alive() and waits[-1] < 3
+
+
+def test_after_an_open_the_structures_are_reopened_after_the_first_answer(tmp_path, small, monkeypatch):
+    """A reopened collection leaves its saved structures unread until its first query has been
+    answered (exactly, from scans), then reopens them; wait_indexed does not wait for a query."""
+    path = str(tmp_path / "ix")
+    with Index(path) as ix:
+        c = ix.create_collection("v", dim=DIM, vector_index="hnsw")
+        for lo in range(0, 1600, 400):
+            c.upsert(_docs(lo, lo + 400))
+        _flush(c)
+        assert c.wait_indexed(timeout=120)
+        indexed = c.stats()["vectors_indexed"]
+    Q = _vectors(8, 6)
+    monkeypatch.setattr(_engine, "OPEN_GRACE_S", 3600.0)
+    with Index(path) as ix:
+        c = ix.get_collection("v")
+        threading.Event().wait(0.5)
+        assert c.stats()["vectors_indexed"] == 0  # no query yet: the reopen waits
+        first = c.search(Q[0], k=5)
+        assert first == c.search(Q[0], k=5, exact=True)
+        deadline = time.monotonic() + 60
+        while c.stats()["vectors_indexed"] < indexed and time.monotonic() < deadline:
+            threading.Event().wait(0.05)
+        assert c.stats()["vectors_indexed"] == indexed  # the first answer released it
+    with Index(path) as ix:
+        c = ix.get_collection("v")
+        assert c.wait_indexed(timeout=60) and c.stats()["vectors_indexed"] == indexed
 
 
 class _QueryAtOpen(_engine.Foreground):

@@ -133,8 +133,9 @@ class Collection:
         self._engine = Engine(self._storage, self._cid, self.config, self._index._backend, self._lock,
                               self._index.path, fsync=self._index._fsync)
         try:
-            self._engine.open()
-            self._load_query_state()
+            with self._engine.foreground.opening():  # the catch-up passes wait for it and its first answer
+                self._engine.open()
+                self._load_query_state()
         except BaseException:
             self._engine.close()
             raise

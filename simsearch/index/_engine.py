@@ -31,6 +31,7 @@ install step of a merge.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import threading
@@ -673,6 +674,7 @@ class Engine:
 
     def wait_verified(self) -> None:
         """Wait for the background verification pass (tests, benchmarks)."""
+        self.foreground.release()
         if self._verifier is not None:
             self._verifier.join()
 
@@ -974,6 +976,7 @@ class Engine:
 
     def wait_copies(self) -> None:
         """Wait for the background heap copies of segment vectors (tests, benchmarks)."""
+        self.foreground.release()
         while True:
             with self._shingle_mutex:
                 th = self._copier
@@ -1090,6 +1093,7 @@ def background_priority() -> None:
 
 
 GIVE_WAY_S = float(os.environ.get("SIMSEARCH_GIVE_WAY_S", "2"))
+OPEN_GRACE_S = 1.0  # after an open, the catch-up passes wait this long at most for a first answer
 
 
 class Foreground:
@@ -1105,7 +1109,14 @@ class Foreground:
 
     Giving way is bounded: a thread waits at most GIVE_WAY_S seconds in all over its life, so a
     steady stream of queries delays the passes by that much and never starves them (the queries
-    want them done: until a structure is reopened, its segment is scanned)."""
+    want them done: until a structure is reopened, its segment is scanned).
+
+    The passes start while the collection is still opening (the verifier once the segments are
+    mapped, the reopening once the vector index is set up), and until the first query arrives
+    nothing is in flight to give way to. So they also wait while the open runs (:meth:`opening`:
+    its structural checksums read the same disk) and, after it, until the first query has been
+    answered, at most OPEN_GRACE_S after the open ended. Neither wait counts against the budget:
+    both end by themselves. The opening thread itself never waits."""
 
     def __init__(self, budget_s: float | None = None) -> None:
         self._cond = threading.Condition()
@@ -1113,6 +1124,39 @@ class Foreground:
         self._budget = GIVE_WAY_S if budget_s is None else budget_s
         self._left = threading.local()  # seconds of waiting each thread has left
         self._closed = False
+        self._opener: int | None = None  # the thread running the open (see opening())
+        self._grace_until = 0.0  # until then, after an open, the passes wait for a first answer
+        self._answered = True  # no open, or a query has ended since it
+
+    @contextmanager
+    def opening(self):
+        """The collection's open: the passes wait while it runs, then (OPEN_GRACE_S at most) for
+        the first query to end."""
+        with self._cond:
+            self._opener = threading.get_ident()
+            self._answered = False
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._opener = None
+                self._grace_until = time.monotonic() + OPEN_GRACE_S
+                self._cond.notify_all()
+
+    def release(self) -> None:
+        """End the wait for a first answer (a caller waits for the passes themselves: a
+        ``wait_*`` call, which tests and benchmarks make right after an open)."""
+        with self._cond:
+            self._answered = True
+            self._cond.notify_all()
+
+    def _holding(self) -> float:
+        """Seconds the passes still wait for the open and its first answer (inf: the open runs)."""
+        if self._closed or self._answered:
+            return 0.0
+        if self._opener is not None:
+            return 0.0 if self._opener == threading.get_ident() else math.inf
+        return max(0.0, self._grace_until - time.monotonic())
 
     def close(self) -> None:
         """No more waiting (the collection is closing: its passes stop at their next step)."""
@@ -1129,7 +1173,9 @@ class Foreground:
         finally:
             with self._cond:
                 self._running -= 1
-                if not self._running:
+                if self._opener is None:
+                    self._answered = True  # the first answer after an open (see opening())
+                if not self._running or not self._answered:
                     self._cond.notify_all()
 
     @property
@@ -1137,11 +1183,20 @@ class Foreground:
         return self._running
 
     def give_way(self) -> float:
-        """Wait while a query runs, within this thread's budget; the seconds waited."""
-        if not self._running or self._closed:  # the common case: no lock taken
-            return 0.0
-        left = getattr(self._left, "s", self._budget)
+        """Wait while the open runs and for its first answer (see :meth:`opening`), then while a
+        query runs, within this thread's budget; the seconds waited."""
         waited = 0.0
+        if not self._answered:
+            with self._cond:
+                hold = self._holding()
+                while hold > 0:
+                    t = time.monotonic()
+                    self._cond.wait(None if hold == math.inf else hold)
+                    waited += time.monotonic() - t
+                    hold = self._holding()
+        if not self._running or self._closed:  # the common case: no lock taken
+            return waited
+        left = getattr(self._left, "s", self._budget)
         with self._cond:
             while self._running and left > 0 and not self._closed:
                 t = time.monotonic()

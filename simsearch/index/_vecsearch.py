@@ -321,6 +321,7 @@ class CollectionVectors:
         """Wait until every segment due a structure has one (True), or ``timeout`` seconds (False)."""
         if self._thread is None:
             return True
+        self.engine.foreground.release()  # nobody to give way to: the caller wants the structures
         with self._cond:
             self._urgent += 1
             try:
