@@ -9,7 +9,7 @@ them, shared by every process that maps the file. File layout (``seg-<id>.seg``)
 
 The header names the segment format version (:data:`SEGMENT_FORMAT`), the collection's shape
 (num_perm, dim, banding) and every section's dtype, shape, offset and checksum. The small,
-structural sections (rowids, ids, labels, directory: ~50 bytes a row) carry one XXH3-64 each and
+structural sections (rowids, ids, labels, directory: ~65 bytes a row) carry one XXH3-64 each and
 are verified when the segment is opened. The large ones (:data:`LAZY_SECTIONS`: signatures, band
 tables, vectors, ~95 % of the bytes) carry one XXH3-64 per :data:`CHECK_BLOCK` bytes, in the
 ``checks`` section (itself verified at open), and each block is verified on its first read: the
