@@ -81,6 +81,7 @@ CHECK_BLOCK = 1 << 16  # bytes per checksummed block of a lazy section
 _RANDOM = getattr(mmap, "MADV_RANDOM", None)  # None where the platform has no madvise
 _NORMAL = getattr(mmap, "MADV_NORMAL", None)
 _WILLNEED = getattr(mmap, "MADV_WILLNEED", None)
+_WILLNEED_STEP = 128 << 10  # bytes per MADV_WILLNEED request: the default read-ahead window
 _IN_ORDER = ("sigs", "vecs")  # often read whole (flat scans, merges, find_duplicates): default advice
 
 
@@ -93,8 +94,15 @@ def _advise(mm: mmap.mmap | None, advice: int | None, start: int = 0, length: in
         size = len(mm)
         lo = start - start % mmap.PAGESIZE
         hi = size if length is None else min(size, start + length)
-        if hi > lo:
+        if hi <= lo:
+            return
+        if advice != _WILLNEED:
             mm.madvise(advice, lo, hi - lo)
+            return
+        # the kernel reads at most one read-ahead window per request (force_page_cache_ra), and
+        # faults past it read page by page under MADV_RANDOM: request the span in windows
+        for at in range(lo, hi, _WILLNEED_STEP):
+            mm.madvise(advice, at, min(_WILLNEED_STEP, hi - at))
     except (OSError, ValueError, OverflowError):  # ValueError: closed meanwhile (a merge replaced it)
         pass
 
