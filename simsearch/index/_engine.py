@@ -1173,9 +1173,10 @@ class Foreground:
         finally:
             with self._cond:
                 self._running -= 1
-                if self._opener is None:
-                    self._answered = True  # the first answer after an open (see opening())
-                if not self._running or not self._answered:
+                first = not self._answered and self._opener is None  # the first answer after an open
+                if first:
+                    self._answered = True
+                if first or not self._running:
                     self._cond.notify_all()
 
     @property

@@ -387,17 +387,13 @@ class Segment:
                     self._unverified -= 1
 
     def will_read(self, *names: str) -> None:
-        """Request the named sections (all: none named) whole from the disk, ahead of a reader
-        that reads them in order (a merge, a self-join)."""
+        """Request the named lazy sections (the whole file: none named) from the disk, ahead of a
+        reader that reads them in order (a merge, a self-join)."""
         mm = self._mm
-        if mm is None or _WILLNEED is None:
-            return
         if not names:
             _advise(mm, _WILLNEED)
-            return
         for name in names:
-            off = self._offsets.get(name)
-            arr = self._array(name) if name in LAZY_SECTIONS else getattr(self, name, None)
+            off, arr = self._offsets.get(name), self._array(name)
             if off is not None and arr is not None:
                 _advise(mm, _WILLNEED, off, arr.nbytes)
 
