@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check: run on a machine with an NVIDIA GPU (the lent H200) from the repository root,
 # with the wheels of benchmarks/gpu_wheels.sh carried in .whl/. Under 10 minutes on one H200:
-#   1. the GPU tests on the device: SIMSEARCH_REQUIRE_GPU=1 pytest -m "gpu or cuda" (every GPU
+#   1. the GPU tests on the device: SIMSEARCH_REQUIRE_GPU=1 pytest -m "gpu or cuda", every failure
+#      reported, 4 xdist workers where pytest-xdist is installed (every GPU
 #      kernel against numpy, the 16-thread concurrency tests, a Collection on the GPU backend);
 #   2. benchmarks/bench_gpu.py: text -> signature (>= 2 GB of text), simsearch dedup end to end,
 #      exact kNN 1M x 128 with 10k queries; the GPU against numba on this box's cores, same run.
@@ -23,7 +24,12 @@ unset NUMBA_ENABLE_CUDASIM
     python3 -c "from simsearch.backends import get_backend, resolve_backend_name; print(get_backend('cupy').device, '| auto =', resolve_backend_name('auto'))"
 } 2>&1 | tee "$out/env.txt"
 rc=0
-SIMSEARCH_REQUIRE_GPU=1 timeout 330 python3 -m pytest -m "gpu or cuda" -q -x -p no:cacheprovider \
-    --durations=15 2>&1 | tee "$out/pytest_gpu.txt" || rc=1
-timeout 240 python3 benchmarks/bench_gpu.py "$@" 2>&1 | tee "$out/bench_gpu.txt" || rc=1
+# Every failure is reported (no -x): a device run is scarce, so one broken kernel must not hide the
+# next. Each test has its own limit; GPU_TEST_S and GPU_BENCH_S bound the two parts.
+xdist=()
+python3 -c "import xdist" 2>/dev/null && xdist=(-n "${GPU_TEST_WORKERS:-4}")
+SIMSEARCH_REQUIRE_GPU=1 timeout "${GPU_TEST_S:-330}" python3 -m pytest -m "gpu or cuda" -q -p no:cacheprovider \
+    "${xdist[@]}" --timeout 120 --tb=short -rfE --durations=15 --junitxml="$out/pytest_gpu.xml" \
+    2>&1 | tee "$out/pytest_gpu.txt" || rc=1
+timeout "${GPU_BENCH_S:-240}" python3 benchmarks/bench_gpu.py "$@" 2>&1 | tee "$out/bench_gpu.txt" || rc=1
 exit "$rc"
